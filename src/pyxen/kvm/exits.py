@@ -1,0 +1,175 @@
+"""Typed values for KVM_RUN exits, decoded once from the kvm_run page.
+
+``decode_exit`` is the only place that interprets ``kvm_run.exit_reason``;
+the vCPU loop dispatches on the type of the value it returns.  Port-I/O data
+is not copied here: the handler reads or writes it in the kvm_run mapping
+at ``data_offset`` (see ``Vcpu.io_data``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyxen.kvm.structs import kvm_run
+
+KVM_EXIT_UNKNOWN = 0
+KVM_EXIT_EXCEPTION = 1
+KVM_EXIT_IO = 2
+KVM_EXIT_HYPERCALL = 3
+KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
+KVM_EXIT_MMIO = 6
+KVM_EXIT_IRQ_WINDOW_OPEN = 7
+KVM_EXIT_SHUTDOWN = 8
+KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
+KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_X86_RDMSR = 29
+KVM_EXIT_X86_WRMSR = 30
+
+KVM_EXIT_IO_IN = 0
+KVM_EXIT_IO_OUT = 1
+
+
+@dataclass(slots=True, frozen=True)
+class IoExit:
+    """IN/OUT (possibly a string instruction with ``count`` > 1)."""
+
+    port: int
+    size: int
+    is_out: bool
+    count: int
+    data_offset: int
+
+
+@dataclass(slots=True, frozen=True)
+class MmioExit:
+    """An access to guest-physical memory that no memory slot backs."""
+
+    phys_addr: int
+    length: int
+    is_write: bool
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class MsrExit:
+    """RDMSR/WRMSR of an MSR the filter sends to user space."""
+
+    is_write: bool
+    index: int
+    data: int
+    reason: int
+
+
+@dataclass(slots=True, frozen=True)
+class HltExit:
+    """HLT with no in-kernel local APIC."""
+
+
+@dataclass(slots=True, frozen=True)
+class IrqWindowExit:
+    """The guest can take an interrupt (requested with request_interrupt_window)."""
+
+
+@dataclass(slots=True, frozen=True)
+class ShutdownExit:
+    """Triple fault."""
+
+
+@dataclass(slots=True, frozen=True)
+class InterruptedExit:
+    """KVM_RUN returned early: a signal, or immediate_exit was set."""
+
+
+@dataclass(slots=True, frozen=True)
+class InternalErrorExit:
+    """KVM could not handle the guest (e.g. an emulation failure, suberror 1)."""
+
+    suberror: int
+    data: tuple[int, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class FailEntryExit:
+    """VM entry failed (invalid guest state)."""
+
+    reason: int
+
+
+@dataclass(slots=True, frozen=True)
+class DebugExit:
+    """A guest-debug event (single step or breakpoint)."""
+
+    exception: int
+    pc: int
+
+
+@dataclass(slots=True, frozen=True)
+class SystemEventExit:
+    """KVM_SYSTEM_EVENT (shutdown, reset, crash)."""
+
+    type: int
+
+
+@dataclass(slots=True, frozen=True)
+class UnknownExit:
+    """Any exit reason pyxen does not handle."""
+
+    reason: int
+
+
+Exit = (
+    IoExit
+    | MmioExit
+    | MsrExit
+    | HltExit
+    | IrqWindowExit
+    | ShutdownExit
+    | InterruptedExit
+    | InternalErrorExit
+    | FailEntryExit
+    | DebugExit
+    | SystemEventExit
+    | UnknownExit
+)
+
+_HLT = HltExit()
+_IRQ_WINDOW = IrqWindowExit()
+_SHUTDOWN = ShutdownExit()
+_INTERRUPTED = InterruptedExit()
+
+
+def decode_exit(run: kvm_run) -> Exit:
+    """Turn the exit described by ``run`` into a typed value."""
+    reason = run.exit_reason
+    if reason == KVM_EXIT_IO:
+        io = run.exit.io
+        return IoExit(io.port, io.size, io.direction == KVM_EXIT_IO_OUT, io.count, io.data_offset)
+    if reason == KVM_EXIT_MMIO:
+        m = run.exit.mmio
+        length = min(m.len, 8)
+        return MmioExit(m.phys_addr, length, bool(m.is_write), bytes(m.data)[:length])
+    if reason in (KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR):
+        msr = run.exit.msr
+        return MsrExit(reason == KVM_EXIT_X86_WRMSR, msr.index, msr.data, msr.reason)
+    if reason == KVM_EXIT_HLT:
+        return _HLT
+    if reason == KVM_EXIT_INTR:
+        return _INTERRUPTED
+    if reason == KVM_EXIT_IRQ_WINDOW_OPEN:
+        return _IRQ_WINDOW
+    if reason == KVM_EXIT_SHUTDOWN:
+        return _SHUTDOWN
+    if reason == KVM_EXIT_INTERNAL_ERROR:
+        internal = run.exit.internal
+        n = min(internal.ndata, 16)
+        return InternalErrorExit(internal.suberror, tuple(internal.data[:n]))
+    if reason == KVM_EXIT_FAIL_ENTRY:
+        return FailEntryExit(run.exit.fail_entry.hardware_entry_failure_reason)
+    if reason == KVM_EXIT_DEBUG:
+        return DebugExit(run.exit.debug.exception, run.exit.debug.pc)
+    if reason == KVM_EXIT_SYSTEM_EVENT:
+        return SystemEventExit(run.exit.system_event.type)
+    return UnknownExit(reason)

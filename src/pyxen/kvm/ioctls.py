@@ -1,0 +1,105 @@
+"""KVM ioctl numbers, each with the capability it needs (from <linux/kvm.h>).
+
+The numbers are computed with the kernel's ``_IOC`` encoding so that every
+one can be checked against its definition: direction in bits 31:30, the size
+of the argument in bits 29:16, the type (``KVMIO`` = 0xAE) in bits 15:8 and
+the command number in bits 7:0.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from pyxen.kvm import structs as s
+
+_IOC_NONE = 0
+_IOC_WRITE = 1
+_IOC_READ = 2
+KVMIO = 0xAE
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (KVMIO << 8) | nr
+
+
+def _io(nr: int) -> int:
+    return _ioc(_IOC_NONE, nr, 0)
+
+
+def _ior(nr: int, ctype: type) -> int:
+    return _ioc(_IOC_READ, nr, ctypes.sizeof(ctype))
+
+
+def _iow(nr: int, ctype: type) -> int:
+    return _ioc(_IOC_WRITE, nr, ctypes.sizeof(ctype))
+
+
+def _iowr(nr: int, ctype: type) -> int:
+    return _ioc(_IOC_READ | _IOC_WRITE, nr, ctypes.sizeof(ctype))
+
+
+# System fd (/dev/kvm)
+KVM_GET_API_VERSION = _io(0x00)
+KVM_CREATE_VM = _io(0x01)
+KVM_CHECK_EXTENSION = _io(0x03)
+KVM_GET_VCPU_MMAP_SIZE = _io(0x04)
+KVM_GET_SUPPORTED_CPUID = _iowr(0x05, s.kvm_cpuid2)  # KVM_CAP_EXT_CPUID
+
+# VM fd
+KVM_CREATE_VCPU = _io(0x41)
+KVM_SET_USER_MEMORY_REGION = _iow(0x46, s.kvm_userspace_memory_region)
+KVM_SET_TSS_ADDR = _io(0x47)  # KVM_CAP_SET_TSS_ADDR (VMX only needs it)
+KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, ctypes.c_uint64)
+KVM_ENABLE_CAP = _iow(0xA3, s.kvm_enable_cap)  # KVM_CAP_ENABLE_CAP(_VM)
+KVM_X86_SET_MSR_FILTER = _iow(0xC6, s.kvm_msr_filter)  # KVM_CAP_X86_MSR_FILTER
+
+# vCPU fd
+KVM_RUN = _io(0x80)
+KVM_GET_REGS = _ior(0x81, s.kvm_regs)
+KVM_SET_REGS = _iow(0x82, s.kvm_regs)
+KVM_GET_SREGS = _ior(0x83, s.kvm_sregs)
+KVM_SET_SREGS = _iow(0x84, s.kvm_sregs)
+KVM_INTERRUPT = _iow(0x86, s.kvm_interrupt)
+KVM_GET_MSRS = _iowr(0x88, s.kvm_msrs)
+KVM_SET_MSRS = _iow(0x89, s.kvm_msrs)
+KVM_SET_CPUID2 = _iow(0x90, s.kvm_cpuid2)
+KVM_SET_GUEST_DEBUG = _iow(0x9B, s.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
+KVM_GET_VCPU_EVENTS = _ior(0x9F, s.kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = _iow(0xA0, s.kvm_vcpu_events)
+KVM_GET_TSC_KHZ = _io(0xA3)  # KVM_CAP_GET_TSC_KHZ
+
+KVM_API_VERSION = 12
+
+# Capabilities (KVM_CHECK_EXTENSION arguments)
+KVM_CAP_USER_MEMORY = 3
+KVM_CAP_SET_TSS_ADDR = 4
+KVM_CAP_EXT_CPUID = 7
+KVM_CAP_SET_GUEST_DEBUG = 23
+KVM_CAP_XEN_HVM = 38
+KVM_CAP_SYNC_REGS = 74
+KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_X86_USER_SPACE_MSR = 188
+KVM_CAP_X86_MSR_FILTER = 189
+
+# kvm_run.kvm_valid_regs / kvm_dirty_regs bits
+KVM_SYNC_X86_REGS = 1 << 0
+KVM_SYNC_X86_SREGS = 1 << 1
+KVM_SYNC_X86_EVENTS = 1 << 2
+
+# KVM_CAP_X86_USER_SPACE_MSR argument
+KVM_MSR_EXIT_REASON_INVAL = 1 << 0
+KVM_MSR_EXIT_REASON_UNKNOWN = 1 << 1
+KVM_MSR_EXIT_REASON_FILTER = 1 << 2
+
+# kvm_msr_filter flags
+KVM_MSR_FILTER_DEFAULT_ALLOW = 0
+KVM_MSR_FILTER_DEFAULT_DENY = 1
+KVM_MSR_FILTER_READ = 1 << 0
+KVM_MSR_FILTER_WRITE = 1 << 1
+
+# kvm_cpuid_entry2.flags
+KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1 << 0
+
+# kvm_guest_debug.control
+KVM_GUESTDBG_ENABLE = 1 << 0
+KVM_GUESTDBG_SINGLESTEP = 1 << 1

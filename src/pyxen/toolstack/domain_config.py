@@ -1,0 +1,351 @@
+"""xl.cfg meaning: turn parsed settings into a validated :class:`DomainConfig`.
+
+The syntax is :mod:`pyxen.toolstack.xlcfg`; this module applies xl's rules
+(``tools/xl/xl_parse.c`` ``parse_config_data`` plus libxl's defaults) for the
+keys pyxen implements.  Every problem raises :class:`XlCfgError` naming the
+file, the line and the key.
+
+Keys and rules:
+
+``name``
+    Required, a non-empty string.
+``type``
+    ``"pv"``, ``"pvh"`` or ``"hvm"``.  Like xl, any prefix is accepted and
+    ``hvm`` is tried first, then ``pv``, then ``pvh`` (so ``"p"`` means pv).
+    Deprecated ``builder="hvm"`` / ``builder="generic"`` (prefixes too) mean
+    hvm / pv and must not contradict ``type``.  Legacy ``pvh=1`` means pvh
+    when neither is given.  **Default is "pv", as xl on x86**; pyxen parses
+    pv and hvm but its domain builder refuses them, so configs say
+    ``type = "pvh"``.
+``kernel``, ``ramdisk``
+    Paths.  ``kernel`` is required (pyxen only does direct kernel boot).
+    xl opens relative paths from the current directory; pyxen looks next to
+    the configuration file first and then in the current directory, and
+    fails at the setting's line if the file is in neither.
+``cmdline``, ``root``, ``extra``
+    Exactly xl's rule: ``cmdline`` if set (``root``/``extra`` are then
+    ignored, with a warning); else ``"root=ROOT EXTRA"``, ``"root=ROOT"`` or
+    ``"EXTRA"``; else empty.
+``memory``, ``maxmem``
+    MiB.  With neither, 32 (libxl's default).  ``maxmem`` defaults to
+    ``memory`` and ``memory`` to ``maxmem``; ``maxmem`` must be >= ``memory``.
+``vcpus``, ``maxvcpus``
+    ``vcpus`` defaults to 1, ``maxvcpus`` to ``vcpus``;
+    1 <= vcpus <= maxvcpus <= 128 (HVM_MAX_VCPUS).
+``on_poweroff``, ``on_reboot``, ``on_crash``
+    One of :data:`SHUTDOWN_ACTIONS`; defaults destroy, restart, destroy.
+
+Numbers may be written unquoted or quoted (xl reads both with ``strtol``, so
+``memory = "0x40"`` is 64); strings may be written as numbers
+(``name = 42`` is ``"42"``).  Where xl only warns and ignores a list given
+for a single value, pyxen refuses it.
+
+Other keys are not errors: xl.cfg keys pyxen does not implement yet
+(``disk``, ``vif``, ...) are listed in :attr:`DomainConfig.ignored_keys`,
+keys xl does not know either in :attr:`DomainConfig.unknown_keys`, so the
+CLI can warn about each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
+
+__all__ = [
+    "HVM_MAX_VCPUS",
+    "IMPLEMENTED_KEYS",
+    "SHUTDOWN_ACTIONS",
+    "XL_KNOWN_KEYS",
+    "DomainConfig",
+]
+
+# xen/include/public/hvm/hvm_info_table.h: the most vCPUs an HVM/PVH guest can have.
+HVM_MAX_VCPUS = 128
+
+# libxl__domain_build_info_setdefault(): max_memkb defaults to 32 * 1024.
+DEFAULT_MEMORY_MIB = 32
+
+# Guest-physical addresses are 64-bit: 2**64 bytes is 2**44 MiB.
+_MAX_MEMORY_MIB = 2**44 - 1
+
+# xl_parse.c action_on_shutdown_names[].
+SHUTDOWN_ACTIONS = (
+    "destroy",
+    "restart",
+    "rename-restart",
+    "preserve",
+    "coredump-destroy",
+    "coredump-restart",
+    "soft-reset",
+)
+
+# Keys this module gives a meaning to.
+IMPLEMENTED_KEYS = frozenset(
+    {
+        "name", "type", "builder", "pvh",
+        "kernel", "ramdisk", "cmdline", "root", "extra",
+        "memory", "maxmem", "vcpus", "maxvcpus",
+        "on_poweroff", "on_reboot", "on_crash",
+    }
+)  # fmt: skip
+
+# Keys documented in xl.cfg(5) (Xen 4.12 to 4.19) that pyxen ignores for now.
+_UNIMPLEMENTED_XL_KEYS = frozenset(
+    """
+    pool cpus cpus_soft cpu_weight cap period slice latency extratime vnuma
+    on_watchdog on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
+    uuid seclabel init_seclabel max_grant_frames max_maptrack_frames max_grant_version
+    nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
+    vmtrace_buf_kb vpmu disk vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
+    usbdev pci pci_permissive pci_msitranslate pci_seize pci_power_mgmt rdm
+    rdm_mem_boundary dtdev ioports iomem irqs max_event_channels dm_restrict
+    device_model_user bootloader bootloader_args e820_host hap oos shadow_memory bios
+    pae acpi acpi_s3 acpi_s4 acpi_laptop_slate acpi_firmware smbios_firmware apic nx
+    hpet altp2m altp2mhvm nestedhvm cpuid ms_vm_genid tsc_mode localtime
+    rtc_timeoffset vpt_align timer_mode mmio_hole xen_platform_pci viridian
+    gfx_passthru videoram stdvga vga vnc vnclisten vncdisplay vncunused vncpasswd
+    keymap sdl opengl display xauthority spice spicehost spiceport spicetls_port
+    spicedisable_ticketing spicepasswd spiceagent_mouse spicevdagent
+    spice_clipboard_sharing spiceusbredirection spice_image_compression
+    spice_streaming_video nographic serial boot soundhw usb usbdevice usbversion
+    vkb_device vendor_device hdtype device_model device_model_version
+    device_model_override device_model_stubdomain_override
+    device_model_stubdomain_seclabel device_model_args device_model_args_pv
+    device_model_args_hvm stubdomain_kernel stubdomain_ramdisk stubdomain_memory
+    stubdomain_cmdline vuart gic_version mca_caps tee msr_relaxed
+    trap_unmapped_accesses nr_spis llc_colors virtio
+    """.split()
+)
+
+XL_KNOWN_KEYS = IMPLEMENTED_KEYS | _UNIMPLEMENTED_XL_KEYS
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """What pyxen needs to build one domain, as an xl.cfg file describes it."""
+
+    name: str
+    type: str  # "pvh", "pv" or "hvm"; only "pvh" can be built so far
+    kernel: Path
+    ramdisk: Path | None
+    cmdline: str
+    memory_mib: int
+    maxmem_mib: int
+    vcpus: int
+    maxvcpus: int
+    on_poweroff: str
+    on_reboot: str
+    on_crash: str
+    source: Path
+    unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
+    ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
+    warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
+
+    @classmethod
+    def from_xl(cls, cfg: XlConfig, path: Path) -> DomainConfig:
+        """Validate ``cfg`` (parsed from the file at ``path``) into a DomainConfig.
+
+        Relative ``kernel``/``ramdisk`` paths are looked up next to ``path``
+        first, then in the current directory.  Raises XlCfgError.
+        """
+        return _Builder(cfg, path).build()
+
+
+class _Builder:
+    def __init__(self, cfg: XlConfig, path: Path) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.warnings: list[str] = []
+
+    def fail(self, key: str | None, problem: str) -> XlCfgError:
+        where = self.cfg.where(key) if key is not None else self.cfg.source
+        return XlCfgError(where, problem)
+
+    def string(self, key: str) -> str | None:
+        if key not in self.cfg:
+            return None
+        value = self.cfg[key]
+        if isinstance(value, XlNumber):
+            return value.text
+        if isinstance(value, str):
+            return value
+        raise self.fail(key, f"{key} must be a single value, got a list")
+
+    def number(self, key: str, what: str) -> int | None:
+        if key not in self.cfg:
+            return None
+        value = self.cfg[key]
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, str):
+            number = c_long(value)
+            if number is not None:
+                return number
+            raise self.fail(key, f'{key} must be {what}, got "{_quote(value)}"')
+        raise self.fail(key, f"{key} must be {what}, got a list")
+
+    def in_range(self, key: str, value: int, low: int, high: int, unit: str = "") -> int:
+        if not low <= value <= high:
+            raise self.fail(key, f"{key} must be between {low} and {high}{unit}, got {value}")
+        return value
+
+    def build(self) -> DomainConfig:
+        name = self.string("name")
+        if name is None:
+            raise self.fail(None, 'name is required: add name = "NAME"')
+        if not name:
+            raise self.fail("name", "name must not be empty")
+        domain_type = self.domain_type()
+        kernel = self.kernel(domain_type)
+        ramdisk_text = self.string("ramdisk")
+        ramdisk = None if ramdisk_text is None else self.file("ramdisk", ramdisk_text)
+        memory, maxmem = self.memory()
+        vcpus, maxvcpus = self.vcpus()
+        keys = [key for key in self.cfg if key not in IMPLEMENTED_KEYS]
+        return DomainConfig(
+            name=name,
+            type=domain_type,
+            kernel=kernel,
+            ramdisk=ramdisk,
+            cmdline=self.cmdline(),
+            memory_mib=memory,
+            maxmem_mib=maxmem,
+            vcpus=vcpus,
+            maxvcpus=maxvcpus,
+            on_poweroff=self.action("on_poweroff", "destroy"),
+            on_reboot=self.action("on_reboot", "restart"),
+            on_crash=self.action("on_crash", "destroy"),
+            source=self.path,
+            unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
+            ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
+            warnings=tuple(self.warnings),
+        )
+
+    def domain_type(self) -> str:
+        # xl_parse.c matches a prefix: strncmp(buf, "hvm", strlen(buf)).
+        chosen: str | None = None
+        text = self.string("type")
+        if text is not None:
+            chosen = _prefix_of(text, ("hvm", "pv", "pvh"))
+            if chosen is None:
+                raise self.fail("type", f'type must be "pvh", "pv" or "hvm", got "{_quote(text)}"')
+        builder = self.string("builder")
+        if builder is not None:
+            legacy = {"hvm": "hvm", "generic": "pv"}.get(
+                _prefix_of(builder, ("hvm", "generic")) or ""
+            )
+            if legacy is None:
+                raise self.fail(
+                    "builder",
+                    f'builder must be "hvm" or "generic", got "{_quote(builder)}"'
+                    ' (builder is deprecated: use type = "pvh")',
+                )
+            if chosen is not None and chosen != legacy:
+                raise self.fail(
+                    "builder", f'builder="{builder}" contradicts type="{text}"; remove builder'
+                )
+            chosen = legacy
+        if chosen is None and self.number("pvh", "0 or 1"):
+            chosen = "pvh"
+        return chosen or "pv"
+
+    def kernel(self, domain_type: str) -> Path:
+        text = self.string("kernel")
+        if text is None:
+            raise self.fail(
+                None,
+                f'kernel is required: pyxen boots {domain_type} guests only by direct kernel'
+                ' boot, add kernel = "/path/to/vmlinuz"',
+            )
+        return self.file("kernel", text)
+
+    def file(self, key: str, text: str) -> Path:
+        if not text:
+            raise self.fail(key, f"{key} must not be empty")
+        given = Path(text)
+        if given.is_absolute():
+            candidates = [given]
+        else:
+            here = Path(os.path.abspath(self.path)).parent
+            candidates = [here / given, Path.cwd() / given]
+        for candidate in candidates:
+            if _is_file(candidate):
+                return candidate
+        looked = " or ".join(str(c) for c in dict.fromkeys(candidates))
+        raise self.fail(key, f"{key} file not found: {_quote(text)} (looked for {_quote(looked)})")
+
+    def cmdline(self) -> str:
+        cmdline, root, extra = (self.string(k) for k in ("cmdline", "root", "extra"))
+        if cmdline is not None:
+            if root is not None or extra is not None:
+                self.warnings.append(
+                    f"{self.cfg.where('cmdline')}: ignoring root= and extra= in favour of cmdline="
+                )
+            return cmdline
+        if root is not None and extra is not None:
+            return f"root={root} {extra}"
+        if root is not None:
+            return f"root={root}"
+        return extra or ""
+
+    def memory(self) -> tuple[int, int]:
+        what = "a number of MiB"
+        memory = self.number("memory", what)
+        maxmem = self.number("maxmem", what)
+        if memory is not None:
+            self.in_range("memory", memory, 1, _MAX_MEMORY_MIB, " MiB")
+        if maxmem is not None:
+            self.in_range("maxmem", maxmem, 1, _MAX_MEMORY_MIB, " MiB")
+        if memory is None:
+            memory = maxmem if maxmem is not None else DEFAULT_MEMORY_MIB
+        if maxmem is None:
+            maxmem = memory
+        if maxmem < memory:
+            raise self.fail(
+                "maxmem", f"maxmem ({maxmem} MiB) must be at least memory ({memory} MiB)"
+            )
+        return memory, maxmem
+
+    def vcpus(self) -> tuple[int, int]:
+        what = "a number of vCPUs"
+        vcpus = self.number("vcpus", what)
+        maxvcpus = self.number("maxvcpus", what)
+        if vcpus is None:
+            vcpus = 1
+        else:
+            self.in_range("vcpus", vcpus, 1, HVM_MAX_VCPUS)
+        if maxvcpus is None:
+            return vcpus, vcpus
+        self.in_range("maxvcpus", maxvcpus, 1, HVM_MAX_VCPUS)
+        if maxvcpus < vcpus:
+            raise self.fail("maxvcpus", f"maxvcpus ({maxvcpus}) must be at least vcpus ({vcpus})")
+        return vcpus, maxvcpus
+
+    def action(self, key: str, default: str) -> str:
+        text = self.string(key)
+        if text is None:
+            return default
+        if text not in SHUTDOWN_ACTIONS:
+            choices = ", ".join(SHUTDOWN_ACTIONS)
+            raise self.fail(key, f'{key} must be one of {choices}; got "{_quote(text)}"')
+        return text
+
+
+def _prefix_of(text: str, words: tuple[str, ...]) -> str | None:
+    """The first of ``words`` that starts with ``text`` (xl's strncmp match)."""
+    return next((word for word in words if word.startswith(text)), None)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.exists() and not path.is_dir()
+    except (OSError, ValueError):  # name too long, embedded NUL, ...
+        return False
+
+
+def _quote(text: str) -> str:
+    """``text`` for a one-line message: escapes anything unprintable."""
+    return text if text.isprintable() else repr(text)[1:-1]
