@@ -19,7 +19,7 @@ class _S(ctypes.LittleEndianStructure):
 
 
 _REG_NAMES = (
-    "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags"  # noqa: SIM905
+    "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags"
 ).split()
 
 
