@@ -28,8 +28,8 @@
 
 #define STACK_SIZE 16384
 
-/* One Xen note: name "Xen", given type, descriptor between 1: and 2:. */
-.macro xen_note type, kind, value
+/* Xen notes: name "Xen", the given type, descriptor between 1: and 2:. */
+.macro xen_note_begin type
     .pushsection .note.Xen, "a", @note
     .balign 4
     .long 4
@@ -37,15 +37,25 @@
     .long \type
     .asciz "Xen"
     .balign 4
-1:  \kind \value
+1:
+.endm
+.macro xen_note_end
 2:  .balign 4
     .popsection
 .endm
 
-    xen_note XEN_ELFNOTE_PHYS32_ENTRY, .long, pvh_start32
-    xen_note XEN_ELFNOTE_GUEST_OS, .asciz, "pyxen-test"
-    xen_note XEN_ELFNOTE_XEN_VERSION, .asciz, "xen-3.0"
-    xen_note XEN_ELFNOTE_LOADER, .asciz, "generic"
+    xen_note_begin XEN_ELFNOTE_PHYS32_ENTRY
+    .long pvh_start32
+    xen_note_end
+    xen_note_begin XEN_ELFNOTE_GUEST_OS
+    .asciz "pyxen-test"
+    xen_note_end
+    xen_note_begin XEN_ELFNOTE_XEN_VERSION
+    .asciz "xen-3.0"
+    xen_note_end
+    xen_note_begin XEN_ELFNOTE_LOADER
+    .asciz "generic"
+    xen_note_end
 
     .section .text.head, "ax", @progbits
     .code32

@@ -103,7 +103,7 @@ def test_pack_hvm_memmap() -> None:
 
 def test_types() -> None:
     assert [t.value for t in E820Type] == [1, 2, 3, 4, 5, 6, 7]
-    assert E820Type.PMEM == 7
+    assert int(E820Type.PMEM) == 7
 
 
 @pytest.mark.parametrize("addr, size", [(-1, 1), (0, -1), ((1 << 64) - 4096, 8192)])

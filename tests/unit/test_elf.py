@@ -338,3 +338,8 @@ def test_grub_xen_pvh_image(tmp_path: Path) -> None:
     assert image.notes.is_pvh
     assert image.notes.phys32_entry == 0x100000
     assert any(s.paddr <= 0x100000 < s.paddr + len(s.data) for s in image.segments)
+
+
+def test_elf32_segment_may_end_at_4gib() -> None:
+    image = parse_elf(pvh(cls=32, segments=[(0x100000, b"a", 0x1000), (0xFFFFF000, b"", 0x1000)]))
+    assert image.segments[1].end == 1 << 32

@@ -199,7 +199,7 @@ class _Builder:
         if not name:
             raise self.fail("name", "name must not be empty")
         domain_type = self.domain_type()
-        kernel = self.kernel(domain_type)
+        kernel = self.kernel()
         ramdisk_text = self.string("ramdisk")
         ramdisk = None if ramdisk_text is None else self.file("ramdisk", ramdisk_text)
         memory, maxmem = self.memory()
@@ -245,20 +245,22 @@ class _Builder:
                 )
             if chosen is not None and chosen != legacy:
                 raise self.fail(
-                    "builder", f'builder="{builder}" contradicts type="{text}"; remove builder'
+                    "builder",
+                    f'builder="{_quote(builder)}" contradicts type="{_quote(text or "")}";'
+                    " remove builder",
                 )
             chosen = legacy
         if chosen is None and self.number("pvh", "0 or 1"):
             chosen = "pvh"
         return chosen or "pv"
 
-    def kernel(self, domain_type: str) -> Path:
+    def kernel(self) -> Path:
         text = self.string("kernel")
         if text is None:
             raise self.fail(
                 None,
-                f'kernel is required: pyxen boots {domain_type} guests only by direct kernel'
-                ' boot, add kernel = "/path/to/vmlinuz"',
+                "kernel is required: pyxen boots guests only by direct kernel boot;"
+                ' add kernel = "/path/to/vmlinuz"',
             )
         return self.file("kernel", text)
 

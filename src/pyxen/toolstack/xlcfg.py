@@ -189,6 +189,7 @@ _IDENT, _NUMBER, _STRING, _NEWLINE, _EOF = "ident", "number", "string", "newline
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _NUMBER_RE = re.compile(r"[0-9][0-9a-fx]*")
+_NUMBER_TAIL_RE = re.compile(r"[A-Za-z0-9_.]*")
 _IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
 _SIMPLE_ESCAPES = {
     '"': '"', "'": "'", "\\": "\\",
@@ -214,15 +215,15 @@ def _show(ch: str) -> str:
 
 
 class _Lexer:
-    def __init__(self, text: str, source: str, line_of: int | None) -> None:
+    def __init__(self, text: str, source: str, with_lines: bool) -> None:
         self.text = text
         self.source = source
-        self.line_of = line_of  # None: report without line numbers (override)
+        self.with_lines = with_lines  # False: an override, reported without line numbers
         self.pos = 0
         self.line = 1
 
     def error(self, line: int, problem: str) -> XlCfgError:
-        where = self.source if self.line_of is None else f"{self.source}:{line}"
+        where = f"{self.source}:{line}" if self.with_lines else self.source
         return XlCfgError(where, problem)
 
     def tokens(self) -> Iterator[_Token]:
@@ -268,8 +269,8 @@ class _Lexer:
         token = match.group()
         self.pos = match.end()
         if self.pos < len(self.text) and self.text[self.pos] in _IDENT_CHARS:
-            tail = _IDENT_RE.match(self.text, self.pos)
-            bad = token + (tail.group() if tail else self.text[self.pos])
+            tail = _NUMBER_TAIL_RE.match(self.text, self.pos)
+            bad = token + (tail.group() if tail else "")
             raise self.error(
                 self.line,
                 f"invalid number {bad!r} (write decimal, 0x-prefixed lower-case hex or"
@@ -468,7 +469,7 @@ def parse_xl_cfg(text: str, filename: str) -> XlConfig:
     Raises :class:`XlCfgError` (``FILE:LINE: problem``) on the first error.
     """
     settings: dict[str, XlSetting] = {}
-    for stmt in _Parser(_Lexer(text, filename, line_of=1)).statements():
+    for stmt in _Parser(_Lexer(text, filename, with_lines=True)).statements():
         _apply(settings, stmt, filename, stmt.line)
     return XlConfig(filename, settings.values())
 
@@ -495,7 +496,7 @@ def apply_overrides(cfg: XlConfig, overrides: Iterable[str]) -> XlConfig:
     for override in overrides:
         shown = f"'{override}'" if override.isprintable() else repr(override)
         source = f"command line: {shown}"
-        lexer = _Lexer(override, source, line_of=None)
+        lexer = _Lexer(override, source, with_lines=False)
         for stmt in _Parser(lexer).statements():
             _apply(settings, stmt, source, None)
     return XlConfig(cfg.source, settings.values())

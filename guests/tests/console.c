@@ -1,0 +1,30 @@
+/* console: console_io (hypercall 18) and the port 0xE9 debug console. */
+#include "rt.h"
+
+const char rt_prog_name[] = "console";
+
+/* Five lines of exactly 60 bytes: 300 bytes. */
+static const char long_msg[] =
+    "console line 1: a multi-line message written in one call...\n"
+    "console line 2: a multi-line message written in one call...\n"
+    "console line 3: a multi-line message written in one call...\n"
+    "console line 4: a multi-line message written in one call...\n"
+    "console line 5: the last of five lines of sixty bytes each.\n";
+_Static_assert(sizeof(long_msg) - 1 == 300, "long_msg must be 300 bytes");
+
+static const char ctl_msg[] = "ctl:\x01\x02" "end\n";
+
+void test_main(const struct hvm_start_info *si)
+{
+    static char rbuf[64];
+
+    expect_eq(console_io(CONSOLEIO_write, 300, long_msg), 0, "write 300 bytes -> 0");
+    expect_eq(console_io(CONSOLEIO_write, 0, long_msg), 0, "write count 0 -> 0");
+    expect_eq(console_io(CONSOLEIO_read, sizeof(rbuf), rbuf), -XEN_EPERM,
+              "read from an unprivileged domain -> -EPERM");
+    expect_eq(console_io(2, 4, rbuf), -XEN_ENOSYS, "cmd 2 -> -ENOSYS");
+    expect_eq(console_io(CONSOLEIO_write, 10, NULL), -XEN_EFAULT, "write from NULL -> -EFAULT");
+    expect_eq(console_io(CONSOLEIO_write, sizeof(ctl_msg) - 1, ctl_msg), 0,
+              "write with control characters -> 0");
+    e9_puts("e9 works\n");
+}

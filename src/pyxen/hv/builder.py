@@ -1,0 +1,155 @@
+"""The domain builder: from a kernel and a few numbers to a runnable PVH domain.
+
+Steps (as libxl/libxc do them for a PVH domU):
+1. parse the ELF and its Xen notes; refuse non-PVH kernels;
+2. lay out RAM (e820 with holes below 1 MiB and below 4 GiB) and populate it;
+3. load the segments (BSS zeroed), then the ramdisk and the start info
+   (hvm_start_info v1 with command line, modules and memory map) after them;
+4. populate the special pages (xenstore and console rings) outside e820
+   RAM and set the HVM params that point at them;
+5. create the vCPUs with Xen's CPUID; vCPU 0 starts at the PVH entry in
+   32-bit flat protected mode with EBX = start info.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyxen.abi.hvm import SPECIAL_PFN_CONSOLE, SPECIAL_PFN_PAGING, SPECIAL_PFN_XENSTORE
+from pyxen.abi.hvm import HvmParam as P
+from pyxen.boot import (
+    BootError,
+    Module,
+    Segment,
+    build_e820,
+    build_start_info,
+    guest_ram_ranges,
+    image_end,
+    parse_elf,
+    place_after,
+    plan_load,
+    start_info_size,
+)
+from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
+from pyxen.hv.domain import Domain
+from pyxen.hv.errors import BuildError
+from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.vcpu import VcpuRunner
+from pyxen.kvm import structs as ks
+from pyxen.memory import PAGE_SHIFT, Gpa
+
+# libxl gives a domain LIBXL_MAXMEM_CONSTANT (1 MiB) above its target as slack.
+MAXMEM_SLACK_PAGES = 256
+# libxc populates 8 special pages at 0xFEFF8..0xFEFFF for an HVM/PVH domU.
+NR_SPECIAL_PAGES = 8
+# Event channels libxl allocates first: xenstore, then console.
+STORE_EVTCHN = 1
+CONSOLE_EVTCHN = 2
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    name: str
+    kernel: Path
+    ramdisk: Path | None = None
+    cmdline: str = ""
+    memory_mib: int = 32
+    maxmem_mib: int = 32
+    vcpus: int = 1
+    maxvcpus: int = 1
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BuildError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
+    """Build a paused domain; ``domain.start()`` runs it."""
+    try:
+        image = parse_elf(_read(spec.kernel, "kernel"), spec.kernel.name)
+        mem_bytes = spec.memory_mib << 20
+        ram = guest_ram_ranges(mem_bytes)
+        segments = plan_load(image, ram, spec.kernel.name)
+        e820 = build_e820(mem_bytes)
+    except BootError as e:
+        raise BuildError(str(e)) from None
+    supported = hv.kvm.supported_cpuid()
+    max_pages = ((max(spec.maxmem_mib, spec.memory_mib) << 20) >> PAGE_SHIFT) + (
+        MAXMEM_SLACK_PAGES + NR_SPECIAL_PAGES
+    )
+    domid = hv.allocate_domid()
+    domain = Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
+                    guest_phys_bits(supported))
+    try:
+        _populate(domain, ram, segments, spec, image_end(image))
+        for vcpu_id in range(spec.maxvcpus):
+            runner = VcpuRunner(domain, vcpu_id)
+            runner.kvm.set_cpuid(guest_cpuid(supported, vcpu_id, domid, runner.kvm.tsc_khz()))
+            domain.vcpus.append(runner)
+        assert image.notes.phys32_entry is not None  # plan_load checked it
+        _pvh_entry_state(domain.vcpus[0], image.notes.phys32_entry, domain.start_info_gpa)
+    except BootError as e:
+        domain.destroy()
+        raise BuildError(str(e)) from None
+    except BaseException:
+        domain.destroy()
+        raise
+    hv.add(domain)
+    return domain
+
+
+def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment],
+              spec: BuildSpec, kernel_end: int) -> None:
+    for start, end in ram:
+        domain.populate_range(start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT)
+    mem = domain.memory
+    for seg in segments:
+        mem.write(Gpa(seg.paddr), seg.data)
+        bss = seg.memsz - len(seg.data)
+        if bss:
+            mem.write(Gpa(seg.paddr + len(seg.data)), bytes(bss))
+    modules: list[Module] = []
+    end = kernel_end
+    if spec.ramdisk is not None:
+        data = _read(spec.ramdisk, "ramdisk")
+        at = place_after(end, len(data), ram)
+        mem.write(Gpa(at), data)
+        modules.append(Module(at, len(data)))
+        end = at + len(data)
+    cmdline = spec.cmdline.encode()
+    size = start_info_size(cmdline, modules, domain.e820)
+    base = place_after(end, size, ram)
+    mem.write(Gpa(base), build_start_info(base, cmdline, modules, domain.e820))
+    domain.start_info_gpa = base
+    domain.populate_range(SPECIAL_PFN_PAGING, NR_SPECIAL_PAGES)
+    domain.params[P.STORE_PFN] = SPECIAL_PFN_XENSTORE
+    domain.params[P.CONSOLE_PFN] = SPECIAL_PFN_CONSOLE
+    domain.params[P.STORE_EVTCHN] = STORE_EVTCHN
+    domain.params[P.CONSOLE_EVTCHN] = CONSOLE_EVTCHN
+
+
+def _flat(selector: int, seg_type: int) -> ks.kvm_segment:
+    return ks.kvm_segment(base=0, limit=0xFFFF_FFFF, selector=selector, type=seg_type,
+                          present=1, dpl=0, db=1, s=1, l=0, g=1)
+
+
+def _pvh_entry_state(runner: VcpuRunner, entry: int, start_info: int) -> None:
+    """32-bit flat protected mode, paging off, EBX = start info (docs/misc/pvh)."""
+    sregs = runner.kvm.get_sregs()
+    sregs.cs = _flat(0x10, 0xB)  # execute/read, accessed
+    for name in ("ds", "es", "fs", "gs", "ss"):
+        setattr(sregs, name, _flat(0x18, 0x3))  # read/write, accessed
+    sregs.tr = ks.kvm_segment(base=0, limit=0x67, selector=0, type=0xB, present=1, s=0)
+    sregs.cr0 = 0x11  # PE | ET
+    sregs.cr4 = 0
+    sregs.efer = 0
+    runner.kvm.set_sregs(sregs)
+    regs = ks.kvm_regs()
+    regs.rip = entry
+    regs.rbx = start_info
+    regs.rflags = 0x2
+    runner.kvm.set_regs(regs)

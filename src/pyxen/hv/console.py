@@ -1,0 +1,69 @@
+"""The hypervisor console: guest output and the hypervisor's own messages.
+
+Guest text (``console_io`` writes and port 0xE9 bytes) is line-buffered per
+domain and source, stripped of non-printable characters (tab is kept) and
+printed as ``(dN) text`` on the guest stream, as Xen prints guest lines.
+The hypervisor's own messages are printed as ``(XEN) text`` on the log
+stream.  Every line also goes into a bounded ring for ``dmesg``.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+from typing import TextIO
+
+# Longest line kept before it is flushed without a newline.
+LINE_MAX = 256
+RING_LINES = 4096
+
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t"
+_DROP = bytes(c for c in range(256) if c not in _PRINTABLE and c != 0x0A)
+
+
+class HypervisorConsole:
+    def __init__(self, guest_stream: TextIO | None = None, log_stream: TextIO | None = None):
+        self.guest_stream = guest_stream or sys.stdout
+        self.log_stream = log_stream or sys.stderr
+        self.ring: collections.deque[str] = collections.deque(maxlen=RING_LINES)
+        self._partial: dict[tuple[int, str], bytearray] = {}
+        self._lock = threading.Lock()
+
+    def guest_write(self, domid: int, data: bytes, source: str = "console") -> None:
+        """Append guest bytes; complete lines are printed with the domain prefix."""
+        text = data.translate(None, _DROP)
+        with self._lock:
+            buf = self._partial.setdefault((domid, source), bytearray())
+            for part in text.split(b"\n")[:-1] if b"\n" in text else ():
+                buf += part
+                self._emit_guest(domid, buf)
+                buf.clear()
+            tail = text.rsplit(b"\n", 1)[-1]
+            buf += tail
+            while len(buf) >= LINE_MAX:
+                self._emit_guest(domid, buf[:LINE_MAX])
+                del buf[:LINE_MAX]
+
+    def flush_domain(self, domid: int) -> None:
+        """Print what a domain left without a newline (at its destruction)."""
+        with self._lock:
+            for key in [k for k in self._partial if k[0] == domid]:
+                buf = self._partial.pop(key)
+                if buf:
+                    self._emit_guest(domid, buf)
+
+    def _emit_guest(self, domid: int, line: bytes | bytearray) -> None:
+        text = f"(d{domid}) {line.decode('ascii', 'replace')}"
+        self.ring.append(text)
+        self.guest_stream.write(text + "\n")
+        self.guest_stream.flush()
+
+    def log(self, message: str) -> None:
+        """A hypervisor message, printed as ``(XEN) message``."""
+        with self._lock:
+            for line in message.splitlines() or [""]:
+                text = f"(XEN) {line}"
+                self.ring.append(text)
+                self.log_stream.write(text + "\n")
+            self.log_stream.flush()

@@ -1,0 +1,109 @@
+"""Hypercall dispatch: calling convention, privilege check, the table.
+
+One ``HypercallTable`` per hypervisor maps numbers to workers.  A worker
+gets a ``Call`` (who is calling, in which mode, and access to the caller's
+linear address space) and the six argument registers, and returns the
+value for RAX.  Workers raise ``HypercallError`` for Xen errors; a guest
+fault while copying becomes -EFAULT.  Nothing a guest passes can make an
+exception leave ``HypercallTable.call``: anything unexpected is logged as a
+pyxen bug and crashes the calling domain only.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pyxen.abi.errno import XenErrno
+from pyxen.abi.xen import Hypercall
+from pyxen.hv.errors import HypercallError
+from pyxen.memory import GuestAccess, GuestFault, PagingState
+
+if TYPE_CHECKING:
+    from pyxen.hv.domain import Domain
+    from pyxen.hv.vcpu import VcpuRunner
+
+# Xen's NR_hypercalls: numbers at or above it are -ENOSYS.
+NR_HYPERCALLS = 64
+
+
+class Call:
+    """One hypercall in flight: the caller and its view of memory."""
+
+    __slots__ = ("_guest", "compat", "domain", "vcpu")
+
+    def __init__(self, vcpu: VcpuRunner, compat: bool) -> None:
+        self.vcpu = vcpu
+        self.domain: Domain = vcpu.domain
+        self.compat = compat
+        self._guest: GuestAccess | None = None
+
+    @property
+    def guest(self) -> GuestAccess:
+        """Copy to and from the caller's linear addresses (made on first use)."""
+        if self._guest is None:
+            sregs = self.vcpu.kvm.sregs
+            paging = PagingState(sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer)
+            self._guest = GuestAccess(self.domain.memory, paging)
+        return self._guest
+
+    @property
+    def ulong_mask(self) -> int:
+        """Mask for an ``unsigned long`` of the caller's ABI."""
+        return 0xFFFF_FFFF if self.compat else 0xFFFF_FFFF_FFFF_FFFF
+
+
+Worker = Callable[[Call, int, int, int, int, int, int], int]
+
+
+class HypercallTable:
+    def __init__(self) -> None:
+        self._workers: list[Worker | None] = [None] * NR_HYPERCALLS
+
+    def register(self, nr: Hypercall, worker: Worker) -> None:
+        self._workers[nr] = worker
+
+    def registered(self) -> list[int]:
+        return [nr for nr, w in enumerate(self._workers) if w is not None]
+
+    def call(self, call: Call, nr: int, a1: int, a2: int, a3: int, a4: int, a5: int,
+             a6: int) -> int:
+        worker = self._workers[nr] if 0 <= nr < NR_HYPERCALLS else None
+        if worker is None:
+            _report_missing(call.domain, nr)
+            return -XenErrno.ENOSYS
+        try:
+            return worker(call, a1, a2, a3, a4, a5, a6)
+        except HypercallError as e:
+            return -e.errno
+        except GuestFault:
+            return -XenErrno.EFAULT
+        except Exception:  # a pyxen bug: contain it to the calling domain
+            call.domain.log(f"pyxen bug in hypercall {_name(nr)}:\n{traceback.format_exc()}")
+            call.domain.crash(f"internal error in hypercall {_name(nr)}")
+            return -XenErrno.EFAULT
+
+
+def _name(nr: int) -> str:
+    try:
+        return Hypercall(nr).name
+    except ValueError:
+        return str(nr)
+
+
+def _report_missing(domain: Domain, nr: int) -> None:
+    domain.log_once(
+        f"hypercall-{nr}",
+        f"hypercall {nr} ({_name(nr)}) is not implemented in pyxen: returning -ENOSYS",
+    )
+
+
+def report_missing_subop(call: Call, hypercall: str, subop: int, name: str = "") -> int:
+    """Log once that a sub-op is not implemented and return -ENOSYS."""
+    label = f"{subop} ({name})" if name else str(subop)
+    call.domain.log_once(
+        f"{hypercall}-{subop}",
+        f"{hypercall} sub-op {label} is not implemented in pyxen: returning -ENOSYS",
+    )
+    return -XenErrno.ENOSYS

@@ -1,0 +1,240 @@
+"""A domain: its KVM VM, its memory and p2m accounting, its vCPUs and its state.
+
+Memory accounting follows Xen: ``tot_pages`` counts RAM pages the domain
+owns (mapped, or allocated but unmapped), ``max_pages`` caps it.  Hypervisor
+pages (shared_info, grant frames) live in the pool's heap part and are not
+counted; they can be mapped at any frame the guest chooses, replacing
+whatever was there (RAM there is freed, as Xen frees it).
+
+Shutdown: the first ``shutdown(reason)`` wins; ``shutdown_code`` latched by
+the guest beforehand overrides the reason reported (SCHEDOP_shutdown_code).
+All vCPUs are stopped and ``wait()`` returns the reason.
+
+Locking: ``lock`` serialises p2m changes and state transitions; vCPU
+threads take it only on slow paths (memory_op), never for a null hypercall.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pyxen.abi.hvm import HVM_NR_PARAMS
+from pyxen.abi.xen import ShutdownReason
+from pyxen.boot.e820 import E820Entry
+from pyxen.hv.cpuid import HYPERCALL_MSR
+from pyxen.kvm import Vm
+from pyxen.memory import Gfn, GuestMemory, PageKind
+from pyxen.memory.physmap import SlotProgrammer
+
+if TYPE_CHECKING:
+    from pyxen.hv.hypervisor import Hypervisor
+    from pyxen.hv.vcpu import VcpuRunner
+
+# Heap page layout in the pool: shared_info first, then the grant frames.
+SHARED_INFO_HEAP_INDEX = 0
+GRANT_FRAME_HEAP_BASE = 1
+DEFAULT_MAX_GRANT_FRAMES = 64
+# Xen's default maximum extent order for a domU's memory_op (CONFIG_DOMU_MAX_ORDER).
+DOMU_MAX_ORDER = 9
+
+
+class _VmSlots(SlotProgrammer):
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+
+    def set_slot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+        self.vm.set_memory_region(slot, gpa, size, host_addr)
+
+
+class Domain:
+    def __init__(self, hv: Hypervisor, domid: int, name: str, max_pages: int,
+                 max_vcpus: int, e820: list[E820Entry], phys_bits: int) -> None:
+        self.hv = hv
+        self.domid = domid
+        self.name = name
+        self.handle = uuid.uuid4().bytes
+        self.privileged = False
+        self.vm = Vm(hv.kvm)
+        self.vm.filter_msrs([HYPERCALL_MSR])
+        self.max_grant_frames = DEFAULT_MAX_GRANT_FRAMES
+        self.memory = GuestMemory(max_pages, GRANT_FRAME_HEAP_BASE + self.max_grant_frames,
+                                  name=f"pyxen-d{domid}", slots=_VmSlots(self.vm))
+        self.max_pages = max_pages
+        self.tot_pages = 0
+        self.max_gfn = 1 << (phys_bits - 12)
+        self.max_vcpus = max_vcpus
+        self.e820 = e820
+        self.start_info_gpa = 0
+        self.params = [0] * HVM_NR_PARAMS
+        # None until the guest latches the shared-info format (hypercall page or CALLBACK_IRQ).
+        self.compat: bool | None = None
+        self.shared_info_gfn: int | None = None
+        self.grant_frame_gfns: dict[int, int] = {}
+        self.vcpus: list[VcpuRunner] = []
+        self.lock = threading.RLock()
+        self.shutdown_reason: int | None = None
+        self.shutdown_code: int | None = None
+        self._shut_down = threading.Event()
+        self._reported: set[str] = set()
+        self.on_shutdown: list[Callable[[Domain], None]] = []
+
+    # -- messages ------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        self.hv.console.log(f"d{self.domid}: {message}")
+
+    def log_once(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self.log(message)
+
+    # -- memory ----------------------------------------------------------------
+
+    def populate_range(self, gfn: int, count: int) -> None:
+        """Back [gfn, gfn+count) with fresh RAM (used by the builder)."""
+        first = self.memory.alloc_ram_pages(count)
+        if first is None or self.tot_pages + count > self.max_pages:
+            raise MemoryError(f"d{self.domid}: no room for {count} pages at gfn {gfn:#x}")
+        self.memory.map(Gfn(gfn), count, first, PageKind.RAM)
+        self.tot_pages += count
+
+    def _vacate(self, gfn: int) -> None:
+        """Remove whatever backs ``gfn`` (Xen: guest_remove_page / unhooking a heap page)."""
+        old = self.memory.unmap(Gfn(gfn))
+        if old is None:
+            return
+        pool_page, kind = old
+        if kind is PageKind.RAM:
+            self.memory.free_ram_page(pool_page)
+            self.tot_pages -= 1
+        else:
+            self._forget_heap(pool_page)
+
+    def populate_page(self, gfn: int) -> bool:
+        """populate_physmap of one page; False when the domain is at max_pages."""
+        if self.tot_pages >= self.max_pages:
+            return False
+        existing = self.memory.lookup(Gfn(gfn))
+        if existing is not None:
+            pool_page, kind = existing
+            # Xen leaves a replaced RAM page allocated to the domain but unmapped.
+            self.memory.unmap(Gfn(gfn))
+            if kind is PageKind.HEAP:
+                self._forget_heap(pool_page)
+        page = self.memory.alloc_ram_pages(1)
+        if page is None:
+            return False
+        self.memory.map(Gfn(gfn), 1, page, PageKind.RAM)
+        self.tot_pages += 1
+        return True
+
+    def _forget_heap(self, pool_page: int) -> None:
+        if pool_page == self.memory.heap_pool_page(SHARED_INFO_HEAP_INDEX):
+            self.shared_info_gfn = None
+        else:
+            idx = pool_page - self.memory.heap_pool_page(GRANT_FRAME_HEAP_BASE)
+            self.grant_frame_gfns.pop(idx, None)
+
+    def remove_page(self, gfn: int) -> bool:
+        """decrease_reservation of one page; False if nothing is mapped there."""
+        if self.memory.lookup(Gfn(gfn)) is None:
+            return False
+        self._vacate(gfn)
+        return True
+
+    def reserve_pages(self, count: int) -> bool:
+        """increase_reservation for a translated guest: pages owned but mapped nowhere."""
+        if self.tot_pages + count > self.max_pages:
+            return False
+        self.tot_pages += count
+        return True
+
+    def map_heap_page(self, heap_index: int, gfn: int) -> None:
+        """Map a hypervisor page at ``gfn``: unmap it from where it was, evict what is at gfn."""
+        pool_page = self.memory.heap_pool_page(heap_index)
+        if heap_index == SHARED_INFO_HEAP_INDEX:
+            old_gfn = self.shared_info_gfn
+        else:
+            old_gfn = self.grant_frame_gfns.get(heap_index - GRANT_FRAME_HEAP_BASE)
+        if old_gfn is not None:
+            self.memory.unmap(Gfn(old_gfn))
+        self._vacate(gfn)
+        self.memory.map(Gfn(gfn), 1, pool_page, PageKind.HEAP)
+        if heap_index == SHARED_INFO_HEAP_INDEX:
+            self.shared_info_gfn = gfn
+        else:
+            self.grant_frame_gfns[heap_index - GRANT_FRAME_HEAP_BASE] = gfn
+
+    def move_page(self, src_gfn: int, dst_gfn: int) -> bool:
+        """XENMAPSPACE_gmfn: move the RAM page at src to dst.  False if src is not RAM."""
+        found = self.memory.lookup(Gfn(src_gfn))
+        if found is None or found[1] is not PageKind.RAM:
+            return False
+        if src_gfn == dst_gfn:
+            return True
+        self.memory.unmap(Gfn(src_gfn))
+        self._vacate(dst_gfn)
+        self.memory.map(Gfn(dst_gfn), 1, found[0], PageKind.RAM)
+        return True
+
+    def latch_mode(self, compat: bool) -> None:
+        """Fix the shared-info layout (64-bit or compat) the guest uses."""
+        self.compat = compat
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        for runner in self.vcpus:
+            if runner.online:
+                runner.start()
+
+    def shutdown(self, reason: int) -> None:
+        """Shut the domain down (first call wins) and stop every vCPU."""
+        with self.lock:
+            if self.shutdown_reason is not None:
+                return
+            if self.shutdown_code is None:
+                self.shutdown_code = reason
+            self.shutdown_reason = self.shutdown_code
+        name = _reason_name(self.shutdown_reason)
+        self.log(f"shutdown: {name}")
+        for runner in self.vcpus:
+            runner.request_stop()
+        self._shut_down.set()
+        for callback in self.on_shutdown:
+            callback(self)
+
+    def crash(self, why: str) -> None:
+        self.log(f"crashed: {why}")
+        self.shutdown(ShutdownReason.crash)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the domain has shut down; return its reason (None on timeout)."""
+        self._shut_down.wait(timeout)
+        return self.shutdown_reason
+
+    def destroy(self) -> None:
+        """Stop the vCPUs and release every resource (threads, fds, memory)."""
+        if self.shutdown_reason is None:
+            with self.lock:
+                self.shutdown_reason = ShutdownReason.poweroff
+            self._shut_down.set()
+        for runner in self.vcpus:
+            runner.request_stop()
+        for runner in self.vcpus:
+            runner.join()
+        for runner in self.vcpus:
+            runner.close()
+        self.hv.console.flush_domain(self.domid)
+        self.memory.close()
+        self.vm.close()
+
+
+def _reason_name(reason: int) -> str:
+    try:
+        return ShutdownReason(reason).name
+    except ValueError:
+        return f"reason {reason}"

@@ -1,0 +1,15 @@
+"""One module per hypercall family; ``register_all`` fills the dispatch table."""
+
+from __future__ import annotations
+
+from pyxen.abi.xen import Hypercall
+from pyxen.hv.dispatch import HypercallTable
+from pyxen.hv.hypercalls import console_io, hvm_op, memory_op, sched_op, xen_version
+
+
+def register_all(table: HypercallTable) -> None:
+    table.register(Hypercall.xen_version, xen_version.do_xen_version)
+    table.register(Hypercall.console_io, console_io.do_console_io)
+    table.register(Hypercall.sched_op, sched_op.do_sched_op)
+    table.register(Hypercall.memory_op, memory_op.do_memory_op)
+    table.register(Hypercall.hvm_op, hvm_op.do_hvm_op)

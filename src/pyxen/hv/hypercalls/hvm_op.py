@@ -1,0 +1,65 @@
+"""hvm_op (hypercall 34): HVM params, get_time, flush_tlbs (§4.1–4.3).
+
+A guest may set and read only the params Xen 4.12 lets a domain touch on
+itself (``GUEST_SETTABLE`` / ``GUEST_READABLE``); the others are the
+toolstack's (-EPERM).  Setting CALLBACK_IRQ latches the shared-info layout
+from the caller's mode, as the hypercall-page MSR write does.
+"""
+
+from __future__ import annotations
+
+from pyxen.abi.errno import XenErrno
+from pyxen.abi.hvm import HVM_NR_PARAMS, HvmOp, xen_hvm_get_time, xen_hvm_param
+from pyxen.abi.hvm import HvmParam as P
+from pyxen.hv.dispatch import Call, report_missing_subop
+from pyxen.hv.errors import HypercallError
+from pyxen.hv.hypercalls.domids import target_domain
+
+GUEST_SETTABLE = frozenset({
+    P.CALLBACK_IRQ, P.VM86_TSS, P.VM86_TSS_SIZED, P.ACPI_IOPORTS_LOCATION,
+    P.VM_GENERATION_ID_ADDR, P.STORE_EVTCHN, P.CONSOLE_EVTCHN, P.X87_FIP_WIDTH,
+})
+GUEST_READABLE = GUEST_SETTABLE | {P.STORE_PFN, P.CONSOLE_PFN, P.ALTP2M}
+
+
+def do_hvm_op(call: Call, op: int, arg: int, *_: int) -> int:
+    if op in (HvmOp.set_param, HvmOp.get_param):
+        return _param(call, op == HvmOp.set_param, arg)
+    if op == HvmOp.flush_tlbs:
+        if arg:
+            raise HypercallError(XenErrno.EINVAL)
+        return 0  # KVM flushes guest TLBs itself whenever pyxen changes the p2m
+    if op == HvmOp.get_time:
+        call.guest.write_struct(arg, xen_hvm_get_time(call.domain.hv.system_time_ns()))
+        return 0
+    try:
+        name = HvmOp(op).name
+    except ValueError:
+        return -XenErrno.ENOSYS
+    if op in (HvmOp.set_pci_intx_level, HvmOp.set_isa_irq_level, HvmOp.set_pci_link_route,
+              HvmOp.set_mem_access, HvmOp.get_mem_access):
+        return -XenErrno.ENOSYS
+    return report_missing_subop(call, "hvm_op", op, name)
+
+
+def _param(call: Call, is_set: bool, arg: int) -> int:
+    a = call.guest.read_struct(arg, xen_hvm_param)
+    if a.index >= HVM_NR_PARAMS:
+        raise HypercallError(XenErrno.EINVAL)
+    d = target_domain(call, a.domid)
+    index = int(a.index)
+    if d is call.domain and index not in (GUEST_SETTABLE if is_set else GUEST_READABLE):
+        raise HypercallError(XenErrno.EPERM)
+    if not is_set:
+        a.value = d.params[index]
+        call.guest.write_struct(arg, a)
+        return 0
+    value = int(a.value)
+    if index == P.X87_FIP_WIDTH and value not in (0, 4, 8):
+        raise HypercallError(XenErrno.EINVAL)
+    if index == P.ACPI_IOPORTS_LOCATION and value not in (0, 1):
+        raise HypercallError(XenErrno.EINVAL)
+    d.params[index] = value
+    if index == P.CALLBACK_IRQ:
+        d.latch_mode(call.compat)
+    return 0

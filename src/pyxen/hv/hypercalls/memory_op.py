@@ -1,0 +1,168 @@
+"""memory_op (hypercall 12) for translated (HVM/PVH) guests (§7.5).
+
+Reservation ops (increase/decrease_reservation, populate_physmap) return
+the number of extents done; any argument problem or failure stops the loop
+and returns the count so far, never -errno (Xen's semantics).  The cmd's
+bits 63:6 are the extent to start from (a continuation index).
+
+Everything else returns 0 or -errno.  add_to_physmap maps hypervisor pages
+(shared_info, grant frames) or moves RAM, at any frame the guest chooses
+below its physical-address limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyxen.abi import memory as m
+from pyxen.abi.errno import XenErrno
+from pyxen.abi.memory import XenMapSpace, XenMem
+from pyxen.boot.e820 import pack_xen
+from pyxen.hv.dispatch import Call, report_missing_subop
+from pyxen.hv.domain import (
+    DOMU_MAX_ORDER,
+    GRANT_FRAME_HEAP_BASE,
+    SHARED_INFO_HEAP_INDEX,
+    Domain,
+)
+from pyxen.hv.errors import HypercallError
+from pyxen.hv.hypercalls.domids import target_domain
+from pyxen.memory import GuestFault
+
+# XENMEM_maximum_ram_page: the host's highest page frame (+1).
+HOST_MAX_PAGE = os.sysconf("SC_PHYS_PAGES")
+
+
+def do_memory_op(call: Call, cmd: int, arg: int, *_: int) -> int:
+    op = cmd & m.MEMOP_CMD_MASK
+    start = (cmd & call.ulong_mask) >> m.MEMOP_EXTENT_SHIFT
+    if op in (XenMem.increase_reservation, XenMem.decrease_reservation,
+              XenMem.populate_physmap):
+        return _reservation(call, op, arg, start)
+    if start:
+        return -XenErrno.ENOSYS
+    if op == XenMem.maximum_ram_page:
+        return int(HOST_MAX_PAGE)
+    if op in (XenMem.current_reservation, XenMem.maximum_reservation, XenMem.maximum_gpfn):
+        domid = call.guest.read_u16(arg)
+        d = target_domain(call, domid)
+        if op == XenMem.current_reservation:
+            return d.tot_pages
+        if op == XenMem.maximum_reservation:
+            return d.max_pages
+        return max((e.end for e in d.memory.extents()), default=1) - 1
+    if op == XenMem.memory_map:
+        return _memory_map(call, arg)
+    if op == XenMem.add_to_physmap:
+        return _add_to_physmap(call, arg)
+    if op == XenMem.remove_from_physmap:
+        return _remove_from_physmap(call, arg)
+    if op in (XenMem.machine_memory_map, XenMem.machphys_mapping, XenMem.machphys_mfn_list,
+              XenMem.machphys_compat_mfn_list, XenMem.exchange):
+        return -XenErrno.ENOSYS
+    try:
+        name = XenMem(op).name
+    except ValueError:
+        return -XenErrno.ENOSYS
+    return report_missing_subop(call, "memory_op", op, name)
+
+
+def _reservation(call: Call, op: int, arg: int, start: int) -> int:
+    res_type = m.compat_xen_memory_reservation if call.compat else m.xen_memory_reservation
+    try:
+        res = call.guest.read_struct(arg, res_type)
+    except GuestFault:
+        return start
+    nr = int(res.nr_extents)
+    if start >= nr:
+        return start
+    order = int(res.extent_order)
+    if order > DOMU_MAX_ORDER:
+        return start
+    try:
+        d = target_domain(call, res.domid)
+    except HypercallError:
+        return start
+    word = 4 if call.compat else 8
+    pages = 1 << order
+    done = start
+    with d.lock:
+        while done < nr:
+            if op == XenMem.increase_reservation:
+                if not d.reserve_pages(pages):
+                    break
+                done += 1
+                continue
+            try:
+                gfn = call.guest.read(res.extent_start + done * word, word)
+            except GuestFault:
+                break
+            first = int.from_bytes(gfn, "little")
+            if first & (pages - 1) or first + pages > d.max_gfn:
+                break
+            if op == XenMem.populate_physmap:
+                ok = all(d.populate_page(first + i) for i in range(pages))
+            else:
+                ok = all(d.remove_page(first + i) for i in range(pages))
+            if not ok:
+                break
+            done += 1
+    return done
+
+
+def _memory_map(call: Call, arg: int) -> int:
+    map_type = m.compat_xen_memory_map if call.compat else m.xen_memory_map
+    fmap = call.guest.read_struct(arg, map_type)
+    entries = call.domain.e820
+    if not entries:
+        return -XenErrno.ENOSYS
+    n = min(int(fmap.nr_entries), len(entries))
+    call.guest.write(fmap.buffer, pack_xen(entries[:n]))
+    fmap.nr_entries = n
+    call.guest.write_struct(arg, fmap)
+    return 0
+
+
+def _add_to_physmap(call: Call, arg: int) -> int:
+    xatp_type = m.compat_xen_add_to_physmap if call.compat else m.xen_add_to_physmap
+    xatp = call.guest.read_struct(arg, xatp_type)
+    if xatp.space == XenMapSpace.gmfn_foreign:
+        return -XenErrno.ENOSYS
+    d = target_domain(call, xatp.domid)
+    idx, gpfn = int(xatp.idx), int(xatp.gpfn)
+    with d.lock:
+        if xatp.space == XenMapSpace.gmfn_range:
+            for i in range(int(xatp.size)):
+                _map_one(d, XenMapSpace.gmfn, idx + i, gpfn + i)
+            return 0
+        _map_one(d, xatp.space, idx, gpfn)
+    return 0
+
+
+def _map_one(d: Domain, space: int, idx: int, gpfn: int) -> None:
+    if gpfn >= d.max_gfn:
+        raise HypercallError(XenErrno.EINVAL, "gpfn beyond the guest physical address width")
+    if space == XenMapSpace.shared_info:
+        if idx != 0:
+            raise HypercallError(XenErrno.EINVAL)
+        d.map_heap_page(SHARED_INFO_HEAP_INDEX, gpfn)
+    elif space == XenMapSpace.grant_table:
+        if idx & m.XENMAPIDX_grant_table_status or idx >= d.max_grant_frames:
+            raise HypercallError(XenErrno.EINVAL)
+        d.map_heap_page(GRANT_FRAME_HEAP_BASE + idx, gpfn)
+    elif space == XenMapSpace.gmfn:
+        if not d.move_page(idx, gpfn):
+            raise HypercallError(XenErrno.EINVAL)
+    else:
+        raise HypercallError(XenErrno.EINVAL)
+
+
+def _remove_from_physmap(call: Call, arg: int) -> int:
+    xrfp_type = m.compat_xen_remove_from_physmap if call.compat else m.xen_remove_from_physmap
+    xrfp = call.guest.read_struct(arg, xrfp_type)
+    d = target_domain(call, xrfp.domid)
+    with d.lock:
+        if not d.remove_page(int(xrfp.gpfn)):
+            raise HypercallError(XenErrno.ENOENT)
+    return 0
+

@@ -1,0 +1,123 @@
+"""``pyxen create``: build a domain from an xl.cfg file and run it in the foreground.
+
+The process is the hypervisor for this one domain until the domain is gone
+(the hypervisor daemon comes later).  Guest console lines go to stdout,
+hypervisor messages to stderr.  The exit status says how the domain ended:
+
+=========  ======
+poweroff   0
+reboot     11
+suspend    12
+crash      13
+watchdog   14
+soft_reset 15
+other      16
+=========  ======
+
+Configuration errors exit with status 2 and one line naming the file,
+line and problem.  The ``on_poweroff``/``on_reboot``/``on_crash`` actions
+``destroy`` and ``restart`` (and ``rename-restart``) are honoured;
+``preserve``, ``coredump-*`` and ``soft-reset`` are not implemented yet and
+fall back to destroy with a message saying so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pyxen.abi.xen import ShutdownReason
+from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.errors import BuildError
+from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.vcpu import install_kick_handler
+from pyxen.kvm import KvmError
+from pyxen.toolstack.domain_config import DomainConfig
+from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def exit_status(reason: int) -> int:
+    """The process exit status for a domain's shutdown reason."""
+    if reason == ShutdownReason.poweroff:
+        return 0
+    if 1 <= reason <= 5:
+        return 10 + reason
+    return 16
+
+
+def load_config(path: Path, overrides: list[str]) -> DomainConfig:
+    cfg = apply_overrides(read_xl_cfg(path), overrides)
+    return DomainConfig.from_xl(cfg, path)
+
+
+def _action_for(config: DomainConfig, reason: int) -> str:
+    if reason == ShutdownReason.poweroff:
+        return config.on_poweroff
+    if reason == ShutdownReason.reboot:
+        return config.on_reboot
+    if reason in (ShutdownReason.crash, ShutdownReason.watchdog):
+        return config.on_crash
+    return "destroy"
+
+
+def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
+    path = Path(cfg_path)
+    err = sys.stderr
+    if not quiet:
+        print(f"Parsing config from {path}", file=err)
+    try:
+        config = load_config(path, overrides)
+    except XlCfgError as e:
+        print(f"pyxen: {e}", file=err)
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"WARNING: {warning}", file=err)
+    for key in config.unknown_keys:
+        print(f"WARNING: {path}: unknown key '{key}' ignored", file=err)
+    for key in config.ignored_keys:
+        print(f"WARNING: {path}: '{key}' is not supported by pyxen yet and is ignored", file=err)
+    if config.type != "pvh":
+        print(f'pyxen: {path}: type "{config.type}" is not supported yet: pyxen runs PVH '
+              'guests (set type = "pvh")', file=err)
+        return EXIT_CONFIG
+    spec = BuildSpec(config.name, config.kernel, config.ramdisk, config.cmdline,
+                     config.memory_mib, config.maxmem_mib, config.vcpus, config.maxvcpus)
+    try:
+        hv = Hypervisor()
+    except KvmError as e:
+        print(f"pyxen: {e}", file=err)
+        return EXIT_FAILED
+    install_kick_handler()
+    try:
+        return _run(hv, config, spec)
+    except KeyboardInterrupt:
+        print("pyxen: interrupted: destroying the domain", file=err)
+        return EXIT_INTERRUPTED
+    finally:
+        hv.close()
+
+
+def _run(hv: Hypervisor, config: DomainConfig, spec: BuildSpec) -> int:
+    while True:
+        try:
+            domain = build_domain(hv, spec)
+        except BuildError as e:
+            print(f"pyxen: {config.source}: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        domain.start()
+        reason = domain.wait()
+        assert reason is not None
+        domain.destroy()
+        hv.remove(domain)
+        action = _action_for(config, reason)
+        if action in ("restart", "rename-restart"):
+            hv.console.log(f"d{domain.domid}: {action}: building a new domain")
+            continue
+        if action != "destroy":
+            hv.console.log(f"d{domain.domid}: on_* action '{action}' is not implemented "
+                           "yet: the domain was destroyed")
+        return exit_status(reason)
