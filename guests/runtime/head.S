@@ -142,7 +142,9 @@ gdt_desc64:
 /*
  * Page tables, assembled as data (no runtime loop):
  *   PML4[0] -> PDPT
- *   PDPT[0..3] -> PDs mapping 0..4 GiB with 2 MiB pages (present, RW)
+ *   PDPT[0..3] -> PDs mapping 0..4 GiB with 2 MiB pages (present, RW),
+ *     except the first 2 MiB, mapped with 4 KiB pages through pt0 so that
+ *     page 0 can stay unmapped: NULL is never a valid guest pointer.
  *   PDPT[1] instead -> pd_alias: its entry 0 maps virtual 0x40000000..
  *     0x401FFFFF READ-ONLY onto physical 0..0x1FFFFF; entries 1..511 keep
  *     the identity map of 0x40200000..0x7FFFFFFF.
@@ -153,6 +155,14 @@ gdt_desc64:
     .rept \count
     .quad pd_addr + (PTE_P | PTE_RW | PTE_PS)
     .set pd_addr, pd_addr + 0x200000
+    .endr
+.endm
+
+.macro pt_identity start, count
+    .set pt_addr, \start
+    .rept \count
+    .quad pt_addr + (PTE_P | PTE_RW)
+    .set pt_addr, pt_addr + 0x1000
     .endr
 .endm
 
@@ -172,7 +182,8 @@ pdpt:
 
     .balign 4096
 pd0:
-    pd_identity 0x00000000, 512
+    .quad pt0 + (PTE_P | PTE_RW)
+    pd_identity 0x00200000, 511
 pd_alias:
     .quad 0x00000000 + (PTE_P | PTE_PS)  /* read-only alias of 0..2 MiB */
     pd_identity 0x40200000, 511
@@ -180,6 +191,9 @@ pd2:
     pd_identity 0x80000000, 512
 pd3:
     pd_identity 0xC0000000, 512
+pt0:
+    .quad 0                             /* page 0: not present */
+    pt_identity 0x00001000, 511
 
     .bss
     .balign 16

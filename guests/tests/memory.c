@@ -95,9 +95,14 @@ static void test_reservations(void)
     long cur = tot_pages();
     long max = reservation_of(XENMEM_maximum_reservation, DOMID_SELF);
 
-    check(cur > 0, "current_reservation = %ld pages", cur);
-    expect_eq(max, cur, "maximum_reservation == current_reservation at boot");
-    expect_eq((uint64_t)cur * PAGE_SIZE, ram_bytes, "current_reservation * 4096 == e820 RAM");
+    long ram_pages = (long)(ram_bytes / PAGE_SIZE);
+
+    /* Xen counts every page the domain owns (e820 RAM plus the toolstack's
+     * special pages); libxl may give max_pages some slack above that. */
+    check(cur > 0, "current_reservation = %ld pages (e820 RAM %ld pages)", cur, ram_pages);
+    check(max >= cur, "maximum_reservation %ld >= current_reservation %ld", max, cur);
+    check(cur >= ram_pages, "current_reservation covers the e820 RAM (%ld extra pages)",
+          cur - ram_pages);
 
     expect_eq(reservation_of(XENMEM_current_reservation, rt_domid), cur,
               "current_reservation by own domid");
@@ -185,6 +190,11 @@ static void test_decrease_populate(void)
     expect_eq(resv_op(XENMEM_populate_physmap, &gfn, 1, 10), 0,
               "populate_physmap extent_order 10 -> 0");
 
+    /* Allocate (without mapping: a translated domain) up to max_pages. */
+    long room = max - tot_pages();
+    if (room > 0)
+        expect_eq(resv_op(XENMEM_increase_reservation, NULL, room, 0), room,
+                  "increase_reservation up to max_pages");
     expect_eq(tot_pages(), max, "tot_pages == max_pages");
     expect_eq(resv_op(XENMEM_increase_reservation, NULL, 1, 0), 0,
               "increase_reservation at max_pages -> 0 extents");

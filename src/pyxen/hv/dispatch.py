@@ -85,6 +85,12 @@ class HypercallTable:
             return -XenErrno.EFAULT
 
 
+def signed32(value: int) -> int:
+    """A register truncated to a C ``int`` (the type of many hypercall cmd arguments)."""
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & 0x8000_0000 else value
+
+
 def _name(nr: int) -> str:
     try:
         return Hypercall(nr).name

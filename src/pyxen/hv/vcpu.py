@@ -53,6 +53,10 @@ class VcpuRunner:
         self.online = vcpu_id == 0
         self._stop = False
         self._thread: threading.Thread | None = None
+        # Held while signalling the thread and when it leaves its loop, so a
+        # kick never reaches a thread that has finished (or a recycled id).
+        self._kick_lock = threading.Lock()
+        self._running = False
         self._io_warned: set[int] = set()
         self._table = domain.hv.hypercalls.call
 
@@ -62,15 +66,19 @@ class VcpuRunner:
         self._thread = threading.Thread(
             target=self._loop, name=f"d{self.domain.domid}v{self.vcpu_id}", daemon=True
         )
+        self._running = True
         self._thread.start()
 
     def request_stop(self) -> None:
         self._stop = True
         self.kvm.set_immediate_exit(True)
         thread = self._thread
-        if thread is not None and thread.ident is not None and thread is not threading.current_thread():
-            with contextlib.suppress(ProcessLookupError):
-                signal.pthread_kill(thread.ident, KICK_SIGNAL)
+        if thread is None or thread is threading.current_thread():
+            return
+        with self._kick_lock:
+            if self._running and thread.ident is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pthread_kill(thread.ident, KICK_SIGNAL)
 
     def join(self) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -92,6 +100,9 @@ class VcpuRunner:
         except Exception:
             self.domain.log(f"vcpu {self.vcpu_id}: pyxen bug:\n{traceback.format_exc()}")
             self.domain.crash(f"internal error on vcpu {self.vcpu_id}")
+        finally:
+            with self._kick_lock:
+                self._running = False
 
     def _handle(self, exit_: ex.Exit) -> None:
         if type(exit_) is ex.IoExit:
@@ -127,18 +138,17 @@ class VcpuRunner:
     # -- hypercalls (the hot path) -------------------------------------------
 
     def _hypercall(self) -> None:
-        regs = self.kvm.regs
-        sregs = self.kvm.sregs
-        if sregs.efer & _EFER_LMA and sregs.cs.l:
+        (rax, rbx, rcx, rdx, rsi, rdi, _rsp, rbp, r8, r9, r10, _r11, _r12, _r13, _r14, _r15,
+         _rip, rflags) = self.kvm.unpack_regs()
+        cs_l, ss_dpl, cr0, efer = self.kvm.unpack_mode()
+        if efer & _EFER_LMA and cs_l:
             compat = False
-            nr = regs.rax
-            args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+            nr, args = rax, (rdi, rsi, rdx, r10, r8, r9)
         else:
             compat = True
-            nr = regs.rax & _M32
-            args = (regs.rbx & _M32, regs.rcx & _M32, regs.rdx & _M32,
-                    regs.rsi & _M32, regs.rdi & _M32, regs.rbp & _M32)
-        if (sregs.cr0 & _CR0_PE and sregs.ss.dpl != 0) or regs.rflags & _RFLAGS_VM:
+            nr = rax & _M32
+            args = (rbx & _M32, rcx & _M32, rdx & _M32, rsi & _M32, rdi & _M32, rbp & _M32)
+        if (cr0 & _CR0_PE and ss_dpl != 0) or rflags & _RFLAGS_VM:
             result = -XenErrno.EPERM
         else:
             result = self._table(Call(self, compat), nr, *args)
@@ -150,17 +160,17 @@ class VcpuRunner:
 
     def _debug_console(self, io: ex.IoExit) -> None:
         if io.is_out:
-            data = bytes(self.kvm.io_data(io.data_offset, io.size * io.count))
+            data = bytes(self.kvm.io_data(io.data_offset, io.size * io.repeat))
             self.domain.hv.console.guest_write(self.domain.domid, data, source="e9")
         else:
             # Xen answers reads of port 0xE9 with 0xE9 (the Bochs "port E9 hack" probe).
-            self.kvm.io_data(io.data_offset, io.size * io.count)[:] = bytes(
+            self.kvm.io_data(io.data_offset, io.size * io.repeat)[:] = bytes(
                 [XEN_HVM_DEBUGCONS_IOPORT]
-            ) * (io.size * io.count)
+            ) * (io.size * io.repeat)
 
     def _unhandled_io(self, io: ex.IoExit) -> None:
         if not io.is_out:
-            self.kvm.io_data(io.data_offset, io.size * io.count)[:] = b"\xff" * (io.size * io.count)
+            self.kvm.io_data(io.data_offset, io.size * io.repeat)[:] = b"\xff" * (io.size * io.repeat)
         if io.port not in self._io_warned:
             self._io_warned.add(io.port)
             kind = "write to" if io.is_out else "read of"
@@ -217,5 +227,6 @@ class VcpuRunner:
             f"  rax={r.rax:#018x} rbx={r.rbx:#018x} rcx={r.rcx:#018x} rdx={r.rdx:#018x}\n"
             f"  rsi={r.rsi:#018x} rdi={r.rdi:#018x} rbp={r.rbp:#018x}\n"
             f"  cr0={s.cr0:#x} cr2={s.cr2:#x} cr3={s.cr3:#x} cr4={s.cr4:#x} efer={s.efer:#x}\n"
-            f"  cs={s.cs.selector:#x} (l={s.cs.l} db={s.cs.db} dpl={s.cs.dpl}) ss={s.ss.selector:#x}"
+            f"  cs={s.cs.selector:#x} (l={s.cs.l} db={s.cs.db} dpl={s.cs.dpl}) "
+            f"ss={s.ss.selector:#x}"
         )

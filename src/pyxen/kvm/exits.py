@@ -8,9 +8,13 @@ at ``data_offset`` (see ``Vcpu.io_data``).
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from pyxen.kvm.structs import kvm_run
+from pyxen.kvm.structs import kvm_run, kvm_run_io
 
 KVM_EXIT_UNKNOWN = 0
 KVM_EXIT_EXCEPTION = 1
@@ -32,14 +36,17 @@ KVM_EXIT_IO_IN = 0
 KVM_EXIT_IO_OUT = 1
 
 
-@dataclass(slots=True, frozen=True)
-class IoExit:
-    """IN/OUT (possibly a string instruction with ``count`` > 1)."""
+class IoExit(NamedTuple):
+    """IN/OUT (possibly a string instruction with ``count`` > 1).
+
+    A NamedTuple rather than a dataclass: it is made on every hypercall and
+    tuple construction is the cheapest typed value Python has.
+    """
 
     port: int
     size: int
     is_out: bool
-    count: int
+    repeat: int
     data_offset: int
 
 
@@ -141,12 +148,20 @@ _SHUTDOWN = ShutdownExit()
 _INTERRUPTED = InterruptedExit()
 
 
-def decode_exit(run: kvm_run) -> Exit:
-    """Turn the exit described by ``run`` into a typed value."""
-    reason = run.exit_reason
+_REASON = struct.Struct("<I")
+_REASON_OFFSET = kvm_run.exit_reason.offset
+_IO = struct.Struct("<BBHIQ")
+_IO_OFFSET = kvm_run.exit.offset
+if _IO.size != ctypes.sizeof(kvm_run_io):  # pragma: no cover - a layout bug
+    raise ImportError("kvm_run_io layout mismatch")
+
+
+def decode_exit(run: kvm_run, page: mmap.mmap | bytearray) -> Exit:
+    """Turn the exit described by ``run`` (mapped at ``page``) into a typed value."""
+    reason = _REASON.unpack_from(page, _REASON_OFFSET)[0]
     if reason == KVM_EXIT_IO:
-        io = run.exit.io
-        return IoExit(io.port, io.size, io.direction == KVM_EXIT_IO_OUT, io.count, io.data_offset)
+        direction, size, port, count, data_offset = _IO.unpack_from(page, _IO_OFFSET)
+        return IoExit(port, size, direction == KVM_EXIT_IO_OUT, count, data_offset)
     if reason == KVM_EXIT_MMIO:
         m = run.exit.mmio
         length = min(m.len, 8)

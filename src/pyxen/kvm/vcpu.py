@@ -29,6 +29,21 @@ _REGS_OFFSET = s.kvm_run.s.offset + s.kvm_sync_regs.regs.offset
 _SREGS_OFFSET = s.kvm_run.s.offset + s.kvm_sync_regs.sregs.offset
 _DIRTY_OFFSET = s.kvm_run.kvm_dirty_regs.offset
 _RAX = struct.Struct("<Q")
+_REGS = struct.Struct("<18Q")
+# CS.l, SS.dpl, CR0 and EFER out of the synced kvm_sregs, in one unpack.
+_MODE = struct.Struct(
+    "<" + "".join(
+        f"{pad}x{fmt}" if pad else fmt
+        for pad, fmt in (
+            (s.kvm_sregs.cs.offset + s.kvm_segment.l.offset, "B"),
+            (s.kvm_sregs.ss.offset + s.kvm_segment.dpl.offset
+             - (s.kvm_sregs.cs.offset + s.kvm_segment.l.offset + 1), "B"),
+            (s.kvm_sregs.cr0.offset
+             - (s.kvm_sregs.ss.offset + s.kvm_segment.dpl.offset + 1), "Q"),
+            (s.kvm_sregs.efer.offset - (s.kvm_sregs.cr0.offset + 8), "Q"),
+        )
+    )
+)
 _DIRTY_REGS = struct.pack("<Q", k.KVM_SYNC_X86_REGS)
 
 
@@ -54,7 +69,16 @@ class Vcpu:
         entry (callers treat it like an ``InterruptedExit``).
         """
         fcntl.ioctl(self.fd, k.KVM_RUN)
-        return decode_exit(self.kvm_run)
+        return decode_exit(self.kvm_run, self.run_page)
+
+    def unpack_regs(self) -> tuple[int, ...]:
+        """The 18 synced general registers, in kvm_regs order (rax … rip, rflags)."""
+        return _REGS.unpack_from(self.run_page, _REGS_OFFSET)
+
+    def unpack_mode(self) -> tuple[int, int, int, int]:
+        """(CS.l, SS.dpl, CR0, EFER) from the synced segment registers."""
+        cs_l, ss_dpl, cr0, efer = _MODE.unpack_from(self.run_page, _SREGS_OFFSET)
+        return cs_l, ss_dpl, cr0, efer
 
     def set_rax(self, value: int) -> None:
         """Write RAX (only) back into the guest on the next entry."""

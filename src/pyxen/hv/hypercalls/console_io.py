@@ -1,34 +1,39 @@
 """console_io (hypercall 18): guest writes to the hypervisor console (§8.5).
 
-Writes are read from the guest in page-sized chunks, so a huge count costs
-nothing until the guest's memory runs out (then -EFAULT, as Xen returns
-when its copy faults).  Reads are refused to unprivileged domains (dummy
-XSM), and pyxen has no serial input ring to offer privileged ones yet.
+Xen's prototype is ``do_console_io(int cmd, int count, buffer)``: both are
+32-bit signed, so a "count" of 0xFFFFFFFF is -1 and writes nothing.  The
+dummy XSM policy lets an unprivileged domain use ``CONSOLEIO_write`` only
+(Xen debug builds; pyxen behaves like one); every other cmd is -EPERM for
+it.  Writes are copied in chunks of 127 bytes, each printed before the next
+is copied, exactly as Xen does, so a fault returns -EFAULT after the chunks
+before it were printed.  pyxen has no serial input ring, so a privileged
+read returns 0 bytes.
 """
 
 from __future__ import annotations
 
 from pyxen.abi.console import ConsoleIo
 from pyxen.abi.errno import XenErrno
-from pyxen.hv.dispatch import Call
+from pyxen.hv.dispatch import Call, signed32
 from pyxen.hv.errors import HypercallError
 
-CHUNK = 4096
+# Xen copies through a 128-byte buffer, one byte kept for the terminator.
+CHUNK = 127
 
 
 def do_console_io(call: Call, cmd: int, count: int, buffer: int, *_: int) -> int:
-    count &= 0xFFFF_FFFF  # unsigned int in Xen's prototype
+    cmd = signed32(cmd)
+    if cmd != ConsoleIo.write and not call.domain.privileged:
+        raise HypercallError(XenErrno.EPERM)
     if cmd == ConsoleIo.write:
+        remaining = signed32(count)
         console = call.domain.hv.console
-        done = 0
-        while done < count:
-            n = min(CHUNK - ((buffer + done) & (CHUNK - 1)), count - done)
-            data = call.guest.read(buffer + done, n)
-            console.guest_write(call.domain.domid, data)
-            done += n
+        while remaining > 0:
+            n = min(remaining, CHUNK)
+            console.guest_write(call.domain.domid, call.guest.read(buffer, n))
+            buffer += n
+            remaining -= n
         return 0
     if cmd == ConsoleIo.read:
-        if not call.domain.privileged:
-            raise HypercallError(XenErrno.EPERM)
         return 0
     return -XenErrno.ENOSYS

@@ -1,4 +1,4 @@
-"""hvm_op (hypercall 34): HVM params, get_time, flush_tlbs (§4.1–4.3).
+"""hvm_op (hypercall 34): HVM params, get_time, flush_tlbs (§4.1-4.3).
 
 A guest may set and read only the params Xen 4.12 lets a domain touch on
 itself (``GUEST_SETTABLE`` / ``GUEST_READABLE``); the others are the

@@ -74,7 +74,8 @@ def _reservation(call: Call, op: int, arg: int, start: int) -> int:
     except GuestFault:
         return start
     nr = int(res.nr_extents)
-    if start >= nr:
+    # Xen refuses counts too large to encode in a continuation.
+    if nr > (call.ulong_mask >> m.MEMOP_EXTENT_SHIFT) or start >= nr:
         return start
     order = int(res.extent_order)
     if order > DOMU_MAX_ORDER:

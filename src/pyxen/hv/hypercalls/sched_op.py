@@ -10,10 +10,11 @@ import os
 
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.sched import SchedOp, sched_shutdown
-from pyxen.hv.dispatch import Call, report_missing_subop
+from pyxen.hv.dispatch import Call, report_missing_subop, signed32
 
 
 def do_sched_op(call: Call, cmd: int, arg: int, *_: int) -> int:
+    cmd = signed32(cmd)  # int cmd in Xen's prototype
     if cmd == SchedOp.yield_:
         os.sched_yield()
         return 0

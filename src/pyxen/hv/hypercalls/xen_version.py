@@ -13,7 +13,7 @@ from pyxen import __version__
 from pyxen.abi import version as v
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.version import XenFeat, XenVer
-from pyxen.hv.dispatch import Call
+from pyxen.hv.dispatch import Call, signed32
 from pyxen.hv.errors import HypercallError
 
 CAPABILITIES = "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64 "
@@ -48,6 +48,7 @@ _COMPILE_INFO = _compile_info()
 
 
 def do_xen_version(call: Call, cmd: int, arg: int, *_: int) -> int:
+    cmd = signed32(cmd)  # int cmd in Xen's prototype
     if cmd == XenVer.version:
         return (v.XEN_MAJOR << 16) | v.XEN_MINOR
     if cmd == XenVer.pagesize:

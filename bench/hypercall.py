@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Null-hypercall benchmark: pyxen against a C KVM program doing the same exits.
+
+    python3 bench/hypercall.py [--n 20000] [--rounds 5]
+
+Builds bench/build/kvm_exit_ref (gcc -O2) and the test guests (make -C guests),
+then for each round runs, one after the other:
+
+    C bare       kvm_exit_ref bare      exit, re-enter, nothing else
+    C syncregs   kvm_exit_ref syncregs  exit + sync-regs read/rax write (pyxen's scheme)
+    C getset     kvm_exit_ref getset    exit + KVM_GET_REGS + KVM_SET_REGS
+    C noexit     kvm_exit_ref noexit    control: same loop, stub without OUT
+    pyxen        python3 -m pyxen create -F bench.cfg  (guests/build/bench.elf)
+
+All four run the same guest loop (15 instructions and one port-I/O exit per
+iteration; see README.md) N times.  Only ratios measured in one run are
+comparable across runs and machines.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SRC = ROOT / "src"
+GUESTS = ROOT / "guests"
+BUILD = BENCH / "build"
+REF_C = BENCH / "kvm_exit_ref.c"
+REF_BIN = BUILD / "kvm_exit_ref"
+BENCH_ELF = GUESTS / "build" / "bench.elf"
+
+C_MODES = ("bare", "syncregs", "getset", "noexit")
+
+_KVMREF = re.compile(r"^KVMREF .*$", re.M)
+_BENCH = re.compile(
+    r"BENCH null_hypercall cycles_per_call=(\d+) baseline_cycles=(\d+) tsc_khz=(\d+) n=(\d+)"
+)
+
+
+class BenchError(Exception):
+    pass
+
+
+def _kv(line: str) -> dict[str, str]:
+    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+
+
+def build() -> None:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    cc = os.environ.get("CC", "gcc")
+    cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(REF_BIN), str(REF_C)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"building {REF_BIN} failed:\n$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    r = subprocess.run(["make", "-C", str(GUESTS)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"make -C {GUESTS} failed:\n{r.stdout}{r.stderr}")
+    if not BENCH_ELF.is_file():
+        sys.exit(f"{BENCH_ELF} was not built")
+
+
+def run_c(mode: str, n: int, warmup: int) -> dict[str, float]:
+    """One run of the C reference; returns ns per exit (host clock and guest TSC)."""
+    cmd = [str(REF_BIN), mode, str(n), str(warmup)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    m = _KVMREF.search(r.stdout)
+    if r.returncode != 0 or not m:
+        raise BenchError(f"$ {' '.join(cmd)}\nexit status {r.returncode}\n{r.stdout}{r.stderr}")
+    kv = _kv(m.group(0))
+    return {"ns": float(kv["ns_per_exit"]), "guest_ns": float(kv["guest_ns_per_iter"])}
+
+
+def run_pyxen(n: int, tmp: Path) -> dict[str, float]:
+    """One run of pyxen with bench.elf; returns ns per hypercall from the guest's TSC."""
+    cfg = tmp / "bench.cfg"
+    cfg.write_text(
+        'name = "bench"\n'
+        'type = "pvh"\n'
+        f'kernel = "{BENCH_ELF}"\n'
+        "memory = 32\n"
+        f'extra = "n={n}"\n'
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "pyxen", "create", "-F", str(cfg)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
+    out = r.stdout + r.stderr
+    m = _BENCH.search(r.stdout)
+    if r.returncode != 0 or not m or "RESULT bench: PASS" not in out:
+        raise BenchError(f"$ {' '.join(cmd)}   (cfg: {cfg.read_text()!r})\n"
+                         f"exit status {r.returncode}\n{out}")
+    cyc, base, khz, got_n = (int(x) for x in m.groups())
+    if got_n != n:
+        raise BenchError(f"guest ran n={got_n}, asked for n={n}:\n{out}")
+    if khz == 0:
+        raise BenchError(f"guest reported tsc_khz=0:\n{out}")
+    return {"ns": cyc * 1e6 / khz, "baseline_ns": base * 1e6 / khz, "tsc_khz": khz}
+
+
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000, help="hypercalls per run (default 20000)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="C reference: exits before the clock starts (default max(500, n/20))")
+    args = ap.parse_args()
+    if args.n < 1 or args.rounds < 1:
+        ap.error("--n and --rounds must be positive")
+    warmup = args.warmup if args.warmup is not None else max(500, args.n // 20)
+
+    build()
+
+    samples: dict[str, list[float]] = {k: [] for k in
+                                       ("bare", "syncregs", "getset", "noexit",
+                                        "syncregs_tsc", "pyxen", "baseline")}
+    failures: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="pyxen-bench-"))
+    try:
+        for rnd in range(1, args.rounds + 1):
+            parts = []
+            for mode in C_MODES:
+                try:
+                    res = run_c(mode, args.n, warmup)
+                except (BenchError, subprocess.TimeoutExpired) as e:
+                    failures.append(f"round {rnd}, C {mode}:\n{e}")
+                    parts.append(f"C {mode} FAILED")
+                    continue
+                samples[mode].append(res["ns"])
+                if mode == "syncregs":
+                    samples["syncregs_tsc"].append(res["guest_ns"])
+                parts.append(f"C {mode} {res['ns']:,.0f}")
+            try:
+                res = run_pyxen(args.n, tmp)
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                failures.append(f"round {rnd}, pyxen:\n{e}")
+                parts.append("pyxen FAILED")
+            else:
+                samples["pyxen"].append(res["ns"])
+                samples["baseline"].append(res["baseline_ns"])
+                parts.append(f"pyxen {res['ns']:,.0f}")
+            print(f"round {rnd}/{args.rounds}: " + ", ".join(parts) + "  (ns/call)",
+                  file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
+    mn = {k: (min(v) if v else None) for k, v in samples.items()}
+
+    rows = [
+        ("C bare", "bare", "exit to user space and straight back (KVM_RUN only)"),
+        ("C syncregs", "syncregs", "exit + read args/efer/cs.l from kvm_run sync regs, write rax (the target)"),
+        ("C getset", "getset", "exit + KVM_GET_REGS + KVM_SET_REGS per call"),
+        ("pyxen", "pyxen", "pyxen create running guests/build/bench.elf (guest TSC)"),
+        ("C syncregs, guest TSC", "syncregs_tsc", "C syncregs timed by the guest's rdtsc, as pyxen is"),
+        ("C noexit", "noexit", "control: same loop, stub `mov eax,17; ret` (no exit) in the C VM"),
+        ("pyxen noexit", "baseline", "control: bench.elf's local-call loop under pyxen (guest TSC)"),
+    ]
+
+    print()
+    print(f"pyxen null-hypercall benchmark: xen_version(XENVER_version, NULL), n={args.n} calls per run, "
+          f"{args.rounds} interleaved round(s), C warm-up {warmup} exits")
+    print("ns per null hypercall (one guest loop iteration: 15 instructions incl. the stub, one port-I/O exit).")
+    print("Numbers are from this run on this machine only; compare ratios, not absolute times, across runs.")
+    print("C rows: host CLOCK_MONOTONIC over n exits after warm-up (C noexit: whole run). "
+          "pyxen rows: guest rdtsc over all n calls, ns = cycles * 1e6 / tsc_khz.")
+    print()
+    print(f"{'what':<24}{'median':>10}{'min':>10}{'runs':>6}  description")
+    for label, key, desc in rows:
+        print(f"{label:<24}{fmt(med[key]):>10}{fmt(mn[key]):>10}{len(samples[key]):>6}  {desc}")
+    print()
+
+    def ratio(a: str, b: str) -> str:
+        if med[a] is None or med[b] is None or med[b] == 0:
+            return "n/a"
+        return f"{med[a] / med[b]:.2f}"
+
+    target = ""
+    if med["pyxen"] is not None and med["syncregs"] is not None:
+        r = med["pyxen"] / med["syncregs"]
+        target = f"   target <= 1.50: {'MET' if r <= 1.5 else 'NOT MET'}"
+    print("ratios of medians:")
+    print(f"  pyxen / C syncregs     {ratio('pyxen', 'syncregs'):>6}{target}")
+    print(f"  pyxen / C bare         {ratio('pyxen', 'bare'):>6}")
+    print(f"  C syncregs / C bare    {ratio('syncregs', 'bare'):>6}")
+    print(f"  C getset / C bare      {ratio('getset', 'bare'):>6}")
+    print(f"  pyxen / C syncregs (both timed by guest TSC) {ratio('pyxen', 'syncregs_tsc'):>6}")
+    print(f"  pyxen noexit / C noexit (guest emulation speed, should be ~1) {ratio('baseline', 'noexit'):>6}")
+    if None not in (med["pyxen"], med["baseline"], med["syncregs"], med["noexit"]):
+        px = med["pyxen"] - med["baseline"]
+        cx = med["syncregs"] - med["noexit"]
+        print(f"  exit part only: (pyxen - pyxen noexit) / (C syncregs - C noexit) = "
+              f"{px:,.0f} / {cx:,.0f} = {px / cx:.2f}" if cx > 0 else
+              "  exit part only: n/a (C syncregs <= C noexit)")
+
+    if failures:
+        print()
+        print(f"{len(failures)} run(s) FAILED:")
+        for f in failures:
+            print("---")
+            print(f.rstrip())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
