@@ -133,9 +133,6 @@ def test_write_with_unmapped_second_page_changes_nothing(space: Space) -> None:
     assert space.frame(GFN_A) == before
 
 
-@pytest.mark.xfail(strict=True, reason="GuestAccess.write translates every page first but "
-                   "writes page by page: a second page mapped to an unpopulated frame raises "
-                   "MemoryFault after the first page was already written")
 def test_write_with_second_page_in_physical_hole_changes_nothing(space: Space) -> None:
     space.map_4k(VA + PAGE_SIZE, HOLE_GFN)
     before = space.frame(GFN_A)

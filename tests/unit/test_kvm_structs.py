@@ -145,74 +145,84 @@ def test_ioctl_numbers(name: str, value: int, derived: int) -> None:
 # -- decode_exit --------------------------------------------------------------
 
 
-def run_with(reason: int) -> s.kvm_run:
-    run = s.kvm_run()
-    run.exit_reason = reason
-    return run
+class Page:
+    """A kvm_run page as the vCPU maps it: the structure is a view of the bytes."""
+
+    def __init__(self, reason: int) -> None:
+        self.raw = bytearray(ctypes.sizeof(s.kvm_run))
+        self.run = s.kvm_run.from_buffer(self.raw)
+        self.run.exit_reason = reason
+
+    def decode(self) -> exits.Exit:
+        return exits.decode_exit(self.run, self.raw)
 
 
 def test_decode_io() -> None:
-    run = run_with(exits.KVM_EXIT_IO)
+    page = Page(exits.KVM_EXIT_IO)
+    run = page.run
     run.exit.io.direction = exits.KVM_EXIT_IO_OUT
     run.exit.io.size = 4
     run.exit.io.port = 0xEA
     run.exit.io.count = 1
     run.exit.io.data_offset = 0x1000
-    assert exits.decode_exit(run) == exits.IoExit(port=0xEA, size=4, is_out=True, count=1,
-                                                  data_offset=0x1000)
+    assert page.decode() == exits.IoExit(port=0xEA, size=4, is_out=True, repeat=1,
+                                           data_offset=0x1000)
     run.exit.io.direction = exits.KVM_EXIT_IO_IN
     run.exit.io.size = 1
     run.exit.io.port = 0xE9
     run.exit.io.count = 7
-    assert exits.decode_exit(run) == exits.IoExit(0xE9, 1, False, 7, 0x1000)
+    assert page.decode() == exits.IoExit(0xE9, 1, False, 7, 0x1000)
 
 
 def test_decode_io_from_raw_bytes() -> None:
     # Fill the page as the kernel would, byte by byte, to check field placement.
-    raw = bytearray(ctypes.sizeof(s.kvm_run))
+    page = Page(0)
+    raw = page.raw
     raw[8:12] = (2).to_bytes(4, "little")  # KVM_EXIT_IO
     raw[32] = 1  # direction OUT
     raw[33] = 2  # size
     raw[34:36] = (0x3F8).to_bytes(2, "little")
     raw[36:40] = (3).to_bytes(4, "little")
     raw[40:48] = (0x1230).to_bytes(8, "little")
-    run = s.kvm_run.from_buffer(raw)
-    assert exits.decode_exit(run) == exits.IoExit(0x3F8, 2, True, 3, 0x1230)
+    assert page.decode() == exits.IoExit(0x3F8, 2, True, 3, 0x1230)
 
 
 def test_decode_mmio() -> None:
-    run = run_with(exits.KVM_EXIT_MMIO)
+    page = Page(exits.KVM_EXIT_MMIO)
+    run = page.run
     run.exit.mmio.phys_addr = 0xFEE0_0300
     run.exit.mmio.data[:] = list(range(1, 9))
     run.exit.mmio.len = 4
     run.exit.mmio.is_write = 1
-    assert exits.decode_exit(run) == exits.MmioExit(0xFEE0_0300, 4, True, b"\x01\x02\x03\x04")
+    assert page.decode() == exits.MmioExit(0xFEE0_0300, 4, True, b"\x01\x02\x03\x04")
     run.exit.mmio.is_write = 0
     run.exit.mmio.len = 8
-    assert exits.decode_exit(run) == exits.MmioExit(0xFEE0_0300, 8, False, bytes(range(1, 9)))
+    assert page.decode() == exits.MmioExit(0xFEE0_0300, 8, False, bytes(range(1, 9)))
 
 
 @pytest.mark.parametrize("length", [9, 16, 0xFFFF_FFFF])
 def test_decode_mmio_len_clamped(length: int) -> None:
-    run = run_with(exits.KVM_EXIT_MMIO)
+    page = Page(exits.KVM_EXIT_MMIO)
+    run = page.run
     run.exit.mmio.phys_addr = 0x1000
     run.exit.mmio.data[:] = [0xAA] * 8
     run.exit.mmio.len = length
     run.exit.mmio.is_write = 1
-    got = exits.decode_exit(run)
+    got = page.decode()
     assert got == exits.MmioExit(0x1000, 8, True, b"\xaa" * 8)
 
 
 def test_decode_msr() -> None:
-    run = run_with(exits.KVM_EXIT_X86_RDMSR)
+    page = Page(exits.KVM_EXIT_X86_RDMSR)
+    run = page.run
     run.exit.msr.index = 0x4000_0000
     run.exit.msr.reason = ioctls.KVM_MSR_EXIT_REASON_FILTER
     run.exit.msr.data = 0
-    assert exits.decode_exit(run) == exits.MsrExit(False, 0x4000_0000, 0, 4)
+    assert page.decode() == exits.MsrExit(False, 0x4000_0000, 0, 4)
     run.exit_reason = exits.KVM_EXIT_X86_WRMSR
     run.exit.msr.data = 0xFFFF_FFFF_0000_1000
     run.exit.msr.reason = ioctls.KVM_MSR_EXIT_REASON_UNKNOWN
-    assert exits.decode_exit(run) == exits.MsrExit(
+    assert page.decode() == exits.MsrExit(
         is_write=True, index=0x4000_0000, data=0xFFFF_FFFF_0000_1000, reason=2)
 
 
@@ -223,7 +233,7 @@ def test_decode_msr() -> None:
     (exits.KVM_EXIT_IRQ_WINDOW_OPEN, exits.IrqWindowExit),
 ])
 def test_decode_simple(reason: int, cls: type) -> None:
-    got = exits.decode_exit(run_with(reason))
+    got = Page(reason).decode()
     assert type(got) is cls
 
 
@@ -236,43 +246,48 @@ def test_exit_reason_numbers() -> None:
 
 
 def test_decode_internal_error() -> None:
-    run = run_with(exits.KVM_EXIT_INTERNAL_ERROR)
+    page = Page(exits.KVM_EXIT_INTERNAL_ERROR)
+    run = page.run
     run.exit.internal.suberror = 1
     run.exit.internal.ndata = 3
     run.exit.internal.data[:] = [100 + i for i in range(16)]
-    assert exits.decode_exit(run) == exits.InternalErrorExit(1, (100, 101, 102))
+    assert page.decode() == exits.InternalErrorExit(1, (100, 101, 102))
     run.exit.internal.ndata = 0
-    assert exits.decode_exit(run) == exits.InternalErrorExit(1, ())
+    assert page.decode() == exits.InternalErrorExit(1, ())
 
 
 @pytest.mark.parametrize("ndata", [16, 17, 1000, 0xFFFF_FFFF])
 def test_decode_internal_error_ndata_clamped(ndata: int) -> None:
-    run = run_with(exits.KVM_EXIT_INTERNAL_ERROR)
+    page = Page(exits.KVM_EXIT_INTERNAL_ERROR)
+    run = page.run
     run.exit.internal.suberror = 3
     run.exit.internal.ndata = ndata
     run.exit.internal.data[:] = list(range(16))
-    got = exits.decode_exit(run)
+    got = page.decode()
     assert got == exits.InternalErrorExit(3, tuple(range(16)))
 
 
 def test_decode_fail_entry() -> None:
-    run = run_with(exits.KVM_EXIT_FAIL_ENTRY)
+    page = Page(exits.KVM_EXIT_FAIL_ENTRY)
+    run = page.run
     run.exit.fail_entry.hardware_entry_failure_reason = 0x8000_0021
     run.exit.fail_entry.cpu = 5
-    assert exits.decode_exit(run) == exits.FailEntryExit(0x8000_0021)
+    assert page.decode() == exits.FailEntryExit(0x8000_0021)
 
 
 def test_decode_debug_and_system_event() -> None:
-    run = run_with(exits.KVM_EXIT_DEBUG)
+    page = Page(exits.KVM_EXIT_DEBUG)
+    run = page.run
     run.exit.debug.exception = 1
     run.exit.debug.pc = 0xFFFF_FFFF_8100_0000
-    assert exits.decode_exit(run) == exits.DebugExit(1, 0xFFFF_FFFF_8100_0000)
-    run = run_with(exits.KVM_EXIT_SYSTEM_EVENT)
+    assert page.decode() == exits.DebugExit(1, 0xFFFF_FFFF_8100_0000)
+    page = Page(exits.KVM_EXIT_SYSTEM_EVENT)
+    run = page.run
     run.exit.system_event.type = 2
-    assert exits.decode_exit(run) == exits.SystemEventExit(2)
+    assert page.decode() == exits.SystemEventExit(2)
 
 
 @pytest.mark.parametrize("reason", [exits.KVM_EXIT_UNKNOWN, exits.KVM_EXIT_EXCEPTION,
                                     exits.KVM_EXIT_HYPERCALL, 12, 31, 1000])
 def test_decode_unknown(reason: int) -> None:
-    assert exits.decode_exit(run_with(reason)) == exits.UnknownExit(reason)
+    assert Page(reason).decode() == exits.UnknownExit(reason)

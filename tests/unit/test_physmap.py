@@ -178,8 +178,6 @@ def test_read_u64_u32_and_page(mem: GuestMemory) -> None:
         mem.read_u32(0x6FFC)
 
 
-@pytest.mark.xfail(strict=True, reason="read_u64/read_u32 check only the first byte's frame: "
-                   "an access crossing into an unpopulated frame reads the next pool page")
 def test_read_u64_crossing_into_hole_faults(mem: GuestMemory) -> None:
     mem.map(Gfn(0), 1, 0, RAM)  # gfn 1 is a hole, pool page 1 holds other data
     mem.pool_view(1)[:4] = b"\xff\xff\xff\xff"

@@ -170,7 +170,8 @@ class VcpuRunner:
 
     def _unhandled_io(self, io: ex.IoExit) -> None:
         if not io.is_out:
-            self.kvm.io_data(io.data_offset, io.size * io.repeat)[:] = b"\xff" * (io.size * io.repeat)
+            length = io.size * io.repeat
+            self.kvm.io_data(io.data_offset, length)[:] = b"\xff" * length
         if io.port not in self._io_warned:
             self._io_warned.add(io.port)
             kind = "write to" if io.is_out else "read of"

@@ -47,6 +47,8 @@ class GuestAccess:
 
     def write(self, gla: int, data: bytes | bytearray) -> None:
         spans = self._spans(gla, len(data), True)
+        for gpa, n in spans:
+            self.mem.require(gpa, n)
         pos = 0
         for gpa, n in spans:
             self.mem.write(gpa, data[pos : pos + n])

@@ -229,11 +229,22 @@ class GuestMemory:
         for off, start, chunk in spans:
             self.pool[off : off + chunk] = data[start : start + chunk]
 
+    def require(self, gpa: Gpa, size: int) -> None:
+        """MemoryFault unless every byte of [gpa, gpa+size) is populated."""
+        end = gpa + size
+        while gpa < end:
+            self._pool_offset(gpa)
+            gpa = Gpa((gpa | (PAGE_SIZE - 1)) + 1)
+
     def read_u64(self, gpa: int) -> int:
+        if gpa & (PAGE_SIZE - 1) > PAGE_SIZE - 8:
+            return int.from_bytes(self.read(Gpa(gpa), 8), "little")
         value: int = _U64.unpack_from(self.pool, self._pool_offset(gpa))[0]
         return value
 
     def read_u32(self, gpa: int) -> int:
+        if gpa & (PAGE_SIZE - 1) > PAGE_SIZE - 4:
+            return int.from_bytes(self.read(Gpa(gpa), 4), "little")
         value: int = _U32.unpack_from(self.pool, self._pool_offset(gpa))[0]
         return value
 

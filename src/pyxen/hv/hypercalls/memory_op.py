@@ -13,11 +13,13 @@ below its physical-address limit.
 from __future__ import annotations
 
 import os
+import struct
 
 from pyxen.abi import memory as m
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.memory import XenMapSpace, XenMem
-from pyxen.boot.e820 import pack_xen
+from pyxen.boot import BootError
+from pyxen.boot.e820 import E820Entry, E820Type, pack_xen
 from pyxen.hv.dispatch import Call, report_missing_subop
 from pyxen.hv.domain import (
     DOMU_MAX_ORDER,
@@ -53,6 +55,8 @@ def do_memory_op(call: Call, cmd: int, arg: int, *_: int) -> int:
         return max((e.end for e in d.memory.extents()), default=1) - 1
     if op == XenMem.memory_map:
         return _memory_map(call, arg)
+    if op == XenMem.set_memory_map:
+        return _set_memory_map(call, arg)
     if op == XenMem.add_to_physmap:
         return _add_to_physmap(call, arg)
     if op == XenMem.remove_from_physmap:
@@ -121,6 +125,30 @@ def _memory_map(call: Call, arg: int) -> int:
     call.guest.write(fmap.buffer, pack_xen(entries[:n]))
     fmap.nr_entries = n
     call.guest.write_struct(arg, fmap)
+    return 0
+
+
+# Xen keeps at most E820MAX (128) entries per domain.
+E820_MAX = 128
+_E820_RECORD = struct.Struct("<QQI")
+
+
+def _set_memory_map(call: Call, arg: int) -> int:
+    """XENMEM_set_memory_map: XSM_TARGET, so a domain may replace its own map."""
+    fmap_type = m.compat_xen_foreign_memory_map if call.compat else m.xen_foreign_memory_map
+    fmap = call.guest.read_struct(arg, fmap_type)
+    d = target_domain(call, fmap.domid)
+    count = int(fmap.map.nr_entries)
+    if count > E820_MAX:
+        raise HypercallError(XenErrno.EINVAL)
+    raw = call.guest.read(fmap.map.buffer, count * _E820_RECORD.size)
+    entries = []
+    for addr, size, kind in _E820_RECORD.iter_unpack(raw):
+        try:
+            entries.append(E820Entry(addr, size, E820Type(kind)))
+        except (ValueError, BootError):
+            raise HypercallError(XenErrno.EINVAL) from None
+    d.e820 = entries
     return 0
 
 
