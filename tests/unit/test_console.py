@@ -89,9 +89,6 @@ def test_stripped_bytes_do_not_count_towards_line_max(s: Streams) -> None:
     assert s.take_guest() == "(d6) q\n"
 
 
-@pytest.mark.xfail(strict=True, reason="guest_write only splits the unterminated tail at "
-                   "LINE_MAX: a long line that arrives with its newline is printed whole, so "
-                   "the output depends on how the guest chunks its writes")
 def test_long_line_with_newline_split_like_chunked(s: Streams) -> None:
     s.con.guest_write(7, b"x" * (LINE_MAX + 4))
     s.con.guest_write(7, b"\n")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyxen.memory.addr import PAGE_SIZE, Gfn, Gla
+from pyxen.memory.addr import PAGE_SIZE, Gfn, Gla, Gpa
 from pyxen.memory.errors import MemoryFault, PageFault
 from pyxen.memory.paging import (
     CR0_PE,
@@ -56,10 +56,10 @@ class Tables:
 
     def set(self, table: int, index: int, value: int) -> None:
         fmt = "<Q" if self.entry_size == 8 else "<I"
-        self.mem.write(table + index * self.entry_size, struct.pack(fmt, value))
+        self.mem.write(Gpa(table + index * self.entry_size), struct.pack(fmt, value))
 
     def get(self, table: int, index: int) -> int:
-        data = self.mem.read(table + index * self.entry_size, self.entry_size)
+        data = self.mem.read(Gpa(table + index * self.entry_size), self.entry_size)
         return int.from_bytes(data, "little")
 
     def close(self) -> None:
@@ -318,7 +318,7 @@ def build_pae(t: Tables, pdpt: int, gla: int) -> tuple[int, int]:
     """PDPTE for ``gla`` (present, no other bits: RW/US are reserved there); return the PD."""
     pd = t.new()
     t.set(pdpt, 0, 0)  # make sure the other PDPTEs are zero
-    t.mem.write(pdpt + (gla >> 30) * 8, struct.pack("<Q", pd | P))
+    t.mem.write(Gpa(pdpt + (gla >> 30) * 8), struct.pack("<Q", pd | P))
     return pd, (gla >> 21) & 0x1FF
 
 
@@ -369,7 +369,7 @@ def test_pae_faults(t64: Tables) -> None:
         tr(t64, st, gla ^ 0x1000)
     assert info.value.reason == "not present at level 1"
     # PD in a hole.
-    t64.mem.write(pdpt + (gla >> 30) * 8, struct.pack("<Q", HOLE_GFN * PAGE_SIZE | P))
+    t64.mem.write(Gpa(pdpt + (gla >> 30) * 8), struct.pack("<Q", HOLE_GFN * PAGE_SIZE | P))
     with pytest.raises(PageFault):
         tr(t64, st, gla)
 
@@ -472,7 +472,7 @@ def reference_long(mem: GuestMemory, cr3: int, gla: int, write: bool, user: bool
         where = table + ((gla >> shift) & 511) * 8
         if mem.lookup(Gfn(where >> 12)) is None:
             return None
-        entry = struct.unpack("<Q", mem.read(where, 8))[0]
+        entry = int.from_bytes(mem.read(Gpa(where), 8), "little")
         entries.append(entry)
         if not entry & P:
             return None

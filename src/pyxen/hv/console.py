@@ -34,16 +34,19 @@ class HypervisorConsole:
         """Append guest bytes; complete lines are printed with the domain prefix."""
         text = data.translate(None, _DROP)
         with self._lock:
-            buf = self._partial.setdefault((domid, source), bytearray())
-            for part in text.split(b"\n")[:-1] if b"\n" in text else ():
+            key = (domid, source)
+            buf = self._partial.setdefault(key, bytearray())
+            parts = text.split(b"\n")
+            for i, part in enumerate(parts):
                 buf += part
-                self._emit_guest(domid, buf)
-                buf.clear()
-            tail = text.rsplit(b"\n", 1)[-1]
-            buf += tail
-            while len(buf) >= LINE_MAX:
-                self._emit_guest(domid, buf[:LINE_MAX])
-                del buf[:LINE_MAX]
+                split = False
+                while len(buf) >= LINE_MAX:
+                    self._emit_guest(domid, buf[:LINE_MAX])
+                    del buf[:LINE_MAX]
+                    split = True
+                if i < len(parts) - 1 and (buf or not split):
+                    self._emit_guest(domid, buf)
+                    buf.clear()
 
     def flush_domain(self, domid: int) -> None:
         """Print what a domain left without a newline (at its destruction)."""
