@@ -93,8 +93,29 @@ def test_long_line_with_newline_split_like_chunked(s: Streams) -> None:
     s.con.guest_write(7, b"x" * (LINE_MAX + 4))
     s.con.guest_write(7, b"\n")
     chunked = s.take_guest()
+    assert chunked == "(d7) " + "x" * LINE_MAX + "\n(d7) xxxx\n"
     s.con.guest_write(7, b"x" * (LINE_MAX + 4) + b"\n")
     assert s.take_guest() == chunked
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param(b"short line\nnext\n", id="short"),
+    pytest.param(b"y" * (LINE_MAX - 1) + b"\n", id="max-1"),
+    pytest.param(b"y" * (LINE_MAX + 1) + b"\nz\n", id="max+1"),
+    pytest.param(b"y" * (3 * LINE_MAX + 7) + b"\n", id="3max+7"),
+    pytest.param(b"a\n\nb" * 3 + b"\n", id="empty-lines"),
+    pytest.param(b"y" * LINE_MAX + b"\n", id="max"),
+    pytest.param(b"y" * (2 * LINE_MAX) + b"\nz\n", id="2max"),
+])
+def test_output_independent_of_chunking(text: bytes) -> None:
+    whole = Streams()
+    whole.con.guest_write(1, text)
+    expect = whole.take_guest()
+    for size in (1, 2, 7, LINE_MAX - 1, LINE_MAX, LINE_MAX + 1):
+        chunked = Streams()
+        for i in range(0, len(text), size):
+            chunked.con.guest_write(1, text[i : i + size])
+        assert chunked.take_guest() == expect, size
 
 
 def test_domains_and_sources_independent(s: Streams) -> None:

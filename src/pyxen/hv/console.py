@@ -28,6 +28,7 @@ class HypervisorConsole:
         self.log_stream = log_stream or sys.stderr
         self.ring: collections.deque[str] = collections.deque(maxlen=RING_LINES)
         self._partial: dict[tuple[int, str], bytearray] = {}
+        self._just_split: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
 
     def guest_write(self, domid: int, data: bytes, source: str = "console") -> None:
@@ -39,14 +40,18 @@ class HypervisorConsole:
             parts = text.split(b"\n")
             for i, part in enumerate(parts):
                 buf += part
-                split = False
+                if part:
+                    self._just_split.discard(key)
                 while len(buf) >= LINE_MAX:
                     self._emit_guest(domid, buf[:LINE_MAX])
                     del buf[:LINE_MAX]
-                    split = True
-                if i < len(parts) - 1 and (buf or not split):
-                    self._emit_guest(domid, buf)
+                    self._just_split.add(key)
+                if i < len(parts) - 1:
+                    # A newline right after a LINE_MAX split ends that line: print nothing.
+                    if buf or key not in self._just_split:
+                        self._emit_guest(domid, buf)
                     buf.clear()
+                    self._just_split.discard(key)
 
     def flush_domain(self, domid: int) -> None:
         """Print what a domain left without a newline (at its destruction)."""
