@@ -95,8 +95,10 @@ class Domain:
 
     def populate_range(self, gfn: int, count: int) -> None:
         """Back [gfn, gfn+count) with fresh RAM (used by the builder)."""
-        first = self.memory.alloc_ram_pages(count)
-        if first is None or self.tot_pages + count > self.max_pages:
+        first = None
+        if self.tot_pages + count <= self.max_pages:
+            first = self.memory.alloc_ram_pages(count)
+        if first is None:
             raise MemoryError(f"d{self.domid}: no room for {count} pages at gfn {gfn:#x}")
         self.memory.map(Gfn(gfn), count, first, PageKind.RAM)
         self.tot_pages += count
@@ -117,6 +119,9 @@ class Domain:
         """populate_physmap of one page; False when the domain is at max_pages."""
         if self.tot_pages >= self.max_pages:
             return False
+        page = self.memory.alloc_ram_pages(1)
+        if page is None:
+            return False
         existing = self.memory.lookup(Gfn(gfn))
         if existing is not None:
             pool_page, kind = existing
@@ -124,9 +129,6 @@ class Domain:
             self.memory.unmap(Gfn(gfn))
             if kind is PageKind.HEAP:
                 self._forget_heap(pool_page)
-        page = self.memory.alloc_ram_pages(1)
-        if page is None:
-            return False
         self.memory.map(Gfn(gfn), 1, page, PageKind.RAM)
         self.tot_pages += 1
         return True

@@ -159,14 +159,12 @@ class VcpuRunner:
     # -- other exits -------------------------------------------------------------
 
     def _debug_console(self, io: ex.IoExit) -> None:
-        if io.is_out:
-            data = bytes(self.kvm.io_data(io.data_offset, io.size * io.repeat))
-            self.domain.hv.console.guest_write(self.domain.domid, data, source="e9")
-        else:
-            # Xen answers reads of port 0xE9 with 0xE9 (the Bochs "port E9 hack" probe).
-            self.kvm.io_data(io.data_offset, io.size * io.repeat)[:] = bytes(
-                [XEN_HVM_DEBUGCONS_IOPORT]
-            ) * (io.size * io.repeat)
+        if not io.is_out:
+            # Xen handles only writes to port 0xE9; a read is an ordinary unhandled port.
+            self._unhandled_io(io)
+            return
+        data = bytes(self.kvm.io_data(io.data_offset, io.size * io.repeat))
+        self.domain.hv.console.guest_write(self.domain.domid, data, source="e9")
 
     def _unhandled_io(self, io: ex.IoExit) -> None:
         if not io.is_out:
