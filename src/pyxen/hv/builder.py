@@ -31,10 +31,12 @@ from pyxen.boot import (
     plan_load,
     start_info_size,
 )
+from pyxen.hv import event_channel
 from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
-from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT
+from pyxen.hv.hypervisor import CONTROL_DOMID, Hypervisor
 from pyxen.hv.vcpu import VcpuRunner
 from pyxen.kvm import structs as ks
 from pyxen.memory import PAGE_SHIFT, Gpa
@@ -58,6 +60,8 @@ class BuildSpec:
     maxmem_mib: int = 32
     vcpus: int = 1
     maxvcpus: int = 1
+    max_event_channels: int = DEFAULT_MAX_EVTCHN_PORT
+    domid: int | None = None  # one from Hypervisor.allocate_domid(), or None for the next
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -81,9 +85,13 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
     max_pages = ((max(spec.maxmem_mib, spec.memory_mib) << 20) >> PAGE_SHIFT) + (
         MAXMEM_SLACK_PAGES + NR_SPECIAL_PAGES
     )
-    domid = hv.allocate_domid()
-    domain = Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
-                    guest_phys_bits(supported))
+    domid = hv.allocate_domid() if spec.domid is None else spec.domid
+    try:
+        domain = Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
+                        guest_phys_bits(supported), spec.max_event_channels)
+    except BaseException:
+        hv.release_domid(domid)
+        raise
     try:
         _populate(domain, ram, segments, spec, image_end(image))
         for vcpu_id in range(spec.maxvcpus):
@@ -128,8 +136,13 @@ def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment
     domain.populate_range(SPECIAL_PFN_PAGING, NR_SPECIAL_PAGES)
     domain.params[P.STORE_PFN] = SPECIAL_PFN_XENSTORE
     domain.params[P.CONSOLE_PFN] = SPECIAL_PFN_CONSOLE
-    domain.params[P.STORE_EVTCHN] = STORE_EVTCHN
-    domain.params[P.CONSOLE_EVTCHN] = CONSOLE_EVTCHN
+    # libxl offers the xenstore and console ports to their backends in dom0.
+    with domain.hv.event_lock:
+        store = event_channel.alloc_unbound(domain, CONTROL_DOMID)
+        console = event_channel.alloc_unbound(domain, CONTROL_DOMID)
+    assert (store, console) == (STORE_EVTCHN, CONSOLE_EVTCHN)
+    domain.params[P.STORE_EVTCHN] = store
+    domain.params[P.CONSOLE_EVTCHN] = console
 
 
 def _flat(selector: int, seg_type: int) -> ks.kvm_segment:

@@ -10,8 +10,19 @@ Shutdown: the first ``shutdown(reason)`` wins; ``shutdown_code`` latched by
 the guest beforehand overrides the reason reported (SCHEDOP_shutdown_code).
 All vCPUs are stopped and ``wait()`` returns the reason.
 
+Events and time: the shared_info page is a hypervisor page that always
+exists (heap page 0), whether or not the guest has mapped it, so event
+bits and time can be written before the guest asks for it.  ``layout``
+follows the latched mode.  ``events`` is the port table (guarded by the
+hypervisor's event lock); ``dying`` is set before teardown so that no
+delivery reaches a domain whose memory is going away.
+
+Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
+thread is quiescent (parked or finished); ``unpause()`` lets them run.
+
 Locking: ``lock`` serialises p2m changes and state transitions; vCPU
 threads take it only on slow paths (memory_op), never for a null hypercall.
+``time_lock`` serialises writers of the pvclock areas.
 """
 
 from __future__ import annotations
@@ -22,11 +33,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
-from pyxen.abi.xen import ShutdownReason
+from pyxen.abi.sched import NR_DOMAIN_WATCHDOG_TIMERS
+from pyxen.abi.xen import ShutdownReason, Virq
 from pyxen.boot.e820 import E820Entry
+from pyxen.hv import event_channel
 from pyxen.hv.cpuid import HYPERCALL_MSR
+from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, EventChannels
+from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
+from pyxen.hv.timers import Timer
 from pyxen.kvm import Vm
-from pyxen.memory import Gfn, GuestMemory, PageKind
+from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
 from pyxen.memory.physmap import SlotProgrammer
 
 if TYPE_CHECKING:
@@ -39,6 +55,9 @@ GRANT_FRAME_HEAP_BASE = 1
 DEFAULT_MAX_GRANT_FRAMES = 64
 # Xen's default maximum extent order for a domU's memory_op (CONFIG_DOMU_MAX_ORDER).
 DOMU_MAX_ORDER = 9
+# HVM_PARAM_CALLBACK_IRQ: type in bits 63:56; type 2 delivers a vector (§4.3).
+CALLBACK_TYPE_SHIFT = 56
+CALLBACK_TYPE_VECTOR = 2
 
 
 class _VmSlots(SlotProgrammer):
@@ -51,7 +70,8 @@ class _VmSlots(SlotProgrammer):
 
 class Domain:
     def __init__(self, hv: Hypervisor, domid: int, name: str, max_pages: int,
-                 max_vcpus: int, e820: list[E820Entry], phys_bits: int) -> None:
+                 max_vcpus: int, e820: list[E820Entry], phys_bits: int,
+                 max_evtchn_port: int = DEFAULT_MAX_EVTCHN_PORT) -> None:
         self.hv = hv
         self.domid = domid
         self.name = name
@@ -73,7 +93,18 @@ class Domain:
         self.compat: bool | None = None
         self.shared_info_gfn: int | None = None
         self.grant_frame_gfns: dict[int, int] = {}
+        shinfo_page = self.memory.heap_pool_page(SHARED_INFO_HEAP_INDEX)
+        self.shared_info_view = self.memory.pool_view(shinfo_page)
+        self.shared_info_host = self.memory.host_base + shinfo_page * PAGE_SIZE
         self.vcpus: list[VcpuRunner] = []
+        self.events = EventChannels(self, max_evtchn_port)
+        self.callback_vector: int | None = None
+        self.pollers: set[VcpuRunner] = set()
+        self.dying = False
+        self.pause_count = 0
+        self._quiesce = threading.Condition()
+        self.time_lock = threading.Lock()
+        self.watchdogs: list[Timer | None] = [None] * NR_DOMAIN_WATCHDOG_TIMERS
         self.lock = threading.RLock()
         self.shutdown_reason: int | None = None
         self.shutdown_code: int | None = None
@@ -184,14 +215,79 @@ class Domain:
 
     def latch_mode(self, compat: bool) -> None:
         """Fix the shared-info layout (64-bit or compat) the guest uses."""
-        self.compat = compat
+        if self.compat != compat:
+            self.compat = compat
+            self.publish_wallclock()
+
+    @property
+    def layout(self) -> Layout:
+        return layout_for(self.compat)
+
+    # -- events and time -------------------------------------------------------
+
+    def set_callback_irq(self, value: int) -> None:
+        """HVM_PARAM_CALLBACK_IRQ: only the vector type can be delivered on PVH."""
+        if value >> CALLBACK_TYPE_SHIFT == CALLBACK_TYPE_VECTOR:
+            self.callback_vector = value & 0xFF
+        else:
+            # GSI and PCI INTx need an emulated IOAPIC/PIC, which a PVH domain
+            # lacks; Xen ignores them silently there, and so does pyxen.
+            self.callback_vector = None
+        for vcpu in self.vcpus:
+            vcpu.notify()
+
+    def publish_wallclock(self) -> None:
+        with self.time_lock:
+            write_wallclock(self.shared_info_view, self.layout, self.hv.wallclock_base_ns)
+
+    def publish_time(self, vcpu: VcpuRunner) -> None:
+        tsc, now = self.hv.tsc.sample()
+        with self.time_lock:
+            if self.dying:
+                return
+            vcpu.update_time(tsc, now, self.hv.tsc.hz)
+
+    def update_time(self, tsc: int, now: int, hz: int) -> None:
+        """Calibration tick: refresh every vCPU's pvclock parameters."""
+        with self.time_lock:
+            if self.dying:
+                return
+            for vcpu in self.vcpus:
+                vcpu.update_time(tsc, now, hz)
+
+    # -- pause -----------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop every vCPU and return once none is in the guest or handling an exit."""
+        if any(v._thread is threading.current_thread() for v in self.vcpus):
+            raise RuntimeError("a domain cannot pause itself from one of its vCPUs")
+        with self.lock:
+            self.pause_count += 1
+        for vcpu in self.vcpus:
+            vcpu.notify()
+        with self._quiesce:
+            self._quiesce.wait_for(lambda: all(v.quiescent for v in self.vcpus))
+
+    def unpause(self) -> None:
+        with self.lock:
+            if self.pause_count == 0:
+                raise RuntimeError(f"d{self.domid} is not paused")
+            self.pause_count -= 1
+        for vcpu in self.vcpus:
+            vcpu.notify()
+
+    def vcpu_quiesced(self) -> None:
+        """A vCPU thread parked or ended (called from that thread)."""
+        with self._quiesce:
+            self._quiesce.notify_all()
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        """Start every vCPU thread; those not yet up park until VCPUOP_up."""
+        self.publish_wallclock()
         for runner in self.vcpus:
-            if runner.online:
-                runner.start()
+            runner.start()
 
     def shutdown(self, reason: int) -> None:
         """Shut the domain down (first call wins) and stop every vCPU."""
@@ -206,6 +302,7 @@ class Domain:
         for runner in self.vcpus:
             runner.request_stop()
         self._shut_down.set()
+        self.hv.send_global_virq(Virq.DOM_EXC)
         for callback in self.on_shutdown:
             callback(self)
 
@@ -224,12 +321,22 @@ class Domain:
             with self.lock:
                 self.shutdown_reason = ShutdownReason.poweroff
             self._shut_down.set()
+        with self.hv.event_lock:
+            event_channel.close_all(self, self.hv.domains)
+            self.dying = True
+        with self.lock:
+            for timer in self.watchdogs:
+                if timer is not None:
+                    timer.cancel()
         for runner in self.vcpus:
             runner.request_stop()
         for runner in self.vcpus:
             runner.join()
-        for runner in self.vcpus:
-            runner.close()
+        self.hv.domain_destroyed(self)
+        with self.time_lock:
+            for runner in self.vcpus:
+                runner.close()
+            self.shared_info_view.release()
         self.hv.console.flush_domain(self.domid)
         self.memory.close()
         self.vm.close()

@@ -1,8 +1,17 @@
-"""The hypervisor: KVM, the domain table, the console, the hypercall table.
+"""The hypervisor: KVM, the domain table, the console, the hypercall table,
+the timer service, the clock and the event lock.
 
 One ``Hypervisor`` per process owns /dev/kvm and every domain.  Domain ids
 start at 1; id 0 is the control domain (the hypervisor process and its
 toolstack play dom0's role), which always exists.
+
+Time: Xen system time is ``time.monotonic_ns()`` minus the start time; the
+wall clock at system time 0 is fixed at start-up.  A calibration timer
+refreshes every domain's pvclock parameters once a second.
+
+Global VIRQs (VIRQ_DOM_EXC, VIRQ_CONSOLE, ...) go to the domain registered
+with ``set_virq_handler`` (Xen's XEN_DOMCTL_set_virq_handler); with none,
+they are dropped (there is no dom0 guest: dom0 is this process).
 """
 
 from __future__ import annotations
@@ -11,10 +20,13 @@ import threading
 import time
 from typing import TextIO
 
+from pyxen.abi.xen import Virq
+from pyxen.hv import event_channel, pvclock
 from pyxen.hv.console import HypervisorConsole
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypercalls import register_all
+from pyxen.hv.timers import TimerService
 from pyxen.kvm import System
 
 CONTROL_DOMID = 0
@@ -30,30 +42,86 @@ class Hypervisor:
         self.hypercalls = HypercallTable()
         register_all(self.hypercalls)
         self.domains: dict[int, Domain] = {}
+        self._reserved_domids: set[int] = set()
         self._next_domid = FIRST_DOMU
         self._lock = threading.Lock()
         self._boot_ns = time.monotonic_ns()
+        self.wallclock_base_ns = time.time_ns() - self.system_time_ns()
+        self.event_lock = threading.RLock()
+        self.virq_handlers: dict[int, int] = {}
+        self.timers = TimerService(self.system_time_ns, on_error=self.console.log)
+        self.tsc = pvclock.TscClock(self.system_time_ns, self._nominal_tsc_hz())
+        self._calibration = self.timers.timer(self._calibrate)
+        self._calibration.arm(self.system_time_ns() + pvclock.CALIBRATION_NS)
 
     def system_time_ns(self) -> int:
         """Xen system time: nanoseconds since the hypervisor started."""
         return time.monotonic_ns() - self._boot_ns
 
+    def _nominal_tsc_hz(self) -> int:
+        """The TSC frequency KVM reports for a fresh vCPU (0 if it cannot say)."""
+        from pyxen.kvm import Vcpu, Vm
+        vm = Vm(self.kvm)
+        try:
+            vcpu = Vcpu(vm, 0)
+            khz = vcpu.tsc_khz()
+            vcpu.close()
+        finally:
+            vm.close()
+        return khz * 1000
+
+    def _calibrate(self) -> None:
+        tsc, now = self.tsc.calibrate()
+        for domain in list(self.domains.values()):
+            domain.update_time(tsc, now, self.tsc.hz)
+        self._calibration.arm(now + pvclock.CALIBRATION_NS)
+
     def allocate_domid(self) -> int:
+        """A free domain id, reserved until the domain is added (or released)."""
         with self._lock:
             for _ in range(DOMID_FIRST_RESERVED):
                 domid = self._next_domid
                 self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else FIRST_DOMU
-                if domid not in self.domains:
+                if domid not in self.domains and domid not in self._reserved_domids:
+                    self._reserved_domids.add(domid)
                     return domid
         raise RuntimeError("no free domain id")
+
+    def release_domid(self, domid: int) -> None:
+        with self._lock:
+            self._reserved_domids.discard(domid)
 
     def add(self, domain: Domain) -> None:
         with self._lock:
             self.domains[domain.domid] = domain
+            self._reserved_domids.discard(domain.domid)
 
     def remove(self, domain: Domain) -> None:
         with self._lock:
             self.domains.pop(domain.domid, None)
+
+    def domain_destroyed(self, domain: Domain) -> None:
+        """Forget a domain whose vCPUs have stopped (called by Domain.destroy)."""
+        self.remove(domain)
+        self.release_domid(domain.domid)
+        for virq, domid in list(self.virq_handlers.items()):
+            if domid == domain.domid:
+                del self.virq_handlers[virq]
+        self.send_global_virq(Virq.DOM_EXC)
+
+    # -- global VIRQs ----------------------------------------------------------
+
+    def set_virq_handler(self, virq: int, domain: Domain) -> None:
+        """Route a global VIRQ to ``domain`` (XEN_DOMCTL_set_virq_handler)."""
+        if not 0 <= virq < event_channel.NR_VIRQS or not event_channel.virq_is_global(virq):
+            raise ValueError(f"VIRQ {virq} is not a global VIRQ")
+        self.virq_handlers[virq] = domain.domid
+
+    def send_global_virq(self, virq: int) -> None:
+        domid = self.virq_handlers.get(virq)
+        domain = self.domains.get(domid) if domid is not None else None
+        if domain is not None:
+            event_channel.send_global_virq(domain, virq)
 
     def domain_exists(self, domid: int) -> bool:
         return domid == CONTROL_DOMID or domid in self.domains
@@ -61,5 +129,5 @@ class Hypervisor:
     def close(self) -> None:
         for domain in list(self.domains.values()):
             domain.destroy()
-            self.remove(domain)
+        self.timers.close()
         self.kvm.close()

@@ -5,14 +5,32 @@ path) read the registers from the kvm_run page (sync regs) and write back
 only RAX.  Any failure inside a handler is contained: the domain crashes,
 the hypervisor goes on.
 
-Stopping: ``request_stop`` sets a flag and ``immediate_exit`` and signals
-the thread, so a vCPU inside KVM_RUN comes out at once (EINTR); a vCPU
-between runs sees the flag before it enters again.
+Attention: other threads never touch a running vCPU's KVM state.  They
+publish what they want (an upcall raised, a pause, an NMI, a stop) and
+call ``notify``, which sets ``_attention``, sets ``immediate_exit`` and
+signals the thread, and wakes it if it is blocked.
+Before every KVM_RUN the thread checks the one ``_attention`` flag (the
+only cost on the hot path) and, if set, does the work in ``_attend`` in
+its own thread: it clears ``immediate_exit`` *before* reading the requests,
+so a request published later makes the next KVM_RUN return at once.
+
+Event delivery (HVM_PARAM_CALLBACK_IRQ type 2, §4.3): while the vCPU's
+``evtchn_upcall_pending`` is set the callback vector is injected at entry
+when the guest can take it (KVM_INTERRUPT), otherwise an interrupt window
+is requested; attention stays set until pending clears, which gives Xen's
+level-triggered behaviour.  Xen ignores ``evtchn_upcall_mask`` for HVM
+delivery, and so does pyxen.
+
+Blocking (HLT with IF=1, SCHEDOP_block, SCHEDOP_poll) waits on a
+threading.Event with no CPU use; ``raise_upcall``/``wake`` end it.  A
+paused domain's or a down vCPU's thread parks (``parked``) until resumed;
+``Domain.pause`` returns once every vCPU thread is parked or gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import signal
 import threading
 import traceback
@@ -20,18 +38,23 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
 from pyxen.abi.errno import XenErrno
-from pyxen.abi.xen import ShutdownReason
-from pyxen.hv import hypercall_page
+from pyxen.abi.vcpu import RunstateState
+from pyxen.abi.xen import ShutdownReason, Virq
+from pyxen.hv import hypercall_page, pvclock
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call
+from pyxen.hv.runstate import Runstate
+from pyxen.hv.shared_info import TIME_OFFSET, UPCALL_PENDING, VCPU_INFO_SIZE, TimeParams, write_time
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
-from pyxen.memory import Gfn, PageKind
+from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
 
 if TYPE_CHECKING:
     from pyxen.hv.domain import Domain
 
 KICK_SIGNAL = signal.SIGUSR1
+MSR_IA32_TSC = 0x10
+XEN_LEGACY_MAX_VCPUS = 32
 _EFER_LMA = 1 << 10
 _CR0_PE = 1 << 0
 _RFLAGS_IF = 1 << 9
@@ -50,15 +73,43 @@ class VcpuRunner:
         self.domain = domain
         self.vcpu_id = vcpu_id
         self.kvm = Vcpu(domain.vm, vcpu_id)
+        hv = domain.hv
         self.online = vcpu_id == 0
+        self.initialised = vcpu_id == 0
         self._stop = False
         self._thread: threading.Thread | None = None
         # Held while signalling the thread and when it leaves its loop, so a
         # kick never reaches a thread that has finished (or a recycled id).
         self._kick_lock = threading.Lock()
         self._running = False
+        self._attention = True
+        self._wake = threading.Event()
+        self._blocked = False
+        self.parked = False
+        self.nmi_pending = False
+        self.poll_port: int | None = None  # -1: any port (multi-port poll)
         self._io_warned: set[int] = set()
-        self._table = domain.hv.hypercalls.call
+        self._table = hv.hypercalls.call
+        # vcpu_info: in shared_info for the first 32 vCPUs, else a dummy
+        # until the guest registers one (VCPUOP_register_vcpu_info).
+        self._dummy_info = (ctypes.c_char * VCPU_INFO_SIZE)()
+        self.vcpu_info_registered = False
+        if vcpu_id < XEN_LEGACY_MAX_VCPUS:
+            offset = vcpu_id * VCPU_INFO_SIZE
+            self.vcpu_info_host = domain.shared_info_host + offset
+            self.vcpu_info_view = domain.shared_info_view[offset : offset + VCPU_INFO_SIZE]
+        else:
+            self.vcpu_info_host = ctypes.addressof(self._dummy_info)
+            self.vcpu_info_view = memoryview(self._dummy_info).cast("B")
+        # Time and runstate.
+        self.runstate = Runstate(RunstateState.running if self.online
+                                 else RunstateState.offline, hv.system_time_ns())
+        self.runstate_gva: int | None = None
+        self.tsc_offset: int | None = None
+        self.time_params: TimeParams | None = None
+        self.singleshot = hv.timers.timer(self._timer_fired)
+        self.periodic = hv.timers.timer(self._periodic_fired)
+        self.periodic_period = 0
 
     # -- thread control ------------------------------------------------------
 
@@ -69,29 +120,57 @@ class VcpuRunner:
         self._running = True
         self._thread.start()
 
-    def request_stop(self) -> None:
-        self._stop = True
+    def notify(self) -> None:
+        """Make the thread look at its requests before it next enters the guest."""
+        self._attention = True
         self.kvm.set_immediate_exit(True)
+        self._wake.set()
         thread = self._thread
-        if thread is None or thread is threading.current_thread():
+        if thread is None or thread is threading.current_thread() or self._blocked:
             return
         with self._kick_lock:
             if self._running and thread.ident is not None:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pthread_kill(thread.ident, KICK_SIGNAL)
 
+    def raise_upcall(self) -> None:
+        """evtchn_upcall_pending went 0 -> 1: inject the callback, wake the vCPU."""
+        self.notify()
+
+    def wake(self) -> None:
+        """End a block or poll (the vCPU re-checks what it waits for)."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self.periodic_period = 0
+        self.singleshot.cancel()
+        self.periodic.cancel()
+        self.notify()
+
     def join(self) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
+    @property
+    def quiescent(self) -> bool:
+        """Not in the guest and not handling an exit (parked, or no thread)."""
+        return self.parked or not self._running
+
     def close(self) -> None:
+        self.singleshot.cancel()
+        self.periodic.cancel()
+        self.vcpu_info_view.release()
         self.kvm.close()
 
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
-            while not self._stop:
+            self._start_clock()
+            while True:
+                if self._attention and not self._attend():
+                    break
                 try:
                     exit_ = self.kvm.run()
                 except InterruptedError:
@@ -103,6 +182,120 @@ class VcpuRunner:
         finally:
             with self._kick_lock:
                 self._running = False
+            self.domain.vcpu_quiesced()
+
+    def _attend(self) -> bool:
+        """Act on the requests of other threads; False when the vCPU must stop."""
+        kvm = self.kvm
+        kvm.set_immediate_exit(False)
+        self._attention = False
+        domain = self.domain
+        while not self._stop and (domain.pause_count or not self.online):
+            self._park()
+        if self._stop:
+            return False
+        if self.nmi_pending:
+            self.nmi_pending = False
+            kvm.inject_nmi()
+        vector = domain.callback_vector
+        if vector is not None and self.vcpu_info_view[UPCALL_PENDING]:
+            if kvm.ready_for_interrupt():
+                kvm.inject_interrupt(vector)
+                kvm.set_interrupt_window(False)
+            else:
+                kvm.set_interrupt_window(True)
+            self._attention = True  # level-triggered: look again after the next exit
+        else:
+            kvm.set_interrupt_window(False)
+        return True
+
+    def _park(self) -> None:
+        self._wake.clear()
+        if self._stop or not (self.domain.pause_count or not self.online):
+            return
+        self.set_runstate(RunstateState.offline)
+        self.parked = True
+        self.domain.vcpu_quiesced()
+        self._wake.wait()
+        self.parked = False
+        self.set_runstate(RunstateState.running if self.online else RunstateState.offline)
+
+    # -- blocking ----------------------------------------------------------------
+
+    def upcall_deliverable(self) -> bool:
+        """An event is pending and the guest could take the callback now."""
+        return (self.domain.callback_vector is not None
+                and bool(self.vcpu_info_view[UPCALL_PENDING])
+                and bool(self.kvm.regs.rflags & _RFLAGS_IF))
+
+    def block(self, deadline_ns: int | None = None) -> None:
+        """Sleep until an upcall is raised, ``wake`` is called, or ``deadline_ns``."""
+        self._wake.clear()
+        if self._attention or self.upcall_deliverable():
+            return
+        hv = self.domain.hv
+        self.set_runstate(RunstateState.blocked)
+        self._blocked = True
+        try:
+            if deadline_ns is None:
+                self._wake.wait()
+            else:
+                while not self._wake.is_set():
+                    left = deadline_ns - hv.system_time_ns()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left / 1e9)
+        finally:
+            self._blocked = False
+            self.set_runstate(RunstateState.running)
+
+    # -- runstate and time -----------------------------------------------------
+
+    def set_runstate(self, state: RunstateState) -> None:
+        if self.runstate.change(state, self.domain.hv.system_time_ns()):
+            self.write_runstate_area()
+
+    def write_runstate_area(self) -> None:
+        """Copy the runstate into the guest's registered area (own thread only)."""
+        gva = self.runstate_gva
+        if gva is None:
+            return
+        compat = bool(self.domain.compat)
+        with contextlib.suppress(*GuestFault):  # Xen ignores a faulting area too
+            self.guest_access().write_struct(gva, self.runstate.snapshot(compat))
+
+    def guest_access(self) -> GuestAccess:
+        """The guest's linear address space as of the last exit."""
+        sregs = self.kvm.sregs
+        return GuestAccess(self.domain.memory,
+                           PagingState(sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer))
+
+    def _start_clock(self) -> None:
+        """Measure this vCPU's TSC offset (needs its own thread) and publish time."""
+        atomic_tsc = self.domain.hv.tsc.sample
+        t1, _ = atomic_tsc()
+        guest = self.kvm.get_msr(MSR_IA32_TSC)
+        t2, _ = atomic_tsc()
+        self.tsc_offset = guest - (t1 + t2) // 2
+        self.domain.publish_time(self)
+
+    def update_time(self, host_tsc: int, now_ns: int, hz: int) -> None:
+        """Publish new pvclock parameters (the domain's time lock is held)."""
+        if self.tsc_offset is None:
+            return
+        params = pvclock.next_params(self.time_params, host_tsc + self.tsc_offset, now_ns, hz)
+        self.time_params = params
+        write_time(self.vcpu_info_view, TIME_OFFSET, params)
+
+    def _timer_fired(self) -> None:
+        from pyxen.hv.event_channel import send_vcpu_virq
+        send_vcpu_virq(self.domain, self.vcpu_id, Virq.TIMER)
+
+    def _periodic_fired(self) -> None:
+        period = self.periodic_period
+        if period:
+            self.periodic.arm(self.domain.hv.system_time_ns() + period)
+        self._timer_fired()
 
     def _handle(self, exit_: ex.Exit) -> None:
         if type(exit_) is ex.IoExit:
@@ -207,15 +400,22 @@ class VcpuRunner:
     def _hlt(self) -> None:
         if not self.kvm.regs.rflags & _RFLAGS_IF:
             # Xen: HLT with interrupts off takes the vCPU down; the last one down is poweroff.
-            self.online = False
-            self._stop = True
-            if not any(v.online for v in self.domain.vcpus):
-                self.domain.log("all vCPUs offline -- powering off")
-                self.domain.shutdown(ShutdownReason.poweroff)
+            self.take_down()
             return
-        # Blocking until an event arrives comes with event channels (next core issue).
-        self.domain.crash(f"vcpu {self.vcpu_id}: HLT with interrupts enabled but pyxen has no "
-                          "event delivery yet (event channels are not implemented)")
+        self.block()
+
+    def take_down(self) -> None:
+        """This vCPU goes offline; the last vCPU of the domain to go is a poweroff."""
+        domain = self.domain
+        with domain.lock:
+            last = not any(v.online for v in domain.vcpus if v is not self)
+            if not last:
+                self.online = False
+        if last:
+            domain.log("all vCPUs offline -- powering off")
+            domain.shutdown(ShutdownReason.poweroff)
+            return
+        self.notify()
 
     def describe(self) -> str:
         """The registers at the last exit, for crash reports."""

@@ -63,6 +63,7 @@ KVM_INTERRUPT = _iow(0x86, s.kvm_interrupt)
 KVM_GET_MSRS = _iowr(0x88, s.kvm_msrs)
 KVM_SET_MSRS = _iow(0x89, s.kvm_msrs)
 KVM_SET_CPUID2 = _iow(0x90, s.kvm_cpuid2)
+KVM_NMI = _io(0x9A)  # KVM_CAP_USER_NMI
 KVM_SET_GUEST_DEBUG = _iow(0x9B, s.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
 KVM_GET_VCPU_EVENTS = _ior(0x9F, s.kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, s.kvm_vcpu_events)

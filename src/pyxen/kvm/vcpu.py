@@ -121,6 +121,14 @@ class Vcpu:
         except OSError as e:
             raise KvmError(f"KVM_SET_CPUID2 failed: {e.strerror}") from None
 
+    def get_msr(self, index: int) -> int:
+        buf = s.msrs_array(1)()
+        buf.nmsrs = 1
+        buf.entries[0].index = index
+        if fcntl.ioctl(self.fd, k.KVM_GET_MSRS, buf) != 1:
+            raise KvmError(f"KVM_GET_MSRS could not read MSR {index:#x}")
+        return int(buf.entries[0].data)
+
     def set_msrs(self, values: dict[int, int]) -> None:
         buf = s.msrs_array(len(values))()
         buf.nmsrs = len(values)
@@ -133,6 +141,21 @@ class Vcpu:
 
     def inject_interrupt(self, vector: int) -> None:
         fcntl.ioctl(self.fd, k.KVM_INTERRUPT, s.kvm_interrupt(vector))
+
+    def inject_nmi(self) -> None:
+        fcntl.ioctl(self.fd, k.KVM_NMI)
+
+    def set_interrupt_window(self, wanted: bool) -> None:
+        """Ask for an exit as soon as the guest can take an interrupt."""
+        self.kvm_run.request_interrupt_window = int(wanted)
+
+    def ready_for_interrupt(self) -> bool:
+        """Whether an interrupt injected now would be taken at the next entry."""
+        return bool(self.kvm_run.ready_for_interrupt_injection)
+
+    def clear_dirty_regs(self) -> None:
+        """Forget a pending sync-regs write-back (after KVM_SET_REGS)."""
+        self.run_page[_DIRTY_OFFSET : _DIRTY_OFFSET + 8] = bytes(8)
 
     def tsc_khz(self) -> int:
         try:

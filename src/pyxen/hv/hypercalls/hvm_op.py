@@ -62,4 +62,5 @@ def _param(call: Call, is_set: bool, arg: int) -> int:
     d.params[index] = value
     if index == P.CALLBACK_IRQ:
         d.latch_mode(call.compat)
+        d.set_callback_irq(value)
     return 0

@@ -1,0 +1,142 @@
+"""Atomic bit operations on guest memory, and the host TSC, for x86-64 hosts.
+
+Event-channel bits (pending, mask, selector, upcall_pending) live in pages
+the guest writes concurrently from its own vCPUs with locked instructions;
+a Python read-modify-write would lose or resurrect bits.  Python has no
+atomic memory operations, so this module carries a few x86-64 routines as
+machine code, copies them into an executable page and calls them through
+ctypes (one foreign call each, about half a microsecond).
+
+The routines are assembled from ``ASSEMBLY`` below; ``tests/unit`` re-
+assembles that text with GNU as (when present) and checks the bytes.
+
+Addresses passed in are host virtual addresses inside a guest's memory
+pool; callers must have checked them (the pool outlives every caller).
+Bit numbers may exceed 63: ``bts``/``btr`` with a register bit offset
+address the whole bit string, so port p is bit p of the pending array
+whatever the guest's word size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+ASSEMBLY = """
+# rdi=pending rsi=mask rdx=selector rcx=upcall_pending r8=port r9=selector bit
+# returns 0: was already pending; 1: pending, no new upcall; 2: raise the upcall
+set_pending:
+    xor eax, eax
+    lock bts [rdi], r8
+    jc 1f
+    mov eax, 1
+    bt [rsi], r8
+    jc 1f
+    lock bts [rdx], r9
+    jc 1f
+    mov dl, 1
+    xchg [rcx], dl
+    test dl, dl
+    jnz 1f
+    mov eax, 2
+1:  ret
+# same arguments; returns 0: was not masked or not pending; 1: no new upcall;
+# 2: raise the upcall
+unmask:
+    xor eax, eax
+    lock btr [rsi], r8
+    jnc 1f
+    bt [rdi], r8
+    jnc 1f
+    mov eax, 1
+    lock bts [rdx], r9
+    jc 1f
+    mov dl, 1
+    xchg [rcx], dl
+    test dl, dl
+    jnz 1f
+    mov eax, 2
+1:  ret
+test_and_set_bit:
+    xor eax, eax
+    lock bts [rdi], rsi
+    setc al
+    ret
+test_and_clear_bit:
+    xor eax, eax
+    lock btr [rdi], rsi
+    setc al
+    ret
+read_tsc:
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    ret
+"""
+
+# (name, offset) of each routine in CODE.
+ENTRY_POINTS = {
+    "set_pending": 0x00,
+    "unmask": 0x29,
+    "test_and_set_bit": 0x52,
+    "test_and_clear_bit": 0x5D,
+    "read_tsc": 0x68,
+}
+
+CODE = bytes.fromhex(
+    "31c0f04c0fab07721fb8010000004c0fa3067214f04c0fab0a720db2018611"
+    "84d27505b802000000c3"
+    "31c0f04c0fb306731f4c0fa3077319b801000000f04c0fab0a720db2018611"
+    "84d27505b802000000c3"
+    "31c0f0480fab370f92c0c3"
+    "31c0f0480fb3370f92c0c3"
+    "0f3148c1e2204809d0c3"
+)
+
+NO_CHANGE = 0
+NO_UPCALL = 1
+RAISE_UPCALL = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_PROT_READ_EXEC = mmap.PROT_READ | mmap.PROT_EXEC
+
+
+def _load() -> tuple[mmap.mmap, int]:
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    page.write(CODE)
+    anchor = ctypes.c_char.from_buffer(page)
+    base = ctypes.addressof(anchor)
+    del anchor
+    if _libc.mprotect(base, mmap.PAGESIZE, _PROT_READ_EXEC) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "mprotect of pyxen's atomic-operation page failed")
+    return page, base
+
+
+_PAGE, _BASE = _load()
+
+_Bits = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+_Bit = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64)
+_Tsc = ctypes.CFUNCTYPE(ctypes.c_uint64)
+
+set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
+"""set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,
+NO_UPCALL or RAISE_UPCALL.
+
+Xen's 2-level rule: set the pending bit; if it was clear and the port is
+unmasked, set the selector bit; if that was clear, set upcall_pending."""
+
+unmask = _Bits(_BASE + ENTRY_POINTS["unmask"])
+"""unmask(...same...): clear the mask bit; if it was set and the port is
+pending, set the selector bit and then upcall_pending as set_pending does."""
+
+test_and_set_bit = _Bit(_BASE + ENTRY_POINTS["test_and_set_bit"])
+"""test_and_set_bit(addr, bit) -> previous value of the bit (0 or 1)."""
+
+test_and_clear_bit = _Bit(_BASE + ENTRY_POINTS["test_and_clear_bit"])
+"""test_and_clear_bit(addr, bit) -> previous value of the bit (0 or 1)."""
+
+read_tsc = _Tsc(_BASE + ENTRY_POINTS["read_tsc"])
+"""read_tsc() -> the host's time-stamp counter."""

@@ -1,0 +1,144 @@
+"""One timer service for the whole hypervisor: deadlines in Xen system time.
+
+Design: a heap of (deadline, sequence, timer) entries and one thread that
+sleeps on a condition variable until the earliest deadline, then runs the
+callbacks that are due, outside the lock.  Re-arming or cancelling a timer
+does not search the heap: each arm takes a new sequence number, and an
+entry whose sequence no longer matches its timer is stale and skipped.
+
+The clock is a function returning nanoseconds (the hypervisor's system
+time); ``run_due(now)`` fires what is due at ``now`` without the thread, so
+tests can drive timers with a fake clock.
+
+Invariants: a callback runs at most once per arm, never before its
+deadline by the service's clock, and never while holding the service lock
+(callbacks may arm or cancel timers, their own included).  A callback that
+raises is reported through ``on_error`` and the service carries on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import traceback
+from collections.abc import Callable
+
+Clock = Callable[[], int]
+
+
+class Timer:
+    """A one-shot timer; ``arm`` again to make it periodic."""
+
+    __slots__ = ("_seq", "callback", "deadline", "service")
+
+    def __init__(self, service: TimerService, callback: Callable[[], None]) -> None:
+        self.service = service
+        self.callback = callback
+        self.deadline: int | None = None
+        self._seq = -1
+
+    def arm(self, deadline_ns: int) -> None:
+        """(Re)arm for ``deadline_ns``; a deadline in the past fires at once."""
+        self.service._arm(self, deadline_ns)
+
+    def cancel(self) -> None:
+        self.service._cancel(self)
+
+    @property
+    def armed(self) -> bool:
+        return self.deadline is not None
+
+
+class TimerService:
+    def __init__(self, clock: Clock, on_error: Callable[[str], None] | None = None,
+                 start_thread: bool = True) -> None:
+        self.clock = clock
+        self._on_error = on_error
+        self._heap: list[tuple[int, int, Timer]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if start_thread:
+            self._thread = threading.Thread(target=self._loop, name="pyxen-timers", daemon=True)
+            self._thread.start()
+
+    def timer(self, callback: Callable[[], None]) -> Timer:
+        return Timer(self, callback)
+
+    def _arm(self, timer: Timer, deadline: int) -> None:
+        with self._cond:
+            timer._seq = next(self._seq)
+            timer.deadline = deadline
+            heapq.heappush(self._heap, (deadline, timer._seq, timer))
+            if self._heap[0][2] is timer:
+                self._cond.notify()
+
+    def _cancel(self, timer: Timer) -> None:
+        with self._cond:
+            timer._seq = -1
+            timer.deadline = None
+
+    def _pop_due(self, now: int) -> list[Timer]:
+        """Due timers, disarmed, in deadline order (lock held)."""
+        due = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _deadline, seq, timer = heapq.heappop(heap)
+            if seq == timer._seq:
+                timer._seq = -1
+                timer.deadline = None
+                due.append(timer)
+        return due
+
+    def _fire(self, due: list[Timer]) -> None:
+        for timer in due:
+            try:
+                timer.callback()
+            except Exception:
+                if self._on_error is not None:
+                    self._on_error(f"timer callback failed:\n{traceback.format_exc()}")
+
+    def run_due(self, now: int) -> int:
+        """Fire every timer due at ``now`` (for fake clocks); returns how many fired."""
+        with self._cond:
+            due = self._pop_due(now)
+        self._fire(due)
+        return len(due)
+
+    def next_deadline(self) -> int | None:
+        with self._cond:
+            for deadline, seq, timer in sorted(self._heap):
+                if seq == timer._seq:
+                    return deadline
+        return None
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = self.clock()
+                due = self._pop_due(now)
+                if due:
+                    self._cond.release()
+                    try:
+                        self._fire(due)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                # Drop stale entries at the top so the sleep is for a live deadline.
+                heap = self._heap
+                while heap and heap[0][1] != heap[0][2]._seq:
+                    heapq.heappop(heap)
+                if heap:
+                    self._cond.wait((heap[0][0] - now) / 1e9)
+                else:
+                    self._cond.wait()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
