@@ -15,19 +15,25 @@ other      16
 =========  ======
 
 Configuration errors exit with status 2 and one line naming the file,
-line and problem.  The ``on_poweroff``/``on_reboot``/``on_crash`` actions
-``destroy`` and ``restart`` (and ``rename-restart``) are honoured;
-``preserve``, ``coredump-*`` and ``soft-reset`` are not implemented yet and
-fall back to destroy with a message saying so.
+line and problem.  The ``on_poweroff``/``on_reboot``/``on_crash``/
+``on_watchdog`` actions ``destroy``, ``restart`` (and ``rename-restart``)
+and ``preserve`` are honoured; ``coredump-*`` and ``soft-reset`` are not
+implemented yet and fall back to destroy with a message saying so.
+
+``preserve`` keeps the shut-down domain (its memory and state) until the
+user presses Ctrl-C (or sends SIGINT); there is no daemon yet to keep it
+after this process ends.  The exit status is then the shutdown reason's.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 from pyxen.abi.xen import ShutdownReason
 from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.domain import reason_name
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
@@ -59,8 +65,10 @@ def _action_for(config: DomainConfig, reason: int) -> str:
         return config.on_poweroff
     if reason == ShutdownReason.reboot:
         return config.on_reboot
-    if reason in (ShutdownReason.crash, ShutdownReason.watchdog):
+    if reason == ShutdownReason.crash:
         return config.on_crash
+    if reason == ShutdownReason.watchdog:
+        return config.on_watchdog
     return "destroy"
 
 
@@ -85,7 +93,8 @@ def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
               'guests (set type = "pvh")', file=err)
         return EXIT_CONFIG
     spec = BuildSpec(config.name, config.kernel, config.ramdisk, config.cmdline,
-                     config.memory_mib, config.maxmem_mib, config.vcpus, config.maxvcpus)
+                     config.memory_mib, config.maxmem_mib, config.vcpus, config.maxvcpus,
+                     config.max_event_channels)
     try:
         hv = Hypervisor()
     except KvmError as e:
@@ -111,13 +120,24 @@ def _run(hv: Hypervisor, config: DomainConfig, spec: BuildSpec) -> int:
         domain.start()
         reason = domain.wait()
         assert reason is not None
-        domain.destroy()
-        hv.remove(domain)
         action = _action_for(config, reason)
+        if action == "preserve":
+            _preserve(hv, domain.domid, reason)
+        domain.destroy()
         if action in ("restart", "rename-restart"):
             hv.console.log(f"d{domain.domid}: {action}: building a new domain")
             continue
-        if action != "destroy":
+        if action not in ("destroy", "preserve"):
             hv.console.log(f"d{domain.domid}: on_* action '{action}' is not implemented "
                            "yet: the domain was destroyed")
         return exit_status(reason)
+
+
+def _preserve(hv: Hypervisor, domid: int, reason: int) -> None:
+    """Keep a shut-down domain until the user interrupts (xl's ``preserve``)."""
+    hv.console.log(f"d{domid}: preserved after {reason_name(reason)}: "
+                   "press Ctrl-C to destroy it")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        hv.console.log(f"d{domid}: destroying the preserved domain")

@@ -32,8 +32,12 @@ Keys and rules:
 ``vcpus``, ``maxvcpus``
     ``vcpus`` defaults to 1, ``maxvcpus`` to ``vcpus``;
     1 <= vcpus <= maxvcpus <= 128 (HVM_MAX_VCPUS).
-``on_poweroff``, ``on_reboot``, ``on_crash``
-    One of :data:`SHUTDOWN_ACTIONS`; defaults destroy, restart, destroy.
+``on_poweroff``, ``on_reboot``, ``on_crash``, ``on_watchdog``
+    One of :data:`SHUTDOWN_ACTIONS`; defaults destroy, restart, destroy,
+    destroy.
+``max_event_channels``
+    The highest event-channel port the guest may use (libxl's
+    max_evtchn_port); default 1023.
 
 Numbers may be written unquoted or quoted (xl reads both with ``strtol``, so
 ``memory = "0x40"`` is 64); strings may be written as numbers
@@ -65,6 +69,9 @@ __all__ = [
 # xen/include/public/hvm/hvm_info_table.h: the most vCPUs an HVM/PVH guest can have.
 HVM_MAX_VCPUS = 128
 
+# libxl's default event_channels (max_evtchn_port).
+DEFAULT_MAX_EVENT_CHANNELS = 1023
+
 # libxl__domain_build_info_setdefault(): max_memkb defaults to 32 * 1024.
 DEFAULT_MEMORY_MIB = 32
 
@@ -88,7 +95,7 @@ IMPLEMENTED_KEYS = frozenset(
         "name", "type", "builder", "pvh",
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
-        "on_poweroff", "on_reboot", "on_crash",
+        "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
     }
 )  # fmt: skip
 
@@ -96,12 +103,12 @@ IMPLEMENTED_KEYS = frozenset(
 _UNIMPLEMENTED_XL_KEYS = frozenset(
     """
     pool cpus cpus_soft cpu_weight cap period slice latency extratime vnuma
-    on_watchdog on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
+    on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
     uuid seclabel init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
     vmtrace_buf_kb vpmu disk vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
     usbdev pci pci_permissive pci_msitranslate pci_seize pci_power_mgmt rdm
-    rdm_mem_boundary dtdev ioports iomem irqs max_event_channels dm_restrict
+    rdm_mem_boundary dtdev ioports iomem irqs dm_restrict
     device_model_user bootloader bootloader_args e820_host hap oos shadow_memory bios
     pae acpi acpi_s3 acpi_s4 acpi_laptop_slate acpi_firmware smbios_firmware apic nx
     hpet altp2m altp2mhvm nestedhvm cpuid ms_vm_genid tsc_mode localtime
@@ -140,6 +147,8 @@ class DomainConfig:
     on_reboot: str
     on_crash: str
     source: Path
+    on_watchdog: str = "destroy"
+    max_event_channels: int = DEFAULT_MAX_EVENT_CHANNELS
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -218,6 +227,8 @@ class _Builder:
             on_poweroff=self.action("on_poweroff", "destroy"),
             on_reboot=self.action("on_reboot", "restart"),
             on_crash=self.action("on_crash", "destroy"),
+            on_watchdog=self.action("on_watchdog", "destroy"),
+            max_event_channels=self.max_event_channels(),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
@@ -325,6 +336,12 @@ class _Builder:
         if maxvcpus < vcpus:
             raise self.fail("maxvcpus", f"maxvcpus ({maxvcpus}) must be at least vcpus ({vcpus})")
         return vcpus, maxvcpus
+
+    def max_event_channels(self) -> int:
+        value = self.number("max_event_channels", "a number of event channels")
+        if value is None:
+            return DEFAULT_MAX_EVENT_CHANNELS
+        return self.in_range("max_event_channels", value, 1, 0xFFFF_FFFF)
 
     def action(self, key: str, default: str) -> str:
         text = self.string(key)
