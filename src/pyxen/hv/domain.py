@@ -297,7 +297,7 @@ class Domain:
             if self.shutdown_code is None:
                 self.shutdown_code = reason
             self.shutdown_reason = self.shutdown_code
-        name = _reason_name(self.shutdown_reason)
+        name = reason_name(self.shutdown_reason)
         self.log(f"shutdown: {name}")
         for runner in self.vcpus:
             runner.request_stop()
@@ -342,7 +342,7 @@ class Domain:
         self.vm.close()
 
 
-def _reason_name(reason: int) -> str:
+def reason_name(reason: int) -> str:
     try:
         return ShutdownReason(reason).name
     except ValueError:

@@ -23,6 +23,7 @@ from pyxen.abi.sched import (
     sched_shutdown,
     sched_watchdog,
 )
+from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.hv.dispatch import Call, signed32
 from pyxen.hv.domain import Domain
@@ -38,7 +39,9 @@ TIMER_FALLBACK_NS = 100_000_000
 def do_sched_op(call: Call, cmd: int, arg: int, *_: int) -> int:
     cmd = signed32(cmd)  # int cmd in Xen's prototype
     if cmd == SchedOp.yield_:
+        call.vcpu.set_runstate(RunstateState.runnable)
         os.sched_yield()
+        call.vcpu.set_runstate(RunstateState.running)
         return 0
     if cmd == SchedOp.block:
         vcpu = call.vcpu

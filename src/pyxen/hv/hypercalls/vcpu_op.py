@@ -71,7 +71,7 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
     if cmd == VcpuOp.register_runstate_memory_area:
         a = call.guest.read_struct(arg, compat_vcpu_register_runstate_memory_area
                                    if call.compat else vcpu_register_runstate_memory_area)
-        gva = int(a.addr.p)
+        gva = int(a.addr.h)
         v.runstate_gva = gva
         at = None if v is call.vcpu else domain.hv.system_time_ns()
         with contextlib.suppress(*GuestFault):  # Xen copies without checking the result
