@@ -135,6 +135,7 @@ gdt_desc32:
     .long gdt
     .balign 8
     .word 0, 0, 0
+    .globl gdt_desc64               /* also loaded by the APs (entry.S) */
 gdt_desc64:
     .word gdt_end - gdt - 1
     .quad gdt
@@ -168,6 +169,7 @@ gdt_desc64:
 
     .section .data.pagetables, "aw", @progbits
     .balign 4096
+    .globl pml4                     /* CR3 of every vCPU */
 pml4:
     .quad pdpt + (PTE_P | PTE_RW)
     .fill 511, 8, 0

@@ -136,7 +136,7 @@ void e9_puts(const char *s)
 
 int vprintf(const char *fmt, va_list ap)
 {
-    static char line[512];
+    char line[512];                 /* on the stack: any vCPU may print */
     int n = vsnprintf(line, sizeof(line), fmt, ap);
     size_t len = strlen(line);
 

@@ -60,6 +60,10 @@ void rt_main(const struct hvm_start_info *si)
     if (r.eax & XEN_HVM_CPUID_DOMID_PRESENT)
         rt_domid = (uint16_t)r.ecx;
 
+    idt_init();
+    unsigned int id = cpuid_vcpu_id();   /* 0 for the boot vCPU */
+    cpu_setup(id < RT_MAX_CPUS ? id : 0); /* its GS base and IDT */
+
     test_main(si);
     rt_finish();
 }
@@ -68,9 +72,9 @@ static int vcheck(int cond, const char *fmt, va_list ap)
 {
     char desc[256];
     vsnprintf(desc, sizeof(desc), fmt, ap);
-    rt_checks++;
+    __atomic_add_fetch(&rt_checks, 1, __ATOMIC_SEQ_CST);
     if (!cond)
-        rt_failures++;
+        __atomic_add_fetch(&rt_failures, 1, __ATOMIC_SEQ_CST);
     printf("%s - %s\n", cond ? "ok" : "FAIL", desc);
     return cond;
 }
@@ -94,7 +98,7 @@ static void fmt_value(char *buf, size_t size, long v)
 
 int expect_eq_impl(long got, long want, const char *desc)
 {
-    rt_checks++;
+    __atomic_add_fetch(&rt_checks, 1, __ATOMIC_SEQ_CST);
     if (got == want) {
         printf("ok - %s\n", desc);
         return 1;
@@ -102,7 +106,7 @@ int expect_eq_impl(long got, long want, const char *desc)
     char g[24], w[24];
     fmt_value(g, sizeof(g), got);
     fmt_value(w, sizeof(w), want);
-    rt_failures++;
+    __atomic_add_fetch(&rt_failures, 1, __ATOMIC_SEQ_CST);
     printf("FAIL - %s: got %s want %s\n", desc, g, w);
     return 0;
 }

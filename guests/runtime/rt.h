@@ -80,6 +80,33 @@ static inline long hvm_op(unsigned long op, const void *arg)
 {
     return HYPERCALL2(__HYPERVISOR_hvm_op, op, arg);
 }
+static inline long event_channel_op(unsigned long cmd, void *arg)
+{
+    return HYPERCALL2(__HYPERVISOR_event_channel_op, cmd, arg);
+}
+static inline long vcpu_op(unsigned long cmd, unsigned int vcpuid, void *arg)
+{
+    return HYPERCALL3(__HYPERVISOR_vcpu_op, cmd, vcpuid, arg);
+}
+/* Arms the vCPU's single-shot timer at absolute system time abs_ns (0 cancels). */
+static inline long set_timer_op(uint64_t abs_ns)
+{
+    return HYPERCALL1(__HYPERVISOR_set_timer_op, abs_ns);
+}
+
+/*
+ * Lets a pending upcall in, then IF = 0 again: sti, then a null hypercall
+ * (xen_version) with IF = 1, then cli.  On hardware `sti; nop; cli` would
+ * do (the hypervisor asks for an interrupt-window exit), but the nested
+ * KVM this runs on takes no exit at the window: a pending vector is
+ * injected only on the next exit to the hypervisor, so make one.
+ */
+static inline void irq_window(void)
+{
+    asm volatile("sti" ::: "memory");
+    HYPERCALL2(__HYPERVISOR_xen_version, 0, 0);
+    asm volatile("cli" ::: "memory");
+}
 
 /* ---- CPU helpers ---- */
 struct cpuid_regs {
@@ -100,6 +127,13 @@ static inline void wrmsr(uint32_t msr, uint64_t val)
     asm volatile("wrmsr" ::"c"(msr), "a"((uint32_t)val), "d"((uint32_t)(val >> 32)) : "memory");
 }
 
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    asm volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static inline uint64_t rdtsc(void)
 {
     uint32_t lo, hi;
@@ -110,6 +144,72 @@ static inline uint64_t rdtsc(void)
 static inline void outb(uint16_t port, uint8_t val)
 {
     asm volatile("outb %0, %1" ::"a"(val), "Nd"(port));
+}
+
+static inline uint64_t read_cr2(void)
+{
+    uint64_t v;
+    asm volatile("mov %%cr2, %0" : "=r"(v));
+    return v;
+}
+
+/* Interrupt flag.  Programs run with IF = 0 except inside the wait helpers. */
+static inline void cli(void)
+{
+    asm volatile("cli" ::: "memory");
+}
+static inline void sti(void)
+{
+    asm volatile("sti" ::: "memory");
+}
+/* sti; hlt back to back: the STI shadow closes the check-then-halt race. */
+static inline void sti_hlt(void)
+{
+    asm volatile("sti; hlt" ::: "memory");
+}
+static inline int irqs_enabled(void)
+{
+    uint64_t f;
+    asm volatile("pushfq; popq %0" : "=r"(f)::"memory");
+    return (f >> 9) & 1;
+}
+static inline void cpu_relax(void)
+{
+    asm volatile("pause" ::: "memory");
+}
+#define barrier() asm volatile("" ::: "memory")
+
+/* Atomics on memory shared with the hypervisor and other vCPUs. */
+static inline int test_and_clear_bit(unsigned int bit, volatile uint64_t *word)
+{
+    unsigned char old;
+    asm volatile("lock btrq %2, %1; setc %0"
+                 : "=q"(old), "+m"(*word)
+                 : "r"((uint64_t)bit)
+                 : "memory", "cc");
+    return old;
+}
+static inline int test_and_set_bit(unsigned int bit, volatile uint64_t *word)
+{
+    unsigned char old;
+    asm volatile("lock btsq %2, %1; setc %0"
+                 : "=q"(old), "+m"(*word)
+                 : "r"((uint64_t)bit)
+                 : "memory", "cc");
+    return old;
+}
+static inline int test_bit(unsigned int bit, const volatile uint64_t *word)
+{
+    return (int)((*word >> bit) & 1);
+}
+static inline uint64_t xchg64(volatile uint64_t *p, uint64_t v)
+{
+    asm volatile("xchgq %0, %1" : "+r"(v), "+m"(*p) : : "memory");
+    return v;
+}
+static inline uint64_t atomic_inc64(volatile uint64_t *p)
+{
+    return __atomic_add_fetch(p, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Volatile accessors for memory whose contents the hypervisor changes. */
@@ -160,6 +260,181 @@ __noreturn void rt_finish(void);
 __noreturn void rt_shutdown(unsigned int reason);
 __noreturn void rt_halt(void);
 extern unsigned int rt_checks, rt_failures;
+
+/* ---- per-CPU state (cpu.c, entry.S) ---- */
+#define RT_MAX_CPUS 4             /* vCPU ids 0..3 */
+#define RT_AP_STACK_SIZE 16384
+
+struct cpu {
+    struct cpu *self;             /* offset 0: %gs:0 */
+    unsigned int id;              /* Xen vCPU id (CPUID base+4 EBX) */
+    unsigned int cpuid_id;        /* what CPUID reported on this CPU */
+    volatile struct vcpu_info *vi; /* &shared_info->vcpu_info[id], once mapped */
+    /* smp_start() */
+    void (*fn)(void *);
+    void *arg;
+    volatile int state;           /* CPU_* below */
+    /* counters (written only by this CPU) */
+    volatile uint64_t upcalls;    /* upcall vector entries */
+    volatile uint64_t events;     /* port handlers run */
+    volatile uint64_t stray;      /* pending ports without a handler */
+    /* timer_init() */
+    long timer_port;
+    void (*timer_cb)(void *arg);
+    void *timer_arg;
+    volatile uint64_t timer_events;
+    volatile uint64_t timer_last_ns;
+};
+
+#define CPU_OFFLINE 0
+#define CPU_STARTING 1
+#define CPU_RUNNING 2             /* in fn() */
+#define CPU_DONE 3                /* fn() returned; about to VCPUOP_down */
+
+extern struct cpu rt_cpus[RT_MAX_CPUS];
+
+static inline struct cpu *this_cpu(void)
+{
+    struct cpu *c;
+    asm("movq %%gs:0, %0" : "=r"(c));
+    return c;
+}
+static inline unsigned int smp_id(void)
+{
+    return this_cpu()->id;
+}
+
+/* Sets GS base to rt_cpus[id] and loads the IDT on the calling CPU. */
+void cpu_setup(unsigned int id);
+/* The calling vCPU's id from CPUID base+4 (EBX if EAX bit 3), else 0. */
+unsigned int cpuid_vcpu_id(void);
+
+/* ---- IDT (idt.c, entry.S) ---- */
+#define UPCALL_VECTOR 0xF3
+void idt_init(void);              /* fills the table (once, on the BSP) */
+void idt_load(void);              /* lidt on the calling CPU */
+
+/* ---- shared_info and event channels (events.c) ---- */
+extern volatile struct shared_info *rt_shinfo;   /* NULL until evt_init() */
+
+/*
+ * Maps shared_info (XENMEM_add_to_physmap at a .bss page), points every
+ * CPU's vi at its vcpu_info and sets HVM_PARAM_CALLBACK_IRQ to vector
+ * UPCALL_VECTOR.  Returns 0 or the first failing hypercall's -errno.
+ */
+long evt_init(void);
+
+typedef void (*evtchn_handler_t)(evtchn_port_t port, void *data);
+#define RT_EVTCHN_PORTS 1024     /* handler table size (libxl's default limit) */
+
+/* Hypercall wrappers: the port (>= 0) or -errno. */
+long evtchn_alloc_unbound(uint16_t dom, uint16_t remote_dom);
+long evtchn_bind_interdomain(uint16_t remote_dom, evtchn_port_t remote_port);
+long evtchn_bind_virq(uint32_t virq, uint32_t vcpu);
+long evtchn_bind_ipi(uint32_t vcpu);
+/* 0 or -errno */
+long evtchn_send(evtchn_port_t port);
+long evtchn_close(evtchn_port_t port);   /* also drops the handler */
+long evtchn_status(uint16_t dom, evtchn_port_t port, struct evtchn_status *st);
+long evtchn_unmask(evtchn_port_t port);  /* EVTCHNOP_unmask: re-delivers */
+long evtchn_bind_vcpu(evtchn_port_t port, uint32_t vcpu);
+
+/*
+ * Handler table.  The dispatcher runs a port's handler only on the CPU
+ * recorded for it: the bind_* wrappers record the notify vCPU (0 for
+ * unbound/interdomain ports, as Xen), bind_vcpu updates it.
+ */
+void evtchn_set_handler(evtchn_port_t port, evtchn_handler_t fn, void *data);
+/* (Ports >= RT_EVTCHN_PORTS have no table entry: they are cleared as strays.) */
+void evtchn_set_cpu(evtchn_port_t port, unsigned int cpu);
+
+/* Direct operations on shared_info's bitmaps. */
+void evtchn_mask(evtchn_port_t port);
+void evtchn_unmask_local(evtchn_port_t port);    /* clears the bit only */
+int evtchn_is_masked(evtchn_port_t port);
+int evtchn_is_pending(evtchn_port_t port);
+int evtchn_clear_pending(evtchn_port_t port);    /* returns the old bit */
+
+/* The C side of the upcall vector (called from entry.S). */
+void rt_upcall(void);
+
+/* ---- scheduling (sched.c) ---- */
+/* SCHEDOP_block: returns once an event is pending (deliver it with irq_window()). */
+long sched_block(void);
+long sched_yield(void);
+/* SCHEDOP_poll on nr ports; timeout = absolute system time (ns), 0 = none. */
+long sched_poll(const evtchn_port_t *ports, unsigned int nr, uint64_t timeout);
+
+/*
+ * Waiting, always entered and left with IF = 0; `cond` is re-evaluated
+ * with IF = 0 after each wake-up.
+ *   WAIT_HLT(cond):   sti; hlt until cond.
+ *   WAIT_BLOCK(cond): SCHEDOP_block, then an interrupt window, until cond.
+ */
+#define WAIT_HLT(cond)                                                                 \
+    do {                                                                               \
+        cli();                                                                         \
+        while (!(cond)) {                                                              \
+            sti_hlt();                                                                 \
+            cli();                                                                     \
+        }                                                                              \
+    } while (0)
+#define WAIT_BLOCK(cond)                                                               \
+    do {                                                                               \
+        cli();                                                                         \
+        while (!(cond)) {                                                              \
+            sched_block();                                                             \
+            irq_window();                                                              \
+        }                                                                              \
+    } while (0)
+
+/* ---- vCPUs (smp.c) ---- */
+long vcpu_up(unsigned int vcpu);
+long vcpu_down(unsigned int vcpu);
+long vcpu_is_up(unsigned int vcpu);
+long vcpu_get_runstate_info(unsigned int vcpu, struct vcpu_runstate_info *ri);
+long vcpu_register_runstate_memory_area(unsigned int vcpu, struct vcpu_runstate_info *area);
+/*
+ * Starts vCPU `cpu` (1..RT_MAX_CPUS-1) in 64-bit mode on its own stack with
+ * VCPUOP_initialise + VCPUOP_up; it loads the GDT, segments, IDT and its
+ * per-CPU state, then runs fn(arg) with IF = 0.  When fn returns the vCPU
+ * takes itself down (VCPUOP_down).  Returns 0 or the failing -errno.
+ */
+long smp_start(unsigned int cpu, void (*fn)(void *), void *arg);
+/* A 64-bit vcpu_hvm_context: boot page tables, cr0 PE|ET|WP|PG, cr4 PAE,
+ * efer LME|LMA, rflags 2, and the given rip, rsp and rdi. */
+void smp_hvm_context(struct vcpu_hvm_context *ctx, const void *rip, const void *rsp,
+                     uint64_t rdi);
+/* Number of vCPUs of the domain: VCPUOP_is_up probing up to RT_MAX_CPUS. */
+unsigned int smp_nr_vcpus(void);
+
+/* ---- time (time.c) ---- */
+/* pvclock of the calling vCPU's vcpu_info.time (needs evt_init()). */
+uint64_t now_ns(void);
+struct wallclock {
+    uint64_t sec;
+    uint32_t nsec;
+    uint32_t version;
+};
+/* UTC at system time 0. */
+void wallclock_read(struct wallclock *wc);
+long vcpu_set_singleshot_timer(unsigned int vcpu, uint64_t abs_ns, uint32_t flags);
+long vcpu_stop_singleshot_timer(unsigned int vcpu);
+long vcpu_set_periodic_timer(unsigned int vcpu, uint64_t period_ns);
+long vcpu_stop_periodic_timer(unsigned int vcpu);
+/*
+ * Binds VIRQ_TIMER on the calling vCPU to a runtime handler that counts
+ * (timer_events), stamps (timer_last_ns = now_ns()) and then calls cb(arg)
+ * if cb is not NULL.  Returns the port or -errno.
+ */
+long timer_init(void (*cb)(void *arg), void *arg);
+/* set_timer_op + SCHEDOP_block until now_ns() >= abs_ns (needs timer_init). */
+void sleep_until(uint64_t abs_ns);
+void sleep_ns(uint64_t ns);
+
+#define NS_PER_US 1000ull
+#define NS_PER_MS 1000000ull
+#define NS_PER_SEC 1000000000ull
 
 /* ---- command line ---- */
 /* Copies the value of key=value into buf; returns its length or -1. */

@@ -20,18 +20,26 @@
 /* --- hypercall numbers (§2.1) --- */
 #define __HYPERVISOR_memory_op      12
 #define __HYPERVISOR_multicall      13
+#define __HYPERVISOR_set_timer_op   15
 #define __HYPERVISOR_xen_version    17
 #define __HYPERVISOR_console_io     18
+#define __HYPERVISOR_vcpu_op        24
 #define __HYPERVISOR_sched_op       29
+#define __HYPERVISOR_event_channel_op 32
 #define __HYPERVISOR_hvm_op         34
 
 /* --- errno values (§2.2), returned negated --- */
 #define XEN_EPERM    1
+#define XEN_ENOENT   2
 #define XEN_ESRCH    3
 #define XEN_ENOMEM  12
 #define XEN_EFAULT  14
+#define XEN_EBUSY   16
+#define XEN_EEXIST  17
 #define XEN_EINVAL  22
+#define XEN_ENOSPC  28
 #define XEN_ENOSYS  38
+#define XEN_ETIME   62
 
 /* --- PVH start info (§3.2) --- */
 #define XEN_HVM_START_MAGIC_VALUE   0x336ec578u
@@ -95,8 +103,158 @@ struct xen_hvm_get_time {
 #define SHARED_INFO_EVTCHN_PENDING  2048
 #define SHARED_INFO_EVTCHN_MASK     2560
 
+/* §5.1, 32 bytes */
+struct vcpu_time_info {
+    uint32_t version;           /* odd while Xen updates the record */
+    uint32_t pad0;
+    uint64_t tsc_timestamp;
+    uint64_t system_time;       /* ns since Xen boot at tsc_timestamp */
+    uint32_t tsc_to_system_mul;
+    int8_t tsc_shift;
+    uint8_t flags;
+    uint8_t pad1[2];
+};
+
+#define XEN_PVCLOCK_TSC_STABLE_BIT  (1u << 0)
+#define XEN_PVCLOCK_GUEST_STOPPED   (1u << 1)
+
+/* §5.3, 64 bytes */
+struct vcpu_info {
+    uint8_t evtchn_upcall_pending;
+    uint8_t evtchn_upcall_mask;
+    uint8_t pad[6];
+    uint64_t evtchn_pending_sel;
+    struct {
+        uint64_t cr2;
+        uint64_t pad;
+    } arch;
+    struct vcpu_time_info time;
+};
+
+#define XEN_LEGACY_MAX_VCPUS        32
+#define EVTCHN_2L_NR_PORTS          4096    /* 64-bit layout */
+
+/* §5.4, 3136 bytes */
+struct shared_info {
+    struct vcpu_info vcpu_info[XEN_LEGACY_MAX_VCPUS];
+    uint64_t evtchn_pending[64];
+    uint64_t evtchn_mask[64];
+    uint32_t wc_version;
+    uint32_t wc_sec;
+    uint32_t wc_nsec;
+    uint32_t wc_sec_hi;
+    uint64_t arch[6];           /* arch_shared_info: PV only */
+};
+
+_Static_assert(sizeof(struct vcpu_time_info) == 32, "vcpu_time_info");
+_Static_assert(sizeof(struct vcpu_info) == 64, "vcpu_info");
+_Static_assert(sizeof(struct shared_info) == 3136, "shared_info");
+_Static_assert(__builtin_offsetof(struct shared_info, evtchn_pending) ==
+               SHARED_INFO_EVTCHN_PENDING, "evtchn_pending");
+_Static_assert(__builtin_offsetof(struct shared_info, evtchn_mask) == SHARED_INFO_EVTCHN_MASK,
+               "evtchn_mask");
+_Static_assert(__builtin_offsetof(struct shared_info, wc_version) == 3072, "wc_version");
+
+/* --- event channels (§6.1, hypercall 32) --- */
+typedef uint32_t evtchn_port_t;
+
+#define EVTCHNOP_bind_interdomain   0
+#define EVTCHNOP_bind_virq          1
+#define EVTCHNOP_bind_pirq          2
+#define EVTCHNOP_close              3
+#define EVTCHNOP_send               4
+#define EVTCHNOP_status             5
+#define EVTCHNOP_alloc_unbound      6
+#define EVTCHNOP_bind_ipi           7
+#define EVTCHNOP_bind_vcpu          8
+#define EVTCHNOP_unmask             9
+#define EVTCHNOP_reset             10
+
+struct evtchn_bind_interdomain {
+    uint16_t remote_dom;
+    uint16_t pad;
+    evtchn_port_t remote_port;
+    evtchn_port_t local_port;   /* out */
+};
+
+struct evtchn_bind_virq {
+    uint32_t virq;
+    uint32_t vcpu;
+    evtchn_port_t port;         /* out */
+};
+
+struct evtchn_close {
+    evtchn_port_t port;
+};
+
+struct evtchn_send {
+    evtchn_port_t port;
+};
+
+#define EVTCHNSTAT_closed           0
+#define EVTCHNSTAT_unbound          1
+#define EVTCHNSTAT_interdomain      2
+#define EVTCHNSTAT_pirq             3
+#define EVTCHNSTAT_virq             4
+#define EVTCHNSTAT_ipi              5
+
+struct evtchn_status {
+    uint16_t dom;               /* in */
+    uint16_t pad;
+    evtchn_port_t port;         /* in */
+    uint32_t status;            /* out */
+    uint32_t vcpu;              /* out */
+    union {
+        struct {
+            uint16_t dom;
+        } unbound;
+        struct {
+            uint16_t dom;
+            uint16_t pad;
+            evtchn_port_t port;
+        } interdomain;
+        uint32_t pirq;
+        uint32_t virq;
+    } u;
+};
+
+struct evtchn_alloc_unbound {
+    uint16_t dom;
+    uint16_t remote_dom;
+    evtchn_port_t port;         /* out */
+};
+
+struct evtchn_bind_ipi {
+    uint32_t vcpu;
+    evtchn_port_t port;         /* out */
+};
+
+struct evtchn_bind_vcpu {
+    evtchn_port_t port;
+    uint32_t vcpu;
+};
+
+struct evtchn_unmask {
+    evtchn_port_t port;
+};
+
+_Static_assert(sizeof(struct evtchn_bind_interdomain) == 12, "bind_interdomain");
+_Static_assert(sizeof(struct evtchn_bind_virq) == 12, "bind_virq");
+_Static_assert(sizeof(struct evtchn_status) == 24, "evtchn_status");
+_Static_assert(__builtin_offsetof(struct evtchn_status, u.interdomain.port) == 20, "status.u");
+_Static_assert(sizeof(struct evtchn_alloc_unbound) == 8, "alloc_unbound");
+_Static_assert(sizeof(struct evtchn_bind_ipi) == 8, "bind_ipi");
+
+/* VIRQs (§6.3) */
+#define VIRQ_TIMER                  0
+#define VIRQ_DEBUG                  1
+#define VIRQ_CONSOLE                2
+#define VIRQ_DOM_EXC                3
+#define NR_VIRQS                   24
+
 /* --- special domain ids (§6.4) --- */
 #define DOMID_SELF                  0x7FF0u
+#define DOMID_INVALID               0x7FF4u
 
 /* --- memory_op (§7.5) --- */
 #define XENMEM_increase_reservation 0
@@ -148,11 +306,86 @@ struct xen_add_to_physmap {
 #define SCHEDOP_yield               0
 #define SCHEDOP_block               1
 #define SCHEDOP_shutdown            2
+#define SCHEDOP_poll                3
 #define SCHEDOP_shutdown_code       5
+#define SCHEDOP_watchdog            6
 
 struct sched_shutdown {
     uint32_t reason;
 };
+
+struct sched_poll {
+    uint64_t ports;             /* guest pointer to evtchn_port_t[] */
+    uint32_t nr_ports;
+    uint32_t pad;
+    uint64_t timeout;           /* absolute system time (ns); 0 = none */
+};
+_Static_assert(sizeof(struct sched_poll) == 24, "sched_poll");
+
+/* --- vcpu_op (§8.1, hypercall 24) --- */
+#define VCPUOP_initialise           0
+#define VCPUOP_up                   1
+#define VCPUOP_down                 2
+#define VCPUOP_is_up                3
+#define VCPUOP_get_runstate_info    4
+#define VCPUOP_register_runstate_memory_area 5
+#define VCPUOP_set_periodic_timer   6
+#define VCPUOP_stop_periodic_timer  7
+#define VCPUOP_set_singleshot_timer 8
+#define VCPUOP_stop_singleshot_timer 9
+#define VCPUOP_register_vcpu_info  10
+#define VCPUOP_send_nmi            11
+#define VCPUOP_get_physid          12
+#define VCPUOP_register_vcpu_time_memory_area 13
+
+#define RUNSTATE_running            0
+#define RUNSTATE_runnable           1
+#define RUNSTATE_blocked            2
+#define RUNSTATE_offline            3
+
+struct vcpu_runstate_info {
+    int32_t state;
+    uint32_t pad;
+    uint64_t state_entry_time;
+    uint64_t time[4];
+};
+_Static_assert(sizeof(struct vcpu_runstate_info) == 48, "vcpu_runstate_info");
+
+struct vcpu_set_periodic_timer {
+    uint64_t period_ns;
+};
+
+#define VCPU_SSHOTTMR_future        (1u << 0)
+
+struct vcpu_set_singleshot_timer {
+    uint64_t timeout_abs_ns;
+    uint32_t flags;
+    uint32_t pad;
+};
+_Static_assert(sizeof(struct vcpu_set_singleshot_timer) == 16, "singleshot");
+
+/* §3.4: VCPUOP_initialise for HVM/PVH, 128 bytes */
+#define VCPU_HVM_MODE_32B           0
+#define VCPU_HVM_MODE_64B           1
+
+struct vcpu_hvm_x86_64 {
+    uint64_t rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi;
+    uint64_t rip, rflags;
+    uint64_t cr0, cr3, cr4, efer;
+};
+
+struct vcpu_hvm_context {
+    uint32_t mode;
+    uint32_t pad;
+    union {
+        uint8_t x86_32[120];    /* vcpu_hvm_x86_32: not used here */
+        struct vcpu_hvm_x86_64 x86_64;
+    } cpu_regs;
+};
+_Static_assert(sizeof(struct vcpu_hvm_x86_64) == 112, "vcpu_hvm_x86_64");
+_Static_assert(sizeof(struct vcpu_hvm_context) == 128, "vcpu_hvm_context");
+_Static_assert(__builtin_offsetof(struct vcpu_hvm_context, cpu_regs.x86_64.rip) == 8 + 64,
+               "vcpu_hvm_context.rip");
 
 #define SHUTDOWN_poweroff           0
 #define SHUTDOWN_reboot             1

@@ -95,7 +95,7 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture
 def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
-    """``run_guest(prog, cmdline="", memory=32, timeout=60, **cfg)``.
+    """``run_guest(prog, cmdline="", memory=32, timeout=60, vcpus=1, **cfg)``.
 
     Writes an xl.cfg for ``guests/build/<prog>.elf`` into tmp_path, runs
     ``python -m pyxen create -F <cfg>`` and returns (exit status, stdout,
@@ -109,6 +109,7 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
         cmdline: str = "",
         memory: int = 32,
         timeout: float = 60,
+        vcpus: int = 1,
         **cfg: str,
     ) -> tuple[int, str, str]:
         nonlocal counter
@@ -120,7 +121,7 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
             'type = "pvh"',
             f"kernel = {_quote(str(kernel))}",
             f"memory = {memory}",
-            "vcpus = 1",
+            f"vcpus = {vcpus}",
             f"extra = {_quote(cmdline)}",
         ]
         lines += [f"{key} = {_quote(value)}" for key, value in cfg.items()]

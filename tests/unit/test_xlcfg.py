@@ -624,10 +624,19 @@ def test_actions(guest_dir: Path, action: str) -> None:
 
 
 def test_unknown_and_ignored_keys(guest_dir: Path) -> None:
-    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\non_watchdog = 'x'\n"
+    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\ncap = 'x'\n"
     dom = domain(text, guest_dir)
     assert dom.unknown_keys == ("memroy", "Foo")
-    assert dom.ignored_keys == ("disk", "vif", "on_watchdog")
+    assert dom.ignored_keys == ("disk", "vif", "cap")
+
+
+def test_watchdog_action_and_event_channel_limit(guest_dir: Path) -> None:
+    dom = domain(MINIMAL + "on_watchdog = 'preserve'\nmax_event_channels = 64\n", guest_dir)
+    assert (dom.on_watchdog, dom.max_event_channels) == ("preserve", 64)
+    default = domain(MINIMAL, guest_dir)
+    assert (default.on_watchdog, default.max_event_channels) == ("destroy", 1023)
+    message = domain_error(MINIMAL + "max_event_channels = 0\n", guest_dir)
+    assert "max_event_channels" in message
 
 
 def test_overrides_reach_domain_config(guest_dir: Path) -> None:

@@ -116,10 +116,13 @@ def _load() -> tuple[mmap.mmap, int]:
 
 _PAGE, _BASE = _load()
 
-_Bits = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+# PYFUNCTYPE: the routines are a few instructions, so keep the GIL (releasing
+# and re-taking it would cost more, and could put a thread switch between two
+# TSC reads that must be close together).
+_Bits = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
-_Bit = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64)
-_Tsc = ctypes.CFUNCTYPE(ctypes.c_uint64)
+_Bit = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64)
+_Tsc = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 
 set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
 """set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,

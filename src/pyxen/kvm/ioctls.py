@@ -68,6 +68,10 @@ KVM_SET_GUEST_DEBUG = _iow(0x9B, s.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
 KVM_GET_VCPU_EVENTS = _ior(0x9F, s.kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, s.kvm_vcpu_events)
 KVM_GET_TSC_KHZ = _io(0xA3)  # KVM_CAP_GET_TSC_KHZ
+KVM_GET_DEVICE_ATTR = _iow(0xE2, s.kvm_device_attr)  # KVM_CAP_VCPU_ATTRIBUTES on a vCPU
+KVM_HAS_DEVICE_ATTR = _iow(0xE3, s.kvm_device_attr)
+KVM_VCPU_TSC_CTRL = 0  # attribute group
+KVM_VCPU_TSC_OFFSET = 0  # attribute: guest TSC = host TSC (scaled) + offset
 
 KVM_API_VERSION = 12
 

@@ -251,6 +251,10 @@ class kvm_interrupt(_S):
     _fields_ = [("irq", u32)]
 
 
+class kvm_device_attr(_S):
+    _fields_ = [("flags", u32), ("group", u32), ("attr", u64), ("addr", u64)]
+
+
 class kvm_guest_debug_arch(_S):
     _fields_ = [("debugreg", u64 * 8)]
 

@@ -14,6 +14,7 @@ passing 0.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import mmap
 import os
@@ -141,6 +142,18 @@ class Vcpu:
 
     def inject_interrupt(self, vector: int) -> None:
         fcntl.ioctl(self.fd, k.KVM_INTERRUPT, s.kvm_interrupt(vector))
+
+    def tsc_offset(self) -> int | None:
+        """KVM's TSC offset for this vCPU (KVM_VCPU_TSC_OFFSET), or None if KVM cannot say."""
+        value = ctypes.c_int64()
+        attr = s.kvm_device_attr(group=k.KVM_VCPU_TSC_CTRL, attr=k.KVM_VCPU_TSC_OFFSET,
+                                 addr=ctypes.addressof(value))
+        try:
+            fcntl.ioctl(self.fd, k.KVM_HAS_DEVICE_ATTR, attr)
+            fcntl.ioctl(self.fd, k.KVM_GET_DEVICE_ATTR, attr)
+        except OSError:
+            return None
+        return value.value
 
     def inject_nmi(self) -> None:
         fcntl.ioctl(self.fd, k.KVM_NMI)

@@ -1,0 +1,130 @@
+/*
+ * Interrupt and AP entry points:
+ *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), never returns
+ *   upcall_entry   the event-channel upcall vector -> rt_upcall()
+ *   ap_start64     first instruction of a secondary vCPU (VCPUOP_initialise)
+ */
+
+#define SEL_CODE64 0x08
+#define SEL_DATA   0x10
+
+/* Exceptions that push an error code: 8, 10-14, 17, 21, 29, 30. */
+#define ERRCODE_MASK ((1 << 8) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | \
+                      (1 << 14) | (1 << 17) | (1 << 21) | (1 << 29) | (1 << 30))
+
+    .text
+
+.macro exc_stub vec
+    .balign 16
+exc_stub_\vec:
+    .if ((ERRCODE_MASK >> \vec) & 1) == 0
+    pushq   $0
+    .endif
+    pushq   $\vec
+    jmp     exc_common
+.endm
+
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    exc_stub \v
+    .endr
+
+/* Frame (lowest address first): r15..rax, vector, error, rip, cs, rflags, rsp, ss */
+exc_common:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    push    %rbx
+    push    %rbp
+    push    %rsi
+    push    %rdi
+    push    %r8
+    push    %r9
+    push    %r10
+    push    %r11
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    mov     %rsp, %rdi
+    and     $-16, %rsp
+    cld
+    call    rt_exception
+1:  cli
+    hlt
+    jmp     1b
+
+/*
+ * The upcall vector (HVM_PARAM_CALLBACK_IRQ type 2): an interrupt gate, so
+ * IF = 0 until iretq.  Saves the caller-saved registers; rbp keeps the
+ * unaligned stack pointer across the C call.
+ */
+    .globl upcall_entry
+    .type upcall_entry, @function
+upcall_entry:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    push    %rsi
+    push    %rdi
+    push    %r8
+    push    %r9
+    push    %r10
+    push    %r11
+    push    %rbp
+    mov     %rsp, %rbp
+    and     $-16, %rsp
+    cld
+    call    rt_upcall
+    mov     %rbp, %rsp
+    pop     %rbp
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    iretq
+    .size upcall_entry, . - upcall_entry
+
+/*
+ * Secondary vCPU entry in 64-bit mode, as set up by smp_start(): paging on
+ * with the boot page tables, RSP = its stack, RDI = its struct cpu, IF = 0.
+ * Xen loaded flat hidden segment state; install our GDT and selectors.
+ */
+    .globl ap_start64
+    .type ap_start64, @function
+ap_start64:
+    cli
+    cld
+    lgdt    gdt_desc64(%rip)
+    pushq   $SEL_CODE64
+    lea     1f(%rip), %rax
+    push    %rax
+    lretq
+1:  mov     $SEL_DATA, %eax
+    mov     %eax, %ds
+    mov     %eax, %es
+    mov     %eax, %ss
+    xor     %eax, %eax
+    mov     %eax, %fs
+    mov     %eax, %gs
+    and     $-16, %rsp
+    xor     %ebp, %ebp
+    call    ap_main                 /* rdi: struct cpu * */
+2:  cli
+    hlt
+    jmp     2b
+    .size ap_start64, . - ap_start64
+
+    .section .rodata
+    .balign 8
+    .globl exc_stubs
+exc_stubs:
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exc_stub_\v
+    .endr
+
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,82 @@
+/* The IDT: exceptions 0..31 report and crash the domain; the upcall vector. */
+#include "rt.h"
+
+struct idt_gate {
+    uint16_t off_lo;
+    uint16_t sel;
+    uint8_t ist;
+    uint8_t type_attr;          /* 0x8E: present, DPL 0, 64-bit interrupt gate */
+    uint16_t off_mid;
+    uint32_t off_hi;
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct idt_gate) == 16, "idt_gate");
+
+static struct idt_gate idt[256] __aligned(16);
+
+static const struct {
+    uint16_t limit;
+    uint64_t base;
+} __attribute__((packed)) idt_desc = {sizeof(idt) - 1, (uint64_t)(uintptr_t)idt};
+
+extern const uint64_t exc_stubs[32];
+extern uint8_t upcall_entry[];
+
+#define SEL_CODE64 0x08
+
+static void set_gate(unsigned int vec, uint64_t handler)
+{
+    struct idt_gate *g = &idt[vec];
+    g->off_lo = (uint16_t)handler;
+    g->sel = SEL_CODE64;
+    g->ist = 0;
+    g->type_attr = 0x8E;
+    g->off_mid = (uint16_t)(handler >> 16);
+    g->off_hi = (uint32_t)(handler >> 32);
+    g->reserved = 0;
+}
+
+void idt_init(void)
+{
+    for (unsigned int v = 0; v < 32; v++)
+        set_gate(v, exc_stubs[v]);
+    set_gate(UPCALL_VECTOR, (uint64_t)(uintptr_t)upcall_entry);
+}
+
+void idt_load(void)
+{
+    asm volatile("lidt %0" ::"m"(idt_desc) : "memory");
+}
+
+struct exc_frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+    uint64_t rdi, rsi, rbp, rbx, rdx, rcx, rax;
+    uint64_t vector, error;
+    uint64_t rip, cs, rflags, rsp, ss;
+};
+
+static const char *const exc_names[32] = {
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "?9",  "#TS",
+    "#NP", "#SS", "#GP", "#PF", "?15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+};
+
+void rt_exception(const struct exc_frame *f);
+__noreturn void rt_exception(const struct exc_frame *f)
+{
+    const char *name = f->vector < 32 && exc_names[f->vector] ? exc_names[f->vector] : "?";
+    /* GS base is set early on every CPU, but do not fault here if it is not. */
+    const struct cpu *c = (const struct cpu *)(uintptr_t)rdmsr(0xC0000101u);
+    unsigned int cpu = c ? c->id : 0;
+
+    printf("EXCEPTION %s vector %lu error 0x%lx rip 0x%lx cr2 0x%lx rsp 0x%lx rflags 0x%lx "
+           "cpu %u\n",
+           name, (unsigned long)f->vector, (unsigned long)f->error, (unsigned long)f->rip,
+           (unsigned long)read_cr2(), (unsigned long)f->rsp, (unsigned long)f->rflags, cpu);
+    printf("  rax %lx rbx %lx rcx %lx rdx %lx rsi %lx rdi %lx rbp %lx\n",
+           (unsigned long)f->rax, (unsigned long)f->rbx, (unsigned long)f->rcx,
+           (unsigned long)f->rdx, (unsigned long)f->rsi, (unsigned long)f->rdi,
+           (unsigned long)f->rbp);
+    printf("RESULT %s: FAIL (exception %lu at 0x%lx)\n", rt_prog_name,
+           (unsigned long)f->vector, (unsigned long)f->rip);
+    rt_shutdown(SHUTDOWN_crash);
+}

@@ -1,0 +1,108 @@
+/* pvclock, wall clock, the VCPUOP timers and a per-vCPU VIRQ_TIMER helper. */
+#include "rt.h"
+
+/* Spec §5.1: seqlock on version; delta scaled by tsc_shift, then * mul >> 32. */
+uint64_t now_ns(void)
+{
+    volatile struct vcpu_time_info *t = &this_cpu()->vi->time;
+    uint32_t version, mul;
+    uint64_t tsc_ts, sys, tsc;
+    int8_t shift;
+
+    do {
+        version = t->version;
+        barrier();
+        tsc_ts = t->tsc_timestamp;
+        sys = t->system_time;
+        mul = t->tsc_to_system_mul;
+        shift = t->tsc_shift;
+        tsc = rdtsc();
+        barrier();
+    } while ((version & 1) || version != t->version);
+
+    uint64_t delta = tsc - tsc_ts;
+    if (shift >= 0)
+        delta <<= shift;
+    else
+        delta >>= -shift;
+    return sys + (uint64_t)(((unsigned __int128)delta * mul) >> 32);
+}
+
+void wallclock_read(struct wallclock *wc)
+{
+    volatile struct shared_info *s = rt_shinfo;
+    uint32_t version, sec, nsec, sec_hi;
+
+    do {
+        version = s->wc_version;
+        barrier();
+        sec = s->wc_sec;
+        nsec = s->wc_nsec;
+        sec_hi = s->wc_sec_hi;
+        barrier();
+    } while ((version & 1) || version != s->wc_version);
+    wc->sec = ((uint64_t)sec_hi << 32) | sec;
+    wc->nsec = nsec;
+    wc->version = version;
+}
+
+long vcpu_set_singleshot_timer(unsigned int vcpu, uint64_t abs_ns, uint32_t flags)
+{
+    struct vcpu_set_singleshot_timer t = {.timeout_abs_ns = abs_ns, .flags = flags};
+    return vcpu_op(VCPUOP_set_singleshot_timer, vcpu, &t);
+}
+
+long vcpu_stop_singleshot_timer(unsigned int vcpu)
+{
+    return vcpu_op(VCPUOP_stop_singleshot_timer, vcpu, NULL);
+}
+
+long vcpu_set_periodic_timer(unsigned int vcpu, uint64_t period_ns)
+{
+    struct vcpu_set_periodic_timer t = {.period_ns = period_ns};
+    return vcpu_op(VCPUOP_set_periodic_timer, vcpu, &t);
+}
+
+long vcpu_stop_periodic_timer(unsigned int vcpu)
+{
+    return vcpu_op(VCPUOP_stop_periodic_timer, vcpu, NULL);
+}
+
+static void timer_handler(evtchn_port_t port, void *data)
+{
+    struct cpu *c = this_cpu();
+    c->timer_last_ns = now_ns();
+    c->timer_events++;
+    if (c->timer_cb)
+        c->timer_cb(c->timer_arg);
+}
+
+long timer_init(void (*cb)(void *arg), void *arg)
+{
+    struct cpu *c = this_cpu();
+    c->timer_cb = cb;
+    c->timer_arg = arg;
+    if (c->timer_port > 0)
+        return c->timer_port;
+    long port = evtchn_bind_virq(VIRQ_TIMER, c->id);
+    if (port < 0)
+        return port;
+    evtchn_set_handler((evtchn_port_t)port, timer_handler, NULL);
+    c->timer_port = port;
+    return port;
+}
+
+void sleep_until(uint64_t abs_ns)
+{
+    cli();
+    while (now_ns() < abs_ns) {
+        set_timer_op(abs_ns);
+        sched_block();
+        irq_window();
+    }
+}
+
+void sleep_ns(uint64_t ns)
+{
+    sleep_until(now_ns() + ns);
+}
