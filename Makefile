@@ -15,6 +15,7 @@ test: guests lint
 
 bench: guests
 	$(PYTHON) bench/hypercall.py
+	$(PYTHON) bench/events.py
 
 clean:
 	$(MAKE) -C guests clean

@@ -135,9 +135,9 @@ def _run(hv: Hypervisor, config: DomainConfig, spec: BuildSpec) -> int:
 
 def _preserve(hv: Hypervisor, domid: int, reason: int) -> None:
     """Keep a shut-down domain until the user interrupts (xl's ``preserve``)."""
-    hv.console.log(f"d{domid}: preserved after {reason_name(reason)}: "
-                   "press Ctrl-C to destroy it")
     try:
+        hv.console.log(f"d{domid}: preserved after {reason_name(reason)}: "
+                       "press Ctrl-C to destroy it")
         threading.Event().wait()
     except KeyboardInterrupt:
         hv.console.log(f"d{domid}: destroying the preserved domain")

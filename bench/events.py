@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Event and timer benchmark: latencies and idle cost, beside a raw KVM exit.
+
+    python3 bench/events.py [--n 3000] [--secs 2]
+
+Runs, in this order, in one process (the hypervisor runs in-process through
+pyxen's Python API, so its CPU time can be read with getrusage):
+
+    C bare / C syncregs   kvm_exit_ref: the raw KVM exit round trip (reference)
+    ipi                   guests/build/ipi.elf, 2 vCPUs: event send -> upcall
+                          between vCPUs (one-way and round trip, from pvclock)
+    interdomain           two pingpong.elf domains: round trip between domains
+    timer                 timer.elf: VIRQ_TIMER re-armed every 1 ms (guest-measured
+                          lateness) plus the host-side part (deadline -> timer
+                          callback, deadline -> KVM_INTERRUPT)
+    idle                  idle.elf blocked for --secs with no timer, and with a
+                          100 Hz periodic timer: host CPU used (% of one CPU)
+
+Guest-measured figures include the guest's own instructions, which this
+nested, emulating KVM runs at about 1 us each; the host-side timer figures
+and the exit reference show what pyxen itself adds.  Only ratios within one
+run are comparable (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(BENCH))
+
+from hypercall import BenchError, build, run_c  # noqa: E402
+
+from pyxen.hv import event_channel  # noqa: E402
+from pyxen.hv.builder import BuildSpec, build_domain  # noqa: E402
+from pyxen.hv.domain import Domain  # noqa: E402
+from pyxen.hv.hypervisor import Hypervisor  # noqa: E402
+from pyxen.hv.vcpu import install_kick_handler  # noqa: E402
+
+GUEST_BUILD = ROOT / "guests" / "build"
+
+
+def _kv(line: str) -> dict[str, str]:
+    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+
+
+class Run:
+    """A hypervisor with captured output, for one measurement."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+        self.log = io.StringIO()
+        self.hv = Hypervisor(self.out, self.log)
+
+    def domain(self, prog: str, cmdline: str, vcpus: int = 1, domid: int | None = None
+               ) -> Domain:
+        spec = BuildSpec(name=prog, kernel=GUEST_BUILD / f"{prog}.elf", cmdline=cmdline,
+                         memory_mib=16, maxmem_mib=16, vcpus=vcpus, maxvcpus=vcpus,
+                         domid=domid)
+        return build_domain(self.hv, spec)
+
+    def finish(self, domains: list[Domain], prog: str, timeout: float = 600) -> str:
+        end = time.monotonic() + timeout
+        for d in domains:
+            d.wait(max(end - time.monotonic(), 0))
+        out = self.out.getvalue()
+        self.hv.close()
+        if out.count(f"RESULT {prog}: PASS") != len(domains):
+            raise BenchError(f"{prog} did not pass:\n{out}\n{self.log.getvalue()}")
+        return out
+
+    def info(self, out: str, pattern: str) -> dict[str, str]:
+        m = re.search(pattern, out, re.M)
+        if not m:
+            raise BenchError(f"no line matching {pattern!r} in:\n{out}")
+        return _kv(m.group(0))
+
+
+def bench_ipi(n: int) -> dict[str, str]:
+    r = Run()
+    d = r.domain("ipi", f"n={n}", vcpus=2)
+    d.start()
+    return r.info(r.finish([d], "ipi"), r"ipi: n=\d+ rtt_median_ns=.*$")
+
+
+def bench_interdomain(n: int) -> dict[str, str]:
+    r = Run()
+    ping_id, pong_id = r.hv.allocate_domid(), r.hv.allocate_domid()
+    ping = r.domain("pingpong", f"role=ping peer={pong_id} n={n}", domid=ping_id)
+    with r.hv.event_lock:
+        port = event_channel.alloc_unbound(ping, pong_id)
+    pong = r.domain("pingpong", f"role=pong peer={ping_id} port={port}", domid=pong_id)
+    ping.start()
+    pong.start()
+    return r.info(r.finish([ping, pong], "pingpong"), r"pingpong: n=\d+ rtt_median_ns=.*$")
+
+
+def bench_timer(secs: int) -> tuple[dict[str, str], list[int], list[int]]:
+    """Guest-side lateness, and host-side: deadline -> callback, deadline -> injection."""
+    r = Run()
+    d = r.domain("timer", f"secs={secs}")
+    hv = r.hv
+    deadlines: dict[int, int] = {}
+    fired: list[int] = []
+    injected: list[int] = []
+    pending: list[int] = []
+    timer = d.vcpus[0].singleshot
+    service = hv.timers
+    real_arm = service._arm
+
+    def arm(t: object, deadline: int) -> None:
+        if t is timer:
+            deadlines[0] = deadline
+        real_arm(t, deadline)  # type: ignore[arg-type]
+
+    real_callback = timer.callback
+
+    def callback() -> None:
+        now = hv.system_time_ns()
+        fired.append(now - deadlines[0])
+        pending.append(deadlines[0])
+        real_callback()
+
+    kvm = d.vcpus[0].kvm
+    real_inject: Callable[[int], None] = kvm.inject_interrupt
+
+    def inject(vector: int) -> None:
+        if pending:
+            injected.append(hv.system_time_ns() - pending.pop())
+        real_inject(vector)
+
+    service._arm = arm  # type: ignore[method-assign]
+    timer.callback = callback
+    kvm.inject_interrupt = inject  # type: ignore[method-assign]
+    d.start()
+    out = r.finish([d], "timer")
+    return r.info(out, r"timer: count=.*$"), fired, injected
+
+
+def bench_idle(secs: int, hz: int) -> dict[str, float]:
+    r = Run()
+    d = r.domain("idle", f"secs={secs} hz={hz}")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    d.start()
+    d.wait(secs + 60)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    out = r.finish([d], "idle")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    ticks = int(r.info(out, r"idle: secs=.*$")["ticks"])
+    return {"cpu_pct": 100 * cpu / wall, "wall": wall, "ticks": ticks,
+            "cpu_per_tick_us": (cpu / ticks * 1e6) if ticks else 0.0}
+
+
+def pct(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=3000, help="round trips per latency run")
+    ap.add_argument("--secs", type=int, default=2, help="seconds of timer and idle runs")
+    args = ap.parse_args()
+    build()
+    install_kick_handler()
+    try:
+        ref_bare = statistics.median(run_c("bare", 20000, 1000)["ns"] for _ in range(3))
+        ref_sync = statistics.median(run_c("syncregs", 20000, 1000)["ns"] for _ in range(3))
+        print("measuring ipi ...", file=sys.stderr, flush=True)
+        ipi = bench_ipi(args.n)
+        print("measuring interdomain ...", file=sys.stderr, flush=True)
+        inter = bench_interdomain(args.n)
+        print("measuring timer ...", file=sys.stderr, flush=True)
+        timer, fired, injected = bench_timer(args.secs)
+        print("measuring idle ...", file=sys.stderr, flush=True)
+        idle0 = bench_idle(args.secs, 0)
+        idle100 = bench_idle(args.secs, 100)
+    except BenchError as e:
+        print(f"benchmark failed:\n{e}", file=sys.stderr)
+        return 1
+
+    def us(ns: str | float) -> str:
+        return f"{float(ns) / 1000:,.1f}"
+
+    print()
+    print("pyxen event and timer benchmark (one run; compare ratios, not absolute times)")
+    print(f"reference: raw KVM exit round trip, C: bare {us(ref_bare)} us, "
+          f"with sync regs {us(ref_sync)} us")
+    print()
+    print(f"{'what':<44}{'median us':>12}{'p99 us':>10}{'/ exit':>9}")
+    rows = [
+        ("event send->upcall, between vCPUs (one-way)",
+         ipi["oneway_median_ns"], ipi["oneway_p99_ns"]),
+        ("event round trip, between vCPUs", ipi["rtt_median_ns"], ipi["rtt_p99_ns"]),
+        ("event round trip, between domains", inter["rtt_median_ns"], inter["rtt_p99_ns"]),
+        ("VIRQ_TIMER lateness at 1 kHz (guest-measured)",
+         float(timer["late_median_us"]) * 1000, float(timer["late_p99_us"]) * 1000),
+        ("  host: deadline -> timer callback",
+         statistics.median(fired), pct(fired, 0.99)),
+        ("  host: deadline -> callback vector injected",
+         statistics.median(injected) if injected else float("nan"), pct(injected, 0.99)),
+    ]
+    for label, med, p99 in rows:
+        print(f"{label:<44}{us(med):>12}{us(p99):>10}{float(med) / ref_sync:>9.1f}")
+    print()
+    print(f"timer: {timer['count']} events in {args.secs} s, max lateness "
+          f"{timer['late_max_us']} us (guest)")
+    for label, res in (("idle guest, blocked, no timer", idle0),
+                       ("idle guest, 100 Hz periodic timer", idle100)):
+        print(f"{label:<44} host CPU {res['cpu_pct']:5.2f}% of one CPU over "
+              f"{res['wall']:.1f} s, {res['ticks']} ticks, "
+              f"{res['cpu_per_tick_us']:,.0f} us CPU per tick "
+              f"({res['cpu_per_tick_us'] * 1000 / ref_sync:,.1f} exits)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
