@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .domains import Host
+
 REPO = Path(__file__).resolve().parents[2]
 GUESTS = REPO / "guests"
 GUEST_BUILD = GUESTS / "build"
@@ -149,3 +151,13 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
         return proc.returncode, proc.stdout, proc.stderr
 
     yield run
+
+
+@pytest.fixture
+def host(guests_built: Path) -> Iterator[Host]:
+    """A hypervisor in this process, for tests that run several domains (see domains.py)."""
+    h = Host()
+    try:
+        yield h
+    finally:
+        h.close()

@@ -8,22 +8,12 @@ two domains at once and ports handed over by the test.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
 from integration.domains import Host
 from pyxen.abi.xen import ShutdownReason
 from pyxen.hv import event_channel
-
-
-@pytest.fixture
-def host() -> Iterator[Host]:
-    h = Host()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def _assert_passed(host: Host, domid: int, prog: str) -> None:

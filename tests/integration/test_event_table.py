@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from integration.domains import Host
@@ -14,15 +12,6 @@ from pyxen.hv import event_channel as ev
 from pyxen.hv.builder import CONSOLE_EVTCHN, STORE_EVTCHN
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import HypercallError
-
-
-@pytest.fixture
-def host() -> Iterator[Host]:
-    h = Host()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def _errno(fn: object, *args: object) -> int:

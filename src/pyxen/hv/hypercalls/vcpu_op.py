@@ -26,7 +26,6 @@ from pyxen.abi.vcpu import (
     vcpu_set_periodic_timer,
     vcpu_set_singleshot_timer,
 )
-from pyxen.abi.xen import ShutdownReason
 from pyxen.hv import atomic
 from pyxen.hv.dispatch import Call, report_missing_subop, signed32
 from pyxen.hv.errors import HypercallError
@@ -61,7 +60,8 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
         v.notify()
         return 0
     if cmd == VcpuOp.down:
-        return _down(call, v)
+        v.take_down()  # asynchronous for another vCPU; the last one down is a poweroff
+        return 0
     if cmd == VcpuOp.is_up:
         return 1 if v.online else 0
     if cmd == VcpuOp.get_runstate_info:
@@ -119,20 +119,6 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
     if cmd == VcpuOp.register_vcpu_time_memory_area:
         return report_missing_subop(call, "vcpu_op", cmd, "register_vcpu_time_memory_area")
     return -XenErrno.ENOSYS
-
-
-def _down(call: Call, v: VcpuRunner) -> int:
-    domain = call.domain
-    with domain.lock:
-        last = not any(o.online for o in domain.vcpus if o is not v)
-        if not last:
-            v.online = False
-    if last:
-        domain.log("all vCPUs offline -- powering off")
-        domain.shutdown(ShutdownReason.poweroff)
-        return 0
-    v.notify()
-    return 0
 
 
 # -- VCPUOP_register_vcpu_info ----------------------------------------------------
