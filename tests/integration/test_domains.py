@@ -50,6 +50,20 @@ def test_hostile_guest_leaves_its_neighbour_alone(host: Host) -> None:
 
 
 @pytest.mark.kvm
+@pytest.mark.parametrize("action", ["triple", "crash"])
+def test_a_crashing_domain_leaves_its_neighbour_alone(host: Host, action: str) -> None:
+    good = host.build("ipi", "n=200", vcpus=2)
+    bad = host.build("sched", f"action={action}")
+    good.start()
+    bad.start()
+    reasons = host.wait_all([good, bad], timeout=120)
+    assert reasons == [ShutdownReason.poweroff, ShutdownReason.crash], host.describe()
+    _assert_passed(host, good.domid, "ipi")
+    if action == "triple":
+        assert "triple fault" in host.log.getvalue() and "rip=" in host.log.getvalue()
+
+
+@pytest.mark.kvm
 def test_pause_quiesces_every_vcpu(host: Host) -> None:
     d = host.build("ipi", "n=300", vcpus=2)
     d.start()
