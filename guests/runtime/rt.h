@@ -436,6 +436,30 @@ void sleep_ns(uint64_t ns);
 #define NS_PER_MS 1000000ull
 #define NS_PER_SEC 1000000000ull
 
+/* ---- latency histogram (hist.c) ---- */
+/*
+ * 5 us bins up to 5 ms, 100 us bins up to 100 ms, then one overflow bin.
+ * Not locked: one writer at a time.  A percentile is the upper edge of its
+ * bin, capped at the largest sample (so the overflow bin reports the max).
+ */
+#define HIST_FINE_NS 5000ull
+#define HIST_FINE_BINS 1000u
+#define HIST_COARSE_NS 100000ull
+#define HIST_COARSE_BINS 950u
+#define HIST_NBINS (HIST_FINE_BINS + HIST_COARSE_BINS + 1)
+
+struct hist {
+    uint32_t bin[HIST_NBINS];
+    uint64_t count;
+    uint64_t max_ns;
+};
+
+void hist_add(struct hist *h, uint64_t ns);
+/* dst += src (bins, count, max). */
+void hist_merge(struct hist *dst, const struct hist *src);
+/* The pct-th percentile (rank ceil(count * pct / 100)); 0 if empty. */
+uint64_t hist_percentile_ns(const struct hist *h, unsigned int pct);
+
 /* ---- command line ---- */
 /* Copies the value of key=value into buf; returns its length or -1. */
 int cmdline_get(const char *key, char *buf, size_t size);

@@ -40,6 +40,7 @@
 #define XEN_ENOSPC  28
 #define XEN_ENOSYS  38
 #define XEN_ETIME   62
+#define XEN_EOPNOTSUPP 95
 
 /* --- PVH start info (§3.2) --- */
 #define XEN_HVM_START_MAGIC_VALUE   0x336ec578u
@@ -169,6 +170,9 @@ typedef uint32_t evtchn_port_t;
 #define EVTCHNOP_bind_vcpu          8
 #define EVTCHNOP_unmask             9
 #define EVTCHNOP_reset             10
+#define EVTCHNOP_init_control      11   /* FIFO ABI */
+#define EVTCHNOP_expand_array      12   /* FIFO ABI */
+#define EVTCHNOP_set_priority      13   /* FIFO ABI */
 
 struct evtchn_bind_interdomain {
     uint16_t remote_dom;
@@ -238,12 +242,34 @@ struct evtchn_unmask {
     evtchn_port_t port;
 };
 
+struct evtchn_reset {
+    uint16_t dom;
+};
+
+struct evtchn_init_control {
+    uint64_t control_gfn;
+    uint32_t offset;
+    uint32_t vcpu;
+    uint8_t link_bits;          /* out */
+    uint8_t pad[7];
+};
+
+struct evtchn_expand_array {
+    uint64_t array_gfn;
+};
+
+struct evtchn_set_priority {
+    evtchn_port_t port;
+    uint32_t priority;
+};
+
 _Static_assert(sizeof(struct evtchn_bind_interdomain) == 12, "bind_interdomain");
 _Static_assert(sizeof(struct evtchn_bind_virq) == 12, "bind_virq");
 _Static_assert(sizeof(struct evtchn_status) == 24, "evtchn_status");
 _Static_assert(__builtin_offsetof(struct evtchn_status, u.interdomain.port) == 20, "status.u");
 _Static_assert(sizeof(struct evtchn_alloc_unbound) == 8, "alloc_unbound");
 _Static_assert(sizeof(struct evtchn_bind_ipi) == 8, "bind_ipi");
+_Static_assert(sizeof(struct evtchn_init_control) == 24, "init_control");
 
 /* VIRQs (§6.3) */
 #define VIRQ_TIMER                  0
@@ -253,7 +279,10 @@ _Static_assert(sizeof(struct evtchn_bind_ipi) == 8, "bind_ipi");
 #define NR_VIRQS                   24
 
 /* --- special domain ids (§6.4) --- */
+#define DOMID_FIRST_RESERVED        0x7FF0u
 #define DOMID_SELF                  0x7FF0u
+#define DOMID_IO                    0x7FF1u
+#define DOMID_XEN                   0x7FF2u
 #define DOMID_INVALID               0x7FF4u
 
 /* --- memory_op (§7.5) --- */
@@ -307,8 +336,10 @@ struct xen_add_to_physmap {
 #define SCHEDOP_block               1
 #define SCHEDOP_shutdown            2
 #define SCHEDOP_poll                3
+#define SCHEDOP_remote_shutdown     4
 #define SCHEDOP_shutdown_code       5
 #define SCHEDOP_watchdog            6
+#define SCHEDOP_pin_override        7
 
 struct sched_shutdown {
     uint32_t reason;
@@ -321,6 +352,21 @@ struct sched_poll {
     uint64_t timeout;           /* absolute system time (ns); 0 = none */
 };
 _Static_assert(sizeof(struct sched_poll) == 24, "sched_poll");
+
+struct sched_remote_shutdown {
+    uint16_t domain_id;
+    uint16_t pad;
+    uint32_t reason;
+};
+
+struct sched_watchdog {
+    uint32_t id;                /* 0 allocates */
+    uint32_t timeout;           /* seconds; 0 destroys */
+};
+
+struct sched_pin_override {
+    int32_t pcpu;
+};
 
 /* --- vcpu_op (§8.1, hypercall 24) --- */
 #define VCPUOP_initialise           0
@@ -364,6 +410,13 @@ struct vcpu_set_singleshot_timer {
 };
 _Static_assert(sizeof(struct vcpu_set_singleshot_timer) == 16, "singleshot");
 
+struct vcpu_register_vcpu_info {
+    uint64_t mfn;               /* a GFN for HVM/PVH */
+    uint32_t offset;
+    uint32_t rsvd;
+};
+_Static_assert(sizeof(struct vcpu_register_vcpu_info) == 16, "register_vcpu_info");
+
 /* §3.4: VCPUOP_initialise for HVM/PVH, 128 bytes */
 #define VCPU_HVM_MODE_32B           0
 #define VCPU_HVM_MODE_64B           1
@@ -374,14 +427,29 @@ struct vcpu_hvm_x86_64 {
     uint64_t cr0, cr3, cr4, efer;
 };
 
+struct vcpu_hvm_x86_32 {
+    uint32_t eax, ecx, edx, ebx, esp, ebp, esi, edi;
+    uint32_t eip, eflags;
+    uint32_t cr0, cr3, cr4;
+    uint32_t pad1;
+    uint64_t efer;
+    uint32_t cs_base, ds_base, ss_base, es_base, tr_base;
+    uint32_t cs_limit, ds_limit, ss_limit, es_limit, tr_limit;
+    uint16_t cs_ar, ds_ar, ss_ar, es_ar, tr_ar;
+    uint16_t pad2[3];
+};
+
 struct vcpu_hvm_context {
     uint32_t mode;
     uint32_t pad;
     union {
-        uint8_t x86_32[120];    /* vcpu_hvm_x86_32: not used here */
+        struct vcpu_hvm_x86_32 x86_32;
         struct vcpu_hvm_x86_64 x86_64;
     } cpu_regs;
 };
+_Static_assert(sizeof(struct vcpu_hvm_x86_32) == 120, "vcpu_hvm_x86_32");
+_Static_assert(__builtin_offsetof(struct vcpu_hvm_x86_32, efer) == 56, "x86_32.efer");
+_Static_assert(__builtin_offsetof(struct vcpu_hvm_x86_32, cs_ar) == 104, "x86_32.cs_ar");
 _Static_assert(sizeof(struct vcpu_hvm_x86_64) == 112, "vcpu_hvm_x86_64");
 _Static_assert(sizeof(struct vcpu_hvm_context) == 128, "vcpu_hvm_context");
 _Static_assert(__builtin_offsetof(struct vcpu_hvm_context, cpu_regs.x86_64.rip) == 8 + 64,

@@ -7,8 +7,12 @@
  * finds it by scanning EVTCHNOP_status on ports 1..1023 for an unbound port
  * whose remote domain is `peer` (or one already interdomain with `peer`).  PONG binds it (bind_interdomain), sends
  * one "hello" event, then echoes every event.  PING waits for the hello,
- * does n round trips and prints the mean round trip:
+ * does n round trips and prints the mean round trip and its distribution
+ * (a histogram, runtime/hist.c):
  *   pingpong: n=N mean_rtt_us=X
+ *   pingpong: n=N rtt_median_ns=A rtt_p99_ns=B
+ * A round trip runs from PING's now_ns() just before EVTCHNOP_send to the
+ * now_ns() its handler takes first thing; the mean is over those samples.
  * PONG ends when its port is no longer interdomain (PING closed its end or
  * went away), checked every 10 ms, or after n echoes if n= is given.
  */
@@ -19,9 +23,12 @@ const char rt_prog_name[] = "pingpong";
 static volatile uint64_t received;
 static volatile int echo_on;
 static evtchn_port_t chan;
+static volatile uint64_t recv_ns;       /* PING: now_ns() on entry to its handler */
+static struct hist rtt_hist;
 
 static void ping_handler(evtchn_port_t port, void *data)
 {
+    recv_ns = now_ns();
     received++;
 }
 
@@ -64,21 +71,28 @@ static void ping(uint16_t peer, unsigned long n)
           "channel is interdomain to d%u (status %u, dom %u, port %u)", peer, st.status,
           st.u.interdomain.dom, st.u.interdomain.port);
 
-    uint64_t t0 = now_ns();
+    uint64_t sum = 0;
     unsigned long done = 0;
     for (unsigned long i = 0; i < n; i++) {
         uint64_t want = received + 1;
+        uint64_t start = now_ns();
         if (evtchn_send(chan) != 0)
             break;
         WAIT_HLT(received >= want);
+        uint64_t rtt = recv_ns - start;
+        sum += rtt;
+        hist_add(&rtt_hist, rtt);
         done++;
     }
-    uint64_t t1 = now_ns();
     expect_eq(done, n, "every ping got its pong");
     expect_eq(received, n + 1, "received hello + n events");
-    if (done)
-        printf("pingpong: n=%lu mean_rtt_us=%lu.%03lu\n", done,
-               (unsigned long)((t1 - t0) / done / 1000), (unsigned long)((t1 - t0) / done % 1000));
+    if (done) {
+        printf("pingpong: n=%lu mean_rtt_us=%lu.%03lu\n", done, (unsigned long)(sum / done / 1000),
+               (unsigned long)(sum / done % 1000));
+        printf("pingpong: n=%lu rtt_median_ns=%lu rtt_p99_ns=%lu\n", done,
+               (unsigned long)hist_percentile_ns(&rtt_hist, 50),
+               (unsigned long)hist_percentile_ns(&rtt_hist, 99));
+    }
     expect_eq(evtchn_close(chan), 0, "close the channel (ends PONG)");
 }
 

@@ -30,14 +30,21 @@ def do_event_channel_op(call: Call, cmd: int, arg: int, *_: int) -> int:
     if handler is not None:
         handler(call, arg)
         return 0
+    # Xen copies every argument in before acting on it: a bad pointer is -EFAULT.
     if cmd == EvtchnOp.init_control:
+        call.guest.read_struct(arg, ec.evtchn_init_control)
         return report_missing_subop(call, "event_channel_op", cmd,
                                     "init_control: FIFO ABI not implemented, use 2-level")
     if cmd == EvtchnOp.expand_array:
-        return -XenErrno.EOPNOTSUPP
+        call.guest.read_struct(arg, ec.evtchn_expand_array)
+        return -XenErrno.EOPNOTSUPP  # what Xen answers a domain using 2-level
     if cmd == EvtchnOp.set_priority:
-        return -XenErrno.ENOSYS
+        port = int(call.guest.read_struct(arg, ec.evtchn_set_priority).port)
+        with call.domain.hv.event_lock:
+            call.domain.events.get(port)  # -EINVAL for an invalid port
+        return -XenErrno.ENOSYS  # 2-level has no priorities
     if cmd == EvtchnOp.bind_pirq:
+        call.guest.read_struct(arg, ec.evtchn_bind_pirq)
         return report_missing_subop(call, "event_channel_op", cmd, "bind_pirq")
     return -XenErrno.ENOSYS
 
