@@ -2,6 +2,7 @@
  * Interrupt and AP entry points:
  *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), never returns
  *   upcall_entry   the event-channel upcall vector -> rt_upcall()
+ *   nmi_entry      NMI (vector 2) -> rt_nmi()
  *   ap_start64     first instruction of a secondary vCPU (VCPUOP_initialise)
  */
 
@@ -54,13 +55,14 @@ exc_common:
     jmp     1b
 
 /*
- * The upcall vector (HVM_PARAM_CALLBACK_IRQ type 2): an interrupt gate, so
- * IF = 0 until iretq.  Saves the caller-saved registers; rbp keeps the
- * unaligned stack pointer across the C call.
+ * Interrupt entries that return: save the caller-saved registers, call a C
+ * function, restore, iretq.  Interrupt gates, so IF = 0 until iretq; rbp
+ * keeps the unaligned stack pointer across the C call.
  */
-    .globl upcall_entry
-    .type upcall_entry, @function
-upcall_entry:
+.macro irq_entry name, handler
+    .globl \name
+    .type \name, @function
+\name:
     push    %rax
     push    %rcx
     push    %rdx
@@ -74,7 +76,7 @@ upcall_entry:
     mov     %rsp, %rbp
     and     $-16, %rsp
     cld
-    call    rt_upcall
+    call    \handler
     mov     %rbp, %rsp
     pop     %rbp
     pop     %r11
@@ -87,7 +89,13 @@ upcall_entry:
     pop     %rcx
     pop     %rax
     iretq
-    .size upcall_entry, . - upcall_entry
+    .size \name, . - \name
+.endm
+
+/* The upcall vector (HVM_PARAM_CALLBACK_IRQ type 2). */
+    irq_entry upcall_entry, rt_upcall
+/* NMIs (VCPUOP_send_nmi) are counted per CPU, not fatal. */
+    irq_entry nmi_entry, rt_nmi
 
 /*
  * Secondary vCPU entry in 64-bit mode, as set up by smp_start(): paging on

@@ -20,7 +20,7 @@ static const struct {
 } __attribute__((packed)) idt_desc = {sizeof(idt) - 1, (uint64_t)(uintptr_t)idt};
 
 extern const uint64_t exc_stubs[32];
-extern uint8_t upcall_entry[];
+extern uint8_t upcall_entry[], nmi_entry[];
 
 #define SEL_CODE64 0x08
 
@@ -41,6 +41,13 @@ void idt_init(void)
     for (unsigned int v = 0; v < 32; v++)
         set_gate(v, exc_stubs[v]);
     set_gate(UPCALL_VECTOR, (uint64_t)(uintptr_t)upcall_entry);
+    set_gate(2, (uint64_t)(uintptr_t)nmi_entry);
+}
+
+void rt_nmi(void);
+void rt_nmi(void)
+{
+    this_cpu()->nmis++;
 }
 
 void idt_load(void)

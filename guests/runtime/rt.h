@@ -278,6 +278,7 @@ struct cpu {
     volatile uint64_t upcalls;    /* upcall vector entries */
     volatile uint64_t events;     /* port handlers run */
     volatile uint64_t stray;      /* pending ports without a handler */
+    volatile uint64_t nmis;       /* NMIs taken (vector 2) */
     /* timer_init() */
     long timer_port;
     void (*timer_cb)(void *arg);

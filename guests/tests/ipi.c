@@ -96,6 +96,21 @@ static void test_runstate_other(void)
     expect_eq(vcpu_get_runstate_info(2, &b), -XEN_ENOENT, "get_runstate_info(vcpu 2) -> -ENOENT");
 }
 
+/* VCPUOP_send_nmi: to vCPU 1 (blocked in hlt: woken, takes it) and to ourselves. */
+static void test_nmi(void)
+{
+    expect_eq(vcpu_op(VCPUOP_send_nmi, 1, NULL), 0, "send_nmi(vcpu 1) -> 0");
+    uint64_t give_up = now_ns() + 5 * NS_PER_SEC;
+    while (rt_cpus[1].nmis == 0 && now_ns() < give_up)
+        sleep_ns(NS_PER_MS);
+    expect_eq(rt_cpus[1].nmis, 1, "vcpu 1 took one NMI");
+    expect_eq(vcpu_op(VCPUOP_send_nmi, 0, NULL), 0, "send_nmi(vcpu 0) -> 0");
+    give_up = now_ns() + 5 * NS_PER_SEC;
+    while (rt_cpus[0].nmis == 0 && now_ns() < give_up)
+        sleep_ns(NS_PER_MS);
+    expect_eq(rt_cpus[0].nmis, 1, "vcpu 0 took one NMI");
+}
+
 static struct vcpu_runstate_info rs_area;
 
 static void test_runstate_area(void)
@@ -220,6 +235,7 @@ void test_main(const struct hvm_start_info *si)
     pingpong(n);
     test_runstate_other();
     test_runstate_area();
+    test_nmi();
 
     /* vCPU 1 leaves its loop, returns and takes itself down (VCPUOP_down). */
     ap_stop = 1;
