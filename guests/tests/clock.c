@@ -72,6 +72,48 @@ static void test_time_info(void)
            t->tsc_shift, t->flags);
 }
 
+/*
+ * VCPUOP_register_vcpu_time_memory_area: a second copy of the parameters,
+ * written at once and kept up to date (pyxen recalibrates every second).
+ */
+static struct vcpu_time_info time_copy;
+
+static int same_params(volatile struct vcpu_time_info *a, volatile struct vcpu_time_info *b)
+{
+    return a->tsc_timestamp == b->tsc_timestamp && a->system_time == b->system_time &&
+           a->tsc_to_system_mul == b->tsc_to_system_mul && a->tsc_shift == b->tsc_shift;
+}
+
+static void test_time_area_register(void)
+{
+    uint64_t area = (uint64_t)(uintptr_t)&time_copy;
+    expect_eq(vcpu_op(VCPUOP_register_vcpu_time_memory_area, 0, &area), 0,
+              "register_vcpu_time_memory_area(vcpu 0) -> 0");
+    volatile struct vcpu_time_info *t = &this_cpu()->vi->time;
+    check((time_copy.version & 1) == 0 && time_copy.version != 0,
+          "time area written at once (version %u)", time_copy.version);
+    check(same_params(&time_copy, t), "time area holds the vcpu_info parameters");
+}
+
+static void test_time_area_updated(void)
+{
+    /*
+     * After the get_time run (seconds) the copy has been rewritten.  pyxen
+     * writes it at the vCPU's first exit after an update of vcpu_info, so a
+     * hypercall (an exit) brings it level; retry in case an update lands
+     * between that exit and the comparison.
+     */
+    volatile struct vcpu_time_info *t = &this_cpu()->vi->time;
+    check(time_copy.version > 2, "time area rewritten since registration (version %u)",
+          time_copy.version);
+    int same = 0;
+    for (int i = 0; i < 3 && !same; i++) {
+        xen_version(XENVER_version, NULL);
+        same = same_params(&time_copy, t);
+    }
+    check(same, "time area matches vcpu_info after an exit");
+}
+
 static void test_wallclock(void)
 {
     struct wallclock wc;
@@ -158,6 +200,7 @@ void test_main(const struct hvm_start_info *si)
     check(timer_init(NULL, NULL) > 0, "bind VIRQ_TIMER on vcpu 0");
 
     test_time_info();
+    test_time_area_register();
 
     int two = smp_nr_vcpus() >= 2;
     if (two)
@@ -181,4 +224,5 @@ void test_main(const struct hvm_start_info *si)
 
     test_wallclock();
     test_get_time(secs);
+    test_time_area_updated();
 }

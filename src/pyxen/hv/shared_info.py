@@ -16,6 +16,7 @@ lock); guests read concurrently and retry on an odd or changed version.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ VCPU_INFO_SIZE = 64
 UPCALL_PENDING = x.vcpu_info.evtchn_upcall_pending.offset
 UPCALL_MASK = x.vcpu_info.evtchn_upcall_mask.offset
 TIME_OFFSET = x.vcpu_info.time.offset
+TIME_INFO_SIZE = ctypes.sizeof(x.vcpu_time_info)
 assert x.compat_vcpu_info.time.offset == TIME_OFFSET
 
 

@@ -44,7 +44,14 @@ from pyxen.hv import atomic, hypercall_page, pvclock
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call
 from pyxen.hv.runstate import Runstate
-from pyxen.hv.shared_info import TIME_OFFSET, UPCALL_PENDING, VCPU_INFO_SIZE, TimeParams, write_time
+from pyxen.hv.shared_info import (
+    TIME_INFO_SIZE,
+    TIME_OFFSET,
+    UPCALL_PENDING,
+    VCPU_INFO_SIZE,
+    TimeParams,
+    write_time,
+)
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
 from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
@@ -105,6 +112,9 @@ class VcpuRunner:
         self.runstate = Runstate(RunstateState.running if self.online
                                  else RunstateState.offline, hv.system_time_ns())
         self.runstate_gva: int | None = None
+        self.time_area_gva: int | None = None
+        self._time_area_stale = False
+        self._time_area_version = 0
         self.tsc_offset: int | None = None
         self.time_params: TimeParams | None = None
         self.singleshot = hv.timers.timer(self._timer_fired)
@@ -194,6 +204,8 @@ class VcpuRunner:
             self._park()
         if self._stop:
             return False
+        if self._time_area_stale:
+            self.write_time_area(self.guest_access())
         if self.nmi_pending:
             self.nmi_pending = False
             kvm.inject_nmi()
@@ -295,6 +307,28 @@ class VcpuRunner:
         params = pvclock.next_params(self.time_params, host_tsc + self.tsc_offset, now_ns, hz)
         self.time_params = params
         write_time(self.vcpu_info_view, TIME_OFFSET, params)
+        if self.time_area_gva is not None:
+            # The secondary copy is at a guest virtual address: only this
+            # vCPU's thread can translate it.  No kick: the old parameters
+            # stay valid, so it is written at the vCPU's next exit.
+            self._time_area_stale = True
+            self._attention = True
+            self.kvm.set_immediate_exit(True)
+
+    def write_time_area(self, access: GuestAccess) -> None:
+        """Copy the pvclock parameters to VCPUOP_register_vcpu_time_memory_area's area."""
+        self._time_area_stale = False
+        gva, params = self.time_area_gva, self.time_params
+        if gva is None or params is None:
+            return
+        body = memoryview(bytearray(TIME_INFO_SIZE))
+        write_time(body, 0, params)
+        self._time_area_version = (self._time_area_version + 1) | 1
+        with contextlib.suppress(*GuestFault):  # Xen ignores a faulting area too
+            access.write_u32(gva, self._time_area_version)
+            access.write(gva + 8, bytes(body[8:]))
+            access.write_u32(gva, self._time_area_version + 1)
+        self._time_area_version += 1
 
     def _timer_fired(self) -> None:
         from pyxen.hv.event_channel import send_vcpu_virq

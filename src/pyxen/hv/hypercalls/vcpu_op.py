@@ -6,8 +6,10 @@ and long-mode bits in 64-bit mode).  It may act from the caller's thread
 because a vCPU that was never initialised has never entered KVM_RUN.
 KVM's own refusal of a register state (KVM_SET_SREGS) is -EINVAL as well.
 
-register_vcpu_time_memory_area (13) and get_physid (12) are not
-implemented (-ENOSYS logged once / -EINVAL as for an unpinned vCPU).
+register_vcpu_time_memory_area (13) keeps a second copy of the pvclock
+parameters at a guest virtual address; it is written by the vCPU's own
+thread (the only one that can translate it) at its next exit after each
+update.  get_physid (12) is -EINVAL, as for an unpinned vCPU.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from pyxen.abi.vcpu import (
     VCPU_SSHOTTMR_future,
     VcpuOp,
     compat_vcpu_register_runstate_memory_area,
+    compat_vcpu_register_time_memory_area,
     compat_vcpu_set_singleshot_timer,
     vcpu_register_runstate_memory_area,
+    vcpu_register_time_memory_area,
     vcpu_register_vcpu_info,
     vcpu_set_periodic_timer,
     vcpu_set_singleshot_timer,
 )
 from pyxen.hv import atomic
-from pyxen.hv.dispatch import Call, report_missing_subop, signed32
+from pyxen.hv.dispatch import Call, signed32
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.shared_info import UPCALL_MASK, UPCALL_PENDING, VCPU_INFO_SIZE
 from pyxen.hv.vcpu import VcpuRunner
@@ -117,7 +121,14 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
     if cmd == VcpuOp.get_physid:
         return -XenErrno.EINVAL  # only pinned vCPUs of the hardware domain have one
     if cmd == VcpuOp.register_vcpu_time_memory_area:
-        return report_missing_subop(call, "vcpu_op", cmd, "register_vcpu_time_memory_area")
+        a = call.guest.read_struct(arg, compat_vcpu_register_time_memory_area
+                                   if call.compat else vcpu_register_time_memory_area)
+        v.time_area_gva = int(a.addr.h)
+        if v is call.vcpu:
+            v.write_time_area(call.guest)
+        else:
+            domain.publish_time(v)  # written by that vCPU at its next exit
+        return 0
     return -XenErrno.ENOSYS
 
 
