@@ -3,7 +3,11 @@
  * Command line: action=poweroff|reboot|suspend|crash|watchdog|soft_reset
  *               (SCHEDOP_shutdown with that reason), code (shutdown_code
  *               crash, then reboot, then shutdown poweroff: reports crash),
- *               triple (triple fault), halt (cli; hlt).
+ *               triple (triple fault), halt (cli; hlt),
+ *               remote (SCHEDOP_remote_shutdown of domain target=N with
+ *               reason=R, which needs a privileged domain; then poweroff),
+ *               watchdog_timer (arm a 1 s SCHEDOP_watchdog, then block:
+ *               the domain ends with SHUTDOWN_watchdog).
  */
 #include "rt.h"
 
@@ -60,6 +64,25 @@ void test_main(const struct hvm_start_info *si)
     if (!strcmp(action, "triple")) {
         rt_report();
         triple_fault();
+    }
+
+    if (!strcmp(action, "remote")) {
+        struct sched_remote_shutdown rs = {
+            .domain_id = (uint16_t)cmdline_get_ulong("target", DOMID_INVALID),
+            .reason = (unsigned int)cmdline_get_ulong("reason", SHUTDOWN_poweroff),
+        };
+        expect_eq(sched_op(SCHEDOP_remote_shutdown, &rs), 0, "remote_shutdown(target) -> 0");
+        rt_finish();
+    }
+
+    if (!strcmp(action, "watchdog_timer")) {
+        struct sched_watchdog wd = {.id = 0, .timeout = 1};
+        expect_eq(sched_op(SCHEDOP_watchdog, &wd), 1, "watchdog(0, 1 s) -> id 1");
+        wd.id = 1;
+        expect_eq(sched_op(SCHEDOP_watchdog, &wd), 0, "watchdog(1, 1 s) re-arms -> 0");
+        rt_report();
+        for (;;)
+            sched_op(SCHEDOP_block, NULL);  /* no event will come: the watchdog fires */
     }
 
     if (!strcmp(action, "halt")) {

@@ -64,6 +64,18 @@ def test_a_crashing_domain_leaves_its_neighbour_alone(host: Host, action: str) -
 
 
 @pytest.mark.kvm
+def test_privileged_domain_shuts_another_down(host: Host) -> None:
+    victim = host.build("idle", "secs=60")
+    boss = host.build("sched", f"action=remote target={victim.domid} reason=1")
+    boss.privileged = True
+    victim.start()
+    boss.start()
+    reasons = host.wait_all([boss, victim], timeout=60)
+    assert reasons == [ShutdownReason.poweroff, ShutdownReason.reboot], host.describe()
+    _assert_passed(host, boss.domid, "sched")
+
+
+@pytest.mark.kvm
 def test_pause_quiesces_every_vcpu(host: Host) -> None:
     d = host.build("ipi", "n=300", vcpus=2)
     d.start()

@@ -89,7 +89,8 @@ def test_sched_shutdown_reason(run_guest: RunGuest, action: str) -> None:
 @pytest.mark.kvm
 @pytest.mark.parametrize(
     ("action", "want"),
-    [("code", EXIT_STATUS["crash"]), ("triple", EXIT_STATUS["crash"]), ("halt", 0)],
+    [("code", EXIT_STATUS["crash"]), ("triple", EXIT_STATUS["crash"]), ("halt", 0),
+     ("watchdog_timer", EXIT_STATUS["watchdog"])],
 )
 def test_sched_other_endings(run_guest: RunGuest, action: str, want: int) -> None:
     status, out, err = run_guest("sched", cmdline=f"action={action}")
