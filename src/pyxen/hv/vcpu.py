@@ -243,7 +243,9 @@ class VcpuRunner:
     def block(self, deadline_ns: int | None = None) -> None:
         """Sleep until an upcall is raised, ``wake`` is called, or ``deadline_ns``."""
         self._wake.clear()
-        if self._attention or self.upcall_deliverable():
+        # Requests published before the clear are seen here; later ones set _wake.
+        if (self._stop or self.nmi_pending or self.domain.pause_count or not self.online
+                or self.upcall_deliverable()):
             return
         hv = self.domain.hv
         self.set_runstate(RunstateState.blocked)
