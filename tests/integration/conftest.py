@@ -11,6 +11,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,11 +88,16 @@ def _quote(value: str) -> str:
 
 
 def _env() -> dict[str, str]:
+    """The environment for pyxen subprocesses: this tree's sources, and a run
+    directory where no hypervisor daemon runs (so `create -F` is standalone
+    even if the developer has a daemon at the default place)."""
     env = dict(os.environ)
     paths = [str(SRC)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYXEN_RUN_DIR"] = os.path.join(tempfile.gettempdir(), f"pyxen-tests-{os.getpid()}")
+    env["PYXEN_LOG_DIR"] = env["PYXEN_RUN_DIR"] + "-log"
     return env
 
 

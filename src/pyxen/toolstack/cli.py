@@ -1,40 +1,97 @@
-"""The ``pyxen`` command: xl-compatible subcommands (only ``create`` so far)."""
+"""The ``pyxen`` command: the hypervisor daemon and xl-compatible subcommands.
+
+``pyxen hypervisor`` runs the hypervisor process; every other subcommand
+talks to it through its control socket (found through ``--run-dir`` or
+``PYXEN_RUN_DIR``), except ``create -F`` with no hypervisor running, which
+runs that one domain in a hypervisor inside the command itself.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+
+from pyxen.control.paths import InstancePaths
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM")
+    p.add_argument("--run-dir", help="the hypervisor's run directory (default $PYXEN_RUN_DIR "
+                                     "or /run/pyxen)")
+    p.add_argument("--log-dir", help="the hypervisor's log directory (default $PYXEN_LOG_DIR "
+                                     "or /var/log/pyxen)")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("create", help="create a domain from an xl.cfg file and run it")
+
+    h = sub.add_parser("hypervisor", help="run the hypervisor process")
+    h.add_argument("--daemon", action="store_true", help="detach and run in the background")
+
+    c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
-                   help="run in the foreground until the domain is gone (the only mode so far)")
+                   help="stay in the foreground until the domain is gone")
+    c.add_argument("-p", dest="paused", action="store_true", help="leave the domain paused")
     c.add_argument("-q", "--quiet", action="store_true", help="less output from pyxen itself")
     c.add_argument("-f", dest="config_opt", metavar="CFG", help="the domain's xl.cfg file")
     c.add_argument("config", nargs="?", help="the domain's xl.cfg file")
     c.add_argument("overrides", nargs="*", metavar="key=value",
                    help="xl.cfg settings that override the file's")
+
+    lst = sub.add_parser("list", help="list domains (xl's table)")
+    lst.add_argument("-l", "--long", action="store_true", help="JSON details")
+    lst.add_argument("domain", nargs="?")
+    for name, text in (("destroy", "destroy a domain at once"), ("pause", "pause a domain"),
+                       ("unpause", "unpause a domain")):
+        sub.add_parser(name, help=text).add_argument("domain")
+    for name, text in (("shutdown", "shut a domain down"), ("reboot", "reboot a domain")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("-w", "--wait", action="store_true", help="wait until it is down")
+        s.add_argument("-a", "--all", action="store_true", help="every domain")
+        s.add_argument("domain", nargs="?")
+    sub.add_parser("domid", help="the id of a named domain").add_argument("name")
+    sub.add_parser("domname", help="the name of a domain id").add_argument("domid")
+    r = sub.add_parser("rename", help="rename a domain")
+    r.add_argument("domain")
+    r.add_argument("new_name")
+    i = sub.add_parser("info", help="information about the host and the hypervisor")
+    i.add_argument("field", nargs="?")
+    d = sub.add_parser("dmesg", help="the hypervisor's console ring")
+    d.add_argument("-c", "--clear", action="store_true", help="clear the ring after reading")
+    u = sub.add_parser("uptime", help="domain uptimes")
+    u.add_argument("-s", "--short", action="store_true")
+    u.add_argument("domains", nargs="*")
+    sub.add_parser("vcpu-list", help="vCPUs of the domains").add_argument("domain", nargs="?")
+    m = sub.add_parser("mem-max", help="set a domain's maximum memory")
+    m.add_argument("domain")
+    m.add_argument("memory")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "create":
-        from pyxen.toolstack.create import EXIT_CONFIG, run_create
+    paths = InstancePaths.resolve(args.run_dir, args.log_dir)
+    if args.command == "hypervisor":
+        from pyxen.toolstack.daemon import run_hypervisor
 
-        config = args.config_opt or args.config
-        overrides = list(args.overrides)
-        if args.config_opt and args.config:
-            overrides.insert(0, args.config)
-        if not config:
-            print("pyxen create: no config file given (pyxen create -F FILE.cfg)",
-                  file=sys.stderr)
-            return EXIT_CONFIG
-        return run_create(config, overrides, quiet=args.quiet)
-    return 2
+        return run_hypervisor(paths, args.daemon)
+    if args.command == "create":
+        from pyxen.toolstack.create import create_command
+
+        return create_command(args, paths)
+    from pyxen.control.client import ControlClient, NoDaemon
+    from pyxen.control.protocol import ControlError
+    from pyxen.toolstack import commands
+
+    handler: Callable[[argparse.Namespace, ControlClient], int] = getattr(
+        commands, "cmd_" + args.command.replace("-", "_"))
+    try:
+        with ControlClient.connect(paths) as client:
+            return handler(args, client)
+    except NoDaemon as e:
+        print(f"pyxen: {e}", file=sys.stderr)
+        return 1
+    except ControlError as e:
+        print(f"pyxen {args.command}: {e.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""``pyxen create``: build a domain from an xl.cfg file and run it in the foreground.
+"""``pyxen create``: build a domain from an xl.cfg file.
 
-The process is the hypervisor for this one domain until the domain is gone
-(the hypervisor daemon comes later).  Guest console lines go to stdout,
-hypervisor messages to stderr.  The exit status says how the domain ended:
+With a hypervisor daemon running (``pyxen hypervisor --daemon``), the
+domain is created there; ``-F`` then waits until it has shut down.  With
+none running, ``-F`` makes this process the hypervisor for this one domain
+until the domain is gone: guest console lines go to stdout, hypervisor
+messages to stderr.  With ``-F`` the exit status says how the domain ended:
 
 =========  ======
 poweroff   0
@@ -27,17 +29,22 @@ after this process ends.  The exit status is then the shutdown reason's.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 from pathlib import Path
 
 from pyxen.abi.xen import ShutdownReason
+from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.paths import InstancePaths
+from pyxen.control.protocol import ControlError
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import reason_name
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
+from pyxen.toolstack.commands import config_request
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
 
@@ -72,8 +79,8 @@ def _action_for(config: DomainConfig, reason: int) -> str:
     return "destroy"
 
 
-def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
-    path = Path(cfg_path)
+def _read_config(path: Path, overrides: list[str], quiet: bool) -> DomainConfig | int:
+    """The validated config, with xl's messages; an exit status if it is unusable."""
     err = sys.stderr
     if not quiet:
         print(f"Parsing config from {path}", file=err)
@@ -92,6 +99,52 @@ def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
         print(f'pyxen: {path}: type "{config.type}" is not supported yet: pyxen runs PVH '
               'guests (set type = "pvh")', file=err)
         return EXIT_CONFIG
+    return config
+
+
+def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
+    """``pyxen create``: through the running hypervisor, or standalone with -F."""
+    cfg_path = args.config_opt or args.config
+    overrides = list(args.overrides)
+    if args.config_opt and args.config:
+        overrides.insert(0, args.config)
+    if not cfg_path:
+        print("pyxen create: no config file given (pyxen create FILE.cfg)", file=sys.stderr)
+        return EXIT_CONFIG
+    path = Path(cfg_path)
+    config = _read_config(path, overrides, args.quiet)
+    if isinstance(config, int):
+        return config
+    try:
+        client = ControlClient.connect(paths)
+    except NoDaemon as e:
+        if args.foreground and not args.paused:
+            return _run_standalone(config)
+        print(f"pyxen: {e} (or use create -F to run this domain inside the command)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    with client:
+        try:
+            result = client.call("create", config=config_request(config), paused=args.paused)
+            if not args.foreground:
+                return 0
+            reason = client.call("wait", domid=result["domid"])["reason"]
+        except ControlError as e:
+            print(f"pyxen create: {e.message}", file=sys.stderr)
+            return EXIT_FAILED
+    return exit_status(int(reason))
+
+
+def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
+    """Build and run one domain in a hypervisor inside this process (no daemon)."""
+    config = _read_config(Path(cfg_path), overrides, quiet)
+    if isinstance(config, int):
+        return config
+    return _run_standalone(config)
+
+
+def _run_standalone(config: DomainConfig) -> int:
+    err = sys.stderr
     spec = BuildSpec(config.name, config.kernel, config.ramdisk, config.cmdline,
                      config.memory_mib, config.maxmem_mib, config.vcpus, config.maxvcpus,
                      config.max_event_channels)

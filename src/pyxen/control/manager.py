@@ -1,0 +1,257 @@
+"""The domains a hypervisor daemon runs: creation, names, states and shutdown actions.
+
+``DomainManager`` is the daemon's toolstack half (what xl's monitoring
+process and libxl do around Xen): it builds a domain from a
+``DomainRequest``, keeps names unique, reports xl-style domain info, and
+carries out the on_poweroff/on_reboot/on_crash/on_watchdog action when a
+domain shuts down -- destroy, restart (a new domain with the same config),
+rename-restart, or preserve (left shut down until destroyed).
+
+Actions run on a thread of their own: a domain shuts down from one of its
+vCPU threads or from the timer thread, and destroying it joins those.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pyxen.abi.vcpu import RunstateState
+from pyxen.abi.xen import ShutdownReason
+from pyxen.control.protocol import ControlError
+from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.domain import Domain
+from pyxen.hv.errors import BuildError
+from pyxen.hv.hypervisor import Hypervisor
+
+ENDED_KEPT = 256
+ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
+SHUTDOWN_LETTERS = "-rscwS"  # xl list's letter per shutdown reason
+
+
+@dataclass(frozen=True)
+class DomainRequest:
+    """A domain to build and what to do when it shuts down."""
+
+    spec: BuildSpec
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+    on_watchdog: str = "destroy"
+
+    def action_for(self, reason: int) -> str:
+        actions: dict[int, str] = {
+            ShutdownReason.poweroff: self.on_poweroff,
+            ShutdownReason.reboot: self.on_reboot,
+            ShutdownReason.crash: self.on_crash,
+            ShutdownReason.watchdog: self.on_watchdog,
+        }
+        return actions.get(reason, "destroy")
+
+
+@dataclass
+class Managed:
+    domain: Domain
+    request: DomainRequest
+    started: float = field(default_factory=time.time)
+    preserved: bool = False
+
+
+class DomainManager:
+    def __init__(self, hv: Hypervisor) -> None:
+        self.hv = hv
+        self._lock = threading.RLock()
+        self._managed: dict[int, Managed] = {}
+        # Recently ended domains' shutdown reasons, for a ``wait`` that comes
+        # after the on_* action already destroyed the domain (bounded).
+        self._ended: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.started = time.time()
+
+    # -- lookups -------------------------------------------------------------------
+
+    def get(self, domid: int) -> Managed:
+        with self._lock:
+            managed = self._managed.get(domid)
+        if managed is None:
+            raise ControlError("ESRCH", f"domain {domid} does not exist")
+        return managed
+
+    def domids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._managed)
+
+    def find(self, name: str) -> int | None:
+        with self._lock:
+            for domid, m in self._managed.items():
+                if m.domain.name == name:
+                    return domid
+        return None
+
+    # -- creation and destruction --------------------------------------------------
+
+    def create(self, request: DomainRequest, paused: bool = False) -> Domain:
+        with self._lock:
+            if self.find(request.spec.name) is not None:
+                raise ControlError("EEXIST", f"a domain named '{request.spec.name}' exists")
+            try:
+                domain = build_domain(self.hv, request.spec)
+            except BuildError as e:
+                raise ControlError("EINVAL", str(e)) from None
+            self._managed[domain.domid] = Managed(domain, request)
+        domain.on_shutdown.append(self._shut_down)
+        if paused:
+            domain.pause_count = 1  # the threads park at once; unpause() releases them
+        domain.start()
+        self.hv.console.log(f"d{domain.domid}: created '{domain.name}'")
+        return domain
+
+    def destroy(self, domid: int) -> None:
+        managed = self.get(domid)
+        with self._lock:
+            self._managed.pop(domid, None)
+        managed.domain.destroy()
+
+    def wait(self, domid: int, timeout: float | None) -> int | None:
+        """The domain's shutdown reason once it has one (None after ``timeout``)."""
+        with self._lock:
+            managed = self._managed.get(domid)
+            if managed is None:
+                if domid in self._ended:
+                    return self._ended[domid]
+                raise ControlError("ESRCH", f"domain {domid} does not exist")
+        return managed.domain.wait(timeout)
+
+    def rename(self, domid: int, name: str) -> None:
+        with self._lock:
+            other = self.find(name)
+            if other is not None and other != domid:
+                raise ControlError("EEXIST", f"a domain named '{name}' exists")
+            self.get(domid).domain.name = name
+
+    def close(self) -> None:
+        for domid in self.domids():
+            with contextlib.suppress(ControlError):
+                self.destroy(domid)
+
+    # -- shutdown actions ----------------------------------------------------------
+
+    def _shut_down(self, domain: Domain) -> None:
+        threading.Thread(target=self._act, args=(domain,), name=f"d{domain.domid}-action",
+                         daemon=True).start()
+
+    def _act(self, domain: Domain) -> None:
+        with self._lock:
+            managed = self._managed.get(domain.domid)
+        if managed is None or managed.domain is not domain:
+            return  # destroyed meanwhile
+        reason = domain.shutdown_reason
+        assert reason is not None
+        with self._lock:
+            self._ended[domain.domid] = reason
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+        action = managed.request.action_for(reason)
+        if action == "preserve":
+            managed.preserved = True
+            self.hv.console.log(f"d{domain.domid}: preserved (xl destroy to remove it)")
+            return
+        try:
+            self.destroy(domain.domid)
+        except ControlError:
+            return
+        if action in ("restart", "rename-restart"):
+            spec = managed.request.spec
+            if action == "rename-restart":
+                spec = replace(spec, name=f"{spec.name}-{domain.domid}")
+            try:
+                self.create(replace(managed.request, spec=replace(spec, domid=None)))
+            except ControlError as e:
+                self.hv.console.log(f"d{domain.domid}: {action} failed: {e.message}")
+
+    # -- information -----------------------------------------------------------------
+
+    def info(self, domid: int) -> dict[str, Any]:
+        """xl's libxl_dominfo, as a dict."""
+        m = self.get(domid)
+        d = m.domain
+        online = [v for v in d.vcpus if v.online]
+        states = [v.runstate.state for v in online]
+        shutdown = d.shutdown_reason is not None
+        now = self.hv.system_time_ns()
+        cpu_ns = sum(v.runstate.snapshot(now_ns=now).time[RunstateState.running]
+                     for v in d.vcpus)
+        return {
+            "domid": d.domid,
+            "name": d.name,
+            "uuid": d.handle.hex(),
+            "current_memkb": d.tot_pages * 4,
+            "max_memkb": d.max_pages * 4,
+            "vcpus": len(d.vcpus),
+            "vcpu_online": len(online),
+            "running": not shutdown and not d.pause_count
+            and any(s == RunstateState.running for s in states),
+            "blocked": not shutdown and bool(states)
+            and all(s == RunstateState.blocked for s in states),
+            "paused": d.pause_count > 0,
+            "shutdown": shutdown,
+            "shutdown_reason": d.shutdown_reason if shutdown else None,
+            "dying": d.dying,
+            "cpu_time_ns": cpu_ns,
+            "start_time": m.started,
+            "kernel": str(m.request.spec.kernel),
+        }
+
+    def vcpu_info(self, domid: int) -> list[dict[str, Any]]:
+        d = self.get(domid).domain
+        now = self.hv.system_time_ns()
+        out = []
+        for v in d.vcpus:
+            snap = v.runstate.snapshot(now_ns=now)
+            out.append({
+                "domid": d.domid, "name": d.name, "vcpu": v.vcpu_id, "online": v.online,
+                "state": int(snap.state), "cpu_time_ns": int(snap.time[RunstateState.running]),
+            })
+        return out
+
+
+def request_from_dict(args: dict[str, Any]) -> DomainRequest:
+    """Validate a create request's config object into a DomainRequest."""
+    def text(key: str, default: str | None = None) -> str:
+        value = args.get(key, default)
+        if not isinstance(value, str) or (not value and default is None):
+            raise ControlError("EINVAL", f"config field '{key}' must be a non-empty string")
+        return value
+
+    def number(key: str, low: int, high: int, default: int | None = None) -> int:
+        value = args.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ControlError("EINVAL", f"config field '{key}' must be a number "
+                                         f"from {low} to {high}")
+        return value
+
+    def action(key: str, default: str) -> str:
+        value = text(key, default)
+        if value not in ACTIONS:
+            raise ControlError("EINVAL", f"config field '{key}' must be one of "
+                                         f"{', '.join(ACTIONS)}")
+        return value
+
+    ramdisk = args.get("ramdisk")
+    if ramdisk is not None and not isinstance(ramdisk, str):
+        raise ControlError("EINVAL", "config field 'ramdisk' must be a string or null")
+    vcpus = number("vcpus", 1, 128, 1)
+    memory = number("memory_mib", 1, 1 << 20, 32)
+    spec = BuildSpec(
+        name=text("name"), kernel=Path(text("kernel")),
+        ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
+        memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
+        vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
+        max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
+    )
+    return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
+                         action("on_crash", "destroy"), action("on_watchdog", "destroy"))

@@ -1,0 +1,276 @@
+"""The hypervisor's side of the control socket.
+
+Design: a listening Unix socket (created 0600 inside the 0700 run
+directory, so only its owner -- root in a normal install -- can connect)
+and one thread per connection, each reading requests and answering them in
+order.  Operations are functions in ``OPS``; each validates its arguments
+and either returns a JSON-able result or raises ``ControlError``.  Anything
+else a handler raises is a pyxen bug: it is logged and answered with EIO,
+and the daemon carries on.
+
+Every operation is atomic as seen from the socket: it runs to completion
+(or not at all) whether or not the client is still there to read the
+reply, so a client that disconnects mid-operation leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyxen.control.manager import DomainManager, request_from_dict
+from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
+from pyxen.hv.hypervisor import Hypervisor
+
+MAX_CONNECTIONS = 64
+Handler = Callable[["ControlServer", dict[str, Any]], Any]
+
+
+def _domid(args: dict[str, Any]) -> int:
+    value = args.get("domid")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 0x7FF0:
+        raise ControlError("EINVAL", "'domid' must be a domain id (0 to 32751)")
+    return value
+
+
+def _guest(server: ControlServer, args: dict[str, Any]) -> int:
+    domid = _domid(args)
+    if domid == 0:
+        raise ControlError("EPERM", "domain 0 is the hypervisor process itself")
+    server.manager.get(domid)
+    return domid
+
+
+def _hello(server: ControlServer, args: dict[str, Any]) -> Any:
+    return {"version": PROTOCOL_VERSION, "ops": sorted(OPS), "pid": os.getpid()}
+
+
+def _create(server: ControlServer, args: dict[str, Any]) -> Any:
+    config = args.get("config")
+    if not isinstance(config, dict):
+        raise ControlError("EINVAL", "'config' must be an object")
+    domain = server.manager.create(request_from_dict(config), paused=bool(args.get("paused")))
+    return {"domid": domain.domid, "name": domain.name}
+
+
+def _destroy(server: ControlServer, args: dict[str, Any]) -> Any:
+    server.manager.destroy(_guest(server, args))
+    return None
+
+
+def _pause(server: ControlServer, args: dict[str, Any]) -> Any:
+    server.manager.get(_guest(server, args)).domain.pause()
+    return None
+
+
+def _unpause(server: ControlServer, args: dict[str, Any]) -> Any:
+    domain = server.manager.get(_guest(server, args)).domain
+    if not domain.pause_count:
+        raise ControlError("EINVAL", f"domain {domain.domid} is not paused")
+    domain.unpause()
+    return None
+
+
+def _shutdown(server: ControlServer, args: dict[str, Any]) -> Any:
+    reason = args.get("reason", 0)
+    if not isinstance(reason, int) or isinstance(reason, bool) or not 0 <= reason <= 5:
+        raise ControlError("EINVAL", "'reason' must be a shutdown reason (0 to 5)")
+    server.manager.get(_guest(server, args)).domain.shutdown(reason)
+    return None
+
+
+def _wait(server: ControlServer, args: dict[str, Any]) -> Any:
+    """Block until the domain has shut down (or ``timeout`` seconds); its reason."""
+    timeout = args.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+        raise ControlError("EINVAL", "'timeout' must be a number of seconds")
+    domid = _domid(args)
+    return {"reason": server.manager.wait(domid, timeout)}
+
+
+def _dom0_info(server: ControlServer) -> dict[str, Any]:
+    """Domain 0 is this process: its memory, CPU time and the host's CPUs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"domid": 0, "name": "Domain-0", "uuid": "00" * 16,
+            "current_memkb": usage.ru_maxrss, "max_memkb": usage.ru_maxrss,
+            "vcpus": os.cpu_count() or 1, "vcpu_online": os.cpu_count() or 1,
+            "running": True, "blocked": False, "paused": False, "shutdown": False,
+            "shutdown_reason": None, "dying": False,
+            "cpu_time_ns": int((usage.ru_utime + usage.ru_stime) * 1e9),
+            "start_time": server.manager.started, "kernel": None}
+
+
+def _list(server: ControlServer, args: dict[str, Any]) -> Any:
+    """xl's dominfo list: Domain-0 (this process) first, then every domain."""
+    if "domid" in args:
+        if _domid(args) == 0:
+            return [_dom0_info(server)]
+        return [server.manager.info(_guest(server, args))]
+    infos = [_dom0_info(server)]
+    for domid in server.manager.domids():
+        with contextlib.suppress(ControlError):  # destroyed while listing
+            infos.append(server.manager.info(domid))
+    return infos
+
+
+def _lookup(server: ControlServer, args: dict[str, Any]) -> Any:
+    name = args.get("name")
+    if not isinstance(name, str):
+        raise ControlError("EINVAL", "'name' must be a string")
+    domid = server.manager.find(name)
+    if domid is None:
+        raise ControlError("ESRCH", f"no domain is named '{name}'")
+    return {"domid": domid}
+
+
+def _rename(server: ControlServer, args: dict[str, Any]) -> Any:
+    name = args.get("name")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise ControlError("EINVAL", "'name' must be a non-empty string of at most 64 characters")
+    server.manager.rename(_guest(server, args), name)
+    return None
+
+
+def _vcpu_list(server: ControlServer, args: dict[str, Any]) -> Any:
+    domids = [_guest(server, args)] if "domid" in args else server.manager.domids()
+    out: list[dict[str, Any]] = []
+    for domid in domids:
+        with contextlib.suppress(ControlError):
+            out += server.manager.vcpu_info(domid)
+    return out
+
+
+def _mem_max(server: ControlServer, args: dict[str, Any]) -> Any:
+    kib = args.get("kib")
+    if not isinstance(kib, int) or isinstance(kib, bool) or not 0 < kib < 1 << 40:
+        raise ControlError("EINVAL", "'kib' must be a positive number of KiB")
+    domain = server.manager.get(_guest(server, args)).domain
+    with domain.lock:
+        domain.max_pages = kib // 4
+    return None
+
+
+def _dmesg(server: ControlServer, args: dict[str, Any]) -> Any:
+    console = server.hv.console
+    lines = list(console.ring)
+    if args.get("clear"):
+        console.ring.clear()
+    return {"lines": lines}
+
+
+def _info(server: ControlServer, args: dict[str, Any]) -> Any:
+    pages = os.sysconf("SC_PHYS_PAGES")
+    free = os.sysconf("SC_AVPHYS_PAGES")
+    page = os.sysconf("SC_PAGE_SIZE")
+    uname = os.uname()
+    return {
+        "host": uname.nodename, "release": uname.release, "machine": uname.machine,
+        "nr_cpus": os.cpu_count() or 1, "total_memory_mib": pages * page >> 20,
+        "free_memory_mib": free * page >> 20, "tsc_khz": server.hv.tsc.hz // 1000,
+        "xen_major": 4, "xen_minor": 12, "xen_extra": ".0-pyxen",
+        "started": server.manager.started, "nr_domains": len(server.manager.domids()),
+    }
+
+
+OPS: dict[str, Handler] = {
+    "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
+    "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
+    "lookup": _lookup, "rename": _rename, "vcpu_list": _vcpu_list, "mem_max": _mem_max,
+    "dmesg": _dmesg, "info": _info,
+}
+
+
+class ControlServer:
+    def __init__(self, hv: Hypervisor, manager: DomainManager, path: Path) -> None:
+        self.hv = hv
+        self.manager = manager
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self._sock.bind(str(path))
+        finally:
+            os.umask(old)
+        self._sock.listen(16)
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept_loop, name="control-accept",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            if not self._connections.acquire(blocking=False):
+                conn.close()  # too many clients: refuse rather than queue without bound
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="control-conn",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                while True:
+                    try:
+                        request, fds = receive(conn)
+                    except (EOFError, ProtocolError, OSError):
+                        return
+                    for fd in fds:  # clients have no reason to send descriptors
+                        os.close(fd)
+                    reply = self.handle(request)
+                    try:
+                        send(conn, reply)
+                    except OSError:
+                        return  # the client left; the operation itself is complete
+        finally:
+            self._connections.release()
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        req_id = request.get("id")
+        if not isinstance(req_id, int) or isinstance(req_id, bool):
+            req_id = None
+        reply: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": req_id}
+        try:
+            if request.get("v") != PROTOCOL_VERSION:
+                raise ControlError("EPROTO", f"protocol version {request.get('v')!r} is not "
+                                             f"supported (this one speaks {PROTOCOL_VERSION})")
+            op = request.get("op")
+            handler = OPS.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise ControlError("ENOSYS", f"unknown operation {op!r}")
+            args = request.get("args", {})
+            if not isinstance(args, dict):
+                raise ControlError("EINVAL", "'args' must be an object")
+            reply["ok"] = True
+            reply["result"] = handler(self, args)
+        except ControlError as e:
+            reply["ok"] = False
+            reply["error"] = {"code": e.code, "message": e.message}
+        except Exception:
+            self.hv.console.log(f"control: pyxen bug handling {request.get('op')!r}:\n"
+                                f"{traceback.format_exc()}")
+            reply["ok"] = False
+            reply["error"] = {"code": "EIO", "message": "internal error (see the hypervisor log)"}
+        return reply

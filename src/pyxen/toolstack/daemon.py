@@ -1,0 +1,114 @@
+"""``pyxen hypervisor``: the hypervisor process, in the foreground or as a daemon.
+
+It owns /dev/kvm and every domain, serves the control socket in its run
+directory and writes its log (guest console_io lines and its own messages)
+to the log directory when it runs as a daemon.  ``--daemon`` forks, detaches
+(setsid, stdio to the log) and returns once the control socket answers, so
+the next command can use it at once.  SIGTERM or SIGINT destroys every
+domain and removes the socket and the pid file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TextIO
+
+from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.manager import DomainManager
+from pyxen.control.paths import InstancePaths
+from pyxen.control.server import ControlServer
+from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.vcpu import install_kick_handler
+from pyxen.kvm import KvmError
+
+READY_TIMEOUT = 30.0
+
+
+def _running(paths: InstancePaths) -> bool:
+    try:
+        with ControlClient(paths.control_socket) as client:
+            client.call("hello")
+        return True
+    except (NoDaemon, OSError, Exception):
+        return False
+
+
+def run_hypervisor(paths: InstancePaths, daemon: bool) -> int:
+    if _running(paths):
+        print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
+              file=sys.stderr)
+        return 1
+    try:
+        paths.make()
+    except OSError as e:
+        print(f"pyxen hypervisor: cannot create {paths.run_dir} or {paths.log_dir}: "
+              f"{e.strerror} (choose others with --run-dir/--log-dir)", file=sys.stderr)
+        return 1
+    if daemon:
+        return _daemonize(paths)
+    return _serve(paths, sys.stdout, sys.stderr)
+
+
+def _daemonize(paths: InstancePaths) -> int:
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the intermediate child exits at once
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if _running(paths):
+                return 0
+            time.sleep(0.05)
+        print(f"pyxen hypervisor: the daemon did not start; see {paths.hypervisor_log}",
+              file=sys.stderr)
+        return 1
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    log = open(paths.hypervisor_log, "a", buffering=1)  # noqa: SIM115 (lives with the process)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    os.close(devnull)
+    try:
+        status = _serve(paths, log, log)
+    except BaseException:
+        status = 1
+    os._exit(status)
+
+
+def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
+    try:
+        hv = Hypervisor(out, err)
+    except KvmError as e:
+        print(f"pyxen hypervisor: {e}", file=err)
+        return 1
+    install_kick_handler()
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    manager = DomainManager(hv)
+    server = ControlServer(hv, manager, paths.control_socket)
+    paths.pid_file.write_text(f"{os.getpid()}\n")
+    server.start()
+    hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        hv.console.log("shutting down: destroying every domain")
+        server.close()
+        manager.close()
+        hv.close()
+        with contextlib.suppress(FileNotFoundError):
+            paths.pid_file.unlink()
+    return 0

@@ -1,0 +1,209 @@
+"""The hypervisor daemon and the xl-style commands, as real processes.
+
+A daemon is started per test module in a temporary run/log directory (so it
+never meets a hypervisor the developer runs), and every command is a real
+``python -m pyxen ...`` process finding it through PYXEN_RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import GUEST_BUILD, _env
+
+
+class Daemon:
+    def __init__(self, base: Path) -> None:
+        self.run_dir = base / "run"
+        self.log_dir = base / "log"
+        self.env = _env()
+        self.env["PYXEN_RUN_DIR"] = str(self.run_dir)
+        self.env["PYXEN_LOG_DIR"] = str(self.log_dir)
+        self.base = base
+
+    def pyxen(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pyxen", *args], capture_output=True,
+                              text=True, env=self.env, cwd=self.base, timeout=timeout,
+                              check=False)
+
+    def ok(self, *args: str) -> str:
+        r = self.pyxen(*args)
+        assert r.returncode == 0, f"pyxen {' '.join(args)}: {r.returncode}\n{r.stdout}{r.stderr}"
+        return r.stdout
+
+    def cfg(self, name: str, prog: str, extra: str = "", vcpus: int = 1, **keys: str) -> Path:
+        lines = [f'name = "{name}"', 'type = "pvh"',
+                 f'kernel = "{GUEST_BUILD / (prog + ".elf")}"', "memory = 16",
+                 f"vcpus = {vcpus}", f'extra = "{extra}"']
+        lines += [f'{k} = "{v}"' for k, v in keys.items()]
+        path = self.base / f"{name}.cfg"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    def log(self) -> str:
+        path = self.log_dir / "hypervisor.log"
+        return path.read_text() if path.exists() else ""
+
+    def names(self) -> dict[str, str]:
+        """name -> state column of `pyxen list`."""
+        rows = self.ok("list").splitlines()[1:]
+        return {row.split()[0]: row.split()[4] for row in rows}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, guests_built: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("daemon"))
+    r = d.pyxen("hypervisor", "--daemon", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr + d.log()
+    try:
+        yield d
+    finally:
+        pid = int((d.run_dir / "hypervisor.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the daemon did not exit on SIGTERM\n" + d.log())
+        assert not d.socket.exists(), "the daemon left its socket behind"
+
+
+def _wait_for(predicate: object, what: str, timeout: float = 60) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.kvm
+def test_daemon_files_live_in_its_directories(daemon: Daemon) -> None:
+    assert daemon.socket.is_socket()
+    assert oct(daemon.socket.stat().st_mode & 0o777) == "0o600"
+    assert oct(daemon.run_dir.stat().st_mode & 0o777) == "0o700"
+    assert (daemon.run_dir / "hypervisor.pid").read_text().strip().isdigit()
+    assert "serving" in daemon.log()
+    again = daemon.pyxen("hypervisor", "--daemon")
+    assert again.returncode == 1 and "already running" in again.stderr
+
+
+@pytest.mark.kvm
+def test_three_domains_and_their_lifecycle(daemon: Daemon) -> None:
+    for i in range(3):
+        daemon.ok("create", str(daemon.cfg(f"idle{i}", "idle", "secs=600")))
+    names = daemon.names()
+    assert {"Domain-0", "idle0", "idle1", "idle2"} <= set(names)
+    header = daemon.ok("list").splitlines()[0]
+    assert header == "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+    domid = daemon.ok("domid", "idle1").strip()
+    assert daemon.ok("domname", domid).strip() == "idle1"
+
+    daemon.ok("pause", "idle1")
+    assert daemon.names()["idle1"][2] == "p"
+    daemon.ok("unpause", "idle1")
+    assert daemon.names()["idle1"][2] == "-"
+    daemon.ok("rename", "idle1", "renamed")
+    assert "renamed" in daemon.names()
+
+    out = daemon.ok("shutdown", "-w", "idle0")
+    assert "has been shut down" in out
+    daemon.ok("destroy", "renamed")
+    daemon.ok("destroy", "idle2")
+    assert set(daemon.names()) == {"Domain-0"}
+    details = json.loads(daemon.ok("list", "-l"))
+    assert details[0]["name"] == "Domain-0"
+
+
+@pytest.mark.kvm
+def test_create_foreground_reports_the_shutdown_reason(daemon: Daemon) -> None:
+    r = daemon.pyxen("create", "-F", str(daemon.cfg("crasher", "sched", "action=crash")))
+    assert r.returncode == 13, r.stdout + r.stderr
+    ok = daemon.pyxen("create", "-F", str(daemon.cfg("hello", "hello")))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    _wait_for(lambda: "(d" in daemon.log() and "Hello from a pyxen PVH guest" in daemon.log(),
+              "the guest's line in the hypervisor log")
+    assert "Hello from a pyxen PVH guest" in daemon.ok("dmesg")
+
+
+@pytest.mark.kvm
+def test_errors_are_one_line_and_status_1(daemon: Daemon) -> None:
+    for args in (("destroy", "nothere"), ("pause", "999"), ("unpause", "0")):
+        r = daemon.pyxen(*args)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, (args, r.stderr)
+    r = daemon.pyxen("create", str(daemon.cfg("bad", "hello", memory="lots")))
+    assert r.returncode == 2
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _ask(sock: socket.socket, message: dict[str, object]) -> dict[str, object]:
+    sock.sendall(_frame(json.dumps(message).encode()))
+    size = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))[0]
+    reply = json.loads(sock.recv(size, socket.MSG_WAITALL))
+    assert isinstance(reply, dict)
+    return reply
+
+
+@pytest.mark.kvm
+def test_hostile_control_messages_leave_the_daemon_serving(daemon: Daemon) -> None:
+    hostile = [
+        b"\xff\xff\xff\xff",  # a 4 GiB frame
+        _frame(b"not json"),
+        _frame(b"[1, 2, 3]"),
+        os.urandom(64),
+    ]
+    for data in hostile:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(daemon.socket))
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(10)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                s.recv(1)  # the daemon drops the connection (or answers an error)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(daemon.socket))
+        bad = [
+            {"v": 99, "id": 1, "op": "list"},
+            {"v": 1, "id": 2, "op": "no-such-op"},
+            {"v": 1, "id": 3, "op": "destroy", "args": {"domid": "one"}},
+            {"v": 1, "id": 4, "op": "destroy", "args": {"domid": 0}},
+            {"v": 1, "id": 5, "op": "create", "args": {"config": {"name": 5}}},
+            {"v": 1, "id": 6, "op": "create", "args": {"config": {
+                "name": "x", "kernel": "/nonexistent", "memory_mib": -1}}},
+            {"v": 1, "id": 7, "op": "create", "args": {"config": {
+                "name": "x", "kernel": "/etc/passwd"}}},
+            {"v": 1, "id": 8, "op": "list", "args": [1]},
+            {"v": 1, "id": 9, "op": "mem_max", "args": {"domid": 1, "kib": 1 << 60}},
+        ]
+        for message in bad:
+            reply = _ask(s, message)
+            assert reply["ok"] is False and reply["id"] == message["id"], reply
+        codes = [_ask(s, m)["error"] for m in bad[:2]]  # type: ignore[index]
+        assert [c["code"] for c in codes] == ["EPROTO", "ENOSYS"]  # type: ignore[index]
+        assert _ask(s, {"v": 1, "id": 10, "op": "hello"})["ok"] is True
+    assert "pyxen bug" not in daemon.log()
+    daemon.ok("list")
