@@ -207,3 +207,77 @@ def test_hostile_control_messages_leave_the_daemon_serving(daemon: Daemon) -> No
         assert _ask(s, {"v": 1, "id": 10, "op": "hello"})["ok"] is True
     assert "pyxen bug" not in daemon.log()
     daemon.ok("list")
+
+
+def _consoled_pids(daemon: Daemon) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"pyxen.services.consoled --run-dir {daemon.run_dir}"],
+                         capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def _viewer(daemon: Daemon, domid: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(daemon.run_dir / "console.sock"))
+    s.settimeout(30)
+    s.sendall(f"{domid}\n".encode())
+    assert s.recv(3) == b"OK\n"
+    return s
+
+
+def _read_until(s: socket.socket, text: bytes) -> bytes:
+    got = b""
+    while text not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.kvm
+def test_pv_console_log_viewer_and_consoled_restart(daemon: Daemon) -> None:
+    daemon.ok("create", str(daemon.cfg("pvc", "pvconsole", "lines=2 secs=120")))
+    log = daemon.log_dir / "console" / "guest-pvc.log"
+    _wait_for(lambda: log.exists() and b"(1)" in log.read_bytes(), "the console log")
+    domid = daemon.ok("domid", "pvc").strip()
+
+    with _viewer(daemon, domid) as s:
+        s.sendall(b"first\n")
+        assert b"echo: first" in _read_until(s, b"echo: first")
+
+    # Kill the console service: the guest keeps running, the daemon restarts
+    # the service, and the new one picks the same ring up.
+    _wait_for(lambda: len(_consoled_pids(daemon)) == 1, "one consoled")
+    old = _consoled_pids(daemon)[0]
+    os.kill(old, signal.SIGKILL)
+    _wait_for(lambda: _consoled_pids(daemon) not in ([], [old]), "a restarted consoled")
+    assert daemon.names()["pvc"][3] == "-"  # not shut down
+    _wait_for(lambda: (daemon.run_dir / "console.sock").exists(), "the console socket")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            s = _viewer(daemon, domid)
+            break
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with s:
+        s.sendall(b"second\nquit\n")
+        got = _read_until(s, b"bye")
+    assert b"echo: second" in got and b"bye" in got, got
+    text = log.read_bytes()
+    assert b"echo: first" in text and b"echo: second" in text
+
+
+@pytest.mark.kvm
+def test_pyxen_console_command(daemon: Daemon) -> None:
+    daemon.ok("create", str(daemon.cfg("pvc2", "pvconsole", "secs=120")))
+    log = daemon.log_dir / "console" / "guest-pvc2.log"
+    _wait_for(lambda: log.exists() and b"hello" in log.read_bytes(), "the console log")
+    r = subprocess.run([sys.executable, "-m", "pyxen", "console", "pvc2"], input=b"hi\nquit\n",
+                       capture_output=True, env=daemon.env, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert b"echo: hi" in r.stdout and b"bye" in r.stdout, r.stdout
+    bad = daemon.pyxen("console", "nothere")
+    assert bad.returncode == 1 and "does not exist" in bad.stderr

@@ -16,6 +16,7 @@ reply, so a client that disconnects mid-operation leaves nothing half-done.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 import socket
@@ -23,14 +24,31 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.control.manager import DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
+from pyxen.hv.errors import HypercallError
 from pyxen.hv.hypervisor import Hypervisor
+from pyxen.memory import PAGE_SIZE, Gfn
 
 MAX_CONNECTIONS = 64
-Handler = Callable[["ControlServer", dict[str, Any]], Any]
+Handler = Callable[["ControlServer", "Session", dict[str, Any]], Any]
+
+
+class WithFds(NamedTuple):
+    """A result that hands file descriptors to the client (they stay open here)."""
+
+    result: Any
+    fds: list[int]
+
+
+class Session:
+    """What one connection holds (dom0 event-channel ends); released when it closes."""
+
+    def __init__(self) -> None:
+        self.ports: set[int] = set()
 
 
 def _domid(args: dict[str, Any]) -> int:
@@ -48,11 +66,11 @@ def _guest(server: ControlServer, args: dict[str, Any]) -> int:
     return domid
 
 
-def _hello(server: ControlServer, args: dict[str, Any]) -> Any:
+def _hello(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     return {"version": PROTOCOL_VERSION, "ops": sorted(OPS), "pid": os.getpid()}
 
 
-def _create(server: ControlServer, args: dict[str, Any]) -> Any:
+def _create(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     config = args.get("config")
     if not isinstance(config, dict):
         raise ControlError("EINVAL", "'config' must be an object")
@@ -60,17 +78,17 @@ def _create(server: ControlServer, args: dict[str, Any]) -> Any:
     return {"domid": domain.domid, "name": domain.name}
 
 
-def _destroy(server: ControlServer, args: dict[str, Any]) -> Any:
+def _destroy(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     server.manager.destroy(_guest(server, args))
     return None
 
 
-def _pause(server: ControlServer, args: dict[str, Any]) -> Any:
+def _pause(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     server.manager.get(_guest(server, args)).domain.pause()
     return None
 
 
-def _unpause(server: ControlServer, args: dict[str, Any]) -> Any:
+def _unpause(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     domain = server.manager.get(_guest(server, args)).domain
     if not domain.pause_count:
         raise ControlError("EINVAL", f"domain {domain.domid} is not paused")
@@ -78,7 +96,7 @@ def _unpause(server: ControlServer, args: dict[str, Any]) -> Any:
     return None
 
 
-def _shutdown(server: ControlServer, args: dict[str, Any]) -> Any:
+def _shutdown(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     reason = args.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool) or not 0 <= reason <= 5:
         raise ControlError("EINVAL", "'reason' must be a shutdown reason (0 to 5)")
@@ -86,7 +104,7 @@ def _shutdown(server: ControlServer, args: dict[str, Any]) -> Any:
     return None
 
 
-def _wait(server: ControlServer, args: dict[str, Any]) -> Any:
+def _wait(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """Block until the domain has shut down (or ``timeout`` seconds); its reason."""
     timeout = args.get("timeout")
     if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
@@ -107,7 +125,7 @@ def _dom0_info(server: ControlServer) -> dict[str, Any]:
             "start_time": server.manager.started, "kernel": None}
 
 
-def _list(server: ControlServer, args: dict[str, Any]) -> Any:
+def _list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """xl's dominfo list: Domain-0 (this process) first, then every domain."""
     if "domid" in args:
         if _domid(args) == 0:
@@ -120,7 +138,7 @@ def _list(server: ControlServer, args: dict[str, Any]) -> Any:
     return infos
 
 
-def _lookup(server: ControlServer, args: dict[str, Any]) -> Any:
+def _lookup(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     name = args.get("name")
     if not isinstance(name, str):
         raise ControlError("EINVAL", "'name' must be a string")
@@ -130,7 +148,7 @@ def _lookup(server: ControlServer, args: dict[str, Any]) -> Any:
     return {"domid": domid}
 
 
-def _rename(server: ControlServer, args: dict[str, Any]) -> Any:
+def _rename(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     name = args.get("name")
     if not isinstance(name, str) or not name or len(name) > 64:
         raise ControlError("EINVAL", "'name' must be a non-empty string of at most 64 characters")
@@ -138,7 +156,7 @@ def _rename(server: ControlServer, args: dict[str, Any]) -> Any:
     return None
 
 
-def _vcpu_list(server: ControlServer, args: dict[str, Any]) -> Any:
+def _vcpu_list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     domids = [_guest(server, args)] if "domid" in args else server.manager.domids()
     out: list[dict[str, Any]] = []
     for domid in domids:
@@ -147,7 +165,7 @@ def _vcpu_list(server: ControlServer, args: dict[str, Any]) -> Any:
     return out
 
 
-def _mem_max(server: ControlServer, args: dict[str, Any]) -> Any:
+def _mem_max(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     kib = args.get("kib")
     if not isinstance(kib, int) or isinstance(kib, bool) or not 0 < kib < 1 << 40:
         raise ControlError("EINVAL", "'kib' must be a positive number of KiB")
@@ -157,7 +175,7 @@ def _mem_max(server: ControlServer, args: dict[str, Any]) -> Any:
     return None
 
 
-def _dmesg(server: ControlServer, args: dict[str, Any]) -> Any:
+def _dmesg(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     console = server.hv.console
     lines = list(console.ring)
     if args.get("clear"):
@@ -165,7 +183,7 @@ def _dmesg(server: ControlServer, args: dict[str, Any]) -> Any:
     return {"lines": lines}
 
 
-def _info(server: ControlServer, args: dict[str, Any]) -> Any:
+def _info(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     pages = os.sysconf("SC_PHYS_PAGES")
     free = os.sysconf("SC_AVPHYS_PAGES")
     page = os.sysconf("SC_PAGE_SIZE")
@@ -179,11 +197,70 @@ def _info(server: ControlServer, args: dict[str, Any]) -> Any:
     }
 
 
+def _param(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    index = args.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < HVM_NR_PARAMS:
+        raise ControlError("EINVAL", f"'index' must be an HVM param (0 to {HVM_NR_PARAMS - 1})")
+    return {"value": server.manager.get(_guest(server, args)).domain.params[index]}
+
+
+def _port(args: dict[str, Any], key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 31:
+        raise ControlError("EINVAL", f"'{key}' must be an event-channel port")
+    return value
+
+
+def _evtchn_bind(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """Bind dom0's end to a guest port offered to dom0; the eventfd signals its sends."""
+    domid = _guest(server, args)
+    try:
+        local, fd = server.hv.control_ports.bind(domid, _port(args, "port"))
+    except HypercallError as e:
+        raise ControlError(errno.errorcode.get(e.errno, "EINVAL"),
+                           f"port {args.get('port')} of domain {domid} is not unbound for "
+                           "domain 0") from None
+    session.ports.add(local)
+    return WithFds({"local_port": local}, [fd])
+
+
+def _evtchn_notify(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    local = _port(args, "local_port")
+    if local not in session.ports:
+        raise ControlError("EINVAL", f"local port {local} is not bound by this connection")
+    server.hv.control_ports.notify(local)
+    return None
+
+
+def _evtchn_unbind(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    local = _port(args, "local_port")
+    if local not in session.ports:
+        raise ControlError("EINVAL", f"local port {local} is not bound by this connection")
+    session.ports.discard(local)
+    server.hv.control_ports.unbind(local)
+    return None
+
+
+def _foreign_map(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """A privileged mapping of one guest frame: the domain's memfd and the page's offset."""
+    gfn = args.get("gfn")
+    if not isinstance(gfn, int) or isinstance(gfn, bool) or gfn < 0:
+        raise ControlError("EINVAL", "'gfn' must be a guest frame number")
+    domain = server.manager.get(_guest(server, args)).domain
+    with domain.lock:
+        found = domain.memory.lookup(Gfn(gfn)) if gfn < domain.max_gfn else None
+    if found is None:
+        raise ControlError("EFAULT", f"frame {gfn:#x} of domain {domain.domid} is not populated")
+    return WithFds({"offset": found[0] * PAGE_SIZE}, [domain.memory.fd])
+
+
 OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
     "lookup": _lookup, "rename": _rename, "vcpu_list": _vcpu_list, "mem_max": _mem_max,
-    "dmesg": _dmesg, "info": _info,
+    "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
+    "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
+    "foreign_map": _foreign_map,
 }
 
 
@@ -230,6 +307,7 @@ class ControlServer:
                              daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        session = Session()
         try:
             with conn:
                 while True:
@@ -239,15 +317,19 @@ class ControlServer:
                         return
                     for fd in fds:  # clients have no reason to send descriptors
                         os.close(fd)
-                    reply = self.handle(request)
+                    reply, out_fds = self.handle(request, session)
                     try:
-                        send(conn, reply)
+                        send(conn, reply, out_fds)
                     except OSError:
                         return  # the client left; the operation itself is complete
         finally:
+            for local in session.ports:  # what a closed /dev/xen/evtchn would release
+                with contextlib.suppress(HypercallError):
+                    self.hv.control_ports.unbind(local)
             self._connections.release()
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: dict[str, Any], session: Session | None = None
+               ) -> tuple[dict[str, Any], list[int]]:
         req_id = request.get("id")
         if not isinstance(req_id, int) or isinstance(req_id, bool):
             req_id = None
@@ -263,8 +345,12 @@ class ControlServer:
             args = request.get("args", {})
             if not isinstance(args, dict):
                 raise ControlError("EINVAL", "'args' must be an object")
+            result = handler(self, session or Session(), args)
             reply["ok"] = True
-            reply["result"] = handler(self, args)
+            if isinstance(result, WithFds):
+                reply["result"] = result.result
+                return reply, result.fds
+            reply["result"] = result
         except ControlError as e:
             reply["ok"] = False
             reply["error"] = {"code": e.code, "message": e.message}
@@ -273,4 +359,4 @@ class ControlServer:
                                 f"{traceback.format_exc()}")
             reply["ok"] = False
             reply["error"] = {"code": "EIO", "message": "internal error (see the hypervisor log)"}
-        return reply
+        return reply, []

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 NR_VIRQS = 24
 PER_VCPU_VIRQS = frozenset({Virq.TIMER, Virq.DEBUG, Virq.XENOPROF, Virq.XENPMU})
 DEFAULT_MAX_EVTCHN_PORT = 1023
+CONTROL_DOMID = 0  # domain 0's ends live in hv.control_ports (no dom0 guest)
 BUCKET_PORTS = 64
 
 
@@ -230,7 +231,9 @@ def close(domain: Domain, port: int, hv_domains: dict[int, Domain]) -> None:
                 row[ch.virq] = 0
     elif ch.state == EvtchnStat.interdomain:
         remote = hv_domains.get(ch.remote_domid)
-        if remote is not None and not remote.dying:
+        if ch.remote_domid == CONTROL_DOMID:
+            domain.hv.control_ports.peer_closed(ch.remote_port)
+        elif remote is not None and not remote.dying:
             rch = remote.events.channels[ch.remote_port]
             rch.state = EvtchnStat.unbound
             rch.remote_domid = domain.domid
@@ -249,7 +252,9 @@ def send(domain: Domain, port: int, hv_domains: dict[int, Domain]) -> None:
     ch = domain.events.get(port)
     if ch.state == EvtchnStat.interdomain:
         remote = hv_domains.get(ch.remote_domid)
-        if remote is not None and not remote.dying:
+        if ch.remote_domid == CONTROL_DOMID:
+            domain.hv.control_ports.deliver(ch.remote_port)
+        elif remote is not None and not remote.dying:
             rch = remote.events.channels[ch.remote_port]
             set_pending(remote, rch.notify_vcpu, ch.remote_port)
     elif ch.state == EvtchnStat.ipi:

@@ -23,6 +23,7 @@ from typing import TextIO
 from pyxen.abi.xen import Virq
 from pyxen.hv import event_channel, pvclock
 from pyxen.hv.console import HypervisorConsole
+from pyxen.hv.control_ports import ControlPorts
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypercalls import register_all
@@ -49,6 +50,7 @@ class Hypervisor:
         self.wallclock_base_ns = time.time_ns() - self.system_time_ns()
         self.event_lock = threading.RLock()
         self.virq_handlers: dict[int, int] = {}
+        self.control_ports = ControlPorts(self)
         self.timers = TimerService(self.system_time_ns, on_error=self.console.log)
         self.tsc = pvclock.TscClock(self.system_time_ns, self._nominal_tsc_hz())
         self._calibration = self.timers.timer(self._calibrate)
@@ -129,5 +131,6 @@ class Hypervisor:
     def close(self) -> None:
         for domain in list(self.domains.values()):
             domain.destroy()
+        self.control_ports.close()
         self.timers.close()
         self.kvm.close()

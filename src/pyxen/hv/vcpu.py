@@ -240,12 +240,23 @@ class VcpuRunner:
                 and bool(self.vcpu_info_view[UPCALL_PENDING])
                 and bool(self.kvm.regs.rflags & _RFLAGS_IF))
 
-    def block(self, deadline_ns: int | None = None) -> None:
-        """Sleep until an upcall is raised, ``wake`` is called, or ``deadline_ns``."""
+    def block(self, deadline_ns: int | None = None, until_deliverable: bool = False) -> None:
+        """Sleep until an event is pending, ``wake`` is called, or ``deadline_ns``.
+
+        By default an event already pending (upcall_pending set) ends the block
+        at once even with interrupts disabled.  Xen 4.12 would sleep there
+        until the next kick and rely on an interrupt window to have delivered
+        the event earlier; on a KVM without interrupt-window exits (nested PVM)
+        that event would never be delivered, so a guest blocking with IF=0
+        would sleep for ever.  ``until_deliverable`` keeps Xen's stricter test
+        (SCHEDOP_poll's "events need delivery").
+        """
         self._wake.clear()
         # Requests published before the clear are seen here; later ones set _wake.
-        if (self._stop or self.nmi_pending or self.domain.pause_count or not self.online
-                or self.upcall_deliverable()):
+        pending = (self.upcall_deliverable() if until_deliverable
+                   else bool(self.vcpu_info_view[UPCALL_PENDING]))
+        if self._stop or self.nmi_pending or self.domain.pause_count or not self.online \
+                or pending:
             return
         hv = self.domain.hv
         self.set_runstate(RunstateState.blocked)

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("-w", "--wait", action="store_true", help="wait until it is down")
         s.add_argument("-a", "--all", action="store_true", help="every domain")
         s.add_argument("domain", nargs="?")
+    sub.add_parser("console", help="attach to a domain's console (Ctrl-] detaches)"
+                   ).add_argument("domain")
     sub.add_parser("domid", help="the id of a named domain").add_argument("name")
     sub.add_parser("domname", help="the name of a domain id").add_argument("domid")
     r = sub.add_parser("rename", help="rename a domain")

@@ -12,8 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import selectors
+import socket
 import sys
+import termios
 import time
+import tty
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +249,65 @@ def config_request(config: Any) -> dict[str, Any]:
         "on_reboot": config.on_reboot, "on_crash": config.on_crash,
         "on_watchdog": config.on_watchdog,
     }
+
+
+DETACH = 0x1D  # Ctrl-]
+
+
+def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
+    """Attach to a domain's PV console until Ctrl-] (or the domain goes away)."""
+    domid = find_domain(client, args.domain)
+    path = client.path.parent / "console.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError as e:
+        print(f"pyxen console: the console service is not running at {path} ({e.strerror})",
+              file=sys.stderr)
+        return 1
+    with sock:
+        sock.sendall(f"{domid}\n".encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(1)
+            if not chunk:
+                break
+            reply += chunk
+        if reply != b"OK\n":
+            print(f"pyxen console: {reply.decode(errors='replace').strip() or 'refused'}",
+                  file=sys.stderr)
+            return 1
+        return _relay(sock)
+
+
+def _relay(sock: socket.socket) -> int:
+    """Copy stdin to the console and the console to stdout; Ctrl-] on stdin detaches."""
+    stdin = sys.stdin.fileno()
+    stdout = sys.stdout.fileno()
+    saved = None
+    if os.isatty(stdin):
+        saved = termios.tcgetattr(stdin)
+        tty.setraw(stdin)
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            sel.register(stdin, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is sock:
+                        data = sock.recv(4096)
+                        if not data:
+                            return 0
+                        os.write(stdout, data)
+                    else:
+                        data = os.read(stdin, 4096)
+                        if not data:  # stdin closed: keep showing output
+                            sel.unregister(stdin)
+                            continue
+                        if DETACH in data:
+                            sock.sendall(data[: data.index(DETACH)])
+                            return 0
+                        sock.sendall(data)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)

@@ -25,6 +25,7 @@ from pyxen.control.server import ControlServer
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
+from pyxen.toolstack.services import ServiceSupervisor
 
 READY_TIMEOUT = 30.0
 
@@ -101,11 +102,16 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()
     hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}")
+    services = [ServiceSupervisor("consoled", "pyxen.services.consoled", paths, err)]
+    for service in services:
+        service.start()
     try:
         while not stop.wait(1.0):
             pass
     finally:
         hv.console.log("shutting down: destroying every domain")
+        for service in services:
+            service.stop()
         server.close()
         manager.close()
         hv.close()

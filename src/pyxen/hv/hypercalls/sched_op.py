@@ -92,7 +92,7 @@ def _poll(call: Call, arg: int) -> int:
                 return 0
         if nr_ports == 1:
             vcpu.poll_port = port
-        vcpu.block(int(p.timeout) or None)
+        vcpu.block(int(p.timeout) or None, until_deliverable=True)
         return 0
     finally:
         domain.pollers.discard(vcpu)

@@ -1,0 +1,1 @@
+"""consoled: the PV console backend for every domain (xenconsoled's role)."""

@@ -1,0 +1,257 @@
+"""consoled: console ring backend, console logs and live viewers for every domain.
+
+Design: one process, one thread, one selectors loop.  It talks to the
+hypervisor only through the control socket: ``list`` (every half second) to
+find domains, ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``foreign_map`` for
+the ring page (the domain's memfd, mmapped here) and ``evtchn_bind`` for the
+console port (an eventfd the hypervisor signals when the guest sends).
+
+Output read from a ring goes to ``<log-dir>/console/guest-NAME.log`` (xl's
+name) and to every viewer attached to that domain.  Viewers connect to
+``<run-dir>/console.sock``, send the domain id as one text line, get
+``OK\\n`` (or ``ERR reason\\n``) and then a raw byte stream both ways; their
+bytes become the guest's keyboard input.
+
+Restarts: if consoled dies, the hypervisor releases its event-channel ends
+with its control connection, so a new consoled binds the same ports again
+and goes on from the ring indices where the old one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import mmap
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pyxen.abi.hvm import HvmParam
+from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.paths import InstancePaths
+from pyxen.control.protocol import ControlError
+from pyxen.services.consoled.ring import ConsoleRing
+
+REFRESH_SECONDS = 0.5
+MAX_PENDING_INPUT = 64 * 1024
+VIEWER_HELLO_MAX = 64
+
+
+@dataclass(eq=False)
+class Viewer:
+    sock: socket.socket
+    domid: int | None = None
+    hello: bytearray = field(default_factory=bytearray)
+
+
+@dataclass(eq=False)
+class GuestConsole:
+    domid: int
+    name: str
+    mapping: mmap.mmap
+    ring: ConsoleRing
+    local_port: int
+    eventfd: int
+    log: BinaryIO
+    viewers: set[Viewer] = field(default_factory=set)
+    pending_input: bytearray = field(default_factory=bytearray)
+
+
+class Consoled:
+    def __init__(self, paths: InstancePaths) -> None:
+        self.paths = paths
+        self.client = ControlClient.connect(paths)
+        self.sel = selectors.DefaultSelector()
+        self.consoles: dict[int, GuestConsole] = {}
+        self.failed: set[int] = set()  # domains whose console could not be attached
+        self.socket_path = paths.run_dir / "console.sock"
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.listener.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, "listener")
+        (paths.log_dir / "console").mkdir(parents=True, exist_ok=True)
+        self.stopping = False
+
+    # -- domains --------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        live = {i["domid"]: i for i in self.client.call("list") if i["domid"] != 0}
+        for domid in list(self.consoles):
+            if domid not in live or live[domid]["dying"]:
+                self.detach(domid)
+        self.failed &= set(live)
+        for domid, info in live.items():
+            if domid not in self.consoles and domid not in self.failed and not info["dying"]:
+                self.attach(domid, str(info["name"]))
+
+    def attach(self, domid: int, name: str) -> None:
+        try:
+            pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
+            port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
+            result, fds = self.client.call_fds("foreign_map", domid=domid, gfn=pfn)
+            try:
+                mapping = mmap.mmap(fds[0], mmap.PAGESIZE, offset=result["offset"])
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            bound, efds = self.client.call_fds("evtchn_bind", domid=domid, port=port)
+        except (ControlError, OSError, IndexError, KeyError) as e:
+            self.failed.add(domid)
+            print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
+            return
+        log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
+        console = GuestConsole(domid, name, mapping, ConsoleRing(memoryview(mapping)),
+                               bound["local_port"], efds[0], log)
+        self.consoles[domid] = console
+        self.sel.register(console.eventfd, selectors.EVENT_READ, console)
+        self.pump(console)
+
+    def detach(self, domid: int) -> None:
+        console = self.consoles.pop(domid)
+        self.sel.unregister(console.eventfd)
+        with contextlib.suppress(ControlError, OSError):
+            self.client.call("evtchn_unbind", local_port=console.local_port)
+        os.close(console.eventfd)
+        console.ring.page.release()
+        console.mapping.close()
+        console.log.close()
+        for viewer in list(console.viewers):
+            self.drop_viewer(viewer)
+
+    def pump(self, console: GuestConsole) -> None:
+        """Move output to the log and viewers, and queued input to the guest."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(console.eventfd)
+        data = console.ring.read_output()
+        notify = bool(data)
+        if data:
+            console.log.write(data)
+            for viewer in list(console.viewers):
+                try:
+                    viewer.sock.sendall(data)
+                except OSError:
+                    self.drop_viewer(viewer)
+        if console.pending_input:
+            done = console.ring.write_input(bytes(console.pending_input))
+            del console.pending_input[:done]
+            notify = notify or done > 0
+        if notify:
+            with contextlib.suppress(ControlError):
+                self.client.call("evtchn_notify", local_port=console.local_port)
+
+    # -- viewers ----------------------------------------------------------------------
+
+    def accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = self.listener.accept()
+            sock.setblocking(True)
+            sock.settimeout(5)
+            self.sel.register(sock, selectors.EVENT_READ, Viewer(sock))
+
+    def viewer_readable(self, viewer: Viewer) -> None:
+        try:
+            data = viewer.sock.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop_viewer(viewer)
+            return
+        if viewer.domid is None:
+            viewer.hello += data
+            if b"\n" not in viewer.hello:
+                if len(viewer.hello) > VIEWER_HELLO_MAX:
+                    self.drop_viewer(viewer)
+                return
+            line, _, rest = bytes(viewer.hello).partition(b"\n")
+            text = line.decode(errors="replace").strip()
+            console = self.consoles.get(int(text)) if text.isdigit() else None
+            if console is None:
+                with contextlib.suppress(OSError):
+                    viewer.sock.sendall(f"ERR no console for domain {text}\n".encode())
+                self.drop_viewer(viewer)
+                return
+            viewer.domid = console.domid
+            console.viewers.add(viewer)
+            viewer.sock.sendall(b"OK\n")
+            data = rest
+        console = self.consoles.get(viewer.domid)
+        if console is None:
+            self.drop_viewer(viewer)
+            return
+        if data and len(console.pending_input) + len(data) <= MAX_PENDING_INPUT:
+            console.pending_input += data
+            self.pump(console)
+
+    def drop_viewer(self, viewer: Viewer) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(viewer.sock)
+        if viewer.domid is not None and viewer.domid in self.consoles:
+            self.consoles[viewer.domid].viewers.discard(viewer)
+        viewer.sock.close()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        next_refresh = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_refresh:
+                self.refresh()
+                next_refresh = now + REFRESH_SECONDS
+            for key, _ in self.sel.select(max(next_refresh - time.monotonic(), 0)):
+                data: Any = key.data
+                if data == "listener":
+                    self.accept()
+                elif isinstance(data, GuestConsole):
+                    if data.domid in self.consoles:
+                        self.pump(data)
+                elif isinstance(data, Viewer):
+                    self.viewer_readable(data)
+
+    def close(self) -> None:
+        for domid in list(self.consoles):
+            self.detach(domid)
+        self.listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self.client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxen-consoled", description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir")
+    ap.add_argument("--log-dir")
+    args = ap.parse_args(argv)
+    paths = InstancePaths.resolve(args.run_dir, args.log_dir)
+    try:
+        service = Consoled(paths)
+    except NoDaemon as e:
+        print(f"consoled: {e}", file=sys.stderr)
+        return 1
+
+    def stop(_sig: int, _frame: object) -> None:
+        service.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        service.run()
+    except (ControlError, EOFError, OSError) as e:
+        print(f"consoled: lost the hypervisor: {e}", file=sys.stderr)
+        return 1
+    finally:
+        service.close()
+    return 0
+

@@ -1,0 +1,68 @@
+"""Starting and supervising the service processes (consoled, xenstored) of a daemon.
+
+Each service is a child process of the hypervisor daemon running
+``python -m <module> --run-dir D --log-dir D``.  A service that exits (a
+crash, a SIGKILL) is started again after ``RESTART_DELAY`` seconds; guests
+keep running meanwhile, and the new instance reconnects to them through
+the control socket.  Stopping terminates the children (SIGTERM, then
+SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+from typing import TextIO
+
+from pyxen.control.paths import InstancePaths
+
+RESTART_DELAY = 1.0
+STOP_GRACE = 5.0
+
+
+class ServiceSupervisor:
+    def __init__(self, name: str, module: str, paths: InstancePaths, log: TextIO) -> None:
+        self.name = name
+        self.argv = [sys.executable, "-m", module, "--run-dir", str(paths.run_dir),
+                     "--log-dir", str(paths.log_dir)]
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name=f"supervise-{name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                                stdout=self.log, stderr=self.log)
+            except OSError as e:
+                print(f"(XEN) cannot start {self.name}: {e}", file=self.log, flush=True)
+                self._stop.wait(RESTART_DELAY)
+                continue
+            self.starts += 1
+            status = self.process.wait()
+            if self._stop.is_set():
+                return
+            print(f"(XEN) {self.name} exited with status {status}: restarting it",
+                  file=self.log, flush=True)
+            self._stop.wait(RESTART_DELAY)
+
+    def stop(self) -> None:
+        self._stop.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(STOP_GRACE)
