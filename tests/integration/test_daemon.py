@@ -281,3 +281,13 @@ def test_pyxen_console_command(daemon: Daemon) -> None:
     assert b"echo: hi" in r.stdout and b"bye" in r.stdout, r.stdout
     bad = daemon.pyxen("console", "nothere")
     assert bad.returncode == 1 and "does not exist" in bad.stderr
+
+
+@pytest.mark.kvm
+def test_create_with_console(daemon: Daemon) -> None:
+    cfg = daemon.cfg("pvc3", "pvconsole", "secs=120")
+    r = subprocess.run([sys.executable, "-m", "pyxen", "create", "-c", str(cfg)],
+                       input=b"typed\nquit\n", capture_output=True, env=daemon.env, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert b"echo: typed" in r.stdout, r.stdout

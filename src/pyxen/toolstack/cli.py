@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-F", dest="foreground", action="store_true",
                    help="stay in the foreground until the domain is gone")
     c.add_argument("-p", dest="paused", action="store_true", help="leave the domain paused")
+    c.add_argument("-c", dest="console", action="store_true",
+                   help="attach to the domain's console (Ctrl-] detaches)")
     c.add_argument("-q", "--quiet", action="store_true", help="less output from pyxen itself")
     c.add_argument("-f", dest="config_opt", metavar="CFG", help="the domain's xl.cfg file")
     c.add_argument("config", nargs="?", help="the domain's xl.cfg file")

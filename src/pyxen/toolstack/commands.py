@@ -256,28 +256,36 @@ DETACH = 0x1D  # Ctrl-]
 
 def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
     """Attach to a domain's PV console until Ctrl-] (or the domain goes away)."""
-    domid = find_domain(client, args.domain)
+    return attach_console(client, find_domain(client, args.domain))
+
+
+def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
+    """Connect to consoled for ``domid`` (retrying up to ``wait`` seconds) and relay."""
     path = client.path.parent / "console.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError as e:
-        print(f"pyxen console: the console service is not running at {path} ({e.strerror})",
-              file=sys.stderr)
-        return 1
-    with sock:
-        sock.sendall(f"{domid}\n".encode())
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(1)
-            if not chunk:
-                break
-            reply += chunk
-        if reply != b"OK\n":
-            print(f"pyxen console: {reply.decode(errors='replace').strip() or 'refused'}",
-                  file=sys.stderr)
+    deadline = time.monotonic() + wait
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            sock.sendall(f"{domid}\n".encode())
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(1)
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError as e:
+            sock.close()
+            reply = f"ERR the console service is not running at {path} ({e.strerror})\n".encode()
+        if reply == b"OK\n":
+            with sock:
+                return _relay(sock)
+        sock.close()
+        if time.monotonic() >= deadline:
+            text = reply.decode(errors="replace").strip().removeprefix("ERR ")
+            print(f"pyxen console: {text or 'refused'}", file=sys.stderr)
             return 1
-        return _relay(sock)
+        time.sleep(0.1)  # consoled attaches new domains within half a second
 
 
 def _relay(sock: socket.socket) -> int:

@@ -44,13 +44,14 @@ from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
-from pyxen.toolstack.commands import config_request
+from pyxen.toolstack.commands import attach_console, config_request
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+CONSOLE_WAIT = 10.0  # create -c: how long to wait for consoled to attach the new domain
 
 
 def exit_status(reason: int) -> int:
@@ -118,7 +119,7 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        if args.foreground and not args.paused:
+        if args.foreground and not args.paused and not args.console:
             return _run_standalone(config)
         print(f"pyxen: {e} (or use create -F to run this domain inside the command)",
               file=sys.stderr)
@@ -126,6 +127,10 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     with client:
         try:
             result = client.call("create", config=config_request(config), paused=args.paused)
+            if args.console:
+                status = attach_console(client, result["domid"], wait=CONSOLE_WAIT)
+                if not args.foreground:
+                    return status
             if not args.foreground:
                 return 0
             reason = client.call("wait", domid=result["domid"])["reason"]
