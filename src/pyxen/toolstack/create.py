@@ -31,19 +31,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
-from pyxen.abi.xen import ShutdownReason
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.hv.builder import BuildSpec, build_domain
-from pyxen.hv.domain import reason_name
-from pyxen.hv.errors import BuildError
-from pyxen.hv.hypervisor import Hypervisor
-from pyxen.hv.vcpu import install_kick_handler
-from pyxen.kvm import KvmError
 from pyxen.toolstack.commands import attach_console, config_request
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
@@ -55,8 +47,8 @@ CONSOLE_WAIT = 10.0  # create -c: how long to wait for consoled to attach the ne
 
 
 def exit_status(reason: int) -> int:
-    """The process exit status for a domain's shutdown reason."""
-    if reason == ShutdownReason.poweroff:
+    """The process exit status for a domain's shutdown reason (SHUTDOWN_poweroff is 0)."""
+    if reason == 0:
         return 0
     if 1 <= reason <= 5:
         return 10 + reason
@@ -66,18 +58,6 @@ def exit_status(reason: int) -> int:
 def load_config(path: Path, overrides: list[str]) -> DomainConfig:
     cfg = apply_overrides(read_xl_cfg(path), overrides)
     return DomainConfig.from_xl(cfg, path)
-
-
-def _action_for(config: DomainConfig, reason: int) -> str:
-    if reason == ShutdownReason.poweroff:
-        return config.on_poweroff
-    if reason == ShutdownReason.reboot:
-        return config.on_reboot
-    if reason == ShutdownReason.crash:
-        return config.on_crash
-    if reason == ShutdownReason.watchdog:
-        return config.on_watchdog
-    return "destroy"
 
 
 def _read_config(path: Path, overrides: list[str], quiet: bool) -> DomainConfig | int:
@@ -120,7 +100,9 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
         if args.foreground and not args.paused and not args.console:
-            return _run_standalone(config)
+            from pyxen.toolstack.standalone import run_standalone  # the hypervisor: load late
+
+            return run_standalone(config)
         print(f"pyxen: {e} (or use create -F to run this domain inside the command)",
               file=sys.stderr)
         return EXIT_FAILED
@@ -138,64 +120,3 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
             print(f"pyxen create: {e.message}", file=sys.stderr)
             return EXIT_FAILED
     return exit_status(int(reason))
-
-
-def run_create(cfg_path: str, overrides: list[str], quiet: bool = False) -> int:
-    """Build and run one domain in a hypervisor inside this process (no daemon)."""
-    config = _read_config(Path(cfg_path), overrides, quiet)
-    if isinstance(config, int):
-        return config
-    return _run_standalone(config)
-
-
-def _run_standalone(config: DomainConfig) -> int:
-    err = sys.stderr
-    spec = BuildSpec(config.name, config.kernel, config.ramdisk, config.cmdline,
-                     config.memory_mib, config.maxmem_mib, config.vcpus, config.maxvcpus,
-                     config.max_event_channels)
-    try:
-        hv = Hypervisor()
-    except KvmError as e:
-        print(f"pyxen: {e}", file=err)
-        return EXIT_FAILED
-    install_kick_handler()
-    try:
-        return _run(hv, config, spec)
-    except KeyboardInterrupt:
-        print("pyxen: interrupted: destroying the domain", file=err)
-        return EXIT_INTERRUPTED
-    finally:
-        hv.close()
-
-
-def _run(hv: Hypervisor, config: DomainConfig, spec: BuildSpec) -> int:
-    while True:
-        try:
-            domain = build_domain(hv, spec)
-        except BuildError as e:
-            print(f"pyxen: {config.source}: {e}", file=sys.stderr)
-            return EXIT_FAILED
-        domain.start()
-        reason = domain.wait()
-        assert reason is not None
-        action = _action_for(config, reason)
-        if action == "preserve":
-            _preserve(hv, domain.domid, reason)
-        domain.destroy()
-        if action in ("restart", "rename-restart"):
-            hv.console.log(f"d{domain.domid}: {action}: building a new domain")
-            continue
-        if action not in ("destroy", "preserve"):
-            hv.console.log(f"d{domain.domid}: on_* action '{action}' is not implemented "
-                           "yet: the domain was destroyed")
-        return exit_status(reason)
-
-
-def _preserve(hv: Hypervisor, domid: int, reason: int) -> None:
-    """Keep a shut-down domain until the user interrupts (xl's ``preserve``)."""
-    try:
-        hv.console.log(f"d{domid}: preserved after {reason_name(reason)}: "
-                       "press Ctrl-C to destroy it")
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        hv.console.log(f"d{domid}: destroying the preserved domain")

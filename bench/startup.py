@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Start-up benchmark: from `pyxen create` to the guest's first console byte.
+
+    python3 bench/startup.py [--rounds 5]
+
+Each round runs, one after another, with guests/build/hello.elf:
+
+    qemu          qemu-system-x86_64 -M microvm -accel kvm -kernel hello.elf
+                  -debugcon stdio: spawn -> first byte on stdout (the guest's
+                  first port-0xE9 line; with no Xen leaves it reports that at once)
+    pyxen -F      `python -m pyxen create -F hello.cfg` with no daemon: spawn ->
+                  first byte of the guest's first console line on stdout
+    pyxen create  a running `pyxen hypervisor` (started once): spawn of the
+                  `python -m pyxen create hello.cfg` client -> the guest's first
+                  line on the daemon's stdout
+    create op     the same daemon, the create operation sent from this process
+                  (no client start-up) -> the guest's first line
+
+The guest does the same early work in every case (PVH entry, long mode,
+CPUID); under pyxen it also installs the hypercall page and makes one
+console_io call before its first line, a few dozen instructions more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SRC = ROOT / "src"
+HELLO = ROOT / "guests" / "build" / "hello.elf"
+sys.path.insert(0, str(SRC))
+
+from pyxen.control.client import ControlClient  # noqa: E402
+from pyxen.control.paths import InstancePaths  # noqa: E402
+
+
+def _env(run_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+    env["PYXEN_RUN_DIR"] = str(run_dir / "run")
+    env["PYXEN_LOG_DIR"] = str(run_dir / "log")
+    return env
+
+
+def first_byte(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds from spawning argv to its first stdout byte; the process is then ended."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    byte = proc.stdout.read(1)
+    elapsed = time.monotonic() - t0
+    proc.kill()
+    proc.wait()
+    if not byte:
+        raise RuntimeError(f"{argv[0]} printed nothing")
+    return elapsed
+
+
+class Daemon:
+    """A foreground `pyxen hypervisor` whose stdout lines are timestamped."""
+
+    def __init__(self, base: Path) -> None:
+        self.env = _env(base)
+        self.paths = InstancePaths(base / "run", base / "log")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyxen", "hypervisor"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=self.env, text=True)
+        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while not self.paths.control_socket.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon did not start")
+            time.sleep(0.01)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put((time.monotonic(), line))
+
+    def guest_line_after(self, t0: float) -> float:
+        while True:
+            stamp, line = self.lines.get(timeout=60)
+            if stamp >= t0 and line.startswith("(d"):
+                return stamp - t0
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        print("qemu-system-x86_64 is needed (apt-get install qemu-system-x86)", file=sys.stderr)
+        return 1
+    subprocess.run(["make", "-C", str(ROOT / "guests")], check=True, capture_output=True)
+    base = Path(tempfile.mkdtemp(prefix="pyxen-startup-"))
+    cfg = base / "hello.cfg"
+    cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
+    samples: dict[str, list[float]] = {"qemu": [], "pyxen -F": [], "pyxen create": [],
+                                       "create op": []}
+    standalone_env = _env(base / "none")
+    daemon = Daemon(base / "daemon")
+    try:
+        with ControlClient(daemon.paths.control_socket) as client:
+            for rnd in range(args.rounds):
+                samples["qemu"].append(first_byte(
+                    [qemu, "-M", "microvm", "-accel", "kvm", "-m", "32", "-kernel", str(HELLO),
+                     "-debugcon", "stdio", "-display", "none", "-nodefaults", "-no-reboot"]))
+                samples["pyxen -F"].append(first_byte(
+                    [sys.executable, "-m", "pyxen", "create", "-F", "-q", str(cfg)],
+                    standalone_env))
+                t0 = time.monotonic()
+                subprocess.run([sys.executable, "-m", "pyxen", "create", "-q", str(cfg)],
+                               env=daemon.env, check=True, capture_output=True)
+                samples["pyxen create"].append(daemon.guest_line_after(t0))
+                time.sleep(0.3)  # let it power off and be destroyed
+                t0 = time.monotonic()
+                client.call("create", config={"name": f"op{rnd}", "kernel": str(HELLO),
+                                              "memory_mib": 32})
+                samples["create op"].append(daemon.guest_line_after(t0))
+                time.sleep(0.3)
+                print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {v[-1] * 1000:.0f} ms" for k, v in samples.items()), file=sys.stderr)
+    finally:
+        daemon.close()
+        shutil.rmtree(base, ignore_errors=True)
+    ref = statistics.median(samples["qemu"])
+    print()
+    print("time to the guest's first console byte (one run; compare ratios, not absolute "
+          "times)")
+    print(f"{'what':<16}{'median ms':>10}{'min ms':>9}{'/ qemu':>8}")
+    for key, values in samples.items():
+        med = statistics.median(values)
+        print(f"{key:<16}{med * 1000:>10.1f}{min(values) * 1000:>9.1f}{med / ref:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
