@@ -24,6 +24,7 @@ from typing import Any
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.control.protocol import ControlError
+from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
@@ -71,6 +72,7 @@ class DomainManager:
         # after the on_* action already destroyed the domain (bounded).
         self._ended: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.started = time.time()
+        self.xenstore: XenstoreSync | None = None  # set by the daemon when it runs xenstored
 
     # -- lookups -------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ class DomainManager:
             domain.pause_count = 1  # the threads park at once; unpause() releases them
         domain.start()
         self.hv.console.log(f"d{domain.domid}: created '{domain.name}'")
+        if self.xenstore is not None:
+            self.xenstore.kick()
         return domain
 
     def destroy(self, domid: int) -> None:
@@ -115,6 +119,8 @@ class DomainManager:
         with self._lock:
             self._managed.pop(domid, None)
         managed.domain.destroy()
+        if self.xenstore is not None:
+            self.xenstore.kick()
 
     def wait(self, domid: int, timeout: float | None) -> int | None:
         """The domain's shutdown reason once it has one (None after ``timeout``)."""
@@ -125,6 +131,30 @@ class DomainManager:
                     return self._ended[domid]
                 raise ControlError("ESRCH", f"domain {domid} does not exist")
         return managed.domain.wait(timeout)
+
+    def shutdown(self, domid: int, reason: int, force: bool, timeout: float) -> bool:
+        """Shut a domain down; cooperatively through xenstore when the guest supports it.
+
+        Returns True if the guest was asked (control/shutdown); it is then
+        forced after ``timeout`` seconds if it has not shut down by itself.
+        """
+        domain = self.get(domid).domain
+        asked = (not force and self.xenstore is not None
+                 and self.xenstore.request_shutdown(domid, reason))
+        if not asked:
+            domain.shutdown(reason)
+            return False
+
+        def force_it() -> None:
+            if domain.shutdown_reason is None and not domain.dying:
+                self.hv.console.log(f"d{domid}: did not shut down within {timeout:g} s of "
+                                    "the request: forcing it")
+                domain.shutdown(reason)
+
+        timer = threading.Timer(timeout, force_it)
+        timer.daemon = True
+        timer.start()
+        return True
 
     def rename(self, domid: int, name: str) -> None:
         with self._lock:

@@ -33,6 +33,11 @@ class InstancePaths:
         return self.run_dir / "control.sock"
 
     @property
+    def xenstored_socket(self) -> Path:
+        """Where xenstore clients connect (XENSTORED_PATH=this for Debian's tools)."""
+        return self.run_dir / "xenstored" / "socket"
+
+    @property
     def pid_file(self) -> Path:
         return self.run_dir / "hypervisor.pid"
 

@@ -34,6 +34,7 @@ from pyxen.hv.hypervisor import Hypervisor
 from pyxen.memory import PAGE_SIZE, Gfn
 
 MAX_CONNECTIONS = 64
+DEFAULT_SHUTDOWN_TIMEOUT = 60.0  # a cooperative shutdown is forced after this
 Handler = Callable[["ControlServer", "Session", dict[str, Any]], Any]
 
 
@@ -97,11 +98,16 @@ def _unpause(server: ControlServer, session: Session, args: dict[str, Any]) -> A
 
 
 def _shutdown(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """Shut down: through control/shutdown if the guest has PV control, else forced."""
     reason = args.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool) or not 0 <= reason <= 5:
         raise ControlError("EINVAL", "'reason' must be a shutdown reason (0 to 5)")
-    server.manager.get(_guest(server, args)).domain.shutdown(reason)
-    return None
+    timeout = args.get("timeout", DEFAULT_SHUTDOWN_TIMEOUT)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
+        raise ControlError("EINVAL", "'timeout' must be a number of seconds")
+    asked = server.manager.shutdown(_guest(server, args), reason, bool(args.get("force")),
+                                    float(timeout))
+    return {"cooperative": asked}
 
 
 def _wait(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:

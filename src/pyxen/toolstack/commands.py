@@ -261,7 +261,21 @@ def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
 
 def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
     """Connect to consoled for ``domid`` (retrying up to ``wait`` seconds) and relay."""
-    path = client.path.parent / "console.sock"
+    try:
+        sock = open_console(client.path.parent / "console.sock", domid, wait)
+    except ControlError as e:
+        print(f"pyxen console: {e.message}", file=sys.stderr)
+        return 1
+    with sock:
+        return _relay(sock)
+
+
+def open_console(path: Path, domid: int, wait: float = 0.0) -> socket.socket:
+    """A socket to ``domid``'s console through consoled at ``path``.
+
+    consoled attaches a new domain within half a second, so ``wait`` lets a
+    caller that just created the domain retry until it is there.
+    """
     deadline = time.monotonic() + wait
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -275,17 +289,14 @@ def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
                     break
                 reply += chunk
         except OSError as e:
-            sock.close()
             reply = f"ERR the console service is not running at {path} ({e.strerror})\n".encode()
         if reply == b"OK\n":
-            with sock:
-                return _relay(sock)
+            return sock
         sock.close()
         if time.monotonic() >= deadline:
             text = reply.decode(errors="replace").strip().removeprefix("ERR ")
-            print(f"pyxen console: {text or 'refused'}", file=sys.stderr)
-            return 1
-        time.sleep(0.1)  # consoled attaches new domains within half a second
+            raise ControlError("ENOENT", text or "the console service refused")
+        time.sleep(0.1)
 
 
 def _relay(sock: socket.socket) -> int:

@@ -22,6 +22,7 @@ from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.manager import DomainManager
 from pyxen.control.paths import InstancePaths
 from pyxen.control.server import ControlServer
+from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
@@ -102,7 +103,10 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()
     hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}")
-    services = [ServiceSupervisor("consoled", "pyxen.services.consoled", paths, err)]
+    services = [ServiceSupervisor("xenstored", "pyxen.services.xenstored", paths, err),
+                ServiceSupervisor("consoled", "pyxen.services.consoled", paths, err)]
+    manager.xenstore = XenstoreSync(manager, paths.xenstored_socket)
+    manager.xenstore.start()
     for service in services:
         service.start()
     try:
@@ -110,6 +114,7 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
             pass
     finally:
         hv.console.log("shutting down: destroying every domain")
+        manager.xenstore.stop()
         for service in services:
             service.stop()
         server.close()

@@ -20,8 +20,12 @@ log = logging.getLogger("pyxen.xenstored")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pyxen.services.xenstored",
                                 description="pyxen's xenstored (the Xen 4.12 xenstore daemon)")
-    p.add_argument("--socket", required=True, metavar="PATH",
+    p.add_argument("--socket", metavar="PATH",
                    help="Unix socket to listen on (clients: XENSTORED_PATH=PATH)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="serve a pyxen hypervisor's guests: socket DIR/xenstored/socket, "
+                        "state DIR/xenstored/state.json, rings through DIR/control.sock")
+    p.add_argument("--log-dir", metavar="DIR", help="with --run-dir: log to DIR/xenstored.log")
     p.add_argument("--state", metavar="FILE",
                    help="keep the tree in FILE: loaded at start, saved after every change")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of stderr")
@@ -58,7 +62,26 @@ def build(state_path: str | None, connect_domain: ConnectDomain = no_ring) -> Xe
 
 def main(argv: Sequence[str] | None = None, connect_domain: ConnectDomain = no_ring) -> int:
     """Run xenstored; returns the exit status (0 after SIGTERM/SIGINT)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.run_dir:
+        from pyxen.control.client import ControlClient, NoDaemon
+        from pyxen.control.paths import InstancePaths
+
+        from .hvlink import control_socket_hook
+
+        paths = InstancePaths.resolve(args.run_dir, args.log_dir)
+        (paths.run_dir / "xenstored").mkdir(mode=0o700, exist_ok=True)
+        args.socket = args.socket or str(paths.xenstored_socket)
+        args.state = args.state or str(paths.run_dir / "xenstored" / "state.json")
+        args.log = args.log or (str(paths.log_dir / "xenstored.log") if args.log_dir else None)
+        try:
+            connect_domain = control_socket_hook(ControlClient.connect(paths))
+        except NoDaemon as err:
+            print(f"xenstored: {err}", file=sys.stderr)
+            return 1
+    elif not args.socket:
+        parser.error("give --socket PATH (or --run-dir DIR to serve a pyxen hypervisor)")
     try:
         _setup_logging(args.log, args.verbose)
     except OSError as err:

@@ -1,0 +1,153 @@
+"""Keeping xenstored told about the daemon's domains (what libxl does with xs_*).
+
+For each live domain the daemon writes the standard per-domain paths
+(/local/domain/N/{name,domid,vm,memory/*,store/*,console/*,control/*,...}
+with libxl's permissions: the domain reads its directory and may write
+control/, data/, device/, drivers/, feature/, attr/ and error/) and then
+INTRODUCEs it with its store page and port, so xenstored connects to its
+ring and fires @introduceDomain.  A destroyed domain is RELEASEd and its
+directory removed.
+
+Consistency comes from a reconcile loop rather than from every call
+succeeding: once a second (and right after each create and destroy) the
+set of domains xenstored knows is brought in line with the daemon's.  So a
+xenstored that starts late, restarts without its state, or was briefly
+unreachable catches up by itself.
+
+Cooperative shutdown: ``request_shutdown`` writes "poweroff"/"reboot" to
+control/shutdown when the guest advertised control/feature-poweroff (or
+feature-reboot) = "1", as xl does; the caller forces the shutdown if the
+guest has not obeyed within its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyxen.abi.hvm import HvmParam
+from pyxen.control.protocol import ControlError
+from pyxen.control.xenstore import XenstoreClient, XenstoreError
+
+if TYPE_CHECKING:
+    from pyxen.control.manager import DomainManager
+    from pyxen.hv.domain import Domain
+
+RECONCILE_SECONDS = 1.0
+GUEST_WRITABLE = ("control", "data", "device", "drivers", "feature", "attr", "error")
+CONTROL_KEYS = ("shutdown", "feature-poweroff", "feature-reboot", "feature-suspend", "sysrq")
+SHUTDOWN_WORDS = {0: "poweroff", 1: "reboot", 2: "suspend"}
+
+
+class XenstoreSync:
+    def __init__(self, manager: DomainManager, socket_path: Path) -> None:
+        self.manager = manager
+        self.socket_path = socket_path
+        self.introduced: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="xenstore-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+        self._thread.join(10)
+
+    def kick(self) -> None:
+        """Reconcile now (after a create or destroy)."""
+        self._kick.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.reconcile()
+            self._kick.wait(RECONCILE_SECONDS)
+            self._kick.clear()
+
+    def _client(self) -> XenstoreClient | None:
+        try:
+            return XenstoreClient(self.socket_path)
+        except OSError:
+            return None  # xenstored is not up (yet, or again): try next time
+
+    def reconcile(self) -> None:
+        with self._lock:
+            client = self._client()
+            if client is None:
+                self.introduced.clear()
+                return
+            try:
+                live = {}
+                for d in self.manager.domids():
+                    with contextlib.suppress(ControlError):  # destroyed meanwhile
+                        live[d] = self.manager.get(d).domain
+                for domid, domain in live.items():
+                    if domain.shutdown_reason is None and not domain.dying \
+                            and not client.is_introduced(domid):
+                        self._introduce(client, domain)
+                    self.introduced.add(domid)
+                for domid in sorted(self.introduced - set(live)):
+                    if client.is_introduced(domid):
+                        client.release(domid)
+                    client.rm(f"/local/domain/{domid}")
+                    self.introduced.discard(domid)
+            except Exception as e:  # a bad round must not end the loop: log, retry later
+                self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
+            finally:
+                client.close()
+
+    def _introduce(self, client: XenstoreClient, domain: Domain) -> None:
+        domid = domain.domid
+        base = f"/local/domain/{domid}"
+        read_only = ["n0", f"r{domid}"]
+        client.rm(base)
+        client.mkdir(base)
+        client.set_perms(base, read_only)
+        params = domain.params
+        entries = {
+            "name": domain.name, "domid": str(domid), "vm": f"/vm/{domain.handle.hex()}",
+            "memory/static-max": str(domain.max_pages * 4),
+            "memory/target": str(domain.tot_pages * 4),
+            "store/ring-ref": str(params[HvmParam.STORE_PFN]),
+            "store/port": str(params[HvmParam.STORE_EVTCHN]),
+            "console/ring-ref": str(params[HvmParam.CONSOLE_PFN]),
+            "console/port": str(params[HvmParam.CONSOLE_EVTCHN]),
+            "console/type": "xenconsoled", "console/limit": "1048576",
+            "console/output": "pty",
+        }
+        for key, value in entries.items():
+            client.write(f"{base}/{key}", value)
+        for sub in GUEST_WRITABLE:
+            client.mkdir(f"{base}/{sub}")
+            client.set_perms(f"{base}/{sub}", [f"n{domid}"])
+        for key in CONTROL_KEYS:
+            client.write(f"{base}/control/{key}", "")
+            client.set_perms(f"{base}/control/{key}", [f"n{domid}"])
+        client.write(f"/vm/{domain.handle.hex()}/name", domain.name)
+        client.introduce(domid, params[HvmParam.STORE_PFN], params[HvmParam.STORE_EVTCHN])
+
+    def request_shutdown(self, domid: int, reason: int) -> bool:
+        """Ask the guest through control/shutdown; False if it has no PV control."""
+        word = SHUTDOWN_WORDS.get(reason)
+        if word is None:
+            return False
+        with self._lock:
+            client = self._client()
+            if client is None:
+                return False
+            try:
+                base = f"/local/domain/{domid}/control"
+                feature = client.read(f"{base}/feature-{word}")
+                if feature != b"1":
+                    return False
+                client.write(f"{base}/shutdown", word)
+                return True
+            except (OSError, XenstoreError):
+                return False
+            finally:
+                client.close()

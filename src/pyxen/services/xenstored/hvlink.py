@@ -1,0 +1,64 @@
+"""Reaching guest rings through the hypervisor's control socket (the connect_domain hook).
+
+For INTRODUCE(domid, mfn, evtchn) -- for a PVH guest ``mfn`` is the store
+page's GFN (HVM_PARAM_STORE_PFN) -- xenstored maps that page with the
+control socket's ``foreign_map`` (the domain's memfd and the page offset)
+and binds dom0's end of the store port with ``evtchn_bind`` (an eventfd
+the hypervisor signals on every send).  Releasing the domain unbinds the
+port and unmaps the page.  If xenstored dies, the hypervisor drops its
+channel ends with its control connection, so a restarted xenstored can
+bind them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+
+from pyxen.control.client import ControlClient
+from pyxen.control.protocol import ControlError
+
+from .domains import ConnectDomain, DomainChannel
+
+
+def _oserror(e: ControlError) -> OSError:
+    code = getattr(errno, e.code, errno.EINVAL)
+    return OSError(code, e.message)
+
+
+def control_socket_hook(client: ControlClient) -> ConnectDomain:
+    def connect(domid: int, mfn: int, evtchn: int) -> DomainChannel | None:
+        try:
+            result, fds = client.call_fds("foreign_map", domid=domid, gfn=mfn)
+        except ControlError as e:
+            raise _oserror(e) from None
+        try:
+            mapping = mmap.mmap(fds[0], mmap.PAGESIZE, offset=int(result["offset"]))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            bound, efds = client.call_fds("evtchn_bind", domid=domid, port=evtchn)
+        except ControlError as e:
+            mapping.close()
+            raise _oserror(e) from None
+        local = int(bound["local_port"])
+        eventfd = efds[0]
+        view = memoryview(mapping)
+
+        def notify() -> None:
+            with contextlib.suppress(ControlError):  # the domain is going; RELEASE follows
+                client.call("evtchn_notify", local_port=local)
+
+        def close() -> None:
+            with contextlib.suppress(ControlError):
+                client.call("evtchn_unbind", local_port=local)
+            os.close(eventfd)
+            view.release()
+            mapping.close()
+
+        return DomainChannel(view, notify, eventfd, close)
+
+    return connect
