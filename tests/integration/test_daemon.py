@@ -291,3 +291,24 @@ def test_create_with_console(daemon: Daemon) -> None:
                        check=False)
     assert r.returncode == 0, r.stderr
     assert b"echo: typed" in r.stdout, r.stdout
+
+
+@pytest.mark.kvm
+def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
+    daemon.ok("create", str(daemon.cfg("memdom", "idle", "secs=600")))
+    domid = daemon.ok("domid", "memdom").strip()
+    env = dict(daemon.env, XENSTORED_PATH=str(daemon.run_dir / "xenstored" / "socket"))
+
+    def xs(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=env,
+                              timeout=30, check=False)
+
+    _wait_for(lambda: xs("xenstore-read", f"/local/domain/{domid}/name").stdout.strip()
+              == "memdom", "the domain's xenstore entries")
+    daemon.ok("mem-set", "memdom", "12m")
+    assert xs("xenstore-read", f"/local/domain/{domid}/memory/target").stdout.strip() == "12288"
+    top = daemon.ok("top", "-b", "-i", "1")
+    assert "MAXMEM(k)" in top and "memdom" in top
+    daemon.ok("destroy", "memdom")
+    _wait_for(lambda: xs("xenstore-exists", f"/local/domain/{domid}").returncode != 0,
+              "the domain's xenstore directory to go")

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.control.manager import DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
+from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.memory import PAGE_SIZE, Gfn
@@ -181,6 +182,21 @@ def _mem_max(server: ControlServer, session: Session, args: dict[str, Any]) -> A
     return None
 
 
+def _mem_set(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """xl mem-set: the balloon target in xenstore, and a maximum that leaves libxl's slack."""
+    kib = args.get("kib")
+    if not isinstance(kib, int) or isinstance(kib, bool) or not 0 < kib < 1 << 40:
+        raise ControlError("EINVAL", "'kib' must be a positive number of KiB")
+    domid = _guest(server, args)
+    sync = server.manager.xenstore
+    if sync is None or not sync.set_target(domid, kib):
+        raise ControlError("EAGAIN", "xenstored is not running: the memory target cannot be set")
+    domain = server.manager.get(domid).domain
+    with domain.lock:
+        domain.max_pages = kib // 4 + MAXMEM_SLACK_PAGES + NR_SPECIAL_PAGES
+    return None
+
+
 def _dmesg(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     console = server.hv.console
     lines = list(console.ring)
@@ -264,6 +280,7 @@ OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
     "lookup": _lookup, "rename": _rename, "vcpu_list": _vcpu_list, "mem_max": _mem_max,
+    "mem_set": _mem_set,
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
     "foreign_map": _foreign_map,

@@ -131,6 +131,20 @@ class XenstoreSync:
         client.write(f"/vm/{domain.handle.hex()}/name", domain.name)
         client.introduce(domid, params[HvmParam.STORE_PFN], params[HvmParam.STORE_EVTCHN])
 
+    def set_target(self, domid: int, kib: int) -> bool:
+        """Write memory/target (what a balloon driver follows); False if xenstored is away."""
+        with self._lock:
+            client = self._client()
+            if client is None:
+                return False
+            try:
+                client.write(f"/local/domain/{domid}/memory/target", str(kib))
+                return True
+            except (OSError, XenstoreError):
+                return False
+            finally:
+                client.close()
+
     def request_shutdown(self, domid: int, reason: int) -> bool:
         """Ask the guest through control/shutdown; False if it has no PV control."""
         word = SHUTDOWN_WORDS.get(reason)

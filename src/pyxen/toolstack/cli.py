@@ -64,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("-s", "--short", action="store_true")
     u.add_argument("domains", nargs="*")
     sub.add_parser("vcpu-list", help="vCPUs of the domains").add_argument("domain", nargs="?")
-    m = sub.add_parser("mem-max", help="set a domain's maximum memory")
-    m.add_argument("domain")
-    m.add_argument("memory")
+    for name, text in (("mem-max", "set a domain's maximum memory"),
+                       ("mem-set", "set a domain's memory target (its balloon follows)")):
+        m = sub.add_parser(name, help=text)
+        m.add_argument("domain")
+        m.add_argument("memory", help="e.g. 256m, 1g, 4096k (default unit MiB)")
+    t = sub.add_parser("top", help="a live table of domains (as xentop)")
+    t.add_argument("-b", "--batch", action="store_true", help="plain output, no screen control")
+    t.add_argument("-i", "--iterations", type=int, help="stop after this many updates")
+    t.add_argument("-d", "--delay", type=float, default=3.0, help="seconds between updates")
     return p
 
 

@@ -238,6 +238,58 @@ def cmd_mem_max(args: argparse.Namespace, client: ControlClient) -> int:
     return 0
 
 
+def cmd_mem_set(args: argparse.Namespace, client: ControlClient) -> int:
+    client.call("mem_set", domid=find_domain(client, args.domain),
+                kib=parse_memory_kib(args.memory))
+    return 0
+
+
+TOP_HEADER = ("      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) "
+              "VCPUS NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT  "
+              "VBD_WSECT SSID")
+
+
+def _top_rows(infos: list[dict[str, Any]], before: dict[int, int], elapsed: float,
+              total_kib: int) -> list[str]:
+    rows = []
+    for i in infos:
+        cpu = i["cpu_time_ns"]
+        pct = 100.0 * (cpu - before.get(i["domid"], cpu)) / 1e9 / elapsed if elapsed else 0.0
+        mem, maxmem = i["current_memkb"], i.get("max_memkb", i["current_memkb"])
+        rows.append(f"{i['name'][:10]:>10} {_state(i):>6} {cpu / 1e9:10.0f} {pct:6.1f} "
+                    f"{mem:10d} {100 * mem / total_kib:6.1f} {maxmem:10d} "
+                    f"{100 * maxmem / total_kib:9.1f} {i['vcpu_online']:5d} {0:4d} {0:8d} "
+                    f"{0:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d}")
+    return rows
+
+
+def cmd_top(args: argparse.Namespace, client: ControlClient) -> int:
+    """xentop's table, refreshed every ``-d`` seconds; ``-b`` prints plain batches."""
+    total_kib = int(client.call("info")["total_memory_mib"]) * 1024
+    before: dict[int, int] = {}
+    last = time.monotonic()
+    iteration = 0
+    try:
+        while args.iterations is None or iteration < args.iterations:
+            infos = client.call("list")
+            now = time.monotonic()
+            lines = [time.strftime("pyxen top - %H:%M:%S"),
+                     f"{len(infos)} domains", TOP_HEADER,
+                     *_top_rows(infos, before, now - last if before else 0.0, total_kib)]
+            if not args.batch:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            before = {i["domid"]: i["cpu_time_ns"] for i in infos}
+            last = now
+            iteration += 1
+            if args.iterations is None or iteration < args.iterations:
+                time.sleep(args.delay)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def config_request(config: Any) -> dict[str, Any]:
     """The create operation's config object for a parsed DomainConfig."""
     return {
