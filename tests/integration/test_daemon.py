@@ -312,3 +312,26 @@ def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
     daemon.ok("destroy", "memdom")
     _wait_for(lambda: xs("xenstore-exists", f"/local/domain/{domid}").returncode != 0,
               "the domain's xenstore directory to go")
+
+
+@pytest.mark.kvm
+def test_python_api(daemon: Daemon) -> None:
+    from pyxen.toolstack.api import Domain, Toolstack
+
+    ts = Toolstack(daemon.run_dir)
+    try:
+        dom = Domain.create(daemon.cfg("apidom", "pvconsole", "secs=120"), toolstack=ts)
+        assert dom.name == "apidom"
+        assert ts.lookup("apidom").domid == dom.domid
+        dom.pause()
+        assert dom.info()["paused"] is True
+        dom.unpause()
+        with dom.console() as con:
+            con.settimeout(30)
+            con.sendall(b"api\n")
+            assert b"echo: api" in _read_until(con, b"echo: api")
+            con.sendall(b"quit\n")
+        assert dom.wait(timeout=60) == 0
+        assert any("created 'apidom'" in line for line in ts.dmesg())
+    finally:
+        ts.close()
