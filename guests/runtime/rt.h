@@ -84,6 +84,10 @@ static inline long event_channel_op(unsigned long cmd, void *arg)
 {
     return HYPERCALL2(__HYPERVISOR_event_channel_op, cmd, arg);
 }
+static inline long grant_table_op(unsigned long cmd, void *uop, unsigned long count)
+{
+    return HYPERCALL3(__HYPERVISOR_grant_table_op, cmd, uop, count);
+}
 static inline long vcpu_op(unsigned long cmd, unsigned int vcpuid, void *arg)
 {
     return HYPERCALL3(__HYPERVISOR_vcpu_op, cmd, vcpuid, arg);
@@ -359,6 +363,59 @@ int evtchn_clear_pending(evtchn_port_t port);    /* returns the old bit */
 /* The C side of the upcall vector (called from entry.S). */
 void rt_upcall(void);
 
+/* ---- grant tables (gnttab.c) ---- */
+#define GNTTAB_FRAMES 4           /* shared frames the runtime maps (2048 v1 refs) */
+
+/* The shared frames (at .bss pages), once gnttab_init() has mapped them. */
+extern volatile struct grant_entry_v1 *gnttab_v1;
+extern volatile union grant_entry_v2 *gnttab_v2;     /* same pages, v2 view */
+extern volatile uint16_t *gnttab_status;             /* v2 status frame 0, or NULL */
+extern unsigned int gnttab_version;                  /* what set_version left */
+
+/* Maps shared frames 0..nr-1 (nr <= GNTTAB_FRAMES) with XENMEM_add_to_physmap
+ * (XENMAPSPACE_grant_table).  0 or the failing -errno. */
+long gnttab_init(unsigned int nr);
+/* The GFN the runtime mapped shared frame i at. */
+uint64_t gnttab_frame_gfn(unsigned int i);
+/* GNTTABOP_set_version; on success maps status frame 0 for v2 (or forgets it
+ * for v1).  Returns the hypercall's result; *in_effect gets the version field. */
+long gnttab_set_version(uint32_t version, uint32_t *in_effect);
+/* GNTTABOP_get_version of dom: the version, or -errno. */
+long gnttab_get_version(uint16_t dom);
+/* GNTTABOP_query_size of dom into *q (dom filled in): the hypercall result. */
+long gnttab_query_size(uint16_t dom, struct gnttab_query_size *q);
+
+/* Grant domid access to frame gfn (v1 or v2 full page, by gnttab_version):
+ * domid, frame, a write barrier, then flags (§7.1).  extra_flags are ORed
+ * into the flags (e.g. GTF_PAT). */
+void gnttab_grant(grant_ref_t ref, uint16_t domid, uint64_t gfn, int readonly,
+                  uint16_t extra_flags);
+/* v2 only: a sub-page grant (copy only) of [off, off+len) of gfn. */
+void gnttab_grant_sub_page(grant_ref_t ref, uint16_t domid, uint64_t gfn, int readonly,
+                           uint16_t off, uint16_t len);
+/* v2 only: a transitive grant of (trans_domid, trans_ref) to domid. */
+void gnttab_grant_transitive(grant_ref_t ref, uint16_t domid, uint16_t trans_domid,
+                             grant_ref_t trans_ref);
+/* Revoke: 1 if revoked, 0 if in use (GTF_reading/GTF_writing set).  v1: a
+ * cmpxchg on flags that fails while either bit is set; v2: flags = 0, then
+ * the status word tells whether the hypervisor still uses it. */
+int gnttab_end_access(grant_ref_t ref);
+/* GTF_reading | GTF_writing of ref (v1 flags or v2 status). */
+unsigned int gnttab_in_use(grant_ref_t ref);
+
+/* One GNTTABOP_copy element: its status, or the hypercall's -errno if the
+ * call itself failed. */
+long gnttab_copy_one(struct gnttab_copy *op);
+/* Fill in a copy endpoint. */
+void gnttab_ptr_ref(struct gnttab_copy_ptr *p, uint16_t domid, grant_ref_t ref, uint16_t off);
+void gnttab_ptr_gmfn(struct gnttab_copy_ptr *p, uint16_t domid, uint64_t gmfn, uint16_t off);
+/* GNTTABOP_map_grant_ref of one grant: status (>= GNTST range), or -errno;
+ * *handle gets the handle. */
+long gnttab_map(uint16_t dom, grant_ref_t ref, uint64_t gpa, uint32_t flags,
+                grant_handle_t *handle);
+/* GNTTABOP_unmap_grant_ref of one handle: its status, or -errno. */
+long gnttab_unmap(grant_handle_t handle, uint64_t gpa, uint64_t dev_bus_addr);
+
 /* ---- scheduling (sched.c) ---- */
 /* SCHEDOP_block: returns once an event is pending (deliver it with irq_window()). */
 long sched_block(void);
@@ -465,5 +522,80 @@ uint64_t hist_percentile_ns(const struct hist *h, unsigned int pct);
 /* Copies the value of key=value into buf; returns its length or -1. */
 int cmdline_get(const char *key, char *buf, size_t size);
 unsigned long cmdline_get_ulong(const char *key, unsigned long dflt);
+
+/* ==== xenstore client (xenstore.c) ==== */
+/*
+ * The guest side of the xenstore ring (spec §9): HVM_PARAM_STORE_PFN /
+ * STORE_EVTCHN, requests on req[], replies and watch events from rsp[],
+ * blocking on the store port.  Use from vCPU 0, one caller at a time.
+ * xs_init() calls evt_init() and timer_init() if the program has not; the
+ * timeouts use set_timer_op (a program's own pending set_timer_op deadline
+ * is replaced while a request waits).
+ *
+ * Every call returns >= 0 on success or -errno: the XS_ERROR name mapped to
+ * its errno (ENOENT -> -XEN_ENOENT ...; unknown names -> -XEN_EINVAL),
+ * -XEN_E2BIG for a payload over XENSTORE_PAYLOAD_MAX (never sent: xenstored
+ * would stop serving the ring) or a reply that does not fit the buffer,
+ * -XEN_ETIMEDOUT when no reply came within XS_GIVE_UP (60 s) in spite of
+ * reconnecting.  `tx` is 0 or an id from xs_transaction_start().
+ *
+ * A reply that does not come within the reply timeout (default 2 s) makes the
+ * client reconnect (connection = XENSTORE_RECONNECT, signal, wait for
+ * XENSTORE_CONNECTED), re-register its watches and resend; a request of a
+ * transaction begun before a reconnection fails with -XEN_EAGAIN.
+ */
+#define XS_MAX_PERMS 8
+
+struct xs_iov {
+    const void *base;
+    size_t len;
+};
+
+struct xs_stats {
+    unsigned long requests, replies, timeouts, reconnects;
+    unsigned long events, events_dropped, stray_replies;
+};
+extern struct xs_stats xs_stats;
+extern volatile struct xenstore_domain_interface *xs_intf;   /* NULL before xs_init */
+extern evtchn_port_t xs_evtchn;
+
+long xs_init(void);                     /* 0 or -errno (params, events, timer) */
+void xs_set_reply_timeout(uint64_t ns); /* before reconnecting; default 2 s */
+void xs_notify(void);                   /* signal the store port */
+long xs_error_from_name(const char *name);
+/* Raw request: payload = the iovs concatenated; the reply payload is copied to
+ * reply (NUL-terminated, so size must exceed it).  Returns its length. */
+long xs_request(uint32_t type, uint32_t tx, const struct xs_iov *iov, unsigned int niov,
+                void *reply, size_t size);
+
+/* Value into buf (NUL-terminated); returns its length. */
+long xs_read(uint32_t tx, const char *path, char *buf, size_t size);
+long xs_write(uint32_t tx, const char *path, const char *value);
+long xs_write_bytes(uint32_t tx, const char *path, const void *value, size_t len);
+long xs_mkdir(uint32_t tx, const char *path);
+long xs_rm(uint32_t tx, const char *path);
+/* Children names, each NUL-terminated, into buf; returns how many. */
+long xs_directory(uint32_t tx, const char *path, char *buf, size_t size);
+/* Permission strings ("n0", "r5" ...), each NUL-terminated; returns how many. */
+long xs_get_perms(uint32_t tx, const char *path, char *buf, size_t size);
+long xs_set_perms(uint32_t tx, const char *path, const char *const perms[], unsigned int n);
+
+/* Watches (at most 16, re-registered after a reconnection).  Events that
+ * arrive while a reply is awaited are queued (16; more are dropped and
+ * counted).  xs_read_watch takes the oldest, waiting until deadline_ns
+ * (absolute, now_ns()); 0 or -XEN_ETIMEDOUT. */
+long xs_watch(const char *path, const char *token);
+long xs_unwatch(const char *path, const char *token);
+long xs_read_watch(char *path, size_t psize, char *token, size_t tsize, uint64_t deadline_ns);
+int xs_watch_pending(void);
+void xs_flush_watches(void);
+
+long xs_transaction_start(uint32_t *tx);
+/* commit = 1 commits, 0 aborts; -XEN_EAGAIN: conflict (or lost), retry. */
+long xs_transaction_end(uint32_t tx, int commit);
+long xs_get_domain_path(unsigned int domid, char *buf, size_t size);
+/* The reconnection handshake; -XEN_ENOSYS if the server lacks the feature. */
+long xs_reconnect(void);
+/* ==== end of xenstore client ==== */
 
 #endif

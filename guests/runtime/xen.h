@@ -23,6 +23,7 @@
 #define __HYPERVISOR_set_timer_op   15
 #define __HYPERVISOR_xen_version    17
 #define __HYPERVISOR_console_io     18
+#define __HYPERVISOR_grant_table_op 20
 #define __HYPERVISOR_vcpu_op        24
 #define __HYPERVISOR_sched_op       29
 #define __HYPERVISOR_event_channel_op 32
@@ -32,6 +33,7 @@
 #define XEN_EPERM    1
 #define XEN_ENOENT   2
 #define XEN_ESRCH    3
+#define XEN_ENXIO    6
 #define XEN_ENOMEM  12
 #define XEN_EFAULT  14
 #define XEN_EBUSY   16
@@ -331,6 +333,176 @@ struct xen_add_to_physmap {
 #define XENMAPSPACE_gmfn_range      3
 #define XENMAPSPACE_gmfn_foreign    4
 
+#define XENMAPIDX_grant_table_status 0x80000000u
+
+/* --- grant tables (§7, hypercall 20) --- */
+typedef uint32_t grant_ref_t;
+typedef uint32_t grant_handle_t;
+
+#define GNTTAB_NR_RESERVED_ENTRIES  8
+#define GNTTAB_RESERVED_CONSOLE     0
+#define GNTTAB_RESERVED_XENSTORE    1
+
+#define GTF_invalid                 0
+#define GTF_permit_access           1
+#define GTF_accept_transfer         2
+#define GTF_transitive              3
+#define GTF_type_mask               3
+#define GTF_readonly                (1u << 2)
+#define GTF_reading                 (1u << 3)
+#define GTF_writing                 (1u << 4)
+#define GTF_PWT                     (1u << 5)
+#define GTF_PCD                     (1u << 6)
+#define GTF_PAT                     (1u << 7)
+#define GTF_sub_page                (1u << 8)
+
+#define GNTMAP_device_map           (1u << 0)
+#define GNTMAP_host_map             (1u << 1)
+#define GNTMAP_readonly             (1u << 2)
+#define GNTMAP_application_map      (1u << 3)
+#define GNTMAP_contains_pte         (1u << 4)
+#define GNTMAP_can_fail             (1u << 5)
+
+#define GNTTABOP_map_grant_ref      0
+#define GNTTABOP_unmap_grant_ref    1
+#define GNTTABOP_setup_table        2
+#define GNTTABOP_dump_table         3
+#define GNTTABOP_transfer           4
+#define GNTTABOP_copy               5
+#define GNTTABOP_query_size         6
+#define GNTTABOP_unmap_and_replace  7
+#define GNTTABOP_set_version        8
+#define GNTTABOP_get_status_frames  9
+#define GNTTABOP_get_version       10
+#define GNTTABOP_swap_grant_ref    11
+#define GNTTABOP_cache_flush       12
+
+#define GNTST_okay                  0
+#define GNTST_general_error       (-1)
+#define GNTST_bad_domain          (-2)
+#define GNTST_bad_gntref          (-3)
+#define GNTST_bad_handle          (-4)
+#define GNTST_bad_virt_addr       (-5)
+#define GNTST_bad_dev_addr        (-6)
+#define GNTST_no_device_space     (-7)
+#define GNTST_permission_denied   (-8)
+#define GNTST_bad_page            (-9)
+#define GNTST_bad_copy_arg       (-10)
+#define GNTST_address_too_big    (-11)
+#define GNTST_eagain             (-12)
+
+#define GNTCOPY_source_gref         (1u << 0)
+#define GNTCOPY_dest_gref           (1u << 1)
+
+struct grant_entry_v1 {
+    uint16_t flags;
+    uint16_t domid;
+    uint32_t frame;
+};
+
+struct grant_entry_header {
+    uint16_t flags;
+    uint16_t domid;
+};
+
+union grant_entry_v2 {
+    struct grant_entry_header hdr;
+    struct {
+        struct grant_entry_header hdr;
+        uint32_t pad0;
+        uint64_t frame;
+    } full_page;
+    struct {
+        struct grant_entry_header hdr;
+        uint16_t page_off;
+        uint16_t length;
+        uint64_t frame;
+    } sub_page;
+    struct {
+        struct grant_entry_header hdr;
+        uint16_t trans_domid;
+        uint16_t pad0;
+        grant_ref_t gref;
+    } transitive;
+    uint32_t __spacer[4];
+};
+
+struct gnttab_map_grant_ref {
+    uint64_t host_addr;
+    uint32_t flags;
+    grant_ref_t ref;
+    uint16_t dom;
+    int16_t status;             /* out */
+    grant_handle_t handle;      /* out */
+    uint64_t dev_bus_addr;      /* out */
+};
+
+struct gnttab_unmap_grant_ref {
+    uint64_t host_addr;
+    uint64_t dev_bus_addr;
+    grant_handle_t handle;
+    int16_t status;             /* out */
+};
+
+struct gnttab_setup_table {
+    uint16_t dom;
+    uint32_t nr_frames;
+    int16_t status;             /* out */
+    uint64_t frame_list;        /* guest pointer to xen_pfn_t[] (out) */
+};
+
+struct gnttab_copy_ptr {
+    union {
+        grant_ref_t ref;
+        uint64_t gmfn;
+    } u;
+    uint16_t domid;
+    uint16_t offset;
+};
+
+struct gnttab_copy {
+    struct gnttab_copy_ptr source;
+    struct gnttab_copy_ptr dest;
+    uint16_t len;
+    uint16_t flags;             /* GNTCOPY_* */
+    int16_t status;             /* out */
+};
+
+struct gnttab_query_size {
+    uint16_t dom;
+    uint32_t nr_frames;         /* out */
+    uint32_t max_nr_frames;     /* out */
+    int16_t status;             /* out */
+};
+
+struct gnttab_set_version {
+    uint32_t version;           /* in/out */
+};
+
+struct gnttab_get_version {
+    uint16_t dom;
+    uint16_t pad;
+    uint32_t version;           /* out */
+};
+
+struct gnttab_swap_grant_ref {
+    grant_ref_t ref_a;
+    grant_ref_t ref_b;
+    int16_t status;             /* out */
+};
+
+_Static_assert(sizeof(struct grant_entry_v1) == 8, "grant_entry_v1");
+_Static_assert(sizeof(union grant_entry_v2) == 16, "grant_entry_v2");
+_Static_assert(sizeof(struct gnttab_map_grant_ref) == 32, "map_grant_ref");
+_Static_assert(__builtin_offsetof(struct gnttab_map_grant_ref, handle) == 20, "map.handle");
+_Static_assert(sizeof(struct gnttab_unmap_grant_ref) == 24, "unmap_grant_ref");
+_Static_assert(sizeof(struct gnttab_setup_table) == 24, "setup_table");
+_Static_assert(sizeof(struct gnttab_copy) == 40, "gnttab_copy");
+_Static_assert(__builtin_offsetof(struct gnttab_copy, status) == 36, "copy.status");
+_Static_assert(sizeof(struct gnttab_query_size) == 16, "query_size");
+_Static_assert(sizeof(struct gnttab_get_version) == 8, "get_version");
+_Static_assert(sizeof(struct gnttab_swap_grant_ref) == 12, "swap_grant_ref");
+
 /* --- sched_op (§8.2) --- */
 #define SCHEDOP_yield               0
 #define SCHEDOP_block               1
@@ -506,5 +678,72 @@ struct xen_build_id {
 /* --- console_io (§8.5) --- */
 #define CONSOLEIO_write             0
 #define CONSOLEIO_read              1
+
+/* ==== xenstore (§9; xs_wire.h) -- used by xenstore.c ==== */
+#define XENSTORE_RING_SIZE          1024u
+#define MASK_XENSTORE_IDX(idx)      ((idx) & (XENSTORE_RING_SIZE - 1))
+#define XENSTORE_PAYLOAD_MAX        4096u
+#define XENSTORE_ABS_PATH_MAX       3072u
+#define XENSTORE_REL_PATH_MAX       2048u
+#define XENSTORE_SERVER_FEATURE_RECONNECTION 1u
+#define XENSTORE_CONNECTED          0u
+#define XENSTORE_RECONNECT          1u
+
+struct xenstore_domain_interface {
+    char req[XENSTORE_RING_SIZE];    /* guest -> server */
+    char rsp[XENSTORE_RING_SIZE];    /* server -> guest (replies, watch events) */
+    uint32_t req_cons, req_prod;
+    uint32_t rsp_cons, rsp_prod;
+    uint32_t server_features;
+    uint32_t connection;
+};
+_Static_assert(sizeof(struct xenstore_domain_interface) == 2072, "xenstore_domain_interface");
+_Static_assert(__builtin_offsetof(struct xenstore_domain_interface, req_cons) == 2048,
+               "xenstore req_cons");
+
+struct xsd_sockmsg {
+    uint32_t type;                  /* XS_* */
+    uint32_t req_id;                /* echoed in the reply */
+    uint32_t tx_id;                 /* 0 = no transaction */
+    uint32_t len;                   /* payload bytes that follow */
+};
+_Static_assert(sizeof(struct xsd_sockmsg) == 16, "xsd_sockmsg");
+
+#define XS_CONTROL                  0
+#define XS_DIRECTORY                1
+#define XS_READ                     2
+#define XS_GET_PERMS                3
+#define XS_WATCH                    4
+#define XS_UNWATCH                  5
+#define XS_TRANSACTION_START        6
+#define XS_TRANSACTION_END          7
+#define XS_INTRODUCE                8
+#define XS_RELEASE                  9
+#define XS_GET_DOMAIN_PATH         10
+#define XS_WRITE                   11
+#define XS_MKDIR                   12
+#define XS_RM                      13
+#define XS_SET_PERMS               14
+#define XS_WATCH_EVENT             15
+#define XS_ERROR                   16
+#define XS_IS_DOMAIN_INTRODUCED    17
+#define XS_RESUME                  18
+#define XS_SET_TARGET              19
+#define XS_RESET_WATCHES           21
+#define XS_DIRECTORY_PART          22
+
+/* errno values of the xsd_errors names (Linux/Xen numbering), plus the
+ * client's own ETIMEDOUT and EPROTO. */
+#define XEN_E2BIG    7
+#define XEN_EIO      5
+#define XEN_EAGAIN  11
+#define XEN_EACCES  13
+#define XEN_EISDIR  21
+#define XEN_EROFS   30
+#define XEN_ENOTEMPTY 39
+#define XEN_EPROTO  71
+#define XEN_EISCONN 106
+#define XEN_ETIMEDOUT 110
+/* ==== end of xenstore ==== */
 
 #endif

@@ -3,6 +3,10 @@
  * The hypervisor must answer each with an error (or the documented
  * harmless result) and keep running the domain.
  *
+ * grant_table_op gets bad pointers, counts (2^31, huge batches running into
+ * a hole), continuation bits, ops an HVM guest may not use, bad refs,
+ * domains, handles, offsets and lengths.
+ *
  * The second half (after evt_init) covers event channels, SCHEDOP_poll and
  * friends, set_timer_op and vcpu_op with Xen 4.12's error codes.  With
  * vcpus = 2 it also feeds bad contexts to VCPUOP_initialise of vCPU 1
@@ -239,6 +243,214 @@ static void unknown_ops(void)
         expect_eq(hypercall6(nrs[i], 0x8000000000000000ul, 0x0000700000000000ul, HOLE_ADDR, 0,
                              ~0ul, 1),
                   -XEN_ENOSYS, D("hypercall %u -> -ENOSYS", nrs[i]));
+}
+
+/* ------------------------------------------------------------------------
+ * Grant tables (spec §7.4).
+ * ------------------------------------------------------------------------ */
+
+static uint8_t gt_page[PAGE_SIZE] __aligned(PAGE_SIZE);
+
+static long gt(unsigned long cmd, uint64_t uop, unsigned long count)
+{
+    return grant_table_op(cmd, ptr(uop), count);
+}
+
+static void gnttab_bad_pointers(void)
+{
+    static const struct {
+        unsigned int cmd;
+        const char *name;
+    } ops[] = {
+        {GNTTABOP_map_grant_ref, "map_grant_ref"}, {GNTTABOP_unmap_grant_ref, "unmap_grant_ref"},
+        {GNTTABOP_setup_table, "setup_table"}, {GNTTABOP_copy, "copy"},
+        {GNTTABOP_query_size, "query_size"}, {GNTTABOP_set_version, "set_version"},
+        {GNTTABOP_get_version, "get_version"}, {GNTTABOP_swap_grant_ref, "swap_grant_ref"},
+    };
+    for (unsigned int p = 0; p < ARRAY_SIZE(bad_ptrs); p++)
+        for (unsigned int i = 0; i < ARRAY_SIZE(ops); i++)
+            expect_eq(gt(ops[i].cmd, bad_ptrs[p].ptr, 1), -XEN_EFAULT,
+                      D("grant_table_op(%s, %s) -> -EFAULT", ops[i].name, bad_ptrs[p].name));
+    static const unsigned int batch[] = {GNTTABOP_map_grant_ref, GNTTABOP_unmap_grant_ref,
+                                         GNTTABOP_copy, GNTTABOP_swap_grant_ref};
+    for (unsigned int i = 0; i < ARRAY_SIZE(batch); i++) {
+        expect_eq(gt(batch[i], 0, 0), 0, D("grant_table_op(%u, NULL, count 0) -> 0", batch[i]));
+        /* count is an unsigned int: 1<<32 is 0. */
+        expect_eq(gt(batch[i], 0, 1ul << 32), 0,
+                  D("grant_table_op(%u, NULL, count 1<<32) -> 0", batch[i]));
+    }
+
+    /* Arguments in read-only memory: read, acted on, the write-back faults. */
+    struct gnttab_query_size *q = ptr(SCRATCH);
+    memset(q, 0, sizeof(*q));
+    q->dom = DOMID_SELF;
+    expect_eq(gt(GNTTABOP_query_size, RO_ALIAS + SCRATCH, 1), -XEN_EFAULT,
+              "query_size in read-only memory -> -EFAULT");
+    expect_eq(q->nr_frames, 0, "nothing written through the read-only alias");
+    struct gnttab_copy *c = ptr(SCRATCH);
+    memset(c, 0, sizeof(*c));
+    c->source.domid = DOMID_SELF;
+    c->source.u.gmfn = (uintptr_t)gt_page >> 12;
+    c->dest = c->source;
+    c->len = 8;
+    expect_eq(gt(GNTTABOP_copy, RO_ALIAS + SCRATCH, 1), -XEN_EFAULT,
+              "copy element in read-only memory -> -EFAULT");
+    struct gnttab_setup_table *st = ptr(SCRATCH);
+    memset(st, 0, sizeof(*st));
+    st->dom = DOMID_SELF;
+    st->nr_frames = 1;
+    st->frame_list = RO_ALIAS + SCRATCH + 0x100;
+    expect_eq(gt(GNTTABOP_setup_table, SCRATCH, 1), 0, "setup_table, frame_list read-only: rc 0");
+    expect_eq(st->status, GNTST_bad_virt_addr, "... status GNTST_bad_virt_addr");
+    st->frame_list = LOW_RAM_END - 8;
+    st->nr_frames = 2;
+    expect_eq(gt(GNTTABOP_setup_table, SCRATCH, 1), 0, "setup_table, frame_list into a hole: rc 0");
+    expect_eq(st->status, GNTST_bad_virt_addr, "... status GNTST_bad_virt_addr");
+    expect_eq(gt(GNTTABOP_query_size, LOW_RAM_END - 8, 1), -XEN_EFAULT,
+              "query_size straddling the end of RAM -> -EFAULT");
+
+    /* A huge batch from valid memory: the elements up to the hole are done. */
+    struct gnttab_copy *cs = ptr(LOW_RAM_END - 2 * sizeof(*cs));
+    memset(cs, 0, 2 * sizeof(*cs));
+    for (unsigned int i = 0; i < 2; i++) {
+        cs[i].source.domid = cs[i].dest.domid = DOMID_SELF;
+        cs[i].source.u.gmfn = cs[i].dest.u.gmfn = (uintptr_t)gt_page >> 12;
+        cs[i].len = 8;
+        cs[i].status = 0x5555;
+    }
+    expect_eq(gt(GNTTABOP_copy, (uintptr_t)cs, 0x7FFFFFFF), -XEN_EFAULT,
+              "copy count 0x7FFFFFFF running into the hole -> -EFAULT");
+    check(cs[0].status == GNTST_okay && cs[1].status == GNTST_okay,
+          "... after doing the %d elements before it", 2);
+}
+
+static void gnttab_bad_values(void)
+{
+    static const unsigned long counts[] = {1ul << 31, 0xFFFFFFFFul, (1ul << 40) | (1ul << 31)};
+    static const unsigned int cmds[] = {GNTTABOP_map_grant_ref, GNTTABOP_unmap_grant_ref,
+                                        GNTTABOP_setup_table, GNTTABOP_copy,
+                                        GNTTABOP_query_size, GNTTABOP_set_version,
+                                        GNTTABOP_get_version, GNTTABOP_swap_grant_ref};
+    for (unsigned int i = 0; i < ARRAY_SIZE(counts); i++)
+        for (unsigned int j = 0; j < ARRAY_SIZE(cmds); j++)
+            expect_eq(gt(cmds[j], (uintptr_t)gt_page, counts[i]), -XEN_EINVAL,
+                      D("grant_table_op(%u, count 0x%lx) -> -EINVAL", cmds[j], counts[i]));
+
+    /* Xen's HVM filter compares the whole cmd: continuation bits are -ENOSYS. */
+    static const unsigned long bad_cmds[] = {
+        (1ul << 12) | GNTTABOP_copy, (1ul << 12) | GNTTABOP_query_size, 0xFFFFF000ul,
+        0xFFFFFFFFul, GNTTABOP_dump_table, GNTTABOP_transfer, GNTTABOP_unmap_and_replace,
+        GNTTABOP_get_status_frames, GNTTABOP_cache_flush, 13, 4095,
+    };
+    for (unsigned int i = 0; i < ARRAY_SIZE(bad_cmds); i++)
+        expect_eq(gt(bad_cmds[i], (uintptr_t)gt_page, 1), -XEN_ENOSYS,
+                  D("grant_table_op(cmd 0x%lx) -> -ENOSYS", bad_cmds[i]));
+    struct gnttab_query_size q = {.dom = DOMID_SELF};
+    expect_eq(gt((1ul << 32) | GNTTABOP_query_size, (uintptr_t)&q, 1), 0,
+              "cmd (1<<32)|query_size is query_size (unsigned int)");
+
+    struct gnttab_set_version sv = {.version = 0xFFFFFFFFu};
+    expect_eq(gt(GNTTABOP_set_version, (uintptr_t)&sv, 1), -XEN_EINVAL,
+              "set_version 0xFFFFFFFF -> -EINVAL");
+    expect_eq(sv.version, 1, "... version 1 written back");
+    struct gnttab_setup_table st = {.dom = DOMID_SELF, .nr_frames = 0xFFFFFFFFu};
+    expect_eq(gt(GNTTABOP_setup_table, (uintptr_t)&st, 1), 0, "setup_table 0xFFFFFFFF frames rc 0");
+    expect_eq(st.status, GNTST_general_error, "... GNTST_general_error");
+    struct gnttab_get_version gv = {.dom = 0xFFFF};
+    expect_eq(gt(GNTTABOP_get_version, (uintptr_t)&gv, 1), -XEN_ESRCH,
+              "get_version of domid 0xFFFF -> -ESRCH");
+
+    static const uint16_t doms[] = {DOMID_IO, DOMID_XEN, 0x7FF3, DOMID_INVALID, 0xFFFF};
+    for (unsigned int i = 0; i < ARRAY_SIZE(doms); i++) {
+        struct gnttab_copy c = {.len = 8, .flags = GNTCOPY_source_gref};
+        c.source.domid = doms[i];
+        c.dest.domid = DOMID_SELF;
+        c.dest.u.gmfn = (uintptr_t)gt_page >> 12;
+        gt(GNTTABOP_copy, (uintptr_t)&c, 1);
+        expect_eq(c.status, GNTST_bad_domain, D("copy from gref of domid 0x%x -> bad_domain",
+                                                doms[i]));
+        struct gnttab_map_grant_ref m = {.host_addr = HOLE_ADDR, .flags = GNTMAP_host_map,
+                                         .dom = doms[i]};
+        gt(GNTTABOP_map_grant_ref, (uintptr_t)&m, 1);
+        expect_eq(m.status, GNTST_bad_domain, D("map from domid 0x%x -> bad_domain", doms[i]));
+    }
+
+    /* (setup_table above grew the table to 2 frames: 1024 v1 entries.) */
+    static const uint32_t refs[] = {0xFFFFFFFFu, 0x80000000u, 1024, 0x10000};
+    for (unsigned int i = 0; i < ARRAY_SIZE(refs); i++) {
+        struct gnttab_copy c = {.len = 8, .flags = GNTCOPY_source_gref};
+        c.source.domid = DOMID_SELF;
+        c.source.u.ref = refs[i];
+        c.dest.domid = DOMID_SELF;
+        c.dest.u.gmfn = (uintptr_t)gt_page >> 12;
+        gt(GNTTABOP_copy, (uintptr_t)&c, 1);
+        expect_eq(c.status, GNTST_bad_gntref, D("copy from ref 0x%x -> bad_gntref", refs[i]));
+        struct gnttab_map_grant_ref m = {.host_addr = HOLE_ADDR, .flags = GNTMAP_host_map,
+                                         .ref = refs[i], .dom = rt_domid};
+        gt(GNTTABOP_map_grant_ref, (uintptr_t)&m, 1);
+        expect_eq(m.status, GNTST_bad_gntref, D("map ref 0x%x -> bad_gntref", refs[i]));
+        struct gnttab_swap_grant_ref sw = {.ref_a = refs[i], .ref_b = 8};
+        gt(GNTTABOP_swap_grant_ref, (uintptr_t)&sw, 1);
+        expect_eq(sw.status, GNTST_bad_gntref, D("swap ref 0x%x -> bad_gntref", refs[i]));
+    }
+    static const uint32_t handles[] = {0, 1, 0xFFFFFFFFu, 0x80000000u};
+    for (unsigned int i = 0; i < ARRAY_SIZE(handles); i++) {
+        struct gnttab_unmap_grant_ref u = {.host_addr = HOLE_ADDR, .handle = handles[i]};
+        gt(GNTTABOP_unmap_grant_ref, (uintptr_t)&u, 1);
+        expect_eq(u.status, GNTST_bad_handle, D("unmap handle 0x%x -> bad_handle", handles[i]));
+    }
+
+    /* Offsets and lengths (frame numbers of our own page). */
+    static const struct {
+        uint16_t soff, doff, len;
+    } bad_ranges[] = {{0, 0, 0xFFFF}, {0xFFFF, 0, 1}, {0, 0xFFFF, 1}, {4097, 0, 0},
+                      {0, 4097, 0}, {4095, 0, 2}, {0, 4095, 2}, {0x8000, 0x8000, 0x8000}};
+    for (unsigned int i = 0; i < ARRAY_SIZE(bad_ranges); i++) {
+        struct gnttab_copy c = {.len = bad_ranges[i].len};
+        c.source.domid = c.dest.domid = DOMID_SELF;
+        c.source.u.gmfn = c.dest.u.gmfn = (uintptr_t)gt_page >> 12;
+        c.source.offset = bad_ranges[i].soff;
+        c.dest.offset = bad_ranges[i].doff;
+        gt(GNTTABOP_copy, (uintptr_t)&c, 1);
+        expect_eq(c.status, GNTST_bad_copy_arg,
+                  D("copy offsets %u/%u len 0x%x -> bad_copy_arg", bad_ranges[i].soff,
+                    bad_ranges[i].doff, bad_ranges[i].len));
+    }
+    /* Xen checks offset + len > 4096: an empty copy at offset 4096 is fine. */
+    struct gnttab_copy edge = {.len = 0};
+    edge.source.domid = edge.dest.domid = DOMID_SELF;
+    edge.source.u.gmfn = edge.dest.u.gmfn = (uintptr_t)gt_page >> 12;
+    edge.source.offset = edge.dest.offset = 4096;
+    gt(GNTTABOP_copy, (uintptr_t)&edge, 1);
+    expect_eq(edge.status, GNTST_okay, "copy of 0 bytes at offset 4096 -> okay");
+    static const uint64_t bad_frames[] = {0, HOLE_ADDR >> 12, 1ull << 40, ~0ull};
+    for (unsigned int i = 0; i < ARRAY_SIZE(bad_frames); i++) {
+        struct gnttab_copy c = {.len = 8};
+        c.source.domid = c.dest.domid = DOMID_SELF;
+        c.source.u.gmfn = bad_frames[i];
+        c.dest.u.gmfn = (uintptr_t)gt_page >> 12;
+        gt(GNTTABOP_copy, (uintptr_t)&c, 1);
+        expect_eq(c.status, bad_frames[i] == 0 ? GNTST_okay : GNTST_bad_page,
+                  D("copy from frame 0x%lx -> %s", (unsigned long)bad_frames[i],
+                    bad_frames[i] == 0 ? "okay (page 0 is RAM)" : "bad_page"));
+    }
+
+    /* Map flags and addresses: refused without pinning anything. */
+    struct gnttab_map_grant_ref m = {.host_addr = ~0ull, .flags = GNTMAP_host_map,
+                                     .ref = GNTTAB_RESERVED_CONSOLE, .dom = rt_domid};
+    gt(GNTTABOP_map_grant_ref, (uintptr_t)&m, 1);
+    expect_eq(m.status, GNTST_general_error, "map the console grant (for d0) -> general_error");
+    static const uint32_t bad_flags[] = {0, GNTMAP_readonly, GNTMAP_device_map,
+                                         GNTMAP_host_map | GNTMAP_application_map,
+                                         0xFFFFFFFFu};
+    for (unsigned int i = 0; i < ARRAY_SIZE(bad_flags); i++) {
+        struct gnttab_map_grant_ref mf = {.host_addr = HOLE_ADDR, .flags = bad_flags[i],
+                                          .ref = 8, .dom = rt_domid};
+        gt(GNTTABOP_map_grant_ref, (uintptr_t)&mf, 1);
+        expect_eq(mf.status, bad_flags[i] & 3 ? GNTST_general_error : GNTST_bad_gntref,
+                  D("map flags 0x%x -> %d", bad_flags[i],
+                    bad_flags[i] & 3 ? GNTST_general_error : GNTST_bad_gntref));
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -1015,6 +1227,8 @@ void test_main(const struct hvm_start_info *si)
     straddle_ram_end();
     bad_values();
     unknown_ops();
+    gnttab_bad_pointers();
+    gnttab_bad_values();
 
     expect_eq(evt_init(), 0, "map shared_info and set CALLBACK_IRQ");
     if (rt_shinfo) {

@@ -78,3 +78,29 @@ def test_bit_helpers_and_tsc() -> None:
     assert atomic.test_and_clear_bit(base, 130) == 0
     a, b = atomic.read_tsc(), atomic.read_tsc()
     assert b >= a > 0
+
+
+def test_cmpxchg32_stores_only_on_a_match() -> None:
+    word = (ctypes.c_uint32 * 2)(0x0001_0009, 0xDEAD_BEEF)
+    base = ctypes.addressof(word)
+    assert atomic.cmpxchg32(base, 0x0001_0009, 0x0001_0019) == 0x0001_0009
+    assert word[0] == 0x0001_0019
+    # A mismatch returns what is there and leaves it alone.
+    assert atomic.cmpxchg32(base, 0x0001_0009, 0) == 0x0001_0019
+    assert word[0] == 0x0001_0019
+    assert word[1] == 0xDEAD_BEEF  # a 32-bit access only
+
+
+def test_fetch_or16_and_fetch_and16_touch_one_16_bit_word() -> None:
+    words = (ctypes.c_uint16 * 3)(0xAAAA, 0x0001, 0x5555)
+    base = ctypes.addressof(words)
+    assert atomic.fetch_or16(base + 2, 0x0018) == 0x0001
+    assert words[1] == 0x0019
+    assert atomic.fetch_and16(base + 2, 0xFFFF & ~0x0008) == 0x0019
+    assert words[1] == 0x0011
+    assert (words[0], words[2]) == (0xAAAA, 0x5555)
+    # The last 16-bit word of a page: nothing beyond it is touched.
+    page = (ctypes.c_uint16 * 2048)()
+    last = ctypes.addressof(page) + 4094
+    assert atomic.fetch_or16(last, 0x8000) == 0
+    assert page[2047] == 0x8000

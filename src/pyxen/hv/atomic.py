@@ -1,8 +1,9 @@
 """Atomic bit operations on guest memory, and the host TSC, for x86-64 hosts.
 
-Event-channel bits (pending, mask, selector, upcall_pending) live in pages
-the guest writes concurrently from its own vCPUs with locked instructions;
-a Python read-modify-write would lose or resurrect bits.  Python has no
+Event-channel bits (pending, mask, selector, upcall_pending) and grant
+entries' flags live in pages the guest writes concurrently from its own
+vCPUs with locked instructions; a Python read-modify-write would lose or
+resurrect bits (or miss a guest's revocation of a grant).  Python has no
 atomic memory operations, so this module carries a few x86-64 routines as
 machine code, copies them into an executable page and calls them through
 ctypes (one foreign call each, about half a microsecond).
@@ -72,6 +73,29 @@ read_tsc:
     shl rdx, 32
     or rax, rdx
     ret
+# rdi=addr esi=expected edx=new; returns the 32-bit value found (== expected: stored)
+cmpxchg32:
+    mov eax, esi
+    lock cmpxchg [rdi], edx
+    ret
+# rdi=addr si=bits: OR bits into the 16-bit word; returns the old word
+fetch_or16:
+    movzx eax, word ptr [rdi]
+1:  mov edx, eax
+    or edx, esi
+    lock cmpxchg [rdi], dx
+    jnz 1b
+    movzx eax, ax
+    ret
+# rdi=addr si=mask: AND the 16-bit word with mask; returns the old word
+fetch_and16:
+    movzx eax, word ptr [rdi]
+1:  mov edx, eax
+    and edx, esi
+    lock cmpxchg [rdi], dx
+    jnz 1b
+    movzx eax, ax
+    ret
 """
 
 # (name, offset) of each routine in CODE.
@@ -81,6 +105,9 @@ ENTRY_POINTS = {
     "test_and_set_bit": 0x52,
     "test_and_clear_bit": 0x5D,
     "read_tsc": 0x68,
+    "cmpxchg32": 0x72,
+    "fetch_or16": 0x79,
+    "fetch_and16": 0x8B,
 }
 
 CODE = bytes.fromhex(
@@ -91,6 +118,9 @@ CODE = bytes.fromhex(
     "31c0f0480fab370f92c0c3"
     "31c0f0480fb3370f92c0c3"
     "0f3148c1e2204809d0c3"
+    "89f0f00fb117c3"
+    "0fb70789c209f266f00fb11775f50fb7c0c3"
+    "0fb70789c221f266f00fb11775f50fb7c0c3"
 )
 
 NO_CHANGE = 0
@@ -123,6 +153,9 @@ _Bits = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes
                          ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _Bit = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64)
 _Tsc = ctypes.PYFUNCTYPE(ctypes.c_uint64)
+_Cmpxchg32 = ctypes.PYFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32,
+                               ctypes.c_uint32)
+_Word16 = ctypes.PYFUNCTYPE(ctypes.c_uint16, ctypes.c_void_p, ctypes.c_uint16)
 
 set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
 """set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,
@@ -143,3 +176,17 @@ test_and_clear_bit = _Bit(_BASE + ENTRY_POINTS["test_and_clear_bit"])
 
 read_tsc = _Tsc(_BASE + ENTRY_POINTS["read_tsc"])
 """read_tsc() -> the host's time-stamp counter."""
+
+cmpxchg32 = _Cmpxchg32(_BASE + ENTRY_POINTS["cmpxchg32"])
+"""cmpxchg32(addr, expected, new) -> the 32-bit value found at addr.
+
+``new`` is stored only if the value found equals ``expected`` (the caller
+compares the result).  Grant entries: one word covers flags and domid, so
+Xen's rule "set GTF_reading only if the entry still grants this domain"
+is one compare-and-exchange."""
+
+fetch_or16 = _Word16(_BASE + ENTRY_POINTS["fetch_or16"])
+"""fetch_or16(addr, bits) -> old 16-bit word; sets ``bits`` atomically."""
+
+fetch_and16 = _Word16(_BASE + ENTRY_POINTS["fetch_and16"])
+"""fetch_and16(addr, mask) -> old 16-bit word; keeps only ``mask`` bits atomically."""

@@ -6,7 +6,11 @@ Steps (as libxl/libxc do them for a PVH domU):
 3. load the segments (BSS zeroed), then the ramdisk and the start info
    (hvm_start_info v1 with command line, modules and memory map) after them;
 4. populate the special pages (xenstore and console rings) outside e820
-   RAM and set the HVM params that point at them;
+   RAM and set the HVM params that point at them; grant them to their
+   backends in the reserved grant entries (GNTTAB_RESERVED_CONSOLE = 0 and
+   GNTTAB_RESERVED_XENSTORE = 1, permit_access to domain 0, as libxl's
+   xc_dom_gnttab_seed does; the backends are services of the hypervisor
+   process, which plays dom0);
 5. create the vCPUs with Xen's CPUID; vCPU 0 starts at the PVH entry in
    32-bit flat protected mode with EBX = start info.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE
 from pyxen.abi.hvm import SPECIAL_PFN_CONSOLE, SPECIAL_PFN_PAGING, SPECIAL_PFN_XENSTORE
 from pyxen.abi.hvm import HvmParam as P
 from pyxen.boot import (
@@ -136,6 +141,8 @@ def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment
     domain.populate_range(SPECIAL_PFN_PAGING, NR_SPECIAL_PAGES)
     domain.params[P.STORE_PFN] = SPECIAL_PFN_XENSTORE
     domain.params[P.CONSOLE_PFN] = SPECIAL_PFN_CONSOLE
+    domain.grants.seed(GNTTAB_RESERVED_CONSOLE, CONTROL_DOMID, SPECIAL_PFN_CONSOLE)
+    domain.grants.seed(GNTTAB_RESERVED_XENSTORE, CONTROL_DOMID, SPECIAL_PFN_XENSTORE)
     # libxl offers the xenstore and console ports to their backends in dom0.
     with domain.hv.event_lock:
         store = event_channel.alloc_unbound(domain, CONTROL_DOMID)

@@ -2,9 +2,18 @@
 
 Memory accounting follows Xen: ``tot_pages`` counts RAM pages the domain
 owns (mapped, or allocated but unmapped), ``max_pages`` caps it.  Hypervisor
-pages (shared_info, grant frames) live in the pool's heap part and are not
-counted; they can be mapped at any frame the guest chooses, replacing
-whatever was there (RAM there is freed, as Xen frees it).
+pages (shared_info, grant frames, v2 grant status frames) live in the
+pool's heap part and are not counted; they can be mapped at any frame the
+guest chooses, replacing whatever was there (RAM there is freed, as Xen
+frees it).
+
+Grants (``grants``, see ``pyxen.hv.grant_table``): a RAM page the guest
+frees while another domain uses it through a grant stays owned (and
+counted) until the last use goes; it is returned to the pool at the
+domain's next memory operation (``reap_freed``).  A frame holding another
+domain's page (a grant mapping, ``PageKind.FOREIGN``) cannot be replaced
+or removed by memory_op (Xen: the extent fails, add_to_physmap -ENXIO);
+only GNTTABOP_unmap_grant_ref removes it.
 
 Shutdown: the first ``shutdown(reason)`` wins; ``shutdown_code`` latched by
 the guest beforehand overrides the reason reported (SCHEDOP_shutdown_code).
@@ -22,6 +31,7 @@ thread is quiescent (parked or finished); ``unpause()`` lets them run.
 
 Locking: ``lock`` serialises p2m changes and state transitions; vCPU
 threads take it only on slow paths (memory_op), never for a null hypercall.
+It may be held while taking a grant-table lock, never the reverse.
 ``time_lock`` serialises writers of the pvclock areas.
 """
 
@@ -39,9 +49,11 @@ from pyxen.boot.e820 import E820Entry
 from pyxen.hv import event_channel
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, EventChannels
+from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_frames_for
 from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
 from pyxen.hv.timers import Timer
 from pyxen.kvm import Vm
+from pyxen.kvm.ioctls import KVM_CAP_NR_MEMSLOTS, KVM_CAP_READONLY_MEM
 from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
 from pyxen.memory.physmap import SlotProgrammer
 
@@ -49,7 +61,8 @@ if TYPE_CHECKING:
     from pyxen.hv.hypervisor import Hypervisor
     from pyxen.hv.vcpu import VcpuRunner
 
-# Heap page layout in the pool: shared_info first, then the grant frames.
+# Heap page layout in the pool: shared_info first, then the grant frames,
+# then the v2 grant status frames (Domain.grant_status_heap_base).
 SHARED_INFO_HEAP_INDEX = 0
 GRANT_FRAME_HEAP_BASE = 1
 DEFAULT_MAX_GRANT_FRAMES = 64
@@ -64,8 +77,9 @@ class _VmSlots(SlotProgrammer):
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
 
-    def set_slot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
-        self.vm.set_memory_region(slot, gpa, size, host_addr)
+    def set_slot(self, slot: int, gpa: int, size: int, host_addr: int,
+                 readonly: bool = False) -> None:
+        self.vm.set_memory_region(slot, gpa, size, host_addr, readonly)
 
 
 class Domain:
@@ -80,8 +94,11 @@ class Domain:
         self.vm = Vm(hv.kvm)
         self.vm.filter_msrs([HYPERCALL_MSR])
         self.max_grant_frames = DEFAULT_MAX_GRANT_FRAMES
-        self.memory = GuestMemory(max_pages, GRANT_FRAME_HEAP_BASE + self.max_grant_frames,
+        self.grant_status_heap_base = GRANT_FRAME_HEAP_BASE + self.max_grant_frames
+        heap_pages = self.grant_status_heap_base + status_frames_for(self.max_grant_frames)
+        self.memory = GuestMemory(max_pages, heap_pages,
                                   name=f"pyxen-d{domid}", slots=_VmSlots(self.vm))
+        self.memory_closed = False
         self.max_pages = max_pages
         self.tot_pages = 0
         self.max_gfn = 1 << (phys_bits - 12)
@@ -93,6 +110,12 @@ class Domain:
         self.compat: bool | None = None
         self.shared_info_gfn: int | None = None
         self.grant_frame_gfns: dict[int, int] = {}
+        self.grant_status_gfns: dict[int, int] = {}
+        slots = hv.kvm.check_extension(KVM_CAP_NR_MEMSLOTS)
+        self.grants = GrantTable(
+            self, self.max_grant_frames, self.grant_status_heap_base, GRANT_FRAME_HEAP_BASE,
+            maptrack_limit=max(0, min(MAX_MAPTRACK, (slots - SLOT_RESERVE) // 2)),
+            readonly_slots=hv.kvm.check_extension(KVM_CAP_READONLY_MEM) > 0)
         shinfo_page = self.memory.heap_pool_page(SHARED_INFO_HEAP_INDEX)
         self.shared_info_view = self.memory.pool_view(shinfo_page)
         self.shared_info_host = self.memory.host_base + shinfo_page * PAGE_SIZE
@@ -126,6 +149,7 @@ class Domain:
 
     def populate_range(self, gfn: int, count: int) -> None:
         """Back [gfn, gfn+count) with fresh RAM (used by the builder)."""
+        self.reap_freed()
         first = None
         if self.tot_pages + count <= self.max_pages:
             first = self.memory.alloc_ram_pages(count)
@@ -135,25 +159,44 @@ class Domain:
         self.tot_pages += count
 
     def _vacate(self, gfn: int) -> None:
-        """Remove whatever backs ``gfn`` (Xen: guest_remove_page / unhooking a heap page)."""
-        old = self.memory.unmap(Gfn(gfn))
-        if old is None:
+        """Remove whatever backs ``gfn`` (Xen: guest_remove_page / unhooking a heap page).
+
+        Raises FrameInUse for a grant mapping of another domain's page."""
+        found = self.memory.lookup(Gfn(gfn))
+        if found is None:
             return
-        pool_page, kind = old
+        if found[1] is PageKind.FOREIGN:
+            raise FrameInUse(gfn)
+        self.memory.unmap(Gfn(gfn))
+        pool_page, kind = found
         if kind is PageKind.RAM:
-            self.memory.free_ram_page(pool_page)
-            self.tot_pages -= 1
+            self._free_ram(pool_page)
         else:
             self._forget_heap(pool_page)
 
+    def _free_ram(self, pool_page: int) -> None:
+        """An unmapped RAM page goes back to the pool, unless a grant still uses it."""
+        if self.grants.free_ram(pool_page):
+            self.memory.free_ram_page(pool_page)
+            self.tot_pages -= 1
+
+    def reap_freed(self) -> None:
+        """Free the pages whose last grant use went since they were freed (lock held)."""
+        for page in self.grants.take_freed():
+            self.memory.free_ram_page(page)
+            self.tot_pages -= 1
+
     def populate_page(self, gfn: int) -> bool:
         """populate_physmap of one page; False when the domain is at max_pages."""
+        self.reap_freed()
         if self.tot_pages >= self.max_pages:
+            return False
+        existing = self.memory.lookup(Gfn(gfn))
+        if existing is not None and existing[1] is PageKind.FOREIGN:
             return False
         page = self.memory.alloc_ram_pages(1)
         if page is None:
             return False
-        existing = self.memory.lookup(Gfn(gfn))
         if existing is not None:
             pool_page, kind = existing
             # Xen leaves a replaced RAM page allocated to the domain but unmapped.
@@ -165,53 +208,96 @@ class Domain:
         return True
 
     def _forget_heap(self, pool_page: int) -> None:
-        if pool_page == self.memory.heap_pool_page(SHARED_INFO_HEAP_INDEX):
+        index = pool_page - self.memory.heap_pool_page(0)
+        if index == SHARED_INFO_HEAP_INDEX:
             self.shared_info_gfn = None
+        elif index >= self.grant_status_heap_base:
+            self.grant_status_gfns.pop(index - self.grant_status_heap_base, None)
         else:
-            idx = pool_page - self.memory.heap_pool_page(GRANT_FRAME_HEAP_BASE)
-            self.grant_frame_gfns.pop(idx, None)
+            self.grant_frame_gfns.pop(index - GRANT_FRAME_HEAP_BASE, None)
+
+    def _heap_gfn(self, heap_index: int) -> int | None:
+        """Where the guest mapped heap page ``heap_index`` (None: nowhere)."""
+        if heap_index == SHARED_INFO_HEAP_INDEX:
+            return self.shared_info_gfn
+        if heap_index >= self.grant_status_heap_base:
+            return self.grant_status_gfns.get(heap_index - self.grant_status_heap_base)
+        return self.grant_frame_gfns.get(heap_index - GRANT_FRAME_HEAP_BASE)
 
     def remove_page(self, gfn: int) -> bool:
-        """decrease_reservation of one page; False if nothing is mapped there."""
-        if self.memory.lookup(Gfn(gfn)) is None:
+        """decrease_reservation of one page; False if nothing (or a grant mapping) is there."""
+        found = self.memory.lookup(Gfn(gfn))
+        if found is None or found[1] is PageKind.FOREIGN:
             return False
         self._vacate(gfn)
         return True
 
     def reserve_pages(self, count: int) -> bool:
         """increase_reservation for a translated guest: pages owned but mapped nowhere."""
+        self.reap_freed()
         if self.tot_pages + count > self.max_pages:
             return False
         self.tot_pages += count
         return True
 
     def map_heap_page(self, heap_index: int, gfn: int) -> None:
-        """Map a hypervisor page at ``gfn``: unmap it from where it was, evict what is at gfn."""
+        """Map a hypervisor page at ``gfn``: unmap it from where it was, evict what is at gfn.
+
+        Raises FrameInUse (nothing changed) if ``gfn`` holds a grant mapping."""
         pool_page = self.memory.heap_pool_page(heap_index)
-        if heap_index == SHARED_INFO_HEAP_INDEX:
-            old_gfn = self.shared_info_gfn
-        else:
-            old_gfn = self.grant_frame_gfns.get(heap_index - GRANT_FRAME_HEAP_BASE)
-        if old_gfn is not None:
-            self.memory.unmap(Gfn(old_gfn))
+        found = self.memory.lookup(Gfn(gfn))
+        if found is not None and found[1] is PageKind.FOREIGN:
+            raise FrameInUse(gfn)
+        self.unmap_heap_page(heap_index)
         self._vacate(gfn)
         self.memory.map(Gfn(gfn), 1, pool_page, PageKind.HEAP)
         if heap_index == SHARED_INFO_HEAP_INDEX:
             self.shared_info_gfn = gfn
+        elif heap_index >= self.grant_status_heap_base:
+            self.grant_status_gfns[heap_index - self.grant_status_heap_base] = gfn
         else:
             self.grant_frame_gfns[heap_index - GRANT_FRAME_HEAP_BASE] = gfn
 
+    def unmap_heap_page(self, heap_index: int) -> None:
+        """Remove a hypervisor page from the p2m, if the guest mapped it (lock held)."""
+        old_gfn = self._heap_gfn(heap_index)
+        if old_gfn is not None:
+            self.memory.unmap(Gfn(old_gfn))
+            self._forget_heap(self.memory.heap_pool_page(heap_index))
+
     def move_page(self, src_gfn: int, dst_gfn: int) -> bool:
-        """XENMAPSPACE_gmfn: move the RAM page at src to dst.  False if src is not RAM."""
+        """XENMAPSPACE_gmfn: move the RAM page at src to dst.  False if src is not RAM.
+
+        Raises FrameInUse (nothing changed) if ``dst_gfn`` holds a grant mapping."""
         found = self.memory.lookup(Gfn(src_gfn))
         if found is None or found[1] is not PageKind.RAM:
             return False
         if src_gfn == dst_gfn:
             return True
+        dst = self.memory.lookup(Gfn(dst_gfn))
+        if dst is not None and dst[1] is PageKind.FOREIGN:
+            raise FrameInUse(dst_gfn)
         self.memory.unmap(Gfn(src_gfn))
         self._vacate(dst_gfn)
         self.memory.map(Gfn(dst_gfn), 1, found[0], PageKind.RAM)
         return True
+
+    def insert_foreign(self, gfn: int, host_addr: int, pool_page: int, readonly: bool) -> bool:
+        """Map another domain's page (a grant) at ``gfn``; False if a grant mapping is there.
+
+        What was at ``gfn`` goes as Xen's guest_physmap_add_entry makes it go:
+        a RAM page stays owned but unmapped, a heap page is unhooked."""
+        with self.lock:
+            found = self.memory.lookup(Gfn(gfn))
+            if found is not None:
+                pool, kind = found
+                if kind is PageKind.FOREIGN:
+                    return False
+                self.memory.unmap(Gfn(gfn))
+                if kind is PageKind.HEAP:
+                    self._forget_heap(pool)
+            self.memory.map_foreign(Gfn(gfn), host_addr, pool_page, readonly)
+            return True
 
     def latch_mode(self, compat: bool) -> None:
         """Fix the shared-info layout (64-bit or compat) the guest uses."""
@@ -332,14 +418,26 @@ class Domain:
             runner.request_stop()
         for runner in self.vcpus:
             runner.join()
+        # No slot of another domain may point into this pool once it is unmapped.
+        self.grants.teardown()
         self.hv.domain_destroyed(self)
         with self.time_lock:
             for runner in self.vcpus:
                 runner.close()
             self.shared_info_view.release()
         self.hv.console.flush_domain(self.domid)
-        self.memory.close()
+        with self.lock:
+            self.memory_closed = True
+            self.memory.close()
         self.vm.close()
+
+
+class FrameInUse(Exception):
+    """A frame holds a grant mapping of another domain's page (Xen: -ENXIO)."""
+
+    def __init__(self, gfn: int) -> None:
+        super().__init__(f"frame {gfn:#x} holds a grant mapping")
+        self.gfn = gfn
 
 
 def reason_name(reason: int) -> str:

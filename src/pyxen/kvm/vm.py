@@ -35,12 +35,15 @@ class Vm:
         except OSError as e:
             raise KvmError(f"KVM_ENABLE_CAP({cap}) failed: {e.strerror}") from None
 
-    def set_memory_region(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+    def set_memory_region(self, slot: int, gpa: int, size: int, host_addr: int,
+                          readonly: bool = False) -> None:
         """Map ``size`` bytes at host address ``host_addr`` at guest-physical ``gpa``.
 
-        A size of 0 deletes the slot.
+        A size of 0 deletes the slot.  A read-only slot (KVM_CAP_READONLY_MEM)
+        turns guest writes into MMIO exits.
         """
-        region = s.kvm_userspace_memory_region(slot, 0, gpa, size, host_addr)
+        flags = k.KVM_MEM_READONLY if readonly else 0
+        region = s.kvm_userspace_memory_region(slot, flags, gpa, size, host_addr)
         try:
             fcntl.ioctl(self.fd, k.KVM_SET_USER_MEMORY_REGION, region)
         except OSError as e:

@@ -12,6 +12,11 @@ Design:
   MMIO exit.
 - Mapping a page over a hole or removing a frame from the middle of an
   extent splits the extent and reprograms the affected slots.
+- A *foreign* extent (``PageKind.FOREIGN``, one frame) is a page of another
+  domain's pool that this domain has mapped through a grant: its slot points
+  at that page's host address (every pool is mapped in this one process),
+  read-only if the grant was mapped read-only.  The owner of this map (the
+  hypervisor's grant code) removes it before the other pool goes away.
 
 Invariants:
 - Extents never overlap and ``_starts`` is the sorted list of their first frames.
@@ -19,6 +24,10 @@ Invariants:
   or "orphaned" (replaced by another mapping while still owned by the
   domain, as Xen leaves it); heap pages are never on the RAM free list.
 - Freed RAM pages are punched out of the memfd (they read as zero when reused).
+- A foreign extent covers exactly one frame; its ``pool_page`` indexes the
+  *other* pool and is never on this pool's free list.  The hypervisor's
+  guest-physical accessors (``read``, ``write``, ``page``, ...) do not
+  reach foreign frames: they fault like a hole.
 
 Locking: callers serialise changes (the domain holds its p2m lock); reads of
 mapped pages need no lock.
@@ -42,6 +51,7 @@ from pyxen.memory.errors import MemoryFault
 class PageKind(enum.Enum):
     RAM = "ram"
     HEAP = "heap"
+    FOREIGN = "foreign"  # another domain's page, mapped through a grant
 
 
 @dataclass(slots=True)
@@ -51,6 +61,8 @@ class Extent:
     pool_page: int
     kind: PageKind
     slot: int = -1
+    foreign_host: int = 0  # FOREIGN: host address of the other domain's page
+    readonly: bool = False  # FOREIGN: a read-only KVM slot
 
     @property
     def end(self) -> int:
@@ -58,9 +70,12 @@ class Extent:
 
 
 class SlotProgrammer:
-    """Where extents become memory slots.  The default does nothing (no KVM)."""
+    """Where extents become memory slots.  The default does nothing (no KVM).
 
-    def set_slot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+    ``readonly`` is passed (as a keyword, True) only for read-only slots."""
+
+    def set_slot(self, slot: int, gpa: int, size: int, host_addr: int,
+                 readonly: bool = False) -> None:
         pass
 
 
@@ -152,10 +167,29 @@ class GuestMemory:
             i < len(self._starts) and self._starts[i] < gfn + count
         ):
             raise ValueError(f"frames {gfn:#x}+{count} overlap an existing mapping")
-        ext = Extent(gfn, count, pool_page, kind)
+        if kind is PageKind.FOREIGN:
+            raise ValueError("foreign frames are mapped with map_foreign")
+        self._insert(i, Extent(gfn, count, pool_page, kind))
+
+    def map_foreign(self, gfn: Gfn, host_addr: int, pool_page: int, readonly: bool) -> None:
+        """Back one frame (a hole) with another pool's page at ``host_addr``."""
+        i = bisect.bisect_left(self._starts, gfn)
+        if (i > 0 and self._extents[i - 1].end > gfn) or (
+            i < len(self._starts) and self._starts[i] == gfn
+        ):
+            raise ValueError(f"frame {gfn:#x} is not a hole")
+        self._insert(i, Extent(gfn, 1, pool_page, PageKind.FOREIGN,
+                               foreign_host=host_addr, readonly=readonly))
+
+    def _insert(self, i: int, ext: Extent) -> None:
         self._program(ext)
-        self._starts.insert(i, gfn)
+        self._starts.insert(i, ext.gfn)
         self._extents.insert(i, ext)
+
+    def extent_at(self, gfn: Gfn) -> Extent | None:
+        """The extent containing ``gfn`` (None for a hole)."""
+        i = self._index_of(gfn)
+        return self._extents[i] if i >= 0 else None
 
     def unmap(self, gfn: Gfn) -> tuple[int, PageKind] | None:
         """Remove the mapping of one frame; return what backed it (None if it was a hole)."""
@@ -170,7 +204,7 @@ class GuestMemory:
         pieces = []
         if off > 0:
             pieces.append(Extent(old.gfn, off, old.pool_page, old.kind))
-        if off + 1 < old.count:
+        if off + 1 < old.count:  # (never for a foreign extent: it has one frame)
             pieces.append(Extent(gfn + 1, old.count - off - 1, old.pool_page + off + 1, old.kind))
         for piece in pieces:
             self._program(piece)
@@ -185,8 +219,16 @@ class GuestMemory:
             self._next_slot_id += 1
         ext.slot = slot
         try:
-            self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.count * PAGE_SIZE,
-                                 self.host_base + ext.pool_page * PAGE_SIZE)
+            if ext.kind is PageKind.FOREIGN:
+                if ext.readonly:
+                    self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
+                                         ext.foreign_host, readonly=True)
+                else:
+                    self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
+                                         ext.foreign_host)
+            else:
+                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.count * PAGE_SIZE,
+                                     self.host_base + ext.pool_page * PAGE_SIZE)
         except Exception:
             self._free_slot_ids.append(slot)
             raise
@@ -202,7 +244,7 @@ class GuestMemory:
         if i >= 0:
             e = self._extents[i]
             gfn = gpa >> PAGE_SHIFT
-            if gfn < e.gfn + e.count:
+            if gfn < e.gfn + e.count and e.kind is not PageKind.FOREIGN:
                 return ((e.pool_page + gfn - e.gfn) << PAGE_SHIFT) | (gpa & (PAGE_SIZE - 1))
         raise MemoryFault(gpa)
 

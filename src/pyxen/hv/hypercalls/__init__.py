@@ -7,6 +7,7 @@ from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.hypercalls import (
     console_io,
     event_channel_op,
+    grant_table_op,
     hvm_op,
     memory_op,
     sched_op,
@@ -24,3 +25,4 @@ def register_all(table: HypercallTable) -> None:
     table.register(Hypercall.event_channel_op, event_channel_op.do_event_channel_op)
     table.register(Hypercall.vcpu_op, vcpu_op.do_vcpu_op)
     table.register(Hypercall.set_timer_op, sched_op.do_set_timer_op)
+    table.register(Hypercall.grant_table_op, grant_table_op.do_grant_table_op)

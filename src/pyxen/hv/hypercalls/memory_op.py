@@ -6,8 +6,14 @@ and returns the count so far, never -errno (Xen's semantics).  The cmd's
 bits 63:6 are the extent to start from (a continuation index).
 
 Everything else returns 0 or -errno.  add_to_physmap maps hypervisor pages
-(shared_info, grant frames) or moves RAM, at any frame the guest chooses
-below its physical-address limit.
+(shared_info, grant frames, v2 grant status frames) or moves RAM, at any
+frame the guest chooses below its physical-address limit.  Mapping grant
+frame ``idx`` grows the grant table to ``idx + 1`` frames (up to
+max_grant_frames, else -EINVAL); a status frame (``idx |
+XENMAPIDX_grant_table_status``) exists only with grant table version 2
+(else -EINVAL, as the bit makes the index too large for a shared frame).
+A frame holding a grant mapping of another domain's page cannot be
+replaced: -ENXIO (Xen's guest_remove_page refuses a page it does not own).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pyxen.hv.domain import (
     GRANT_FRAME_HEAP_BASE,
     SHARED_INFO_HEAP_INDEX,
     Domain,
+    FrameInUse,
 )
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.hypercalls.domids import target_domain
@@ -49,7 +56,9 @@ def do_memory_op(call: Call, cmd: int, arg: int, *_: int) -> int:
         domid = call.guest.read_u16(arg)
         d = target_domain(call, domid)
         if op == XenMem.current_reservation:
-            return d.tot_pages
+            with d.lock:
+                d.reap_freed()
+                return d.tot_pages
         if op == XenMem.maximum_reservation:
             return d.max_pages
         return max((e.end for e in d.memory.extents()), default=1) - 1
@@ -160,11 +169,14 @@ def _add_to_physmap(call: Call, arg: int) -> int:
     d = target_domain(call, xatp.domid)
     idx, gpfn = int(xatp.idx), int(xatp.gpfn)
     with d.lock:
-        if xatp.space == XenMapSpace.gmfn_range:
-            for i in range(int(xatp.size)):
-                _map_one(d, XenMapSpace.gmfn, idx + i, gpfn + i)
-            return 0
-        _map_one(d, xatp.space, idx, gpfn)
+        try:
+            if xatp.space == XenMapSpace.gmfn_range:
+                for i in range(int(xatp.size)):
+                    _map_one(d, XenMapSpace.gmfn, idx + i, gpfn + i)
+                return 0
+            _map_one(d, xatp.space, idx, gpfn)
+        except FrameInUse:
+            return -XenErrno.ENXIO
     return 0
 
 
@@ -176,9 +188,15 @@ def _map_one(d: Domain, space: int, idx: int, gpfn: int) -> None:
             raise HypercallError(XenErrno.EINVAL)
         d.map_heap_page(SHARED_INFO_HEAP_INDEX, gpfn)
     elif space == XenMapSpace.grant_table:
-        if idx & m.XENMAPIDX_grant_table_status or idx >= d.max_grant_frames:
-            raise HypercallError(XenErrno.EINVAL)
-        d.map_heap_page(GRANT_FRAME_HEAP_BASE + idx, gpfn)
+        status = m.XENMAPIDX_grant_table_status
+        if idx & status and d.grants.version == 2:
+            if not d.grants.ensure_status_frame(idx & ~status):
+                raise HypercallError(XenErrno.EINVAL)
+            d.map_heap_page(d.grant_status_heap_base + (idx & ~status), gpfn)
+        else:
+            if not d.grants.ensure_frame(idx):
+                raise HypercallError(XenErrno.EINVAL)
+            d.map_heap_page(GRANT_FRAME_HEAP_BASE + idx, gpfn)
     elif space == XenMapSpace.gmfn:
         if not d.move_page(idx, gpfn):
             raise HypercallError(XenErrno.EINVAL)
