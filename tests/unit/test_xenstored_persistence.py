@@ -4,6 +4,8 @@ survive a save/load round trip; bad files are refused with a reason."""
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from pyxen.abi.xs_wire import XsdSockmsgType as T
 from pyxen.services.xenstored.cli import build
 from pyxen.services.xenstored.core import Xenstore
 from pyxen.services.xenstored.domains import DomainChannel
+from pyxen.services.xenstored.guest import GuestConnection
 from pyxen.services.xenstored.persistence import StateError, load, save
+from pyxen.services.xenstored.server import Server
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -78,3 +82,24 @@ def test_orphans_are_refused(tmp_path: Path) -> None:
 def test_missing_state_file_starts_empty(tmp_path: Path) -> None:
     xs = build(str(tmp_path / "absent"))
     assert Client(xs).directory("/") == ["tool"]
+
+
+def test_restored_rings_are_served(tmp_path: Path) -> None:
+    """A domain restored from the state file gets its ring attached before
+    the event loop exists; the loop must still watch its event fd."""
+    state = tmp_path / "state"
+    c = Client(Xenstore())
+    c.request(T.INTRODUCE, b"4\x00100\x001\0")
+    save(str(state), c.xs)
+    page = mmap.mmap(-1, 4096)
+    fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    try:
+        xs = build(str(state), lambda d, m, e: DomainChannel(memoryview(page), lambda: None, fd))
+        server = Server(xs, str(tmp_path / "socket"))
+        guest = xs.domains[4].connection
+        assert isinstance(guest, GuestConnection)
+        assert server.selector.get_key(fd).data is guest
+        assert guest in server.busy
+        server.selector.close()
+    finally:
+        os.close(fd)

@@ -6,7 +6,8 @@ with libxl's permissions: the domain reads its directory and may write
 control/, data/, device/, drivers/, feature/, attr/ and error/) and then
 INTRODUCEs it with its store page and port, so xenstored connects to its
 ring and fires @introduceDomain.  A destroyed domain is RELEASEd and its
-directory removed.
+directory removed (also one destroyed while xenstored was down: a
+restarted xenstored reloads it from its state file).
 
 Consistency comes from a reconcile loop rather than from every call
 succeeding: once a second (and right after each create and destroy) the
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyxen.abi.hvm import HvmParam
+from pyxen.abi.xs_wire import XsdSockmsgType as T
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient, XenstoreError
 
@@ -91,7 +93,8 @@ class XenstoreSync:
                             and not client.is_introduced(domid):
                         self._introduce(client, domain)
                     self.introduced.add(domid)
-                for domid in sorted(self.introduced - set(live)):
+                gone = (self.introduced | self._listed(client)) - set(live)
+                for domid in sorted(gone):
                     if client.is_introduced(domid):
                         client.release(domid)
                     client.rm(f"/local/domain/{domid}")
@@ -100,6 +103,19 @@ class XenstoreSync:
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
             finally:
                 client.close()
+
+    @staticmethod
+    def _listed(client: XenstoreClient) -> set[int]:
+        """Domains with a directory in xenstored.  Not only ``introduced``:
+        a domain destroyed while xenstored was down is in its state file,
+        and the restarted xenstored still has its directory."""
+        try:
+            names = client.request(T.DIRECTORY, b"/local/domain\0", "/local/domain")
+        except XenstoreError as e:
+            if e.code == "ENOENT":
+                return set()
+            raise
+        return {int(n) for n in names.split(b"\0") if n.isdigit() and int(n) != 0}
 
     def _introduce(self, client: XenstoreClient, domain: Domain) -> None:
         domid = domain.domid

@@ -83,6 +83,11 @@ class Server:
         self._stop = False
         self._listener: socket.socket | None = None
         xs.fds = self
+        # Domains restored from --state were attached before this loop
+        # existed (xs.fds was None then): serve their rings too.
+        for conn in xs.connections:
+            if isinstance(conn, GuestConnection) and not conn.closed:
+                self.add_reader(conn.fd, conn)
 
     # -- FdRegistry for the core -------------------------------------------------
     def add_reader(self, fd: int, guest: GuestConnection) -> None:
