@@ -21,81 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GUEST_BUILD, _env
-
-
-class Daemon:
-    def __init__(self, base: Path) -> None:
-        self.run_dir = base / "run"
-        self.log_dir = base / "log"
-        self.env = _env()
-        self.env["PYXEN_RUN_DIR"] = str(self.run_dir)
-        self.env["PYXEN_LOG_DIR"] = str(self.log_dir)
-        self.base = base
-
-    def pyxen(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pyxen", *args], capture_output=True,
-                              text=True, env=self.env, cwd=self.base, timeout=timeout,
-                              check=False)
-
-    def ok(self, *args: str) -> str:
-        r = self.pyxen(*args)
-        assert r.returncode == 0, f"pyxen {' '.join(args)}: {r.returncode}\n{r.stdout}{r.stderr}"
-        return r.stdout
-
-    def cfg(self, name: str, prog: str, extra: str = "", vcpus: int = 1, **keys: str) -> Path:
-        lines = [f'name = "{name}"', 'type = "pvh"',
-                 f'kernel = "{GUEST_BUILD / (prog + ".elf")}"', "memory = 16",
-                 f"vcpus = {vcpus}", f'extra = "{extra}"']
-        lines += [f'{k} = "{v}"' for k, v in keys.items()]
-        path = self.base / f"{name}.cfg"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    @property
-    def socket(self) -> Path:
-        return self.run_dir / "control.sock"
-
-    def log(self) -> str:
-        path = self.log_dir / "hypervisor.log"
-        return path.read_text() if path.exists() else ""
-
-    def names(self) -> dict[str, str]:
-        """name -> state column of `pyxen list`."""
-        rows = self.ok("list").splitlines()[1:]
-        return {row.split()[0]: row.split()[4] for row in rows}
+from .conftest import GUEST_BUILD
+from .daemon_helpers import Daemon, running_daemon
+from .daemon_helpers import wait_for as _wait_for
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, guests_built: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("daemon"))
-    r = d.pyxen("hypervisor", "--daemon", timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr + d.log()
-    try:
+    with running_daemon(tmp_path_factory.mktemp("daemon")) as d:
         yield d
-    finally:
-        pid = int((d.run_dir / "hypervisor.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail("the daemon did not exit on SIGTERM\n" + d.log())
-        assert not d.socket.exists(), "the daemon left its socket behind"
-
-
-def _wait_for(predicate: object, what: str, timeout: float = 60) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.kvm
@@ -209,12 +143,6 @@ def test_hostile_control_messages_leave_the_daemon_serving(daemon: Daemon) -> No
     daemon.ok("list")
 
 
-def _consoled_pids(daemon: Daemon) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"pyxen.services.consoled --run-dir {daemon.run_dir}"],
-                         capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
-
-
 def _viewer(daemon: Daemon, domid: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(daemon.run_dir / "console.sock"))
@@ -247,10 +175,10 @@ def test_pv_console_log_viewer_and_consoled_restart(daemon: Daemon) -> None:
 
     # Kill the console service: the guest keeps running, the daemon restarts
     # the service, and the new one picks the same ring up.
-    _wait_for(lambda: len(_consoled_pids(daemon)) == 1, "one consoled")
-    old = _consoled_pids(daemon)[0]
+    _wait_for(lambda: len(daemon.service_pids("consoled")) == 1, "one consoled")
+    old = daemon.service_pids("consoled")[0]
     os.kill(old, signal.SIGKILL)
-    _wait_for(lambda: _consoled_pids(daemon) not in ([], [old]), "a restarted consoled")
+    _wait_for(lambda: daemon.service_pids("consoled") not in ([], [old]), "a restarted consoled")
     assert daemon.names()["pvc"][3] == "-"  # not shut down
     _wait_for(lambda: (daemon.run_dir / "console.sock").exists(), "the console socket")
     deadline = time.monotonic() + 30
@@ -297,12 +225,7 @@ def test_create_with_console(daemon: Daemon) -> None:
 def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
     daemon.ok("create", str(daemon.cfg("memdom", "idle", "secs=600")))
     domid = daemon.ok("domid", "memdom").strip()
-    env = dict(daemon.env, XENSTORED_PATH=str(daemon.run_dir / "xenstored" / "socket"))
-
-    def xs(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), capture_output=True, text=True, env=env,
-                              timeout=30, check=False)
-
+    xs = daemon.xenstore
     _wait_for(lambda: xs("xenstore-read", f"/local/domain/{domid}/name").stdout.strip()
               == "memdom", "the domain's xenstore entries")
     daemon.ok("mem-set", "memdom", "12m")
@@ -335,3 +258,41 @@ def test_python_api(daemon: Daemon) -> None:
         assert any("created 'apidom'" in line for line in ts.dmesg())
     finally:
         ts.close()
+
+
+@pytest.mark.kvm
+def test_service_maps_a_granted_page_through_the_control_socket(daemon: Daemon) -> None:
+    """Guest A grants pages to guest B and to domain 0; this test process, acting as a
+    dom0 service, maps A's grant through the control socket and checks its contents."""
+    import mmap
+
+    from pyxen.control.client import ControlClient
+    from pyxen.control.protocol import ControlError
+
+    a_id, b_id = 200, 201
+    kernel = str(GUEST_BUILD / "gnttab.elf")
+    with ControlClient(daemon.socket) as client:
+        for name, domid, cmdline in (("gA", a_id, f"role=granter peer={b_id}"),
+                                     ("gB", b_id, f"role=grantee peer={a_id}")):
+            client.call("create", config={"name": name, "kernel": kernel, "cmdline": cmdline,
+                                          "memory_mib": 16, "domid": domid})
+        _wait_for(lambda: f"(d{a_id}) gnttab: granted " in daemon.log(), "A's grants")
+        with pytest.raises(ControlError) as refused:  # ref 8 is B's, not domain 0's
+            client.call("grant_map", domid=a_id, ref=8, readonly=True)
+        assert refused.value.code == "EPERM"
+        result, fds = client.call_fds("grant_map", domid=a_id, ref=10, readonly=False)
+        try:
+            page = mmap.mmap(fds[0], mmap.PAGESIZE, offset=result["offset"])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        with page:
+            assert page[:8] == bytes((150 + 7 * i) & 0xFF for i in range(8))
+            _wait_for(lambda: f"(d{a_id}) gnttab: revoke while mapped refused" in daemon.log(),
+                      "A's refused revocation")
+            page[64:72] = (0x656369767265535F).to_bytes(8, "little")  # "_Service"
+        client.call("grant_unmap", domid=a_id, handle=result["handle"])
+        for domid in (a_id, b_id):
+            _wait_for(lambda d=domid: f"(d{d}) RESULT gnttab:" in daemon.log(),
+                      f"d{domid}'s result")
+            assert f"(d{domid}) RESULT gnttab: PASS" in daemon.log(), daemon.log()

@@ -100,10 +100,17 @@ class DomainManager:
         with self._lock:
             if self.find(request.spec.name) is not None:
                 raise ControlError("EEXIST", f"a domain named '{request.spec.name}' exists")
+            wanted = request.spec.domid
+            if wanted is not None and not self.hv.claim_domid(wanted):
+                raise ControlError("EEXIST", f"domain id {wanted} is in use or not a domU id")
             try:
                 domain = build_domain(self.hv, request.spec)
-            except BuildError as e:
-                raise ControlError("EINVAL", str(e)) from None
+            except BaseException as e:
+                if wanted is not None and wanted not in self.hv.domains:
+                    self.hv.release_domid(wanted)
+                if isinstance(e, BuildError):
+                    raise ControlError("EINVAL", str(e)) from None
+                raise
             self._managed[domain.domid] = Managed(domain, request)
         domain.on_shutdown.append(self._shut_down)
         if paused:
@@ -274,6 +281,9 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     ramdisk = args.get("ramdisk")
     if ramdisk is not None and not isinstance(ramdisk, str):
         raise ControlError("EINVAL", "config field 'ramdisk' must be a string or null")
+    domid = args.get("domid")
+    if domid is not None and (not isinstance(domid, int) or isinstance(domid, bool)):
+        raise ControlError("EINVAL", "config field 'domid' must be a number or null")
     vcpus = number("vcpus", 1, 128, 1)
     memory = number("memory_mib", 1, 1 << 20, 32)
     spec = BuildSpec(
@@ -282,6 +292,7 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
         max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
+        domid=domid,
     )
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
                          action("on_crash", "destroy"), action("on_watchdog", "destroy"))

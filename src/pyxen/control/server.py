@@ -31,6 +31,7 @@ from pyxen.control.manager import DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
 from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
 from pyxen.hv.errors import HypercallError
+from pyxen.hv.grant_table import GrantError, GrantMapping, map_grant, unmap_grant
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.memory import PAGE_SIZE, Gfn
 
@@ -47,10 +48,12 @@ class WithFds(NamedTuple):
 
 
 class Session:
-    """What one connection holds (dom0 event-channel ends); released when it closes."""
+    """What one connection holds (dom0's event-channel ends and grant mappings);
+    released when it closes, as closing /dev/xen/evtchn and gntdev would."""
 
     def __init__(self) -> None:
         self.ports: set[int] = set()
+        self.grants: dict[tuple[int, int], GrantMapping] = {}
 
 
 def _domid(args: dict[str, Any]) -> int:
@@ -276,6 +279,31 @@ def _foreign_map(server: ControlServer, session: Session, args: dict[str, Any]) 
     return WithFds({"offset": found[0] * PAGE_SIZE}, [domain.memory.fd])
 
 
+def _grant_map(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """Map a page a guest granted to domain 0: after the grant check, the domain's
+    memfd and the page's offset (the grant stays in use until grant_unmap)."""
+    ref = args.get("ref")
+    if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref < 1 << 32:
+        raise ControlError("EINVAL", "'ref' must be a grant reference")
+    domain = server.manager.get(_guest(server, args)).domain
+    try:
+        mapping = map_grant(domain, ref, 0, bool(args.get("readonly")))
+    except GrantError as e:
+        raise ControlError("EPERM", f"grant {ref} of domain {domain.domid}: {e}") from None
+    session.grants[(domain.domid, mapping.handle)] = mapping
+    return WithFds({"handle": mapping.handle, "offset": mapping.offset}, [mapping.fd])
+
+
+def _grant_unmap(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    handle = args.get("handle")
+    mapping = session.grants.pop((_domid(args), handle), None) if isinstance(handle, int) \
+        else None
+    if mapping is None:
+        raise ControlError("EINVAL", "no such grant mapping on this connection")
+    unmap_grant(mapping)
+    return None
+
+
 OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
@@ -283,7 +311,7 @@ OPS: dict[str, Handler] = {
     "mem_set": _mem_set,
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
-    "foreign_map": _foreign_map,
+    "foreign_map": _foreign_map, "grant_map": _grant_map, "grant_unmap": _grant_unmap,
 }
 
 
@@ -349,6 +377,8 @@ class ControlServer:
             for local in session.ports:  # what a closed /dev/xen/evtchn would release
                 with contextlib.suppress(HypercallError):
                     self.hv.control_ports.unbind(local)
+            for mapping in session.grants.values():
+                unmap_grant(mapping)
             self._connections.release()
 
     def handle(self, request: dict[str, Any], session: Session | None = None

@@ -89,6 +89,15 @@ class Hypervisor:
                     return domid
         raise RuntimeError("no free domain id")
 
+    def claim_domid(self, domid: int) -> bool:
+        """Reserve a chosen domain id; False if it is in use, reserved or not a domU id."""
+        with self._lock:
+            if not FIRST_DOMU <= domid < DOMID_FIRST_RESERVED or domid in self.domains \
+                    or domid in self._reserved_domids:
+                return False
+            self._reserved_domids.add(domid)
+            return True
+
     def release_domid(self, domid: int) -> None:
         with self._lock:
             self._reserved_domids.discard(domid)

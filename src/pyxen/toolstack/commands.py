@@ -103,9 +103,10 @@ def _shutdown(args: argparse.Namespace, client: ControlClient, reason: int) -> i
     if args.wait:
         print(f"Waiting for {len(domids)} domains")
         for domid in domids:
-            with contextlib.suppress(ControlError):  # already destroyed: it is gone
-                client.call("wait", domid=domid)
-            print(f"Domain {domid} has been shut down, reason code {reason}")
+            ended = reason
+            with contextlib.suppress(ControlError):  # unknown by now: report the request
+                ended = client.call("wait", domid=domid)["reason"]
+            print(f"Domain {domid} has been shut down, reason code {ended}")
         print("All domains have been shut down")
     return 0
 
@@ -299,7 +300,7 @@ def config_request(config: Any) -> dict[str, Any]:
         "maxmem_mib": config.maxmem_mib, "vcpus": config.vcpus, "maxvcpus": config.maxvcpus,
         "max_event_channels": config.max_event_channels, "on_poweroff": config.on_poweroff,
         "on_reboot": config.on_reboot, "on_crash": config.on_crash,
-        "on_watchdog": config.on_watchdog,
+        "on_watchdog": config.on_watchdog, "domid": None,
     }
 
 

@@ -103,8 +103,8 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()
     hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}")
-    services = [ServiceSupervisor("xenstored", "pyxen.services.xenstored", paths, err),
-                ServiceSupervisor("consoled", "pyxen.services.consoled", paths, err)]
+    services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log)
+                for name in ("xenstored", "consoled")]
     manager.xenstore = XenstoreSync(manager, paths.xenstored_socket)
     manager.xenstore.start()
     for service in services:

@@ -14,6 +14,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from pyxen.control.paths import InstancePaths
@@ -23,11 +24,13 @@ STOP_GRACE = 5.0
 
 
 class ServiceSupervisor:
-    def __init__(self, name: str, module: str, paths: InstancePaths, log: TextIO) -> None:
+    def __init__(self, name: str, module: str, paths: InstancePaths, output: TextIO,
+                 log: Callable[[str], None]) -> None:
         self.name = name
         self.argv = [sys.executable, "-m", module, "--run-dir", str(paths.run_dir),
                      "--log-dir", str(paths.log_dir)]
-        self.log = log
+        self.output = output  # the child's stdout and stderr
+        self.log = log  # the hypervisor console (keeps lines whole)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._stop = threading.Event()
@@ -41,17 +44,16 @@ class ServiceSupervisor:
         while not self._stop.is_set():
             try:
                 self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                                stdout=self.log, stderr=self.log)
+                                                stdout=self.output, stderr=self.output)
             except OSError as e:
-                print(f"(XEN) cannot start {self.name}: {e}", file=self.log, flush=True)
+                self.log(f"cannot start {self.name}: {e}")
                 self._stop.wait(RESTART_DELAY)
                 continue
             self.starts += 1
             status = self.process.wait()
             if self._stop.is_set():
                 return
-            print(f"(XEN) {self.name} exited with status {status}: restarting it",
-                  file=self.log, flush=True)
+            self.log(f"{self.name} exited with status {status}: restarting it")
             self._stop.wait(RESTART_DELAY)
 
     def stop(self) -> None:
