@@ -2,8 +2,9 @@
 
 Design: one process, one thread, one selectors loop.  It talks to the
 hypervisor only through the control socket: ``list`` (every half second) to
-find domains, ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``foreign_map`` for
-the ring page (the domain's memfd, mmapped here) and ``evtchn_bind`` for the
+find domains, ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``grant_map`` of
+grant 0 (as xenconsoled; ``foreign_map`` of the frame if that fails) for the
+ring page (the domain's memfd, mmapped here) and ``evtchn_bind`` for the
 console port (an eventfd the hypervisor signals when the guest sends).
 
 Output read from a ring goes to ``<log-dir>/console/guest-NAME.log`` (xl's
@@ -31,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE
 from pyxen.abi.hvm import HvmParam
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
@@ -58,6 +60,7 @@ class GuestConsole:
     local_port: int
     eventfd: int
     log: BinaryIO
+    grant: int | None  # the grant_map handle, or None for a foreign map
     viewers: set[Viewer] = field(default_factory=set)
     pending_input: bytearray = field(default_factory=bytearray)
 
@@ -100,7 +103,7 @@ class Consoled:
         try:
             pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
             port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
-            result, fds = self.client.call_fds("foreign_map", domid=domid, gfn=pfn)
+            result, fds, grant = self._map_ring(domid, pfn)
             try:
                 mapping = mmap.mmap(fds[0], mmap.PAGESIZE, offset=result["offset"])
             finally:
@@ -113,10 +116,20 @@ class Consoled:
             return
         log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
         console = GuestConsole(domid, name, mapping, ConsoleRing(memoryview(mapping)),
-                               bound["local_port"], efds[0], log)
+                               bound["local_port"], efds[0], log, grant)
         self.consoles[domid] = console
         self.sel.register(console.eventfd, selectors.EVENT_READ, console)
         self.pump(console)
+
+    def _map_ring(self, domid: int, pfn: int) -> tuple[dict[str, Any], list[int], int | None]:
+        """The ring page through grant 0 (as xenconsoled), else a foreign map of the frame."""
+        try:
+            result, fds = self.client.call_fds("grant_map", domid=domid,
+                                               ref=GNTTAB_RESERVED_CONSOLE, readonly=False)
+            return result, fds, int(result["handle"])
+        except ControlError:
+            result, fds = self.client.call_fds("foreign_map", domid=domid, gfn=pfn)
+            return result, fds, None
 
     def detach(self, domid: int) -> None:
         console = self.consoles.pop(domid)
@@ -126,6 +139,9 @@ class Consoled:
         os.close(console.eventfd)
         console.ring.page.release()
         console.mapping.close()
+        if console.grant is not None:
+            with contextlib.suppress(ControlError, OSError):
+                self.client.call("grant_unmap", domid=domid, handle=console.grant)
         console.log.close()
         for viewer in list(console.viewers):
             self.drop_viewer(viewer)
