@@ -80,6 +80,14 @@ static inline long hvm_op(unsigned long op, const void *arg)
 {
     return HYPERCALL2(__HYPERVISOR_hvm_op, op, arg);
 }
+/* HVMOP_get_param of our own domain: 0 and *value, or -errno. */
+static inline long hvm_get_param(uint32_t index, uint64_t *value)
+{
+    struct xen_hvm_param p = {.domid = DOMID_SELF, .index = index};
+    long rc = hvm_op(HVMOP_get_param, &p);
+    *value = p.value;
+    return rc;
+}
 static inline long event_channel_op(unsigned long cmd, void *arg)
 {
     return HYPERCALL2(__HYPERVISOR_event_channel_op, cmd, arg);
@@ -597,5 +605,13 @@ long xs_get_domain_path(unsigned int domid, char *buf, size_t size);
 /* The reconnection handshake; -XEN_ENOSYS if the server lacks the feature. */
 long xs_reconnect(void);
 /* ==== end of xenstore client ==== */
+
+/* ---- PV console (pvcons.c): the ring of HVM_PARAM_CONSOLE_PFN ---- */
+/* Finds the ring and port, sets up event delivery and VIRQ_TIMER if needed. */
+long pvcons_init(void);
+void pvcons_write(const char *s, size_t len);
+void pvcons_puts(const char *s);
+/* One input line (newline stripped) into buf; 0 once `deadline` (ns) passed. */
+int pvcons_getline(char *buf, size_t size, uint64_t deadline);
 
 #endif

@@ -104,14 +104,6 @@ static void on_store_event(evtchn_port_t port, void *data)
     kicks++;
 }
 
-static long get_param(uint32_t index, uint64_t *value)
-{
-    struct xen_hvm_param p = {.domid = DOMID_SELF, .index = index};
-    long rc = hvm_op(HVMOP_get_param, &p);
-    *value = p.value;
-    return rc;
-}
-
 long xs_init(void)
 {
     uint64_t pfn = 0, port = 0;
@@ -119,9 +111,9 @@ long xs_init(void)
 
     if (xs_intf)
         return 0;
-    if ((rc = get_param(HVM_PARAM_STORE_PFN, &pfn)) < 0)
+    if ((rc = hvm_get_param(HVM_PARAM_STORE_PFN, &pfn)) < 0)
         return rc;
-    if ((rc = get_param(HVM_PARAM_STORE_EVTCHN, &port)) < 0)
+    if ((rc = hvm_get_param(HVM_PARAM_STORE_EVTCHN, &port)) < 0)
         return rc;
     /* The runtime identity-maps 0-4 GiB: the GFN is the address. */
     if (!pfn || pfn >= (1ull << 20) || !port || port >= RT_EVTCHN_PORTS)
