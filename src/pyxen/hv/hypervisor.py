@@ -27,6 +27,7 @@ from pyxen.hv.control_ports import ControlPorts
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypercalls import register_all
+from pyxen.hv.sched.dispatcher import Dispatcher
 from pyxen.hv.timers import TimerService
 from pyxen.kvm import System
 
@@ -51,6 +52,9 @@ class Hypervisor:
         self.event_lock = threading.RLock()
         self.virq_handlers: dict[int, int] = {}
         self.control_ports = ControlPorts(self)
+        # Set by whoever runs pyxen's own pCPU scheduling (the daemon);
+        # None leaves the vCPU threads to the host kernel's scheduler.
+        self.dispatcher: Dispatcher | None = None
         self.timers = TimerService(self.system_time_ns, on_error=self.console.log)
         self.tsc = pvclock.TscClock(self.system_time_ns, self._nominal_tsc_hz())
         self._calibration = self.timers.timer(self._calibrate)

@@ -58,6 +58,8 @@ from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
 
 if TYPE_CHECKING:
     from pyxen.hv.domain import Domain
+    from pyxen.hv.sched.dispatcher import Dispatcher
+    from pyxen.hv.sched.interface import SchedVcpu
 
 KICK_SIGNAL = signal.SIGUSR1
 MSR_IA32_TSC = 0x10
@@ -120,6 +122,13 @@ class VcpuRunner:
         self.singleshot = hv.timers.timer(self._timer_fired)
         self.periodic = hv.timers.timer(self._periodic_fired)
         self.periodic_period = 0
+        # pCPU scheduling (None: the host kernel schedules the thread).
+        self.dispatcher: Dispatcher | None = hv.dispatcher
+        self.sched_vcpu: SchedVcpu | None = None
+        self.grant: int | None = None  # the pCPU this vCPU may run on now
+        self.preempt = False  # the dispatcher wants the pCPU back
+        self.pinned_to: int | None = None
+        self._grant_cv = threading.Condition()
 
     # -- thread control ------------------------------------------------------
 
@@ -135,6 +144,9 @@ class VcpuRunner:
         self._attention = True
         self.kvm.set_immediate_exit(True)
         self._wake.set()
+        if self.dispatcher is not None:
+            with self._grant_cv:  # a stop or pause must end a wait for a pCPU
+                self._grant_cv.notify_all()
         thread = self._thread
         if thread is None or thread is threading.current_thread() or self._blocked:
             return
@@ -142,6 +154,18 @@ class VcpuRunner:
             if self._running and thread.ident is not None:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pthread_kill(thread.ident, KICK_SIGNAL)
+
+    def wait_for_grant(self) -> int | None:
+        """Block (runnable) until the dispatcher grants a pCPU; None if the vCPU must stop."""
+        with self._grant_cv:
+            self._grant_cv.wait_for(lambda: self.grant is not None or self._stop
+                                    or bool(self.domain.pause_count) or not self.online)
+            return self.grant
+
+    def grant_changed(self) -> None:
+        """Called by the dispatcher (its lock held) after giving this vCPU a pCPU."""
+        with self._grant_cv:
+            self._grant_cv.notify_all()
 
     def raise_upcall(self) -> None:
         """evtchn_upcall_pending went 0 -> 1: inject the callback, wake the vCPU."""
@@ -176,11 +200,18 @@ class VcpuRunner:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
+        dispatcher = self.dispatcher
         try:
             self._start_clock()
+            if dispatcher is not None:
+                self.sched_vcpu = dispatcher.add(self)
             while True:
                 if self._attention and not self._attend():
                     break
+                if dispatcher is not None and self.grant is None:
+                    if not dispatcher.acquire(self):
+                        continue  # a stop, pause or down came while waiting
+                    self.set_runstate(RunstateState.running)
                 try:
                     exit_ = self.kvm.run()
                 except InterruptedError:
@@ -190,6 +221,8 @@ class VcpuRunner:
             self.domain.log(f"vcpu {self.vcpu_id}: pyxen bug:\n{traceback.format_exc()}")
             self.domain.crash(f"internal error on vcpu {self.vcpu_id}")
         finally:
+            if dispatcher is not None:
+                dispatcher.remove(self)
             with self._kick_lock:
                 self._running = False
             self.domain.vcpu_quiesced()
@@ -200,6 +233,8 @@ class VcpuRunner:
         kvm.set_immediate_exit(False)
         self._attention = False
         domain = self.domain
+        if self.preempt and self.dispatcher is not None:
+            self.dispatcher.preempted(self)
         while not self._stop and (domain.pause_count or not self.online):
             self._park()
         if self._stop:
@@ -225,6 +260,8 @@ class VcpuRunner:
         self._wake.clear()
         if self._stop or not (self.domain.pause_count or not self.online):
             return
+        if self.dispatcher is not None:
+            self.dispatcher.stopped(self)
         self.set_runstate(RunstateState.offline)
         self.parked = True
         self.domain.vcpu_quiesced()
@@ -259,6 +296,8 @@ class VcpuRunner:
                 or pending:
             return
         hv = self.domain.hv
+        if self.dispatcher is not None:
+            self.dispatcher.stopped(self)  # give the pCPU back while blocked
         self.set_runstate(RunstateState.blocked)
         self._blocked = True
         try:

@@ -39,9 +39,13 @@ TIMER_FALLBACK_NS = 100_000_000
 def do_sched_op(call: Call, cmd: int, arg: int, *_: int) -> int:
     cmd = signed32(cmd)  # int cmd in Xen's prototype
     if cmd == SchedOp.yield_:
-        call.vcpu.set_runstate(RunstateState.runnable)
+        vcpu = call.vcpu
+        if vcpu.dispatcher is not None:
+            vcpu.dispatcher.yielded(vcpu)  # the loop waits for a pCPU if it lost its own
+            return 0
+        vcpu.set_runstate(RunstateState.runnable)
         os.sched_yield()
-        call.vcpu.set_runstate(RunstateState.running)
+        vcpu.set_runstate(RunstateState.running)
         return 0
     if cmd == SchedOp.block:
         vcpu = call.vcpu

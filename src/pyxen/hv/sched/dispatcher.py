@@ -1,0 +1,198 @@
+"""The pCPU dispatcher: a scheduler's decisions enforced on the vCPU threads.
+
+Design: every vCPU keeps its own thread (KVM wants that), but a thread may
+enter KVM_RUN only while it holds a *grant* for one of the hypervisor's
+pCPUs, and it is pinned to that host CPU while it does.  One lock guards
+the scheduler and the grant table; the scheduler is only ever called under
+it.  Events reach the dispatcher from three places:
+
+- the vCPU's own thread: it became runnable (``runnable``), it stops being
+  runnable (``stopped``: blocked, parked, down, gone), or it acknowledges a
+  preemption request (``preempted``) -- each may make the scheduler pick
+  again for a pCPU;
+- the timer thread: a pCPU's slice ended (``_slice_end``);
+- tickles returned by the scheduler from wake/sleep: an idle pCPU picks at
+  once; a busy one has its vCPU preempted first.
+
+Preemption is a request: the dispatcher sets the vCPU's ``preempt`` flag and
+notifies it (signal + immediate_exit, as for any request); the thread leaves
+KVM_RUN, calls ``preempted`` from its attend step, and only then is the pCPU
+re-picked.  So a pCPU is never handed on while its vCPU may still be in the
+guest.
+
+Invariants (under the lock): ``_running[p]`` is the runner holding pCPU p
+or None; a runner's ``grant`` is p exactly when ``_running[p]`` is it; no
+runner holds two pCPUs.  A runner waiting for a grant is runnable in the
+scheduler and its runstate is "runnable".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pyxen.abi.vcpu import RunstateState
+from pyxen.hv.sched.interface import Scheduler, SchedVcpu
+from pyxen.hv.timers import Timer, TimerService
+
+if TYPE_CHECKING:
+    from pyxen.hv.vcpu import VcpuRunner
+
+Clock = Callable[[], int]
+
+
+class Dispatcher:
+    def __init__(self, scheduler: Scheduler, pcpus: Sequence[int], timers: TimerService,
+                 clock: Clock, pin: bool = True) -> None:
+        self.scheduler = scheduler
+        self.pcpus = list(pcpus)
+        self.clock = clock
+        self.pin = pin
+        self._lock = threading.Lock()
+        self._running: dict[int, VcpuRunner | None] = {p: None for p in self.pcpus}
+        self._slice: dict[int, Timer] = {
+            p: timers.timer(functools.partial(self._slice_end, p)) for p in self.pcpus}
+        self._runners: dict[int, VcpuRunner] = {}  # id(SchedVcpu) -> runner
+        self.decisions = 0
+
+    # -- registration ------------------------------------------------------------------
+
+    def add(self, runner: VcpuRunner) -> SchedVcpu:
+        v = SchedVcpu(runner.domain.domid, runner.vcpu_id, frozenset(self.pcpus),
+                      frozenset(self.pcpus))
+        with self._lock:
+            self._runners[id(v)] = runner
+            self.scheduler.insert_vcpu(v)
+        return v
+
+    def remove(self, runner: VcpuRunner) -> None:
+        v = runner.sched_vcpu
+        if v is None:
+            return
+        with self._lock:
+            now = self.clock()
+            self._release(runner, now)
+            for p in self.scheduler.remove_vcpu(v, now):
+                self._tickle(p, now)
+            self._runners.pop(id(v), None)
+
+    # -- calls from the vCPU's own thread -------------------------------------------------
+
+    def acquire(self, runner: VcpuRunner) -> bool:
+        """Wait (runnable) until the vCPU holds a pCPU; False if it must stop instead."""
+        v = runner.sched_vcpu
+        assert v is not None
+        with self._lock:
+            if runner.grant is not None:
+                return True
+            if not v.runnable:
+                for p in self.scheduler.wake(v, self.clock()):
+                    self._tickle(p, self.clock())
+            if runner.grant is None:
+                runner.set_runstate(RunstateState.runnable)
+        got = runner.wait_for_grant()
+        if got is not None and self.pin:
+            self._pin(runner, got)
+        return got is not None
+
+    def stopped(self, runner: VcpuRunner) -> None:
+        """The vCPU is no longer runnable (it blocks, parks or ends)."""
+        v = runner.sched_vcpu
+        if v is None:
+            return
+        with self._lock:
+            now = self.clock()
+            if v.runnable or runner.grant is not None:
+                tickles = self.scheduler.sleep(v, now)
+                held = self._release(runner, now)
+                if held is not None:
+                    self._repick(held, now)
+                for p in tickles:
+                    if p != held:
+                        self._tickle(p, now)
+
+    def preempted(self, runner: VcpuRunner) -> None:
+        """The vCPU left the guest as asked: its pCPU decides again (maybe the same vCPU)."""
+        with self._lock:
+            runner.preempt = False
+            pcpu = runner.grant
+            if pcpu is not None:
+                self._repick(pcpu, self.clock())
+
+    def yielded(self, runner: VcpuRunner) -> None:
+        """SCHEDOP_yield: let the scheduler put someone else first on this pCPU."""
+        v = runner.sched_vcpu
+        with self._lock:
+            pcpu = runner.grant
+            if v is None or pcpu is None:
+                return
+            now = self.clock()
+            self.scheduler.yield_(v, now)
+            self._repick(pcpu, now)
+
+    # -- internals (lock held) -------------------------------------------------------------
+
+    def _release(self, runner: VcpuRunner, now: int) -> int | None:
+        pcpu = runner.grant
+        if pcpu is not None:
+            self._running[pcpu] = None
+            self._slice[pcpu].cancel()
+            runner.grant = None
+        return pcpu
+
+    def _tickle(self, pcpu: int, now: int) -> None:
+        current = self._running.get(pcpu)
+        if current is None:
+            self._repick(pcpu, now)
+        elif not current.preempt:
+            current.preempt = True
+            current.notify()
+
+    def _repick(self, pcpu: int, now: int) -> None:
+        decision = self.scheduler.pick_next(pcpu, now)
+        self.decisions += 1
+        old = self._running[pcpu]
+        new = self._runners.get(id(decision.vcpu)) if decision.vcpu is not None else None
+        if old is not None and old is not new:
+            old.grant = None  # it is out of the guest (preempted or stopped)
+            self._running[pcpu] = None
+        if new is not None and new is not old:
+            if new.grant is not None:  # the scheduler broke its contract
+                raise RuntimeError(f"{decision.vcpu} is already running on pCPU {new.grant}")
+            new.grant = pcpu
+            self._running[pcpu] = new
+            new.grant_changed()
+        if new is not None:
+            self._slice[pcpu].arm(now + max(decision.slice_ns, 1))
+        else:
+            self._slice[pcpu].cancel()
+
+    def _slice_end(self, pcpu: int) -> None:
+        with self._lock:
+            current = self._running.get(pcpu)
+            if current is None:
+                return
+            if not current.preempt:
+                current.preempt = True
+                current.notify()
+
+    def _pin(self, runner: VcpuRunner, pcpu: int) -> None:
+        if runner.pinned_to != pcpu:
+            try:
+                os.sched_setaffinity(0, {pcpu})
+                runner.pinned_to = pcpu
+            except OSError:
+                self.pin = False  # the host refuses: let its scheduler place the thread
+
+    def running(self) -> dict[int, str | None]:
+        """pCPU -> the vCPU holding it (for vcpu-list and tests)."""
+        with self._lock:
+            return {p: (f"d{r.domain.domid}v{r.vcpu_id}" if r else None)
+                    for p, r in self._running.items()}
+
+    def close(self) -> None:
+        for timer in self._slice.values():
+            timer.cancel()
