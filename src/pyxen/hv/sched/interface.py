@@ -14,9 +14,10 @@ itself, every call passes ``now``.
 
 Calls and their contract (``pcpu`` ids are those given at construction):
 
-- ``insert_vcpu(v)`` / ``remove_vcpu(v)``: a vCPU joins or leaves the
+- ``insert_vcpu(v)`` / ``remove_vcpu(v, now)``: a vCPU joins or leaves the
   scheduler (domain creation/destruction, cpupool moves).  A removed vCPU is
   never returned again.  It is inserted asleep (not runnable).
+  ``remove_vcpu`` returns the pCPUs to tickle (the one v is running on).
 - ``wake(v, now)``: v became runnable (created and up, or woken from a
   block).  Returns the pCPUs that should reschedule now (tickled) -- e.g. an
   idle pCPU in v's affinity, or one running a vCPU v should preempt.
@@ -26,20 +27,32 @@ Calls and their contract (``pcpu`` ids are those given at construction):
   runnable; the caller then calls ``pick_next`` on v's pCPU.
 - ``pick_next(pcpu, now)``: the pCPU must (re)decide: its current vCPU (if
   any) was preempted, its slice ended, it blocked, or the pCPU was tickled.
-  Returns a ``Decision``: the vCPU to run (None: idle) and the slice length.
+  Returns a ``Decision``: the vCPU to run (None: idle) and the slice length
+  (ignored for idle: an idle pCPU picks again only when tickled).
   The scheduler accounts the time the previous vCPU ran on this pCPU up to
   ``now``.  Invariants: the returned vCPU is runnable, has ``pcpu`` in its
   hard affinity, and is not running on another pCPU (no vCPU on two pCPUs,
-  no two vCPUs on one pCPU).
+  no two vCPUs on one pCPU).  ``Decision.tickle`` lists other pCPUs that
+  must pick again now (e.g. an idle one that can run the vCPU just
+  preempted here); it defaults to none.
 - ``set_affinity(v, hard, soft, now)``: new hard/soft affinity sets;
   returns pCPUs to tickle (v's pCPU if it may no longer run there).
 - ``domain_params(domid)`` / ``set_domain_params(domid, params, now)``:
   per-domain tunables (credit/credit2: weight, cap; rtds: period, budget;
   null: none), as the dicts xl's sched-* commands show; invalid values raise
-  ``SchedParamError`` with a one-line reason.
+  ``SchedParamError`` with a one-line reason.  ``set_domain_params`` may
+  return pCPUs to tickle (e.g. a new cap must stop a running vCPU); None
+  means none.
 - ``global_params()`` / ``set_global_params(params)``: scheduler-wide
   tunables (e.g. ratelimit_us).
 - ``dump()``: a human-readable state (runqueues, credits) for debugging.
+
+Optional: a scheduler with deadlines of its own (Credit2's cap
+replenishment, RTDS's budget replenishment) also implements
+``SchedulerTimer``: after every call into the scheduler the caller reads
+``next_timer()`` (an absolute time, or None) and, when that time comes,
+calls ``on_timer(now)``, which returns pCPUs to tickle.  Callers test for
+it with ``isinstance(s, SchedulerTimer)``.
 
 Every scheduler records what it does through the ``Tracer`` it is given
 (``trace.record(kind, now, pcpu, vcpu, **data)``): kinds "wake", "block",
@@ -50,7 +63,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class SchedParamError(ValueError):
@@ -87,6 +100,7 @@ class Decision:
     vcpu: SchedVcpu | None
     slice_ns: int
     migrated: bool = False  # the vCPU last ran on another pCPU
+    tickle: tuple[int, ...] = ()  # other pCPUs that must pick again now
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,21 @@ class Scheduler(Protocol):
     def set_affinity(self, v: SchedVcpu, hard: frozenset[int], soft: frozenset[int],
                      now: int) -> list[int]: ...
     def domain_params(self, domid: int) -> dict[str, Any]: ...
-    def set_domain_params(self, domid: int, params: dict[str, Any], now: int) -> None: ...
+    def set_domain_params(self, domid: int, params: dict[str, Any],
+                          now: int) -> list[int] | None: ...
     def global_params(self) -> dict[str, Any]: ...
     def set_global_params(self, params: dict[str, Any]) -> None: ...
     def dump(self) -> str: ...
+
+
+@runtime_checkable
+class SchedulerTimer(Protocol):
+    """Optional: a scheduler that needs to be called at a time of its own choosing."""
+
+    def next_timer(self) -> int | None:
+        """The absolute time (ns) at which ``on_timer`` must be called; None: no need."""
+        ...
+
+    def on_timer(self, now: int) -> list[int]:
+        """The deadline passed (``now`` >= ``next_timer()``); returns pCPUs to tickle."""
+        ...
