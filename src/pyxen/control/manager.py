@@ -252,6 +252,7 @@ class DomainManager:
             out.append({
                 "domid": d.domid, "name": d.name, "vcpu": v.vcpu_id, "online": v.online,
                 "state": int(snap.state), "cpu_time_ns": int(snap.time[RunstateState.running]),
+                "cpu": v.grant,  # the pCPU it holds (None: idle, or host-scheduled)
             })
         return out
 

@@ -33,6 +33,9 @@ from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.grant_table import GrantError, GrantMapping, map_grant, unmap_grant
 from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.sched import trace_export
+from pyxen.hv.sched.dispatcher import Dispatcher
+from pyxen.hv.sched.interface import SchedParamError
 from pyxen.memory import PAGE_SIZE, Gfn
 
 MAX_CONNECTIONS = 64
@@ -304,6 +307,70 @@ def _grant_unmap(server: ControlServer, session: Session, args: dict[str, Any]) 
     return None
 
 
+def _scheduling(server: ControlServer) -> Dispatcher:
+    dispatcher = server.hv.dispatcher
+    if dispatcher is None:
+        raise ControlError("ENOSYS", "this hypervisor leaves vCPUs to the host kernel's "
+                                     "scheduler (start it with --sched credit2|credit|rtds|null)")
+    return dispatcher
+
+
+def _sched_get(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """The scheduler's name and its global (or one domain's) parameters."""
+    scheduler = _scheduling(server).scheduler
+    if "domid" in args:
+        return {"scheduler": scheduler.name,
+                "domain": scheduler.domain_params(_guest(server, args))}
+    return {"scheduler": scheduler.name, "global": scheduler.global_params()}
+
+
+def _sched_set(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    dispatcher = _scheduling(server)
+    params = args.get("params")
+    if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in params.items()):
+        raise ControlError("EINVAL", "'params' must map parameter names to numbers")
+    try:
+        if "domid" in args:
+            dispatcher.set_domain_params(_guest(server, args), params)
+        else:
+            dispatcher.set_global_params(params)
+    except SchedParamError as e:
+        raise ControlError("EINVAL", str(e)) from None
+    return None
+
+
+def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """trace start / stop / export (written by the hypervisor to ``path``)."""
+    trace = _scheduling(server).trace
+    action = args.get("action")
+    if action == "start":
+        trace.start()
+    elif action == "stop":
+        trace.stop()
+    elif action == "export":
+        fmt, path = args.get("format"), args.get("path")
+        if fmt not in ("perfetto", "csv", "png") or not isinstance(path, str) or not path:
+            raise ControlError("EINVAL", "export needs format perfetto|csv|png and a path")
+        events = trace.snapshot()
+        try:
+            if fmt == "perfetto":
+                Path(path).write_text(trace_export.dumps_perfetto(events))
+            elif fmt == "csv":
+                trace_export.to_csv(events, path)
+            else:
+                trace_export.plot(events, path)
+        except trace_export.PlotUnavailableError as e:
+            raise ControlError("ENOSYS", str(e)) from None
+        except OSError as e:
+            raise ControlError("EIO", f"cannot write {path}: {e.strerror}") from None
+        return {"events": len(events)}
+    else:
+        raise ControlError("EINVAL", "'action' must be start, stop or export")
+    return None
+
+
 OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
@@ -312,6 +379,7 @@ OPS: dict[str, Handler] = {
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
     "foreign_map": _foreign_map, "grant_map": _grant_map, "grant_unmap": _grant_unmap,
+    "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace,
 }
 
 

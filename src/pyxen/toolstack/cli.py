@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("hypervisor", help="run the hypervisor process")
     h.add_argument("--daemon", action="store_true", help="detach and run in the background")
+    h.add_argument("--cpus", help="host CPUs to schedule vCPUs on, e.g. 0-1 (default: all)")
+    h.add_argument("--sched", default=None,
+                   help="vCPU scheduler: credit2 (default, as Xen 4.12), credit, rtds, null, "
+                        "or host (leave the threads to the Linux scheduler)")
 
     c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
@@ -69,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
         m = sub.add_parser(name, help=text)
         m.add_argument("domain")
         m.add_argument("memory", help="e.g. 256m, 1g, 4096k (default unit MiB)")
+    for which, extra in (("credit2", ()), ("credit", ("tslice_ms",)), ("rtds", ())):
+        sc = sub.add_parser(f"sched-{which}", help=f"show or set {which} scheduler parameters")
+        sc.add_argument("-d", "--domain")
+        sc.add_argument("-s", "--schedparam", action="store_true",
+                        help="the scheduler's global parameters")
+        sc.add_argument("-r", "--ratelimit_us", type=int)
+        if "tslice_ms" in extra:
+            sc.add_argument("-t", "--tslice_ms", type=int)
+        if which == "rtds":
+            sc.add_argument("-p", "--period", type=int, help="µs")
+            sc.add_argument("-b", "--budget", type=int, help="µs")
+        else:
+            sc.add_argument("-w", "--weight", type=int)
+            sc.add_argument("-c", "--cap", type=int)
+    tr = sub.add_parser("trace", help="record scheduling events and export them")
+    tr.add_argument("action", choices=("start", "stop", "export", "plot"))
+    tr.add_argument("--format", choices=("perfetto", "csv"), default="perfetto")
+    tr.add_argument("-o", "--output", help="the file to write (export, plot)")
     t = sub.add_parser("top", help="a live table of domains (as xentop)")
     t.add_argument("-b", "--batch", action="store_true", help="plain output, no screen control")
     t.add_argument("-i", "--iterations", type=int, help="stop after this many updates")
@@ -80,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     paths = InstancePaths.resolve(args.run_dir, args.log_dir)
     if args.command == "hypervisor":
-        from pyxen.toolstack.daemon import run_hypervisor
+        from pyxen.toolstack.daemon import DEFAULT_SCHEDULER, run_hypervisor
 
-        return run_hypervisor(paths, args.daemon)
+        return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER)
     if args.command == "create":
         from pyxen.toolstack.create import create_command
 

@@ -214,11 +214,13 @@ def cmd_vcpu_list(args: argparse.Namespace, client: ControlClient) -> int:
     print("Name                                ID  VCPU   CPU State   Time(s) "
           "Affinity (Hard / Soft)")
     for r in rows:
-        # Runstate 0 running, 2 blocked; the host kernel picks the pCPU until
-        # pyxen has its own scheduler, so the CPU column is "-".
+        # Runstate 0 running, 2 blocked.  The CPU column is the pCPU the vCPU
+        # holds under pyxen's scheduler ("-" when it holds none, or when the
+        # hypervisor leaves its threads to the host kernel).
         state = ("r" if r["online"] and r["state"] == 0 else "-") + \
                 ("b" if r["state"] == 2 else "-") + ("-" if r["online"] else "p")
-        print(f"{r['name']:<32} {r['domid']:5d} {r['vcpu']:5d}     -   {state}  "
+        cpu = "-" if r.get("cpu") is None else str(r["cpu"])
+        print(f"{r['name']:<32} {r['domid']:5d} {r['vcpu']:5d} {cpu:>5}   {state}  "
               f"{r['cpu_time_ns'] / 1e9:9.1f}  all / all")
     return 0
 
@@ -288,6 +290,83 @@ def cmd_top(args: argparse.Namespace, client: ControlClient) -> int:
                 time.sleep(args.delay)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+SCHED_COLUMNS = {
+    "credit2": (("Weight", "weight"), ("Cap", "cap")),
+    "credit": (("Weight", "weight"), ("Cap", "cap")),
+    "rtds": (("Period", "period"), ("Budget", "budget")),
+}
+SCHED_OPTIONS = {  # CLI option -> parameter name, per command
+    "credit2": {"weight": "weight", "cap": "cap"},
+    "credit": {"weight": "weight", "cap": "cap"},
+    "rtds": {"period": "period", "budget": "budget"},
+}
+GLOBAL_OPTIONS = {"ratelimit_us": "ratelimit_us", "tslice_ms": "tslice_ms"}
+
+
+def _sched_command(args: argparse.Namespace, client: ControlClient, which: str) -> int:
+    """xl sched-credit2 / sched-credit / sched-rtds: show or set parameters."""
+    info = client.call("sched_get")
+    if info["scheduler"] != which:
+        print(f"pyxen sched-{which}: the hypervisor runs the {info['scheduler']} scheduler",
+              file=sys.stderr)
+        return 1
+    if args.schedparam:
+        changes = {name: getattr(args, opt) for opt, name in GLOBAL_OPTIONS.items()
+                   if getattr(args, opt, None) is not None}
+        if changes:
+            client.call("sched_set", params=changes)
+        params = client.call("sched_get")["global"]
+        text = " ".join(f"{k}={v}" for k, v in params.items())
+        print(f"Cpupool Pool-0: {text}")
+        return 0
+    domids = [find_domain(client, args.domain)] if args.domain else [
+        i["domid"] for i in client.call("list") if i["domid"] != 0]
+    changes = {name: getattr(args, opt) for opt, name in SCHED_OPTIONS[which].items()
+               if getattr(args, opt, None) is not None}
+    if changes:
+        if not args.domain:
+            print(f"pyxen sched-{which}: give -d DOMAIN to change its parameters",
+                  file=sys.stderr)
+            return 1
+        client.call("sched_set", domid=domids[0], params=changes)
+        return 0
+    columns = SCHED_COLUMNS[which]
+    print(f"{'Name':<32} {'ID':>5}" + "".join(f" {title:>9}" for title, _ in columns))
+    for domid in domids:
+        params = client.call("sched_get", domid=domid)["domain"]
+        name = client.call("list", domid=domid)[0]["name"]
+        print(f"{name:<32} {domid:5d}" + "".join(f" {params.get(key, '-'):>9}"
+                                                  for _, key in columns))
+    return 0
+
+
+def cmd_sched_credit2(args: argparse.Namespace, client: ControlClient) -> int:
+    return _sched_command(args, client, "credit2")
+
+
+def cmd_sched_credit(args: argparse.Namespace, client: ControlClient) -> int:
+    return _sched_command(args, client, "credit")
+
+
+def cmd_sched_rtds(args: argparse.Namespace, client: ControlClient) -> int:
+    return _sched_command(args, client, "rtds")
+
+
+def cmd_trace(args: argparse.Namespace, client: ControlClient) -> int:
+    """pyxen trace start|stop|export|plot: the scheduler's event rings."""
+    if args.action in ("start", "stop"):
+        client.call("trace", action=args.action)
+        return 0
+    fmt = "png" if args.action == "plot" else args.format
+    if not args.output:
+        print(f"pyxen trace {args.action}: give -o FILE", file=sys.stderr)
+        return 1
+    result = client.call("trace", action="export", format=fmt,
+                         path=str(Path(args.output).absolute()))
+    print(f"{result['events']} events written to {args.output}")
     return 0
 
 

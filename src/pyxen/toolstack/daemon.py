@@ -24,11 +24,17 @@ from pyxen.control.paths import InstancePaths
 from pyxen.control.server import ControlServer
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.sched import SCHEDULERS
+from pyxen.hv.sched.dispatcher import Dispatcher
+from pyxen.hv.sched.host import host_topology, parse_cpu_list
+from pyxen.hv.sched.trace import SchedTrace
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
 from pyxen.toolstack.services import ServiceSupervisor
 
 READY_TIMEOUT = 30.0
+# Xen 4.12's default scheduler is Credit2; "host" leaves vCPU threads to Linux.
+DEFAULT_SCHEDULER = "credit2"
 
 
 def _running(paths: InstancePaths) -> bool:
@@ -40,7 +46,8 @@ def _running(paths: InstancePaths) -> bool:
         return False
 
 
-def run_hypervisor(paths: InstancePaths, daemon: bool) -> int:
+def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
+                   sched: str = DEFAULT_SCHEDULER) -> int:
     if _running(paths):
         print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
               file=sys.stderr)
@@ -51,12 +58,43 @@ def run_hypervisor(paths: InstancePaths, daemon: bool) -> int:
         print(f"pyxen hypervisor: cannot create {paths.run_dir} or {paths.log_dir}: "
               f"{e.strerror} (choose others with --run-dir/--log-dir)", file=sys.stderr)
         return 1
+    try:
+        pcpus = _pcpus(cpus)
+    except ValueError as e:
+        print(f"pyxen hypervisor: --cpus: {e}", file=sys.stderr)
+        return 2
+    if sched != "host" and sched not in SCHEDULERS:
+        print(f"pyxen hypervisor: unknown scheduler '{sched}' (choose from "
+              f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
+        return 2
     if daemon:
-        return _daemonize(paths)
-    return _serve(paths, sys.stdout, sys.stderr)
+        return _daemonize(paths, pcpus, sched)
+    return _serve(paths, sys.stdout, sys.stderr, pcpus, sched)
 
 
-def _daemonize(paths: InstancePaths) -> int:
+def _pcpus(cpus: str | None) -> list[int]:
+    """The host CPUs to schedule on: --cpus, else every CPU this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpus is None:
+        return allowed
+    chosen = parse_cpu_list(cpus)
+    outside = [c for c in chosen if c not in allowed]
+    if outside:
+        raise ValueError(f"CPUs {outside} are not available to this process (it may use "
+                         f"{allowed})")
+    return chosen
+
+
+def _scheduling(hv: Hypervisor, pcpus: list[int], sched: str) -> None:
+    """Give the hypervisor its own pCPU scheduler (``host``: leave it to the kernel)."""
+    if sched == "host":
+        return
+    trace = SchedTrace(pcpus, enabled=False)
+    scheduler = SCHEDULERS[sched](pcpus, host_topology(pcpus), trace, None)
+    hv.dispatcher = Dispatcher(scheduler, pcpus, hv.timers, hv.system_time_ns, trace=trace)
+
+
+def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str) -> int:
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the intermediate child exits at once
@@ -78,18 +116,20 @@ def _daemonize(paths: InstancePaths) -> int:
     os.dup2(log.fileno(), 2)
     os.close(devnull)
     try:
-        status = _serve(paths, log, log)
+        status = _serve(paths, log, log, pcpus, sched)
     except BaseException:
         status = 1
     os._exit(status)
 
 
-def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
+def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
+           sched: str) -> int:
     try:
         hv = Hypervisor(out, err)
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1
+    _scheduling(hv, pcpus, sched)
     install_kick_handler()
     stop = threading.Event()
 
@@ -102,7 +142,8 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO) -> int:
     server = ControlServer(hv, manager, paths.control_socket)
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()
-    hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}")
+    hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}, "
+                   f"scheduler {sched} on CPUs {','.join(map(str, pcpus))}")
     services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log)
                 for name in ("xenstored", "consoled")]
     manager.xenstore = XenstoreSync(manager, paths.xenstored_socket)

@@ -32,10 +32,11 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
-from pyxen.hv.sched.interface import Scheduler, SchedVcpu
+from pyxen.hv.sched.interface import Scheduler, SchedulerTimer, SchedVcpu
+from pyxen.hv.sched.trace import SchedTrace
 from pyxen.hv.timers import Timer, TimerService
 
 if TYPE_CHECKING:
@@ -46,8 +47,9 @@ Clock = Callable[[], int]
 
 class Dispatcher:
     def __init__(self, scheduler: Scheduler, pcpus: Sequence[int], timers: TimerService,
-                 clock: Clock, pin: bool = True) -> None:
+                 clock: Clock, pin: bool = True, trace: SchedTrace | None = None) -> None:
         self.scheduler = scheduler
+        self.trace = trace or SchedTrace(pcpus, enabled=False)
         self.pcpus = list(pcpus)
         self.clock = clock
         self.pin = pin
@@ -57,6 +59,9 @@ class Dispatcher:
             p: timers.timer(functools.partial(self._slice_end, p)) for p in self.pcpus}
         self._runners: dict[int, VcpuRunner] = {}  # id(SchedVcpu) -> runner
         self.decisions = 0
+        # A scheduler with deadlines of its own (caps, RTDS budgets) is called
+        # back when they come (interface.SchedulerTimer).
+        self._sched_timer = timers.timer(self._scheduler_deadline)
 
     # -- registration ------------------------------------------------------------------
 
@@ -66,6 +71,7 @@ class Dispatcher:
         with self._lock:
             self._runners[id(v)] = runner
             self.scheduler.insert_vcpu(v)
+            self._after()
         return v
 
     def remove(self, runner: VcpuRunner) -> None:
@@ -78,6 +84,7 @@ class Dispatcher:
             for p in self.scheduler.remove_vcpu(v, now):
                 self._tickle(p, now)
             self._runners.pop(id(v), None)
+            self._after()
 
     # -- calls from the vCPU's own thread -------------------------------------------------
 
@@ -91,6 +98,7 @@ class Dispatcher:
             if not v.runnable:
                 for p in self.scheduler.wake(v, self.clock()):
                     self._tickle(p, self.clock())
+                self._after()
             if runner.grant is None:
                 runner.set_runstate(RunstateState.runnable)
         got = runner.wait_for_grant()
@@ -113,6 +121,7 @@ class Dispatcher:
                 for p in tickles:
                     if p != held:
                         self._tickle(p, now)
+                self._after()
 
     def preempted(self, runner: VcpuRunner) -> None:
         """The vCPU left the guest as asked: its pCPU decides again (maybe the same vCPU)."""
@@ -121,6 +130,7 @@ class Dispatcher:
             pcpu = runner.grant
             if pcpu is not None:
                 self._repick(pcpu, self.clock())
+                self._after()
 
     def yielded(self, runner: VcpuRunner) -> None:
         """SCHEDOP_yield: let the scheduler put someone else first on this pCPU."""
@@ -132,6 +142,7 @@ class Dispatcher:
             now = self.clock()
             self.scheduler.yield_(v, now)
             self._repick(pcpu, now)
+            self._after()
 
     # -- internals (lock held) -------------------------------------------------------------
 
@@ -169,6 +180,28 @@ class Dispatcher:
             self._slice[pcpu].arm(now + max(decision.slice_ns, 1))
         else:
             self._slice[pcpu].cancel()
+        for other in decision.tickle:
+            if other != pcpu:
+                self._tickle(other, now)
+        self._after()
+
+    def _after(self) -> None:
+        """After any scheduler call: arm the scheduler's own deadline, if it has one."""
+        if isinstance(self.scheduler, SchedulerTimer):
+            when = self.scheduler.next_timer()
+            if when is None:
+                self._sched_timer.cancel()
+            elif self._sched_timer.deadline != when:
+                self._sched_timer.arm(when)
+
+    def _scheduler_deadline(self) -> None:
+        with self._lock:
+            if not isinstance(self.scheduler, SchedulerTimer):
+                return
+            now = self.clock()
+            for p in self.scheduler.on_timer(now):
+                self._tickle(p, now)
+            self._after()
 
     def _slice_end(self, pcpu: int) -> None:
         with self._lock:
@@ -187,6 +220,29 @@ class Dispatcher:
             except OSError:
                 self.pin = False  # the host refuses: let its scheduler place the thread
 
+    def set_domain_params(self, domid: int, params: dict[str, Any]) -> None:
+        with self._lock:
+            now = self.clock()
+            for p in self.scheduler.set_domain_params(domid, params, now) or ():
+                self._tickle(p, now)
+            self._after()
+
+    def set_affinity(self, runner: VcpuRunner, hard: frozenset[int],
+                     soft: frozenset[int]) -> None:
+        """vcpu-pin: new hard and soft affinity (sets of this dispatcher's pCPUs)."""
+        v = runner.sched_vcpu
+        if v is None:
+            raise ValueError(f"d{runner.domain.domid}v{runner.vcpu_id} is not scheduled yet")
+        with self._lock:
+            now = self.clock()
+            for p in self.scheduler.set_affinity(v, hard, soft, now):
+                self._tickle(p, now)
+            self._after()
+
+    def set_global_params(self, params: dict[str, Any]) -> None:
+        with self._lock:
+            self.scheduler.set_global_params(params)
+
     def running(self) -> dict[int, str | None]:
         """pCPU -> the vCPU holding it (for vcpu-list and tests)."""
         with self._lock:
@@ -194,5 +250,6 @@ class Dispatcher:
                     for p, r in self._running.items()}
 
     def close(self) -> None:
+        self._sched_timer.cancel()
         for timer in self._slice.values():
             timer.cancel()
