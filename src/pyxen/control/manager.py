@@ -29,6 +29,7 @@ from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
+from pyxen.hv.sched.interface import SchedParamError
 
 ENDED_KEPT = 256
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
@@ -44,6 +45,9 @@ class DomainRequest:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
+    cpus: frozenset[int] | None = None  # hard affinity of every vCPU (None: all pCPUs)
+    cpus_soft: frozenset[int] | None = None
+    sched_params: tuple[tuple[str, int], ...] = ()  # e.g. (("weight", 512), ("cap", 50))
 
     def action_for(self, reason: int) -> str:
         actions: dict[int, str] = {
@@ -113,6 +117,11 @@ class DomainManager:
                 raise
             self._managed[domain.domid] = Managed(domain, request)
         domain.on_shutdown.append(self._shut_down)
+        try:
+            self._apply_scheduling(domain, request)
+        except ControlError:
+            self.destroy(domain.domid)
+            raise
         if paused:
             domain.pause_count = 1  # the threads park at once; unpause() releases them
         domain.start()
@@ -120,6 +129,29 @@ class DomainManager:
         if self.xenstore is not None:
             self.xenstore.kick()
         return domain
+
+    def _apply_scheduling(self, domain: Domain, request: DomainRequest) -> None:
+        """cpus=, cpus_soft=, cpu_weight=, cap= (before the vCPUs start)."""
+        dispatcher = self.hv.dispatcher
+        wanted = bool(request.cpus or request.cpus_soft or request.sched_params)
+        if dispatcher is None:
+            if wanted:
+                self.hv.console.log(f"d{domain.domid}: cpus/cpu_weight/cap ignored: this "
+                                    "hypervisor leaves vCPUs to the host kernel (--sched host)")
+            return
+        pcpus = frozenset(dispatcher.pcpus)
+        for key, chosen in (("cpus", request.cpus), ("cpus_soft", request.cpus_soft)):
+            if chosen is not None and not chosen & pcpus:
+                raise ControlError("EINVAL", f"{key}: none of CPUs {sorted(chosen)} is one of "
+                                             f"this hypervisor's ({sorted(pcpus)})")
+        for runner in domain.vcpus:
+            runner.affinity_hard = (request.cpus or pcpus) & pcpus
+            runner.affinity_soft = (request.cpus_soft or pcpus) & pcpus
+        if request.sched_params:
+            try:
+                dispatcher.set_domain_params(domain.domid, dict(request.sched_params))
+            except SchedParamError as e:
+                raise ControlError("EINVAL", str(e)) from None
 
     def destroy(self, domid: int) -> None:
         managed = self.get(domid)
@@ -253,6 +285,8 @@ class DomainManager:
                 "domid": d.domid, "name": d.name, "vcpu": v.vcpu_id, "online": v.online,
                 "state": int(snap.state), "cpu_time_ns": int(snap.time[RunstateState.running]),
                 "cpu": v.grant,  # the pCPU it holds (None: idle, or host-scheduled)
+                "hard": sorted(v.affinity_hard) if v.affinity_hard else None,
+                "soft": sorted(v.affinity_soft) if v.affinity_soft else None,
             })
         return out
 
@@ -295,5 +329,17 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
         domid=domid,
     )
+    def cpu_set(key: str) -> frozenset[int] | None:
+        value = args.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in value):
+            raise ControlError("EINVAL", f"config field '{key}' must be a list of CPU numbers")
+        return frozenset(value)
+
+    sched_params = tuple((name, number(key, low, high)) for key, name, low, high in (
+        ("cpu_weight", "weight", 1, 65535), ("cap", "cap", 0, 65535)) if args.get(key) is not None)
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
-                         action("on_crash", "destroy"), action("on_watchdog", "destroy"))
+                         action("on_crash", "destroy"), action("on_watchdog", "destroy"),
+                         cpu_set("cpus"), cpu_set("cpus_soft"), sched_params)

@@ -341,6 +341,36 @@ def _sched_set(server: ControlServer, session: Session, args: dict[str, Any]) ->
     return None
 
 
+def _vcpu_pin(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """xl vcpu-pin: hard and soft affinity of one vCPU (or all, vcpu -1); null = all pCPUs."""
+    dispatcher = _scheduling(server)
+    domain = server.manager.get(_guest(server, args)).domain
+    vcpu = args.get("vcpu")
+    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not -1 <= vcpu < len(domain.vcpus):
+        raise ControlError("EINVAL", f"'vcpu' must be -1 (all) or 0..{len(domain.vcpus) - 1}")
+    pcpus = frozenset(dispatcher.pcpus)
+
+    def cpus(key: str) -> frozenset[int]:
+        value = args.get(key)
+        if value is None:
+            return pcpus
+        if not isinstance(value, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in value):
+            raise ControlError("EINVAL", f"'{key}' must be a list of CPU numbers or null")
+        chosen = frozenset(value) & pcpus
+        if not chosen:
+            raise ControlError("EINVAL", f"{key}: none of CPUs {sorted(value)} is one of this "
+                                         f"hypervisor's ({sorted(pcpus)})")
+        return chosen
+
+    hard, soft = cpus("hard"), cpus("soft")
+    for runner in domain.vcpus if vcpu == -1 else [domain.vcpus[vcpu]]:
+        runner.affinity_hard, runner.affinity_soft = hard, soft
+        if runner.sched_vcpu is not None:
+            dispatcher.set_affinity(runner, hard, soft)
+    return None
+
+
 def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """trace start / stop / export (written by the hypervisor to ``path``)."""
     trace = _scheduling(server).trace
@@ -379,7 +409,7 @@ OPS: dict[str, Handler] = {
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
     "foreign_map": _foreign_map, "grant_map": _grant_map, "grant_unmap": _grant_unmap,
-    "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace,
+    "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
 }
 
 

@@ -128,6 +128,8 @@ class VcpuRunner:
         self.grant: int | None = None  # the pCPU this vCPU may run on now
         self.preempt = False  # the dispatcher wants the pCPU back
         self.pinned_to: int | None = None
+        self.affinity_hard: frozenset[int] | None = None  # None: every pCPU
+        self.affinity_soft: frozenset[int] | None = None
         self._grant_cv = threading.Condition()
 
     # -- thread control ------------------------------------------------------

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         else:
             sc.add_argument("-w", "--weight", type=int)
             sc.add_argument("-c", "--cap", type=int)
+    vp = sub.add_parser("vcpu-pin", help="set a vCPU's hard (and soft) CPU affinity")
+    vp.add_argument("domain")
+    vp.add_argument("vcpu", help="a vCPU number or 'all'")
+    vp.add_argument("hard", help="CPUs, e.g. 0-1, or '-'/'all'")
+    vp.add_argument("soft", nargs="?", help="CPUs, or '-'/'all'")
     tr = sub.add_parser("trace", help="record scheduling events and export them")
     tr.add_argument("action", choices=("start", "stop", "export", "plot"))
     tr.add_argument("--format", choices=("perfetto", "csv"), default="perfetto")

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
+from pyxen.cpulist import parse_cpu_list
 
 SHUTDOWN_LETTERS = "-rscwS"
 REASONS = {"poweroff": 0, "reboot": 1}
@@ -221,7 +222,41 @@ def cmd_vcpu_list(args: argparse.Namespace, client: ControlClient) -> int:
                 ("b" if r["state"] == 2 else "-") + ("-" if r["online"] else "p")
         cpu = "-" if r.get("cpu") is None else str(r["cpu"])
         print(f"{r['name']:<32} {r['domid']:5d} {r['vcpu']:5d} {cpu:>5}   {state}  "
-              f"{r['cpu_time_ns'] / 1e9:9.1f}  all / all")
+              f"{r['cpu_time_ns'] / 1e9:9.1f}  {_cpus_text(r.get('hard'))} / "
+              f"{_cpus_text(r.get('soft'))}")
+    return 0
+
+
+def _cpus_text(cpus: list[int] | None) -> str:
+    """[0, 1, 2, 5] -> "0-2,5"; None -> "all" (xl's affinity columns)."""
+    if not cpus:
+        return "all"
+    parts, start = [], cpus[0]
+    for prev, cur in zip(cpus, [*cpus[1:], None], strict=True):
+        if cur != prev + 1 if cur is not None else True:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            if cur is not None:
+                start = cur
+    return ",".join(parts)
+
+
+def cmd_vcpu_pin(args: argparse.Namespace, client: ControlClient) -> int:
+    """xl vcpu-pin DOMAIN VCPU|all HARD|-|all [SOFT|-|all]."""
+    vcpu = -1 if args.vcpu == "all" else int(args.vcpu) if args.vcpu.isdigit() else None
+    if vcpu is None:
+        print(f"pyxen vcpu-pin: '{args.vcpu}' is not a vCPU number or 'all'", file=sys.stderr)
+        return 1
+
+    def cpus(text: str | None) -> list[int] | None:
+        if text is None or text in ("-", "all"):
+            return None
+        try:
+            return parse_cpu_list(text)
+        except ValueError as e:
+            raise ControlError("EINVAL", str(e)) from None
+
+    client.call("vcpu_pin", domid=find_domain(client, args.domain), vcpu=vcpu,
+                hard=cpus(args.hard), soft=cpus(args.soft))
     return 0
 
 
@@ -380,6 +415,9 @@ def config_request(config: Any) -> dict[str, Any]:
         "max_event_channels": config.max_event_channels, "on_poweroff": config.on_poweroff,
         "on_reboot": config.on_reboot, "on_crash": config.on_crash,
         "on_watchdog": config.on_watchdog, "domid": None,
+        "cpus": list(config.cpus) if config.cpus else None,
+        "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
+        "cpu_weight": config.cpu_weight, "cap": config.cap,
     }
 
 

@@ -56,6 +56,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyxen.cpulist import parse_cpu_list
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
 __all__ = [
@@ -96,13 +97,14 @@ IMPLEMENTED_KEYS = frozenset(
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
+        "cpus", "cpus_soft", "cpu_weight", "cap",
     }
 )  # fmt: skip
 
 # Keys documented in xl.cfg(5) (Xen 4.12 to 4.19) that pyxen ignores for now.
 _UNIMPLEMENTED_XL_KEYS = frozenset(
     """
-    pool cpus cpus_soft cpu_weight cap period slice latency extratime vnuma
+    pool period slice latency extratime vnuma
     on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
     uuid seclabel init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
@@ -149,6 +151,10 @@ class DomainConfig:
     source: Path
     on_watchdog: str = "destroy"
     max_event_channels: int = DEFAULT_MAX_EVENT_CHANNELS
+    cpus: tuple[int, ...] | None = None  # hard affinity of every vCPU (None: all)
+    cpus_soft: tuple[int, ...] | None = None
+    cpu_weight: int | None = None  # scheduler weight (credit, credit2)
+    cap: int | None = None  # percent of one pCPU (credit, credit2); 0 = none
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -229,6 +235,10 @@ class _Builder:
             on_crash=self.action("on_crash", "destroy"),
             on_watchdog=self.action("on_watchdog", "destroy"),
             max_event_channels=self.max_event_channels(),
+            cpus=self.cpu_set("cpus"),
+            cpus_soft=self.cpu_set("cpus_soft"),
+            cpu_weight=self.optional_range("cpu_weight", "a weight", 1, 65535),
+            cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
@@ -336,6 +346,23 @@ class _Builder:
         if maxvcpus < vcpus:
             raise self.fail("maxvcpus", f"maxvcpus ({maxvcpus}) must be at least vcpus ({vcpus})")
         return vcpus, maxvcpus
+
+    def cpu_set(self, key: str) -> tuple[int, ...] | None:
+        """xl's CPU list: "all", or numbers and ranges such as "0-3,6" (one set for every vCPU)."""
+        if key in self.cfg and isinstance(self.cfg[key], list):
+            raise self.fail(key, f'{key}: per-vCPU lists are not supported yet; give one '
+                                 'string for every vCPU, such as "0-1"')
+        text = self.string(key)
+        if text is None or text.strip() == "all":
+            return None
+        try:
+            return tuple(parse_cpu_list(text))
+        except ValueError as e:
+            raise self.fail(key, f"{key}: {e}") from None
+
+    def optional_range(self, key: str, what: str, low: int, high: int) -> int | None:
+        value = self.number(key, what)
+        return None if value is None else self.in_range(key, value, low, high)
 
     def max_event_channels(self) -> int:
         value = self.number("max_event_channels", "a number of event channels")

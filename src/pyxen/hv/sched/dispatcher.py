@@ -66,8 +66,9 @@ class Dispatcher:
     # -- registration ------------------------------------------------------------------
 
     def add(self, runner: VcpuRunner) -> SchedVcpu:
-        v = SchedVcpu(runner.domain.domid, runner.vcpu_id, frozenset(self.pcpus),
-                      frozenset(self.pcpus))
+        everywhere = frozenset(self.pcpus)
+        v = SchedVcpu(runner.domain.domid, runner.vcpu_id, runner.affinity_hard or everywhere,
+                      runner.affinity_soft or everywhere)
         with self._lock:
             self._runners[id(v)] = runner
             self.scheduler.insert_vcpu(v)
