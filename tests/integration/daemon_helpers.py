@@ -84,9 +84,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(base: Path) -> Iterator[Daemon]:
+def running_daemon(base: Path, *options: str) -> Iterator[Daemon]:
+    """A daemon in `base`, with extra `pyxen hypervisor` options (e.g. --sched)."""
     d = Daemon(base)
-    r = d.pyxen("hypervisor", "--daemon", timeout=60)
+    r = d.pyxen("hypervisor", "--daemon", *options, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr + d.log()
     try:
         yield d
