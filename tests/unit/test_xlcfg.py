@@ -482,8 +482,9 @@ def test_sample_domain(guest_dir: Path) -> None:
         on_crash="preserve",
         source=guest_dir / "hello.cfg",
         unknown_keys=(),
-        ignored_keys=("vif", "disk", "cpus"),
+        ignored_keys=("vif", "disk"),
         warnings=(),
+        cpus=(0, 2, 3),  # "0-3,^1"
     )
 
 
@@ -624,10 +625,19 @@ def test_actions(guest_dir: Path, action: str) -> None:
 
 
 def test_unknown_and_ignored_keys(guest_dir: Path) -> None:
-    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\ncap = 'x'\n"
+    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\npool = 'x'\n"
     dom = domain(text, guest_dir)
     assert dom.unknown_keys == ("memroy", "Foo")
-    assert dom.ignored_keys == ("disk", "vif", "cap")
+    assert dom.ignored_keys == ("disk", "vif", "pool")
+
+
+def test_scheduling_keys(guest_dir: Path) -> None:
+    dom = domain(MINIMAL + 'cpus = "0-2,^1"\ncpus_soft = "all"\ncpu_weight = 512\ncap = 50\n',
+                 guest_dir)
+    assert (dom.cpus, dom.cpus_soft, dom.cpu_weight, dom.cap) == ((0, 2), None, 512, 50)
+    assert "cpu_weight" in domain_error(MINIMAL + "cpu_weight = 0\n", guest_dir)
+    assert "per-vCPU lists" in domain_error(MINIMAL + 'cpus = ["0", "1"]\n', guest_dir)
+    assert "leaves no CPU" in domain_error(MINIMAL + 'cpus = "1,^1"\n', guest_dir)
 
 
 def test_watchdog_action_and_event_channel_limit(guest_dir: Path) -> None:

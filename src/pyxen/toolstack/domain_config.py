@@ -355,6 +355,8 @@ class _Builder:
         text = self.string(key)
         if text is None or text.strip() == "all":
             return None
+        if text.startswith("nodes:"):
+            raise self.fail(key, f'{key}: "nodes:" lists are not supported yet; list CPUs')
         try:
             return tuple(parse_cpu_list(text))
         except ValueError as e:
