@@ -16,6 +16,8 @@ test: guests lint
 bench: guests
 	$(PYTHON) bench/hypercall.py
 	$(PYTHON) bench/events.py
+	$(PYTHON) bench/xenstore.py
+	$(PYTHON) bench/sched.py
 
 clean:
 	$(MAKE) -C guests clean
