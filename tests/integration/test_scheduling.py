@@ -97,3 +97,33 @@ def test_host_scheduler_is_still_available(tmp_path: Path, guests_built: Path) -
     (tmp_path / "bad").mkdir()
     bad = Daemon(tmp_path / "bad").pyxen("hypervisor", "--sched", "fair")
     assert bad.returncode == 2 and "unknown scheduler" in bad.stderr
+
+
+@pytest.mark.kvm
+def test_cpupools(tmp_path: Path, guests_built: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("cpupools need two host CPUs")
+    first, second = cpus[0], cpus[1]
+    with running_daemon(tmp_path, "--cpus", f"{first},{second}") as d:
+        d.ok("create", str(d.cfg("pooled", "ipi", "n=100000", vcpus=2)))
+        d.ok("cpupool-cpu-remove", "Pool-0", str(second))
+        d.ok("cpupool-create", 'name="p1"', 'sched="credit"', f'cpus="{second}"')
+        listing = d.ok("cpupool-list")
+        assert "p1" in listing and "credit " in listing
+        d.ok("cpupool-migrate", "pooled", "p1")
+        wait_for(lambda: any(r.split()[3] == str(second)
+                             for r in d.ok("vcpu-list", "pooled").splitlines()[1:]),
+                 "a vCPU of the migrated domain to run on the pool's CPU")
+        rows = d.ok("vcpu-list", "pooled").splitlines()[1:]
+        assert all(r.split()[3] in (str(second), "-") for r in rows), rows
+        d.ok("sched-credit", "-d", "pooled", "-w", "512")
+        busy = d.pyxen("cpupool-destroy", "p1")
+        assert busy.returncode == 1 and "still has domains" in busy.stderr
+        d.ok("cpupool-migrate", "pooled", "Pool-0")
+        d.ok("cpupool-destroy", "p1")
+        d.ok("cpupool-cpu-add", "Pool-0", str(second))
+        assert f"{first}-{second}" in d.ok("cpupool-list", "-c") or \
+            f"{first},{second}" in d.ok("cpupool-list", "-c")
+        assert d.names()["pooled"][3] == "-"  # still running, never shut down
+        d.ok("destroy", "pooled")

@@ -625,10 +625,10 @@ def test_actions(guest_dir: Path, action: str) -> None:
 
 
 def test_unknown_and_ignored_keys(guest_dir: Path) -> None:
-    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\npool = 'x'\n"
+    text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\nvnuma = 'x'\n"
     dom = domain(text, guest_dir)
     assert dom.unknown_keys == ("memroy", "Foo")
-    assert dom.ignored_keys == ("disk", "vif", "pool")
+    assert dom.ignored_keys == ("disk", "vif", "vnuma")
 
 
 def test_scheduling_keys(guest_dir: Path) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
@@ -30,6 +30,11 @@ from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched.interface import SchedParamError
+
+if TYPE_CHECKING:
+    from pyxen.control.cpupools import CpuPools
+
+POOL0 = "Pool-0"
 
 ENDED_KEPT = 256
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
@@ -48,6 +53,7 @@ class DomainRequest:
     cpus: frozenset[int] | None = None  # hard affinity of every vCPU (None: all pCPUs)
     cpus_soft: frozenset[int] | None = None
     sched_params: tuple[tuple[str, int], ...] = ()  # e.g. (("weight", 512), ("cap", 50))
+    pool: str | None = None  # the cpupool (None: Pool-0)
 
     def action_for(self, reason: int) -> str:
         actions: dict[int, str] = {
@@ -77,6 +83,7 @@ class DomainManager:
         self._ended: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.started = time.time()
         self.xenstore: XenstoreSync | None = None  # set by the daemon when it runs xenstored
+        self.pools: CpuPools | None = None  # set by the daemon when it schedules vCPUs
 
     # -- lookups -------------------------------------------------------------------
 
@@ -131,8 +138,12 @@ class DomainManager:
         return domain
 
     def _apply_scheduling(self, domain: Domain, request: DomainRequest) -> None:
-        """cpus=, cpus_soft=, cpu_weight=, cap= (before the vCPUs start)."""
-        dispatcher = self.hv.dispatcher
+        """pool=, cpus=, cpus_soft=, cpu_weight=, cap= (before the vCPUs start)."""
+        if self.pools is not None:
+            self.pools.place(domain.domid, request.pool or POOL0)
+        elif request.pool not in (None, POOL0):
+            raise ControlError("EINVAL", "cpupools need pyxen's scheduler (not --sched host)")
+        dispatcher = domain.vcpus[0].dispatcher if domain.vcpus else None
         wanted = bool(request.cpus or request.cpus_soft or request.sched_params)
         if dispatcher is None:
             if wanted:
@@ -145,8 +156,8 @@ class DomainManager:
                 raise ControlError("EINVAL", f"{key}: none of CPUs {sorted(chosen)} is one of "
                                              f"this hypervisor's ({sorted(pcpus)})")
         for runner in domain.vcpus:
-            runner.affinity_hard = (request.cpus or pcpus) & pcpus
-            runner.affinity_soft = (request.cpus_soft or pcpus) & pcpus
+            runner.affinity_hard = request.cpus & pcpus if request.cpus else None
+            runner.affinity_soft = request.cpus_soft & pcpus if request.cpus_soft else None
         if request.sched_params:
             try:
                 dispatcher.set_domain_params(domain.domid, dict(request.sched_params))
@@ -158,6 +169,8 @@ class DomainManager:
         with self._lock:
             self._managed.pop(domid, None)
         managed.domain.destroy()
+        if self.pools is not None:
+            self.pools.forget(domid)
         if self.xenstore is not None:
             self.xenstore.kick()
 
@@ -340,6 +353,9 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
 
     sched_params = tuple((name, number(key, low, high)) for key, name, low, high in (
         ("cpu_weight", "weight", 1, 65535), ("cap", "cap", 0, 65535)) if args.get(key) is not None)
+    pool = args.get("pool")
+    if pool is not None and (not isinstance(pool, str) or not pool):
+        raise ControlError("EINVAL", "config field 'pool' must be a cpupool name")
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
                          action("on_crash", "destroy"), action("on_watchdog", "destroy"),
-                         cpu_set("cpus"), cpu_set("cpus_soft"), sched_params)
+                         cpu_set("cpus"), cpu_set("cpus_soft"), sched_params, pool)

@@ -24,10 +24,10 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
-from pyxen.control.manager import DomainManager, request_from_dict
+from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
 from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
 from pyxen.hv.errors import HypercallError
@@ -37,6 +37,9 @@ from pyxen.hv.sched import trace_export
 from pyxen.hv.sched.dispatcher import Dispatcher
 from pyxen.hv.sched.interface import SchedParamError
 from pyxen.memory import PAGE_SIZE, Gfn
+
+if TYPE_CHECKING:
+    from pyxen.control.cpupools import CpuPools
 
 MAX_CONNECTIONS = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 60.0  # a cooperative shutdown is forced after this
@@ -307,17 +310,26 @@ def _grant_unmap(server: ControlServer, session: Session, args: dict[str, Any]) 
     return None
 
 
-def _scheduling(server: ControlServer) -> Dispatcher:
-    dispatcher = server.hv.dispatcher
-    if dispatcher is None:
+def _scheduling(server: ControlServer, args: dict[str, Any] | None = None) -> Dispatcher:
+    """The dispatcher that schedules a domain (``domid``), a pool (``pool``) or Pool-0."""
+    pools = server.manager.pools
+    if pools is None or server.hv.dispatcher is None:
         raise ControlError("ENOSYS", "this hypervisor leaves vCPUs to the host kernel's "
                                      "scheduler (start it with --sched credit2|credit|rtds|null)")
-    return dispatcher
+    args = args or {}
+    if "domid" in args:
+        pool = pools.pool_of(_guest(server, args))
+    else:
+        name = args.get("pool", POOL0)
+        pool = pools.get(name if isinstance(name, str) else POOL0)
+    if pool.dispatcher is None:
+        raise ControlError("EINVAL", f"cpupool '{pool.name}' has no CPUs")
+    return pool.dispatcher
 
 
 def _sched_get(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """The scheduler's name and its global (or one domain's) parameters."""
-    scheduler = _scheduling(server).scheduler
+    scheduler = _scheduling(server, args).scheduler
     if "domid" in args:
         return {"scheduler": scheduler.name,
                 "domain": scheduler.domain_params(_guest(server, args))}
@@ -325,7 +337,7 @@ def _sched_get(server: ControlServer, session: Session, args: dict[str, Any]) ->
 
 
 def _sched_set(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    dispatcher = _scheduling(server)
+    dispatcher = _scheduling(server, args)
     params = args.get("params")
     if not isinstance(params, dict) or not all(
             isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
@@ -343,7 +355,7 @@ def _sched_set(server: ControlServer, session: Session, args: dict[str, Any]) ->
 
 def _vcpu_pin(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """xl vcpu-pin: hard and soft affinity of one vCPU (or all, vcpu -1); null = all pCPUs."""
-    dispatcher = _scheduling(server)
+    dispatcher = _scheduling(server, {"domid": args.get("domid")})
     domain = server.manager.get(_guest(server, args)).domain
     vcpu = args.get("vcpu")
     if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not -1 <= vcpu < len(domain.vcpus):
@@ -373,7 +385,7 @@ def _vcpu_pin(server: ControlServer, session: Session, args: dict[str, Any]) -> 
 
 def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """trace start / stop / export (written by the hypervisor to ``path``)."""
-    trace = _scheduling(server).trace
+    trace = _scheduling(server, {k: v for k, v in args.items() if k == "pool"}).trace
     action = args.get("action")
     if action == "start":
         trace.start()
@@ -401,6 +413,53 @@ def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any
     return None
 
 
+def _pools(server: ControlServer) -> CpuPools:
+    _scheduling(server)
+    assert server.manager.pools is not None
+    return server.manager.pools
+
+
+def _cpus_arg(args: dict[str, Any]) -> list[int]:
+    cpus = args.get("cpus")
+    if not isinstance(cpus, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+        raise ControlError("EINVAL", "'cpus' must be a list of CPU numbers")
+    return cpus
+
+
+def _pool_name(args: dict[str, Any]) -> str:
+    name = args.get("pool")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise ControlError("EINVAL", "'pool' must be a cpupool name")
+    return name
+
+
+def _cpupool(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """cpupool-list / -create / -destroy / -cpu-add / -cpu-remove / -migrate."""
+    pools = _pools(server)
+    action = args.get("action")
+    if action == "list":
+        return pools.listing()
+    name = _pool_name(args)
+    if action == "create":
+        sched = args.get("sched", pools.get(POOL0).sched)
+        if not isinstance(sched, str):
+            raise ControlError("EINVAL", "'sched' must be a scheduler name")
+        pools.create(name, sched, _cpus_arg(args))
+    elif action == "destroy":
+        pools.destroy(name)
+    elif action == "cpu_add":
+        pools.cpu_add(name, _cpus_arg(args))
+    elif action == "cpu_remove":
+        pools.cpu_remove(name, _cpus_arg(args))
+    elif action == "migrate":
+        pools.migrate(_guest(server, args), name)
+    else:
+        raise ControlError("EINVAL", "'action' must be list, create, destroy, cpu_add, "
+                                     "cpu_remove or migrate")
+    return None
+
+
 OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
@@ -410,6 +469,7 @@ OPS: dict[str, Handler] = {
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
     "foreign_map": _foreign_map, "grant_map": _grant_map, "grant_unmap": _grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
+    "cpupool": _cpupool,
 }
 
 

@@ -164,6 +164,21 @@ class VcpuRunner:
                                     or bool(self.domain.pause_count) or not self.online)
             return self.grant
 
+    def move_to(self, dispatcher: Dispatcher | None) -> None:
+        """Change cpupool: only while the domain is paused (the thread is parked)."""
+        if self.dispatcher is not None:
+            self.dispatcher.remove(self)
+        self.sched_vcpu = None
+        self.dispatcher = dispatcher
+        if dispatcher is not None:  # affinities keep only the new pool's pCPUs
+            pcpus = frozenset(dispatcher.pcpus)
+            if self.affinity_hard is not None:
+                self.affinity_hard = (self.affinity_hard & pcpus) or None
+            if self.affinity_soft is not None:
+                self.affinity_soft = (self.affinity_soft & pcpus) or None
+        if dispatcher is not None and self._thread is not None:
+            self.sched_vcpu = dispatcher.add(self)
+
     def grant_changed(self) -> None:
         """Called by the dispatcher (its lock held) after giving this vCPU a pCPU."""
         with self._grant_cv:
@@ -202,14 +217,15 @@ class VcpuRunner:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
-        dispatcher = self.dispatcher
         try:
             self._start_clock()
-            if dispatcher is not None:
-                self.sched_vcpu = dispatcher.add(self)
+            if self.dispatcher is not None and self.sched_vcpu is None:
+                self.sched_vcpu = self.dispatcher.add(self)
             while True:
                 if self._attention and not self._attend():
                     break
+                # Read each time: a paused domain may move to another cpupool.
+                dispatcher = self.dispatcher
                 if dispatcher is not None and self.grant is None:
                     if not dispatcher.acquire(self):
                         continue  # a stop, pause or down came while waiting
@@ -223,8 +239,8 @@ class VcpuRunner:
             self.domain.log(f"vcpu {self.vcpu_id}: pyxen bug:\n{traceback.format_exc()}")
             self.domain.crash(f"internal error on vcpu {self.vcpu_id}")
         finally:
-            if dispatcher is not None:
-                dispatcher.remove(self)
+            if self.dispatcher is not None:
+                self.dispatcher.remove(self)
             with self._kick_lock:
                 self._running = False
             self.domain.vcpu_quiesced()

@@ -343,9 +343,11 @@ GLOBAL_OPTIONS = {"ratelimit_us": "ratelimit_us", "tslice_ms": "tslice_ms"}
 
 def _sched_command(args: argparse.Namespace, client: ControlClient, which: str) -> int:
     """xl sched-credit2 / sched-credit / sched-rtds: show or set parameters."""
-    info = client.call("sched_get")
+    where = {"domid": find_domain(client, args.domain)} if args.domain else {}
+    info = client.call("sched_get", **where)
     if info["scheduler"] != which:
-        print(f"pyxen sched-{which}: the hypervisor runs the {info['scheduler']} scheduler",
+        whose = f"{args.domain}'s cpupool" if args.domain else "Pool-0"
+        print(f"pyxen sched-{which}: {whose} runs the {info['scheduler']} scheduler",
               file=sys.stderr)
         return 1
     if args.schedparam:
@@ -405,6 +407,60 @@ def cmd_trace(args: argparse.Namespace, client: ControlClient) -> int:
     return 0
 
 
+def cmd_cpupool_list(args: argparse.Namespace, client: ControlClient) -> int:
+    print(f"{'Name':<18} {'CPUs':>4}   {'Sched':<9} {'Active':>6}   Domain count")
+    for pool in client.call("cpupool", action="list"):
+        if args.cpus:
+            print(f"{pool['name']:<18} {_cpus_text(pool['cpus']) if pool['cpus'] else '-'}")
+            continue
+        print(f"{pool['name']:<18} {len(pool['cpus']):>4}   {pool['sched']:<9} "
+              f"{'y':>6}   {len(pool['domains']):>12}")
+    return 0
+
+
+def cmd_cpupool_create(args: argparse.Namespace, client: ControlClient) -> int:
+    """cpupool-create name="pool1" sched="credit2" cpus="1,2" (xl's variables)."""
+    settings: dict[str, str] = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("name", "sched", "cpus"):
+            print(f"pyxen cpupool-create: '{item}' is not name=, sched= or cpus=",
+                  file=sys.stderr)
+            return 1
+        settings[key.strip()] = value.strip().strip('"').strip("'")
+    if "name" not in settings:
+        print('pyxen cpupool-create: give name="POOL"', file=sys.stderr)
+        return 1
+    cpus = parse_cpu_list(settings["cpus"]) if settings.get("cpus") else []
+    request: dict[str, Any] = {"action": "create", "pool": settings["name"], "cpus": cpus}
+    if "sched" in settings:
+        request["sched"] = settings["sched"]
+    client.call("cpupool", **request)
+    return 0
+
+
+def cmd_cpupool_destroy(args: argparse.Namespace, client: ControlClient) -> int:
+    client.call("cpupool", action="destroy", pool=args.pool)
+    return 0
+
+
+def cmd_cpupool_cpu_add(args: argparse.Namespace, client: ControlClient) -> int:
+    client.call("cpupool", action="cpu_add", pool=args.pool, cpus=parse_cpu_list(args.cpus))
+    return 0
+
+
+def cmd_cpupool_cpu_remove(args: argparse.Namespace, client: ControlClient) -> int:
+    client.call("cpupool", action="cpu_remove", pool=args.pool,
+                cpus=parse_cpu_list(args.cpus))
+    return 0
+
+
+def cmd_cpupool_migrate(args: argparse.Namespace, client: ControlClient) -> int:
+    client.call("cpupool", action="migrate", pool=args.pool,
+                domid=find_domain(client, args.domain))
+    return 0
+
+
 def config_request(config: Any) -> dict[str, Any]:
     """The create operation's config object for a parsed DomainConfig."""
     return {
@@ -417,7 +473,7 @@ def config_request(config: Any) -> dict[str, Any]:
         "on_watchdog": config.on_watchdog, "domid": None,
         "cpus": list(config.cpus) if config.cpus else None,
         "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
-        "cpu_weight": config.cpu_weight, "cap": config.cap,
+        "cpu_weight": config.cpu_weight, "cap": config.cap, "pool": config.pool,
     }
 
 

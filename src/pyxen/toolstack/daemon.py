@@ -19,15 +19,14 @@ import time
 from typing import TextIO
 
 from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.cpupools import CpuPools
 from pyxen.control.manager import DomainManager
 from pyxen.control.paths import InstancePaths
 from pyxen.control.server import ControlServer
 from pyxen.control.xenstore_sync import XenstoreSync
+from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched import SCHEDULERS
-from pyxen.hv.sched.dispatcher import Dispatcher
-from pyxen.hv.sched.host import host_topology, parse_cpu_list
-from pyxen.hv.sched.trace import SchedTrace
 from pyxen.hv.vcpu import install_kick_handler
 from pyxen.kvm import KvmError
 from pyxen.toolstack.services import ServiceSupervisor
@@ -85,15 +84,6 @@ def _pcpus(cpus: str | None) -> list[int]:
     return chosen
 
 
-def _scheduling(hv: Hypervisor, pcpus: list[int], sched: str) -> None:
-    """Give the hypervisor its own pCPU scheduler (``host``: leave it to the kernel)."""
-    if sched == "host":
-        return
-    trace = SchedTrace(pcpus, enabled=False)
-    scheduler = SCHEDULERS[sched](pcpus, host_topology(pcpus), trace, None)
-    hv.dispatcher = Dispatcher(scheduler, pcpus, hv.timers, hv.system_time_ns, trace=trace)
-
-
 def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str) -> int:
     pid = os.fork()
     if pid:
@@ -129,7 +119,7 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1
-    _scheduling(hv, pcpus, sched)
+    pools = None if sched == "host" else CpuPools(hv, pcpus, sched)
     install_kick_handler()
     stop = threading.Event()
 
@@ -139,6 +129,7 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     manager = DomainManager(hv)
+    manager.pools = pools
     server = ControlServer(hv, manager, paths.control_socket)
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()

@@ -97,14 +97,14 @@ IMPLEMENTED_KEYS = frozenset(
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
-        "cpus", "cpus_soft", "cpu_weight", "cap",
+        "cpus", "cpus_soft", "cpu_weight", "cap", "pool",
     }
 )  # fmt: skip
 
 # Keys documented in xl.cfg(5) (Xen 4.12 to 4.19) that pyxen ignores for now.
 _UNIMPLEMENTED_XL_KEYS = frozenset(
     """
-    pool period slice latency extratime vnuma
+    period slice latency extratime vnuma
     on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
     uuid seclabel init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
@@ -155,6 +155,7 @@ class DomainConfig:
     cpus_soft: tuple[int, ...] | None = None
     cpu_weight: int | None = None  # scheduler weight (credit, credit2)
     cap: int | None = None  # percent of one pCPU (credit, credit2); 0 = none
+    pool: str | None = None  # the cpupool (None: Pool-0)
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -239,6 +240,7 @@ class _Builder:
             cpus_soft=self.cpu_set("cpus_soft"),
             cpu_weight=self.optional_range("cpu_weight", "a weight", 1, 65535),
             cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
+            pool=self.string("pool"),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
