@@ -249,6 +249,11 @@ def test_python_api(daemon: Daemon) -> None:
         dom.pause()
         assert dom.info()["paused"] is True
         dom.unpause()
+        dom.set_sched_params(weight=512)  # the daemon runs Credit2 by default
+        assert dom.sched_params()["weight"] == 512
+        assert ts.scheduler()["scheduler"] == "credit2"
+        assert [p["name"] for p in ts.cpupools()] == ["Pool-0"]
+        dom.pin(None, None)
         with dom.console() as con:
             con.settimeout(30)
             con.sendall(b"api\n")

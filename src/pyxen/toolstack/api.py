@@ -21,6 +21,7 @@ Errors are ``ControlError`` (``.code`` is an errno name such as ESRCH),
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,36 @@ class Toolstack:
         """Host and hypervisor information (``pyxen info``)."""
         result: dict[str, Any] = self.client.call("info")
         return result
+
+    def scheduler(self, pool: str = "Pool-0") -> dict[str, Any]:
+        """The pool's scheduler name and global parameters (``sched-* -s``)."""
+        result: dict[str, Any] = self.client.call("sched_get", pool=pool)
+        return result
+
+    def set_scheduler_params(self, pool: str = "Pool-0", **params: int) -> None:
+        self.client.call("sched_set", pool=pool, params=params)
+
+    def cpupools(self) -> list[dict[str, Any]]:
+        """Every cpupool: name, scheduler, CPUs, domain ids."""
+        pools: list[dict[str, Any]] = self.client.call("cpupool", action="list")
+        return pools
+
+    def cpupool_create(self, name: str, cpus: list[int], sched: str | None = None) -> None:
+        request: dict[str, Any] = {"action": "create", "pool": name, "cpus": cpus}
+        if sched is not None:
+            request["sched"] = sched
+        self.client.call("cpupool", **request)
+
+    def cpupool_cpus(self, name: str, add: Sequence[int] = (),
+                     remove: Sequence[int] = ()) -> None:
+        """cpupool-cpu-add / -cpu-remove."""
+        if add:
+            self.client.call("cpupool", action="cpu_add", pool=name, cpus=list(add))
+        if remove:
+            self.client.call("cpupool", action="cpu_remove", pool=name, cpus=list(remove))
+
+    def cpupool_destroy(self, name: str) -> None:
+        self.client.call("cpupool", action="destroy", pool=name)
 
     def dmesg(self, clear: bool = False) -> list[str]:
         lines: list[str] = self.client.call("dmesg", clear=clear)["lines"]
@@ -115,6 +146,23 @@ class Domain:
 
     def rename(self, name: str) -> None:
         self._call("rename", name=name)
+
+    def sched_params(self) -> dict[str, Any]:
+        """weight/cap (credit, credit2) or period/budget (rtds) of this domain."""
+        params: dict[str, Any] = self._call("sched_get")["domain"]
+        return params
+
+    def set_sched_params(self, **params: int) -> None:
+        self._call("sched_set", params=params)
+
+    def pin(self, vcpu: int | None, hard: list[int] | None,
+            soft: list[int] | None = None) -> None:
+        """vcpu-pin: ``vcpu`` None for all; ``hard``/``soft`` None for every pCPU."""
+        self._call("vcpu_pin", vcpu=-1 if vcpu is None else vcpu, hard=hard, soft=soft)
+
+    def move_to_pool(self, pool: str) -> None:
+        """cpupool-migrate."""
+        self.toolstack.client.call("cpupool", action="migrate", pool=pool, domid=self.domid)
 
     def vcpus(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self._call("vcpu_list")
