@@ -50,7 +50,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,8 @@ from pyxen.hv.hypervisor import Hypervisor  # noqa: E402
 from pyxen.hv.sched import SCHEDULERS  # noqa: E402
 from pyxen.hv.sched.dispatcher import Dispatcher  # noqa: E402
 from pyxen.hv.sched.host import host_topology  # noqa: E402
-from pyxen.hv.sched.interface import Decision, Scheduler, SchedVcpu, Topology  # noqa: E402
+from pyxen.hv.sched.interface import Decision, Scheduler, Topology  # noqa: E402
+from pyxen.hv.sched.roundrobin import RoundRobin  # noqa: E402
 from pyxen.hv.sched.simulate import SECOND, Overhead, decision_overhead  # noqa: E402
 from pyxen.hv.sched.trace import T_DOMID, T_KIND, T_TIME, T_VCPU, SchedTrace, kind_code  # noqa: E402
 from pyxen.hv.vcpu import VcpuRunner, install_kick_handler  # noqa: E402
@@ -407,76 +407,6 @@ def latency(sched: str | None, cpu: int, secs: int, nr_hogs: int = 3,
 
 
 # -- (c) decision cost ------------------------------------------------------------------
-
-
-class RoundRobin:
-    """Reference: one FIFO, 2 ms slices, no accounting (about the least a scheduler does)."""
-
-    name = "rr"
-    SLICE_NS = 2_000_000
-
-    def __init__(self, pcpus: Sequence[int], topology: Topology | None = None) -> None:
-        self.queue: deque[SchedVcpu] = deque()
-        self.current: dict[int, SchedVcpu | None] = {p: None for p in pcpus}
-
-    def insert_vcpu(self, v: SchedVcpu) -> None:
-        pass
-
-    def remove_vcpu(self, v: SchedVcpu, now: int) -> list[int]:
-        return self.sleep(v, now)
-
-    def wake(self, v: SchedVcpu, now: int) -> list[int]:
-        if v.runnable:
-            return []
-        v.runnable = True
-        self.queue.append(v)
-        idle = [p for p, c in self.current.items() if c is None and p in v.hard_affinity]
-        return idle[:1]
-
-    def sleep(self, v: SchedVcpu, now: int) -> list[int]:
-        v.runnable = False
-        if v in self.queue:
-            self.queue.remove(v)
-        return [p for p, c in self.current.items() if c is v]
-
-    def yield_(self, v: SchedVcpu, now: int) -> None:
-        pass
-
-    def pick_next(self, pcpu: int, now: int) -> Decision:
-        old = self.current[pcpu]
-        if old is not None:
-            old.pcpu = None
-            if old.runnable:
-                self.queue.append(old)
-        self.current[pcpu] = None
-        for _ in range(len(self.queue)):
-            v = self.queue.popleft()
-            if v.pcpu is None and pcpu in v.hard_affinity:
-                v.pcpu = v.last_pcpu = pcpu
-                self.current[pcpu] = v
-                return Decision(v, self.SLICE_NS)
-            self.queue.append(v)
-        return Decision(None, self.SLICE_NS)
-
-    def set_affinity(self, v: SchedVcpu, hard: frozenset[int], soft: frozenset[int],
-                     now: int) -> list[int]:
-        v.hard_affinity, v.soft_affinity = hard, soft
-        return [p for p, c in self.current.items() if c is v and p not in hard]
-
-    def domain_params(self, domid: int) -> dict[str, Any]:
-        return {}
-
-    def set_domain_params(self, domid: int, params: dict[str, Any], now: int) -> None:
-        pass
-
-    def global_params(self) -> dict[str, Any]:
-        return {}
-
-    def set_global_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def dump(self) -> str:
-        return f"queue {[v.name for v in self.queue]}"
 
 
 OVERHEAD_PCPUS = (1, 2, 4)
