@@ -62,7 +62,7 @@ class Run:
     def __init__(self) -> None:
         self.out = io.StringIO()
         self.log = io.StringIO()
-        self.hv = Hypervisor(self.out, self.log)
+        self.hv = Hypervisor(self.out, self.log, realtime_timers=True)  # as the daemon
 
     def domain(self, prog: str, cmdline: str, vcpus: int = 1, domid: int | None = None
                ) -> Domain:

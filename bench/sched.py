@@ -170,7 +170,7 @@ class Run:
         self.cpu = cpu
         self.out = io.StringIO()
         self.log = io.StringIO()
-        self.hv = Hypervisor(self.out, self.log)
+        self.hv = Hypervisor(self.out, self.log, realtime_timers=True)  # as the daemon
         self.trace: SchedTrace | None = None
         self.dispatcher: ProbedDispatcher | None = None
         self.slice_due: dict[int, int] = {}

@@ -6,7 +6,9 @@ start at 1; id 0 is the control domain (the hypervisor process and its
 toolstack play dom0's role), which always exists.
 
 Time: Xen system time is ``time.monotonic_ns()`` minus the start time; the
-wall clock at system time 0 is fixed at start-up.  A calibration timer
+wall clock at system time 0 is fixed at start-up.  ``realtime_timers`` (the
+daemon sets it) runs the timer thread SCHED_FIFO so that slice ends and
+guest timers are not delayed behind CPU-bound vCPU threads.  A calibration timer
 refreshes every domain's pvclock parameters once a second.
 
 Global VIRQs (VIRQ_DOM_EXC, VIRQ_CONSOLE, ...) go to the domain registered
@@ -38,7 +40,7 @@ DOMID_FIRST_RESERVED = 0x7FF0
 
 class Hypervisor:
     def __init__(self, guest_stream: TextIO | None = None,
-                 log_stream: TextIO | None = None) -> None:
+                 log_stream: TextIO | None = None, realtime_timers: bool = False) -> None:
         self.kvm = System()
         self.console = HypervisorConsole(guest_stream, log_stream)
         self.hypercalls = HypercallTable()
@@ -55,7 +57,8 @@ class Hypervisor:
         # Set by whoever runs pyxen's own pCPU scheduling (the daemon);
         # None leaves the vCPU threads to the host kernel's scheduler.
         self.dispatcher: Dispatcher | None = None
-        self.timers = TimerService(self.system_time_ns, on_error=self.console.log)
+        self.timers = TimerService(self.system_time_ns, on_error=self.console.log,
+                                   realtime=realtime_timers)
         self.tsc = pvclock.TscClock(self.system_time_ns, self._nominal_tsc_hz())
         self._calibration = self.timers.timer(self._calibrate)
         self._calibration.arm(self.system_time_ns() + pvclock.CALIBRATION_NS)

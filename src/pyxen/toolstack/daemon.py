@@ -115,7 +115,7 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str) -> int:
 def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
            sched: str) -> int:
     try:
-        hv = Hypervisor(out, err)
+        hv = Hypervisor(out, err, realtime_timers=True)
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1
