@@ -57,9 +57,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyxen.hv.sched.base import SchedulerBase, TickleQueue
 from pyxen.hv.sched.interface import (
     Decision,
-    NullTracer,
     SchedParamError,
     SchedVcpu,
     Topology,
@@ -111,18 +111,15 @@ class _Cvcpu:
     queued_on: int | None = None  # the pCPU whose runqueue holds it
 
 
-class Credit:
+class Credit(SchedulerBase, TickleQueue):
     """Xen's Credit scheduler; see the module docstring."""
 
     name = "credit"
 
     def __init__(self, pcpus: Sequence[int], topology: Topology | None = None,
                  tracer: Tracer | None = None, params: dict[str, Any] | None = None) -> None:
-        if not pcpus:
-            raise ValueError("credit: no pCPUs")
-        self.pcpus = list(pcpus)
-        self.topology = topology if topology is not None else Topology.flat(self.pcpus)
-        self.trace: Tracer = tracer if tracer is not None else NullTracer()
+        SchedulerBase.__init__(self, pcpus, topology, tracer)
+        TickleQueue.__init__(self)
         self.tslice_ms = DEFAULT_TSLICE_MS
         self.ratelimit_us = DEFAULT_RATELIMIT_US
         self._domains: dict[int, _Domain] = {}
@@ -131,8 +128,6 @@ class Credit:
         self._burnt_to: dict[int, int] = {p: 0 for p in self.pcpus}  # charged up to
         self._run_start: dict[int, int] = {p: 0 for p in self.pcpus}  # current ran since
         self._slice_end: dict[int, int] = {p: 0 for p in self.pcpus}  # its full slice ends
-        self._tickled: set[int] = set()  # asked to pick, not yet picked
-        self._pending: list[int] = []  # tickles not yet returned to the caller
         self._next_acct = self._period_ns()
         self._peers = {p: self._peer_order(p) for p in self.pcpus}
         if params:
@@ -315,18 +310,6 @@ class Credit:
         return None
 
     # -- placement and tickling --------------------------------------------------------------
-
-    def _ask(self, pcpu: int) -> None:
-        """``pcpu`` must pick again: tell the caller (with this call's result)."""
-        self._tickled.add(pcpu)
-        if pcpu not in self._pending:
-            self._pending.append(pcpu)
-
-    def _drain(self, deciding: int | None = None) -> list[int]:
-        """The tickles to return now (never the pCPU that is deciding anyway)."""
-        out = [p for p in self._pending if p != deciding]
-        self._pending.clear()
-        return out
 
     def _place(self, c: _Cvcpu) -> None:
         """Queue a runnable, not current vCPU where it runs soonest (Xen's __runq_tickle).

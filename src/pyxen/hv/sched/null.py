@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyxen.hv.sched.base import SchedulerBase
 from pyxen.hv.sched.interface import (
     Decision,
-    NullTracer,
     SchedParamError,
     SchedVcpu,
     Topology,
@@ -49,18 +49,14 @@ class _Nvcpu:
     removed: bool = False
 
 
-class Null:
+class Null(SchedulerBase):
     """Xen's null scheduler; see the module docstring."""
 
     name = "null"
 
     def __init__(self, pcpus: Sequence[int], topology: Topology | None = None,
                  tracer: Tracer | None = None, params: dict[str, Any] | None = None) -> None:
-        if not pcpus:
-            raise ValueError("null: no pCPUs")
-        self.pcpus = list(pcpus)
-        self.topology = topology if topology is not None else Topology.flat(self.pcpus)
-        self.trace: Tracer = tracer if tracer is not None else NullTracer()
+        SchedulerBase.__init__(self, pcpus, topology, tracer)
         self._assigned: dict[int, _Nvcpu | None] = {p: None for p in self.pcpus}
         self._curr: dict[int, SchedVcpu | None] = {p: None for p in self.pcpus}
         self._waitq: list[_Nvcpu] = []

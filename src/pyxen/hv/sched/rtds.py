@@ -48,9 +48,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyxen.hv.sched.base import SchedulerBase, TickleQueue
 from pyxen.hv.sched.interface import (
     Decision,
-    NullTracer,
     SchedParamError,
     SchedVcpu,
     Topology,
@@ -100,26 +100,21 @@ class _Rvcpu:
         return (self.level, self.deadline)
 
 
-class Rtds:
+class Rtds(SchedulerBase, TickleQueue):
     """Xen's RTDS scheduler; see the module docstring."""
 
     name = "rtds"
 
     def __init__(self, pcpus: Sequence[int], topology: Topology | None = None,
                  tracer: Tracer | None = None, params: dict[str, Any] | None = None) -> None:
-        if not pcpus:
-            raise ValueError("rtds: no pCPUs")
-        self.pcpus = list(pcpus)
-        self.topology = topology if topology is not None else Topology.flat(self.pcpus)
-        self.trace: Tracer = tracer if tracer is not None else NullTracer()
+        SchedulerBase.__init__(self, pcpus, topology, tracer)
+        TickleQueue.__init__(self)
         self._domains: dict[int, _Params] = {}
         self._vcpus: dict[int, list[_Rvcpu]] = {}  # domid -> its vCPUs
         self._runq: list[_Rvcpu] = []  # waiting, by (level, deadline)
         self._depleted: list[_Rvcpu] = []
         self._replq: list[_Rvcpu] = []  # runnable, by deadline
         self._curr: dict[int, _Rvcpu | None] = {p: None for p in self.pcpus}
-        self._tickled: set[int] = set()  # asked to pick, not yet picked
-        self._pending: list[int] = []  # tickles not yet returned to the caller
         if params:
             self.set_global_params(params)
 
@@ -274,18 +269,6 @@ class Rtds:
             if pcpu in r.v.hard_affinity:
                 return r
         return None
-
-    def _ask(self, pcpu: int) -> None:
-        """``pcpu`` must pick again: tell the caller (with this call's result)."""
-        self._tickled.add(pcpu)
-        if pcpu not in self._pending:
-            self._pending.append(pcpu)
-
-    def _drain(self, deciding: int | None = None) -> list[int]:
-        """The tickles to return now (never the pCPU that is deciding anyway)."""
-        out = [p for p in self._pending if p != deciding]
-        self._pending.clear()
-        return out
 
     def _tickle(self, r: _Rvcpu, exclude: int | None = None) -> None:
         """Xen's runq_tickle: ask the pCPU that should pick ``r`` up now, if any."""
