@@ -102,3 +102,16 @@ def test_thread_fires_after_the_deadline() -> None:
         assert fired_at[0] >= deadline
     finally:
         service.close()
+
+
+def test_a_deadline_at_the_end_of_time_does_not_stop_the_thread() -> None:
+    """Guests can arm timers at 2^64 - 1 ns; the thread must keep serving others."""
+    service = TimerService(time.monotonic_ns)
+    try:
+        service.timer(lambda: None).arm((1 << 64) - 1)
+        time.sleep(0.05)  # let the thread go to sleep on the far deadline
+        done = threading.Event()
+        service.timer(done.set).arm(time.monotonic_ns() + 1_000_000)
+        assert done.wait(10)
+    finally:
+        service.close()

@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable
 
 Clock = Callable[[], int]
+MAX_WAIT_S = 3600.0
 
 
 class Timer:
@@ -138,7 +139,9 @@ class TimerService:
                 while heap and heap[0][1] != heap[0][2]._seq:
                     heapq.heappop(heap)
                 if heap:
-                    self._cond.wait((heap[0][0] - now) / 1e9)
+                    # Guests choose deadlines up to 2^64 ns: never wait longer
+                    # than MAX_WAIT_S at a time (longer waits overflow time_t).
+                    self._cond.wait(min((heap[0][0] - now) / 1e9, MAX_WAIT_S))
                 else:
                     self._cond.wait()
 

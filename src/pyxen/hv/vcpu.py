@@ -52,6 +52,7 @@ from pyxen.hv.shared_info import (
     TimeParams,
     write_time,
 )
+from pyxen.hv.timers import MAX_WAIT_S
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
 from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
@@ -326,7 +327,7 @@ class VcpuRunner:
                     left = deadline_ns - hv.system_time_ns()
                     if left <= 0:
                         break
-                    self._wake.wait(left / 1e9)
+                    self._wake.wait(min(left / 1e9, MAX_WAIT_S))  # guest deadlines reach 2^64 ns
         finally:
             self._blocked = False
             self.set_runstate(RunstateState.running)
