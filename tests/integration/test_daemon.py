@@ -132,6 +132,10 @@ def test_hostile_control_messages_leave_the_daemon_serving(daemon: Daemon) -> No
                 "name": "x", "kernel": "/etc/passwd"}}},
             {"v": 1, "id": 8, "op": "list", "args": [1]},
             {"v": 1, "id": 9, "op": "mem_max", "args": {"domid": 1, "kib": 1 << 60}},
+            {"v": 1, "id": 11, "op": "wait", "args": {"domid": 1, "timeout": 1e300}},
+            {"v": 1, "id": 12, "op": "wait", "args": {"domid": 1, "timeout": float("nan")}},
+            {"v": 1, "id": 13, "op": "create", "args": {"config": {
+                "name": "n" * 1000, "kernel": "/etc/passwd"}}},
         ]
         for message in bad:
             reply = _ask(s, message)

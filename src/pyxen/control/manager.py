@@ -306,10 +306,11 @@ class DomainManager:
 
 def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     """Validate a create request's config object into a DomainRequest."""
-    def text(key: str, default: str | None = None) -> str:
+    def text(key: str, default: str | None = None, limit: int = 4096) -> str:
         value = args.get(key, default)
-        if not isinstance(value, str) or (not value and default is None):
-            raise ControlError("EINVAL", f"config field '{key}' must be a non-empty string")
+        if not isinstance(value, str) or (not value and default is None) or len(value) > limit:
+            raise ControlError("EINVAL", f"config field '{key}' must be a non-empty string "
+                                         f"of at most {limit} characters")
         return value
 
     def number(key: str, low: int, high: int, default: int | None = None) -> int:
@@ -335,7 +336,7 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     vcpus = number("vcpus", 1, 128, 1)
     memory = number("memory_mib", 1, 1 << 20, 32)
     spec = BuildSpec(
-        name=text("name"), kernel=Path(text("kernel")),
+        name=text("name", limit=64), kernel=Path(text("kernel")),
         ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),

@@ -77,6 +77,20 @@ def _guest(server: ControlServer, args: dict[str, Any]) -> int:
     return domid
 
 
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+def _seconds(args: dict[str, Any], key: str, default: float | None) -> float | None:
+    """A timeout argument: a finite number of seconds from 0 to a week (or the default)."""
+    value = args.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) \
+            or not 0 <= value <= MAX_SECONDS:  # also refuses NaN
+        raise ControlError("EINVAL", f"'{key}' must be a number of seconds (0 to one week)")
+    return float(value)
+
+
 def _hello(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     return {"version": PROTOCOL_VERSION, "ops": sorted(OPS), "pid": os.getpid()}
 
@@ -112,19 +126,16 @@ def _shutdown(server: ControlServer, session: Session, args: dict[str, Any]) -> 
     reason = args.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool) or not 0 <= reason <= 5:
         raise ControlError("EINVAL", "'reason' must be a shutdown reason (0 to 5)")
-    timeout = args.get("timeout", DEFAULT_SHUTDOWN_TIMEOUT)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
-        raise ControlError("EINVAL", "'timeout' must be a number of seconds")
+    timeout = _seconds(args, "timeout", DEFAULT_SHUTDOWN_TIMEOUT)
+    assert timeout is not None
     asked = server.manager.shutdown(_guest(server, args), reason, bool(args.get("force")),
-                                    float(timeout))
+                                    timeout)
     return {"cooperative": asked}
 
 
 def _wait(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """Block until the domain has shut down (or ``timeout`` seconds); its reason."""
-    timeout = args.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
-        raise ControlError("EINVAL", "'timeout' must be a number of seconds")
+    timeout = _seconds(args, "timeout", None)
     domid = _domid(args)
     return {"reason": server.manager.wait(domid, timeout)}
 
@@ -340,9 +351,9 @@ def _sched_set(server: ControlServer, session: Session, args: dict[str, Any]) ->
     dispatcher = _scheduling(server, args)
     params = args.get("params")
     if not isinstance(params, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
             for k, v in params.items()):
-        raise ControlError("EINVAL", "'params' must map parameter names to numbers")
+        raise ControlError("EINVAL", "'params' must map parameter names to integers")
     try:
         if "domid" in args:
             dispatcher.set_domain_params(_guest(server, args), params)
