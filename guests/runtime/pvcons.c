@@ -78,9 +78,11 @@ int pvcons_getline(char *buf, size_t size, uint64_t deadline)
         evtchn_send(port);
         if (now_ns() >= deadline)
             return 0;
-        unsigned long seen = kicks;
+        unsigned long seen = kicks, ticks = this_cpu()->timer_events;
         set_timer_op(now_ns() + 50 * NS_PER_MS);
-        WAIT_BLOCK(kicks != seen || ring->in_prod != ring->in_cons || now_ns() >= deadline);
+        /* The tick ends the wait too: a backend that has nothing to send never notifies. */
+        WAIT_BLOCK(kicks != seen || this_cpu()->timer_events != ticks ||
+                   ring->in_prod != ring->in_cons || now_ns() >= deadline);
     }
 }
 

@@ -142,6 +142,7 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
+                stdin=subprocess.DEVNULL,
                 env=_env(),
                 cwd=tmp_path,
                 check=False,

@@ -12,19 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import selectors
 import socket
 import sys
-import termios
 import time
-import tty
 from pathlib import Path
 from typing import Any
 
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
 from pyxen.cpulist import parse_cpu_list
+from pyxen.toolstack.terminal import ConsoleTerminal, write_all
 
 SHUTDOWN_LETTERS = "-rscwS"
 REASONS = {"poweroff": 0, "reboot": 1}
@@ -477,7 +475,6 @@ def config_request(config: Any) -> dict[str, Any]:
     }
 
 
-DETACH = 0x1D  # Ctrl-]
 
 
 def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
@@ -493,7 +490,7 @@ def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
         print(f"pyxen console: {e.message}", file=sys.stderr)
         return 1
     with sock:
-        return _relay(sock)
+        return relay_console(sock)
 
 
 def open_console(path: Path, domid: int, wait: float = 0.0) -> socket.socket:
@@ -525,34 +522,28 @@ def open_console(path: Path, domid: int, wait: float = 0.0) -> socket.socket:
         time.sleep(0.1)
 
 
-def _relay(sock: socket.socket) -> int:
+def relay_console(sock: socket.socket) -> int:
     """Copy stdin to the console and the console to stdout; Ctrl-] on stdin detaches."""
-    stdin = sys.stdin.fileno()
+    term = ConsoleTerminal(interactive=True)
     stdout = sys.stdout.fileno()
-    saved = None
-    if os.isatty(stdin):
-        saved = termios.tcgetattr(stdin)
-        tty.setraw(stdin)
     try:
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ)
-            sel.register(stdin, selectors.EVENT_READ)
+            early = term.watch(sel)
+            if early:
+                sock.sendall(early)
             while True:
                 for key, _ in sel.select():
                     if key.fileobj is sock:
                         data = sock.recv(4096)
                         if not data:
                             return 0
-                        os.write(stdout, data)
+                        write_all(stdout, data)
                     else:
-                        data = os.read(stdin, 4096)
-                        if not data:  # stdin closed: keep showing output
-                            sel.unregister(stdin)
-                            continue
-                        if DETACH in data:
-                            sock.sendall(data[: data.index(DETACH)])
+                        data, detached = term.read(sel)
+                        if data:
+                            sock.sendall(data)
+                        if detached:
                             return 0
-                        sock.sendall(data)
     finally:
-        if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        term.restore()

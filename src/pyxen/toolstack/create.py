@@ -4,7 +4,9 @@ With a hypervisor daemon running (``pyxen hypervisor --daemon``), the
 domain is created there; ``-F`` then waits until it has shut down.  With
 none running, ``-F`` makes this process the hypervisor for this one domain
 until the domain is gone: guest console lines go to stdout, hypervisor
-messages to stderr.  With ``-F`` the exit status says how the domain ended:
+messages to stderr, and the domain's PV console is served on this terminal
+as ``xl create -F`` has xenconsoled behind it (``-c`` makes the terminal
+interactive).  With ``-F`` the exit status says how the domain ended:
 
 =========  ======
 poweroff   0
@@ -36,7 +38,7 @@ from pathlib import Path
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.toolstack.commands import attach_console, config_request
+from pyxen.toolstack.commands import config_request, open_console, relay_console
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
 
@@ -99,24 +101,43 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        if args.foreground and not args.paused and not args.console:
+        if args.foreground and not args.paused:
             from pyxen.toolstack.standalone import run_standalone  # the hypervisor: load late
 
-            return run_standalone(config)
+            return run_standalone(config, console=args.console)
         print(f"pyxen: {e} (or use create -F to run this domain inside the command)",
               file=sys.stderr)
         return EXIT_FAILED
     with client:
         try:
-            result = client.call("create", config=config_request(config), paused=args.paused)
+            # With -c the domain starts paused until the console is attached, as
+            # libxl connects the console before unpausing: no early output is lost.
+            result = client.call("create", config=config_request(config),
+                                 paused=args.paused or args.console)
+            domid = result["domid"]
             if args.console:
-                status = attach_console(client, result["domid"], wait=CONSOLE_WAIT)
+                status = _console_then_unpause(client, domid, unpause=not args.paused)
                 if not args.foreground:
                     return status
             if not args.foreground:
                 return 0
-            reason = client.call("wait", domid=result["domid"])["reason"]
+            reason = client.call("wait", domid=domid)["reason"]
         except ControlError as e:
             print(f"pyxen create: {e.message}", file=sys.stderr)
             return EXIT_FAILED
     return exit_status(int(reason))
+
+
+def _console_then_unpause(client: ControlClient, domid: int, unpause: bool) -> int:
+    """Attach to the new (paused) domain's console, unpause it, relay until detached."""
+    try:
+        sock = open_console(client.path.parent / "console.sock", domid, wait=CONSOLE_WAIT)
+    except ControlError as e:
+        if unpause:
+            client.call("unpause", domid=domid)
+        print(f"pyxen console: {e.message}", file=sys.stderr)
+        return EXIT_FAILED
+    with sock:
+        if unpause:
+            client.call("unpause", domid=domid)
+        return relay_console(sock)

@@ -1,6 +1,7 @@
 """``pyxen create -F`` with no daemon: this process is the hypervisor for one domain.
 
-Guest console lines go to stdout, hypervisor messages to stderr.  The
+Guest console lines go to stdout, hypervisor messages to stderr, and the
+domain's PV console is served on this terminal (``foreground_console``).  The
 on_poweroff/on_reboot/on_crash/on_watchdog actions are carried out here:
 destroy, restart and rename-restart (a new domain), and preserve, which
 keeps the shut-down domain until Ctrl-C (there is no daemon to hand it to).
@@ -24,9 +25,11 @@ from pyxen.kvm import KvmError
 from pyxen.toolstack.commands import config_request
 from pyxen.toolstack.create import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, exit_status
 from pyxen.toolstack.domain_config import DomainConfig
+from pyxen.toolstack.foreground_console import ForegroundConsole
 
 
-def run_standalone(config: DomainConfig) -> int:
+def run_standalone(config: DomainConfig, console: bool = False) -> int:
+    """Run the domain in this process; ``console`` is ``-c`` (interactive terminal)."""
     err = sys.stderr
     try:
         request = request_from_dict(config_request(config))
@@ -39,16 +42,20 @@ def run_standalone(config: DomainConfig) -> int:
         print(f"pyxen: {e}", file=err)
         return EXIT_FAILED
     install_kick_handler()
+    terminal = ForegroundConsole(interactive=console)
     try:
-        return _run(hv, config, request)
+        return _run(hv, config, request, terminal)
     except KeyboardInterrupt:
+        terminal.close()
         print("pyxen: interrupted: destroying the domain", file=err)
         return EXIT_INTERRUPTED
     finally:
+        terminal.close()
         hv.close()
 
 
-def _run(hv: Hypervisor, config: DomainConfig, request: DomainRequest) -> int:
+def _run(hv: Hypervisor, config: DomainConfig, request: DomainRequest,
+         terminal: ForegroundConsole) -> int:
     while True:
         try:
             domain = build_domain(hv, request.spec)
@@ -56,6 +63,7 @@ def _run(hv: Hypervisor, config: DomainConfig, request: DomainRequest) -> int:
             print(f"pyxen: {config.source}: {e}", file=sys.stderr)
             return EXIT_FAILED
         domain.start()
+        terminal.run(domain)
         reason = domain.wait()
         assert reason is not None
         action = request.action_for(reason)
