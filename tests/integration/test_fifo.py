@@ -203,8 +203,8 @@ def test_priority_queue_move_and_control_port_delivery(host: Host) -> None:
         assert _errno(ev.set_priority, d, 5000, 1) == XenErrno.EINVAL
         ev.send(d, a, host.hv.domains)
         assert _u32(d, CB_GFN, 64) == 1 << 2 and _u32(d, CB_GFN, 64 + 8 + 8) == a
-        # dom0's services notify through control_ports -> event_channel.set_pending.
-    local, fd = host.hv.control_ports.bind(d.domid, STORE_EVTCHN)
+    # dom0's services notify through control_ports -> event_channel.set_pending.
+    local, _fd = host.hv.control_ports.bind(d.domid, STORE_EVTCHN)
     try:
         host.hv.control_ports.notify(local)
         assert ev.is_pending(d, STORE_EVTCHN)

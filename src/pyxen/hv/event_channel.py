@@ -114,9 +114,11 @@ class EventChannels:
         return 0 <= port < len(self.channels) and port < self.limit()
 
     def get(self, port: int) -> Channel:
-        if not self.valid(port):
-            raise HypercallError(XenErrno.EINVAL)
-        return self.channels[port]
+        """The channel of a valid port (every send looks one up: kept to one call)."""
+        channels = self.channels
+        if 0 <= port < len(channels) and port < self.limit():
+            return channels[port]
+        raise HypercallError(XenErrno.EINVAL)
 
     def allocate(self) -> int:
         """The lowest free port (Xen's get_free_port); -ENOSPC when none is left."""
