@@ -190,6 +190,13 @@ def test_events_for_ports_beyond_the_array_wait_for_their_page(host: Host) -> No
     for gfn in range(0x803, 0x806):
         fifo.expand_array(d, gfn)
     assert not ev.is_pending(d, high)
+    # Back on 2-level, the buckets grown under FIFO stay but are not handed out.
+    with host.hv.event_lock:
+        ev.bind_ipi(d, 0)
+        ev.reset(d, host.hv.domains)
+        assert len(d.events.channels) > 4096 and not d.events.valid(4096)
+        assert [ev.alloc_unbound(d, d.domid) for _ in range(4095)] == list(range(1, 4096))
+        assert _errno(ev.alloc_unbound, d, d.domid) == XenErrno.ENOSPC
 
 
 def test_priority_queue_move_and_control_port_delivery(host: Host) -> None:

@@ -15,7 +15,8 @@ Design:
 - What a port's pending/masked state is depends on the domain's event ABI,
   chosen per domain like Xen's ``evtchn_port_ops``: ``Domain.evtchn_ops``
   is a ``PortOps`` record of plain functions (set_pending, clear_pending,
-  unmask, is_pending, is_masked, set_priority, max_ports).  Every domain
+  unmask, is_pending, is_masked, set_priority); ``EventChannels.limit``
+  gives the ABI's port range.  Every domain
   starts with ``TWO_LEVEL`` (below); EVTCHNOP_init_control switches it to
   ``pyxen.hv.event_fifo.FIFO_OPS`` (and ``events.fifo`` holds the FIFO
   state); EVTCHNOP_reset and domain teardown switch it back
@@ -121,14 +122,19 @@ class EventChannels:
         raise HypercallError(XenErrno.EINVAL)
 
     def allocate(self) -> int:
-        """The lowest free port (Xen's get_free_port); -ENOSPC when none is left."""
+        """The lowest free port (Xen's get_free_port); -ENOSPC when none is left.
+
+        The table may be longer than the ABI allows (buckets added under FIFO
+        stay after a reset to 2-level, as in Xen): ports past the limit are
+        never handed out."""
+        end = min(self.limit(), self.max_port + 1)
         for port, ch in enumerate(self.channels):
-            if port > self.max_port:
+            if port >= end:
                 break
             if ch.state == EvtchnStat.closed and not ch.reserved:
                 return port
         port = len(self.channels)
-        if port >= self.limit() or port > self.max_port:
+        if port >= end:
             raise HypercallError(XenErrno.ENOSPC)
         self.channels.extend(Channel() for _ in range(BUCKET_PORTS))
         return port
