@@ -10,6 +10,8 @@ pyxen's Python API, so its CPU time can be read with getrusage):
     ipi                   guests/build/ipi.elf, 2 vCPUs: event send -> upcall
                           between vCPUs (one-way and round trip, from pvclock)
     interdomain           two pingpong.elf domains: round trip between domains
+    fifo 2-level / FIFO   guests/build/fifo.elf mode=bench, 2 vCPUs: the same IPI
+                          round trip code on the 2-level ABI, then on the FIFO ABI
     timer                 timer.elf: VIRQ_TIMER re-armed every 1 ms (guest-measured
                           lateness) plus the host-side part (deadline -> timer
                           callback, deadline -> KVM_INTERRUPT)
@@ -154,6 +156,19 @@ def bench_interdomain(n: int) -> tuple[dict[str, str], list[int]]:
         probe.close()
 
 
+def bench_fifo_abi(n: int, abi: str) -> tuple[dict[str, str], list[int]]:
+    """fifo.elf's inter-vCPU IPI round trips on one event ABI ("2l" or "fifo")."""
+    r = Run()
+    d = r.domain("fifo", f"mode=bench abi={abi} n={n}", vcpus=2)
+    probe = SendToInject(r.hv)
+    probe.watch(d)
+    d.start()
+    try:
+        return r.info(r.finish([d], "fifo"), rf"fifo: abi={abi} n=\d+ .*$"), probe.samples
+    finally:
+        probe.close()
+
+
 def bench_timer(secs: int) -> tuple[dict[str, str], list[int], list[int]]:
     """Guest-side lateness, and host-side: deadline -> callback, deadline -> injection."""
     r = Run()
@@ -247,6 +262,9 @@ def main() -> int:
         ipi, ipi_host = bench_ipi(args.n)
         print("measuring interdomain ...", file=sys.stderr, flush=True)
         inter, inter_host = bench_interdomain(args.n)
+        print("measuring fifo.elf on 2-level, then on FIFO ...", file=sys.stderr, flush=True)
+        abi_2l, abi_2l_host = bench_fifo_abi(args.n, "2l")
+        abi_fifo, abi_fifo_host = bench_fifo_abi(args.n, "fifo")
         print("measuring timer ...", file=sys.stderr, flush=True)
         timer, fired, injected = bench_timer(args.secs)
         wakeup = bench_thread_wakeup()
@@ -278,6 +296,14 @@ def main() -> int:
         ("event round trip, between domains", inter["rtt_median_ns"], inter["rtt_p99_ns"]),
         ("  host: send handled -> vector injected",
          statistics.median(inter_host), pct(inter_host, 0.99)),
+        ("fifo.elf round trip, vCPUs, 2-level ABI", abi_2l["rtt_median_ns"],
+         abi_2l["rtt_p99_ns"]),
+        ("  host: send handled -> vector injected",
+         statistics.median(abi_2l_host), pct(abi_2l_host, 0.99)),
+        ("fifo.elf round trip, vCPUs, FIFO ABI", abi_fifo["rtt_median_ns"],
+         abi_fifo["rtt_p99_ns"]),
+        ("  host: send handled -> vector injected",
+         statistics.median(abi_fifo_host), pct(abi_fifo_host, 0.99)),
         ("VIRQ_TIMER lateness at 1 kHz (guest-measured)",
          float(timer["late_median_us"]) * 1000, float(timer["late_p99_us"]) * 1000),
         ("  host: deadline -> timer callback",
@@ -288,6 +314,10 @@ def main() -> int:
     for label, med, p99 in rows:
         print(f"{label:<44}{us(med):>12}{us(p99):>10}{float(med) / ref_sync:>9.1f}")
     print()
+    print(f"FIFO / 2-level, same guest code: round trip median "
+          f"{float(abi_fifo['rtt_median_ns']) / float(abi_2l['rtt_median_ns']):.2f}, mean "
+          f"{float(abi_fifo['mean_rtt_us']) / float(abi_2l['mean_rtt_us']):.2f}, host send -> "
+          f"inject median {statistics.median(abi_fifo_host) / statistics.median(abi_2l_host):.2f}")
     print(f"timer: {timer['count']} events in {args.secs} s, max lateness "
           f"{timer['late_max_us']} us (guest)")
     for label, res in (("idle guest, blocked, no timer", idle0),

@@ -181,6 +181,10 @@ void rt_upcall(void)
     c->upcalls++;
     if (!vi || !s)
         return;
+    if (evt_fifo_on) {
+        fifo_upcall(c);
+        return;
+    }
     do {
         vi->evtchn_upcall_pending = 0;
         uint64_t sel = xchg64(&vi->evtchn_pending_sel, 0);
@@ -207,4 +211,16 @@ void rt_upcall(void)
             }
         }
     } while (vi->evtchn_upcall_pending);
+}
+
+void evtchn_run_handler(evtchn_port_t port)
+{
+    struct cpu *c = this_cpu();
+    evtchn_handler_t fn = port < RT_EVTCHN_PORTS ? ports[port].fn : NULL;
+    if (fn) {
+        c->events++;
+        fn(port, ports[port].data);
+    } else {
+        c->stray++;
+    }
 }

@@ -370,6 +370,48 @@ int evtchn_clear_pending(evtchn_port_t port);    /* returns the old bit */
 
 /* The C side of the upcall vector (called from entry.S). */
 void rt_upcall(void);
+/* Runs port's handler on the calling CPU (counts events, or stray without one). */
+void evtchn_run_handler(evtchn_port_t port);
+
+/* ---- FIFO event channels (fifo.c) ---- */
+/*
+ * fifo_init() zeroes the runtime's control block for vCPU 0 (offset
+ * FIFO_CB_OFFSET(0) of one page; vCPU n at FIFO_CB_OFFSET(n)) and its one
+ * event-array page (ports 0..1023, all unmasked), then EVTCHNOP_init_control
+ * for vCPU 0 and EVTCHNOP_expand_array; from then on rt_upcall dispatches the
+ * FIFO queues (fifo_upcall).  Returns 0 or the failing -errno; *link_bits
+ * (if not NULL) gets what init_control returned.  fifo_init_vcpu(n) gives
+ * vCPU n (called from any vCPU) its control block.
+ * fifo_reset() is EVTCHNOP_reset(DOMID_SELF): every port closed (timer_init
+ * binds VIRQ_TIMER anew), the domain and the runtime back on 2-level (a
+ * later fifo_init switches again).
+ */
+#define FIFO_CB_OFFSET(cpu) (64u + 128u * (cpu))
+extern volatile int evt_fifo_on;
+extern volatile event_word_t *fifo_words;            /* the event array page */
+extern volatile struct evtchn_fifo_control_block *fifo_cb[RT_MAX_CPUS];
+long fifo_init(uint8_t *link_bits);
+long fifo_init_vcpu(unsigned int cpu);
+long fifo_reset(void);
+long fifo_init_control(uint64_t gfn, uint32_t offset, uint32_t vcpu, uint8_t *link_bits);
+long fifo_expand_array(uint64_t gfn);
+long fifo_set_priority(evtchn_port_t port, uint32_t priority);
+/* Event-word operations (ports < 1024). */
+void fifo_mask(evtchn_port_t port);
+/* Linux's unmask: clear MASKED with a cmpxchg that waits out BUSY; if the
+ * event is pending, EVTCHNOP_unmask instead (it re-queues it).  Returns 1
+ * if it took the hypercall. */
+int fifo_unmask(evtchn_port_t port);
+int fifo_is_pending(evtchn_port_t port);
+int fifo_is_masked(evtchn_port_t port);
+int fifo_clear_pending(evtchn_port_t port);   /* returns the old bit */
+/* The FIFO upcall: READY by priority (0 first), HEAD, LINKs; clears LINKED
+ * with a cmpxchg that keeps BUSY; runs each pending, unmasked port's
+ * handler.  Bad LINKs/HEADs (port 0 or >= 1024) end the queue and count in
+ * fifo_bad_links; at most FIFO_UPCALL_BUDGET events per call. */
+#define FIFO_UPCALL_BUDGET 4096
+extern volatile uint64_t fifo_bad_links;
+void fifo_upcall(struct cpu *c);
 
 /* ---- grant tables (gnttab.c) ---- */
 #define GNTTAB_FRAMES 4           /* shared frames the runtime maps (2048 v1 refs) */

@@ -273,6 +273,27 @@ _Static_assert(sizeof(struct evtchn_alloc_unbound) == 8, "alloc_unbound");
 _Static_assert(sizeof(struct evtchn_bind_ipi) == 8, "bind_ipi");
 _Static_assert(sizeof(struct evtchn_init_control) == 24, "init_control");
 
+/* FIFO ABI (event_channel.h): event words, priorities, the control block. */
+typedef uint32_t event_word_t;
+#define EVTCHN_FIFO_PRIORITY_MAX     0
+#define EVTCHN_FIFO_PRIORITY_DEFAULT 7
+#define EVTCHN_FIFO_PRIORITY_MIN     15
+#define EVTCHN_FIFO_MAX_QUEUES       (EVTCHN_FIFO_PRIORITY_MIN + 1)
+#define EVTCHN_FIFO_PENDING          31
+#define EVTCHN_FIFO_MASKED           30
+#define EVTCHN_FIFO_LINKED           29
+#define EVTCHN_FIFO_BUSY             28
+#define EVTCHN_FIFO_LINK_BITS        17
+#define EVTCHN_FIFO_LINK_MASK        ((1u << EVTCHN_FIFO_LINK_BITS) - 1)
+#define EVTCHN_FIFO_NR_CHANNELS      (1u << EVTCHN_FIFO_LINK_BITS)
+
+struct evtchn_fifo_control_block {
+    uint32_t ready;
+    uint32_t _rsvd;
+    uint32_t head[EVTCHN_FIFO_MAX_QUEUES];
+};
+_Static_assert(sizeof(struct evtchn_fifo_control_block) == 72, "fifo control block");
+
 /* VIRQs (§6.3) */
 #define VIRQ_TIMER                  0
 #define VIRQ_DEBUG                  1

@@ -791,13 +791,28 @@ static void evt_exhaust(void)
     expect_eq(lowest_free(), held[0], D("lowest free port is %u again", held[0]));
 }
 
-/* FIFO sub-ops (pyxen offers only the 2-level ABI) and unknown commands. */
+/*
+ * FIFO sub-ops on a 2-level domain, with arguments that never switch it
+ * (fifohostile.c switches and goes further), and unknown commands.
+ */
 static void evt_fifo_and_unknown(void)
 {
     static uint8_t fifo_page[PAGE_SIZE] __aligned(PAGE_SIZE);
     struct evtchn_init_control ic = {.control_gfn = (uintptr_t)fifo_page >> 12, .offset = 0,
-                                     .vcpu = 0};
-    expect_eq(evtop(EVTCHNOP_init_control, &ic), -XEN_ENOSYS, "init_control (FIFO) -> -ENOSYS");
+                                     .vcpu = nr_vcpus};
+    expect_eq(evtop(EVTCHNOP_init_control, &ic), -XEN_ENOENT,
+              "init_control for a vCPU we lack -> -ENOENT");
+    ic.vcpu = 0;
+    ic.offset = 4;
+    expect_eq(evtop(EVTCHNOP_init_control, &ic), -XEN_EINVAL,
+              "init_control, offset not 8-byte aligned -> -EINVAL");
+    ic.offset = 4032;
+    expect_eq(evtop(EVTCHNOP_init_control, &ic), -XEN_EINVAL,
+              "init_control, block beyond the page -> -EINVAL");
+    ic.offset = 0;
+    ic.control_gfn = HOLE_ADDR >> 12;
+    expect_eq(evtop(EVTCHNOP_init_control, &ic), -XEN_EINVAL,
+              "init_control at an MMIO-hole GFN -> -EINVAL");
     struct evtchn_expand_array ea = {.array_gfn = (uintptr_t)fifo_page >> 12};
     expect_eq(evtop(EVTCHNOP_expand_array, &ea), -XEN_EOPNOTSUPP,
               "expand_array on a 2-level domain -> -EOPNOTSUPP");

@@ -15,7 +15,10 @@ Addresses passed in are host virtual addresses inside a guest's memory
 pool; callers must have checked them (the pool outlives every caller).
 Bit numbers may exceed 63: ``bts``/``btr`` with a register bit offset
 address the whole bit string, so port p is bit p of the pending array
-whatever the guest's word size.
+whatever the guest's word size.  The ``*32`` routines and
+``fifo_set_pending`` work on single aligned u32 words (FIFO event words,
+the FIFO control block): a FIFO event word can be the last four bytes of
+a page, and a wider locked access there would reach into the next page.
 """
 
 from __future__ import annotations
@@ -96,6 +99,73 @@ fetch_and16:
     jnz 1b
     movzx eax, ax
     ret
+# rdi=addr esi=bit (0..31): 32-bit forms for u32 words (a FIFO event word may
+# be the last 4 bytes of a page, so no wider access); return the old bit
+test_and_set_bit32:
+    xor eax, eax
+    lock bts dword ptr [rdi], esi
+    setc al
+    ret
+test_and_clear_bit32:
+    xor eax, eax
+    lock btr dword ptr [rdi], esi
+    setc al
+    ret
+test_bit32:
+    xor eax, eax
+    bt dword ptr [rdi], esi
+    setc al
+    ret
+# Xen's FIFO set_pending on one event word (event_fifo.c), everything after
+# the queue choice.  rdi=event word rsi=the queue tail's event word (0: no
+# tail) rdx=&head[priority] rcx=&ready r8=&evtchn_upcall_pending
+# r9=port | priority << 32.  Returns FIFO_* bits: 1 was pending, 2 LINKED set
+# here (queued), 4 raise the upcall, 8 gave up linking behind a busy tail.
+fifo_set_pending:
+    xor r11d, r11d
+    lock bts dword ptr [rdi], 31
+    setc r11b
+    bt dword ptr [rdi], 30
+    jc 9f
+    lock bts dword ptr [rdi], 29
+    jc 9f
+    or r11d, 2
+    test rsi, rsi
+    jz 5f
+    mov edi, 5
+    mov eax, dword ptr [rsi]
+2:  bt eax, 29
+    jnc 4f
+    mov r10d, eax
+    and r10d, 0xEFFE0000
+    or r10d, r9d
+    lock cmpxchg dword ptr [rsi], r10d
+    je 9f
+    dec edi
+    jz 7f
+    cmp edi, 4
+    jne 2b
+    lock bts dword ptr [rsi], 28
+    mov eax, dword ptr [rsi]
+    jmp 2b
+4:  cmp edi, 5
+    je 5f
+    lock btr dword ptr [rsi], 28
+5:  mov dword ptr [rdx], r9d
+    mov rax, r9
+    shr rax, 32
+    lock bts dword ptr [rcx], eax
+    jc 9f
+    mov al, 1
+    xchg byte ptr [r8], al
+    test al, al
+    jnz 9f
+    or r11d, 4
+    jmp 9f
+7:  lock btr dword ptr [rsi], 28
+    or r11d, 8
+9:  mov eax, r11d
+    ret
 """
 
 # (name, offset) of each routine in CODE.
@@ -108,6 +178,10 @@ ENTRY_POINTS = {
     "cmpxchg32": 0x72,
     "fetch_or16": 0x79,
     "fetch_and16": 0x8B,
+    "test_and_set_bit32": 0x9D,
+    "test_and_clear_bit32": 0xA7,
+    "test_bit32": 0xB1,
+    "fifo_set_pending": 0xBA,
 }
 
 CODE = bytes.fromhex(
@@ -121,11 +195,25 @@ CODE = bytes.fromhex(
     "89f0f00fb117c3"
     "0fb70789c209f266f00fb11775f50fb7c0c3"
     "0fb70789c221f266f00fb11775f50fb7c0c3"
+    "31c0f00fab370f92c0c3"
+    "31c0f00fb3370f92c0c3"
+    "31c00fa3370f92c0c3"
+    "4531dbf00fba2f1f410f92c30fba271e7275f00fba2f1d726e4183cb024885f6743d"
+    "bf050000008b060fbae01d73264189c24181e20000feef4509caf0440fb1167444"
+    "ffcf743783ff0475ddf00fba2e1c8b06ebd483ff057405f00fba361c44890a4c89"
+    "c848c1e820f00fab017218b00141860084c0750f4183cb04eb09f00fba361c4183"
+    "cb084489d8c3"
 )
 
 NO_CHANGE = 0
 NO_UPCALL = 1
 RAISE_UPCALL = 2
+
+# fifo_set_pending result bits.
+FIFO_WAS_PENDING = 1
+FIFO_QUEUED = 2
+FIFO_RAISE_UPCALL = 4
+FIFO_LINK_GAVE_UP = 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -156,6 +244,9 @@ _Tsc = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 _Cmpxchg32 = ctypes.PYFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32,
                                ctypes.c_uint32)
 _Word16 = ctypes.PYFUNCTYPE(ctypes.c_uint16, ctypes.c_void_p, ctypes.c_uint16)
+_Bit32 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+_Fifo = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)
 
 set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
 """set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,
@@ -190,3 +281,28 @@ fetch_or16 = _Word16(_BASE + ENTRY_POINTS["fetch_or16"])
 
 fetch_and16 = _Word16(_BASE + ENTRY_POINTS["fetch_and16"])
 """fetch_and16(addr, mask) -> old 16-bit word; keeps only ``mask`` bits atomically."""
+
+test_and_set_bit32 = _Bit32(_BASE + ENTRY_POINTS["test_and_set_bit32"])
+"""test_and_set_bit32(addr, bit) -> old bit; a locked 32-bit access of the
+aligned u32 at addr only (``bit`` must be 0..31)."""
+
+test_and_clear_bit32 = _Bit32(_BASE + ENTRY_POINTS["test_and_clear_bit32"])
+"""test_and_clear_bit32(addr, bit) -> old bit; 32-bit access, ``bit`` 0..31."""
+
+test_bit32 = _Bit32(_BASE + ENTRY_POINTS["test_bit32"])
+"""test_bit32(addr, bit) -> the bit; one 32-bit read, ``bit`` 0..31."""
+
+fifo_set_pending = _Fifo(_BASE + ENTRY_POINTS["fifo_set_pending"])
+"""fifo_set_pending(word, tail_word, head, ready, upcall, port | priority << 32)
+-> FIFO_* bits.
+
+Xen's evtchn_fifo_set_pending after the queue is chosen (the caller holds
+the event lock and keeps the queue's tail): test-and-set PENDING; if the
+event is not MASKED, test-and-set LINKED; if that was clear (FIFO_QUEUED),
+link the event behind ``tail_word`` with a compare-and-exchange of its LINK
+field that succeeds only while the tail is still LINKED (after one failure
+the tail is marked BUSY, so the guest cannot unmask it, and four more
+attempts follow; then FIFO_LINK_GAVE_UP and the event counts as linked, as
+in Xen), else (no tail, or the tail was unlinked meanwhile) store the port
+in ``head`` and test-and-set the priority's READY bit; if READY was clear,
+set evtchn_upcall_pending (FIFO_RAISE_UPCALL when it was 0)."""

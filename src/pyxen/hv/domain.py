@@ -10,10 +10,12 @@ frees it).
 Grants (``grants``, see ``pyxen.hv.grant_table``): a RAM page the guest
 frees while another domain uses it through a grant stays owned (and
 counted) until the last use goes; it is returned to the pool at the
-domain's next memory operation (``reap_freed``).  A frame holding another
-domain's page (a grant mapping, ``PageKind.FOREIGN``) cannot be replaced
-or removed by memory_op (Xen: the extent fails, add_to_physmap -ENXIO);
-only GNTTABOP_unmap_grant_ref removes it.
+domain's next memory operation (``reap_freed``).  The same holds for the
+pages the hypervisor keeps using for the FIFO event ABI
+(``grants.hold_page``).  A frame holding another domain's page (a grant
+mapping, ``PageKind.FOREIGN``) cannot be replaced or removed by memory_op
+(Xen: the extent fails, add_to_physmap -ENXIO); only
+GNTTABOP_unmap_grant_ref removes it.
 
 Shutdown: the first ``shutdown(reason)`` wins; ``shutdown_code`` latched by
 the guest beforehand overrides the reason reported (SCHEDOP_shutdown_code).
@@ -23,8 +25,9 @@ Events and time: the shared_info page is a hypervisor page that always
 exists (heap page 0), whether or not the guest has mapped it, so event
 bits and time can be written before the guest asks for it.  ``layout``
 follows the latched mode.  ``events`` is the port table (guarded by the
-hypervisor's event lock); ``dying`` is set before teardown so that no
-delivery reaches a domain whose memory is going away.
+hypervisor's event lock); ``evtchn_ops`` the event ABI in use (2-level
+until the guest switches to FIFO); ``dying`` is set before teardown so
+that no delivery reaches a domain whose memory is going away.
 
 Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
 thread is quiescent (parked or finished); ``unpause()`` lets them run.
@@ -48,7 +51,7 @@ from pyxen.abi.xen import ShutdownReason, Virq
 from pyxen.boot.e820 import E820Entry
 from pyxen.hv import event_channel
 from pyxen.hv.cpuid import HYPERCALL_MSR
-from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, EventChannels
+from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, TWO_LEVEL, EventChannels, PortOps
 from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_frames_for
 from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
 from pyxen.hv.timers import Timer
@@ -121,6 +124,7 @@ class Domain:
         self.shared_info_host = self.memory.host_base + shinfo_page * PAGE_SIZE
         self.vcpus: list[VcpuRunner] = []
         self.events = EventChannels(self, max_evtchn_port)
+        self.evtchn_ops: PortOps = TWO_LEVEL  # FIFO after EVTCHNOP_init_control
         self.callback_vector: int | None = None
         self.pollers: set[VcpuRunner] = set()
         self.dying = False
@@ -408,7 +412,7 @@ class Domain:
                 self.shutdown_reason = ShutdownReason.poweroff
             self._shut_down.set()
         with self.hv.event_lock:
-            event_channel.close_all(self, self.hv.domains)
+            event_channel.destroy(self, self.hv.domains)
             self.dying = True
         with self.lock:
             for timer in self.watchdogs:

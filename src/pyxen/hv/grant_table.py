@@ -45,6 +45,12 @@ Invariants
   not reused: it waits in ``deferred`` until its last pin goes (Xen keeps
   a page referenced by a grant until the grant is released), and is then
   returned to the pool by the owner at its next memory operation.
+- The hypervisor's own long-lived uses of a guest page (the FIFO event
+  channel control blocks and event-array pages, ``hv.event_fifo``) count in
+  ``page_pins`` too, through ``hold_page``/``release_page``: Xen's
+  get_page/put_page on a page it maps for itself.  The guest may balloon
+  such a page out or map something over its frame; the page stays the
+  domain's (unmapped, still counted) until released.
 - A domain's grant-mapped frames (``PageKind.FOREIGN`` extents) point at
   pages pinned in their granters' tables: for each page, the mapper has as
   many such frames as maptrack records (each record holds one pin).  As in
@@ -676,6 +682,21 @@ class GrantTable:
                         a.table._idle.notify_all()
 
     # -- the owner's memory ----------------------------------------------------------
+
+    def hold_page(self, page: int) -> None:
+        """The hypervisor keeps using pool page ``page`` of this domain (Xen's get_page).
+
+        Until ``release_page``, freeing the page (decrease_reservation, a
+        mapping over its frame) only unmaps it.  Callers hold the owner's
+        domain lock, so the page cannot be freed between their p2m lookup
+        and this pin."""
+        with self.lock:
+            self._pin_page(page)
+
+    def release_page(self, page: int) -> None:
+        """Drop one ``hold_page``; a page freed meanwhile goes at the next memory op."""
+        with self.lock:
+            self._unpin_page(page)
 
     def free_ram(self, page: int) -> bool:
         """The owner unmapped RAM page ``page``: True to free it now, False if pinned.

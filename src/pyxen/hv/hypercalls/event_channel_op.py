@@ -1,11 +1,11 @@
-"""event_channel_op (hypercall 32): the 2-level event channel ABI (§6.1).
+"""event_channel_op (hypercall 32): the 2-level and FIFO event channel ABIs (§6.1).
 
 Each sub-op copies its argument in, acts under the hypervisor's event lock
-(see ``pyxen.hv.event_channel``) and copies results out.  The FIFO ABI is
-not implemented: init_control returns -ENOSYS (logged once), so guests fall
-back to 2-level as they do on a Xen without FIFO; expand_array and
-set_priority answer as Xen answers a 2-level domain (-EOPNOTSUPP, -ENOSYS).
-PIRQs do not exist for a PVH domU here (bind_pirq: -ENOSYS, logged).
+(see ``pyxen.hv.event_channel``) and copies results out.  The FIFO sub-ops
+(init_control, expand_array, set_priority) are ``pyxen.hv.event_fifo``'s;
+as in Xen, init_control writes link_bits back only on success, and a
+failing copy-out leaves the FIFO ABI switched on.  PIRQs do not exist for a
+PVH domU here (bind_pirq: -ENOSYS, logged).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import ctypes
 
 from pyxen.abi import event_channel as ec
 from pyxen.abi.errno import XenErrno
-from pyxen.abi.event_channel import EvtchnOp, EvtchnStat
+from pyxen.abi.event_channel import EVTCHN_FIFO_LINK_BITS, EvtchnOp, EvtchnStat
 from pyxen.abi.xen import DOMID_SELF
 from pyxen.hv import event_channel as ev
+from pyxen.hv import event_fifo as fifo
 from pyxen.hv.dispatch import Call, report_missing_subop, signed32
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import HypercallError
@@ -31,18 +32,6 @@ def do_event_channel_op(call: Call, cmd: int, arg: int, *_: int) -> int:
         handler(call, arg)
         return 0
     # Xen copies every argument in before acting on it: a bad pointer is -EFAULT.
-    if cmd == EvtchnOp.init_control:
-        call.guest.read_struct(arg, ec.evtchn_init_control)
-        return report_missing_subop(call, "event_channel_op", cmd,
-                                    "init_control: FIFO ABI not implemented, use 2-level")
-    if cmd == EvtchnOp.expand_array:
-        call.guest.read_struct(arg, ec.evtchn_expand_array)
-        return -XenErrno.EOPNOTSUPP  # what Xen answers a domain using 2-level
-    if cmd == EvtchnOp.set_priority:
-        port = int(call.guest.read_struct(arg, ec.evtchn_set_priority).port)
-        with call.domain.hv.event_lock:
-            call.domain.events.get(port)  # -EINVAL for an invalid port
-        return -XenErrno.ENOSYS  # 2-level has no priorities
     if cmd == EvtchnOp.bind_pirq:
         call.guest.read_struct(arg, ec.evtchn_bind_pirq)
         return report_missing_subop(call, "event_channel_op", cmd, "bind_pirq")
@@ -144,7 +133,25 @@ def _reset(call: Call, arg: int) -> None:
     if d is not call.domain and d.pause_count == 0:
         raise HypercallError(XenErrno.EINVAL)
     with call.domain.hv.event_lock:
-        ev.close_all(d, d.hv.domains)
+        ev.reset(d, d.hv.domains)
+
+
+def _init_control(call: Call, arg: int) -> None:
+    a = call.guest.read_struct(arg, ec.evtchn_init_control)
+    fifo.init_control(call.domain, int(a.vcpu), int(a.control_gfn), int(a.offset))
+    a.link_bits = EVTCHN_FIFO_LINK_BITS
+    call.guest.write_struct(arg, a)
+
+
+def _expand_array(call: Call, arg: int) -> None:
+    a = call.guest.read_struct(arg, ec.evtchn_expand_array)
+    fifo.expand_array(call.domain, int(a.array_gfn))
+
+
+def _set_priority(call: Call, arg: int) -> None:
+    a = call.guest.read_struct(arg, ec.evtchn_set_priority)
+    with call.domain.hv.event_lock:
+        ev.set_priority(call.domain, int(a.port), int(a.priority))
 
 
 _HANDLERS = {
@@ -158,4 +165,7 @@ _HANDLERS = {
     EvtchnOp.bind_vcpu: _bind_vcpu,
     EvtchnOp.unmask: _unmask,
     EvtchnOp.reset: _reset,
+    EvtchnOp.init_control: _init_control,
+    EvtchnOp.expand_array: _expand_array,
+    EvtchnOp.set_priority: _set_priority,
 }

@@ -87,7 +87,7 @@ def _poll(call: Call, arg: int) -> int:
         if vcpu.upcall_deliverable():
             return 0
         port = 0
-        limit = domain.layout.nr_ports
+        limit = domain.events.limit()  # Xen: d->max_evtchns of the ABI in use
         for i in range(nr_ports):
             port = call.guest.read_u32(p.ports + 4 * i)
             if port >= limit:
