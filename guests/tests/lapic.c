@@ -735,7 +735,7 @@ static void bench(void)
 }
 
 static struct hist tick_hist;
-static volatile uint64_t tick_deadline, tick_end;
+static volatile uint64_t tick_deadline, tick_deadline_tsc, tick_end;
 static volatile unsigned int ticks, early, tick_done;
 
 static void tick(unsigned int v)
@@ -743,14 +743,15 @@ static void tick(unsigned int v)
     uint64_t tsc = rdtsc();
     uint64_t now = now_ns();
     ticks++;
-    if (tsc < tsc_at_ns(tick_deadline) && early++ < 5)
+    if (tsc < tick_deadline_tsc && early++ < 5)
         printf("FAIL - LAPIC tick before its TSC deadline\n");
     hist_add(&tick_hist, now > tick_deadline ? now - tick_deadline : 0);
     if (now >= tick_end) {
         tick_done = 1;
     } else {
         tick_deadline += NS_PER_MS;
-        wrmsr(MSR_TSC_DEADLINE, tsc_at_ns(tick_deadline));
+        tick_deadline_tsc = tsc_at_ns(tick_deadline);
+        wrmsr(MSR_TSC_DEADLINE, tick_deadline_tsc);
     }
     apic_eoi();
 }
@@ -763,7 +764,9 @@ static void timer_lateness(void)
     uint64_t start = now_ns();
     tick_end = start + secs * NS_PER_SEC;
     tick_deadline = start + NS_PER_MS;
-    apic_timer_deadline(0x80, tick_deadline);
+    tick_deadline_tsc = tsc_at_ns(tick_deadline);
+    apic_write(APIC_LVTT, APIC_TIMER_TSC_DEADLINE | 0x80);
+    wrmsr(MSR_TSC_DEADLINE, tick_deadline_tsc);
     WAIT_HLT(tick_done);
     expect_eq(early, 0, "no LAPIC tick before its deadline");
     check(ticks > 0 && ticks <= 1000 * secs + 1, "ticks: %u <= %lu", ticks, 1000 * secs + 1);
