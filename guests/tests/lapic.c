@@ -395,6 +395,16 @@ static void ap_main_fn(void *arg)
     apic_send_ipi(0, 0xA1);
 }
 
+static volatile unsigned int ap_spinning;
+
+/* MMIO exits until an INIT stops it: the INIT lands between an exit and its completion. */
+static void ap_spin_fn(void *arg)
+{
+    ap_spinning = 1;
+    for (;;)
+        (void)apic_read(APIC_ID);
+}
+
 static void ap_again_fn(void *arg)
 {
     ap_again = 1;
@@ -490,6 +500,26 @@ static void test_smp(void)
     uint64_t nmis = rt_cpus[1].nmis;
     check(done && nmis == 1, "an NMI IPI brought vCPU 1 back from hlt (%lu NMI)",
           (unsigned long)nmis);
+
+    /* INIT + SIPI while vCPU 1 is in the middle of MMIO accesses. */
+    apic_send_ipi(2, APIC_ICR_INIT | APIC_ICR_ASSERT);
+    t = now_ns() + WAIT_NS;
+    while ((rc = smp_start(1, ap_spin_fn, NULL)) == -XEN_EEXIST && now_ns() < t)
+        sleep_ns(NS_PER_MS);
+    expect_eq(rc, 0, "vCPU 1 started again to spin on APIC reads");
+    t = now_ns() + WAIT_NS;
+    while (!ap_spinning && now_ns() < t)
+        sleep_ns(NS_PER_MS);
+    *(volatile uint16_t *)0x8100 = 0;
+    *(volatile uint16_t *)0x8102 = 0;
+    apic_send_ipi(2, APIC_ICR_INIT | APIC_ICR_ASSERT);
+    apic_send_ipi(2, APIC_ICR_STARTUP | 0x08);
+    t = now_ns() + WAIT_NS;
+    while (*(volatile uint16_t *)0x8100 != 0x5a5a && now_ns() < t)
+        sleep_ns(NS_PER_MS);
+    check(ap_spinning && *(volatile uint16_t *)0x8100 == 0x5a5a &&
+              *(volatile uint16_t *)0x8102 == 0x0800,
+          "INIT + SIPI during MMIO accesses: the trampoline ran from its first instruction");
 }
 
 /* ---- HVMOP_set_evtchn_upcall_vector -------------------------------------------------- */

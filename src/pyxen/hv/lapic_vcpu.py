@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 from typing import TYPE_CHECKING
 
 from pyxen.hv import atomic
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from pyxen.hv.vcpu import VcpuRunner
 
 INIT = -1  # in the signal queue; anything else is a SIPI vector
+# Signals a vCPU keeps before it applies them; more are dropped (a sender
+# cannot make a target that waits for a pCPU hold unbounded memory).
+MAX_SIGNALS = 16
 _CR0_ET = 1 << 4
 
 
@@ -71,11 +75,17 @@ class VcpuApic:
         runner.notify()
 
     def init_signal(self) -> None:
-        self.signals.append(INIT)
-        self.runner.notify()
+        self._queue(INIT)
 
     def startup_signal(self, vector: int) -> None:
-        self.signals.append(vector)
+        self._queue(vector)
+
+    def _queue(self, signal: int) -> None:
+        if len(self.signals) >= MAX_SIGNALS:
+            self.log_once("lapic-signals", f"vcpu {self.runner.vcpu_id}: INIT/SIPI flood, "
+                          "dropping signals until it catches up")
+            return
+        self.signals.append(signal)
         self.runner.notify()
 
     def crash(self, why: str) -> None:
@@ -164,6 +174,7 @@ class VcpuApic:
         with domain.lock:
             runner.initialised = False
         self.lapic.apply_init()
+        complete_pending_exit(runner.kvm)  # a later SIPI or VCPUOP_initialise sets state
 
     def _startup(self, vector: int) -> None:
         runner = self.runner
@@ -179,6 +190,20 @@ class VcpuApic:
                 return
             runner.initialised = True
             runner.online = True
+
+
+def complete_pending_exit(kvm: Vcpu) -> None:
+    """Let KVM finish the instruction of the last MMIO/PIO exit without entering the guest.
+
+    KVM completes such an instruction at the next KVM_RUN, after any
+    KVM_SET_REGS user space did in between, which would clobber a new
+    state; KVM_RUN with immediate_exit completes it and returns EINTR
+    (Documentation/virt/kvm/api.rst).  Own thread only.
+    """
+    kvm.set_immediate_exit(True)
+    with contextlib.suppress(InterruptedError):
+        kvm.run()
+    kvm.set_immediate_exit(False)
 
 
 def set_real_mode(kvm: Vcpu, vector: int) -> None:

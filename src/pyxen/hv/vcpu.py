@@ -274,7 +274,7 @@ class VcpuRunner:
         domain = self.domain
         if self.preempt and self.dispatcher is not None:
             self.dispatcher.preempted(self)
-        if self.apic.signals:
+        if self.apic.signals and not domain.pause_count:
             self.apic.apply_signals()  # INIT / SIPI
         while not self._stop and (domain.pause_count or not self.online):
             if self.apic.signals and not domain.pause_count:
