@@ -1,9 +1,12 @@
 /*
  * Interrupt and AP entry points:
- *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), never returns
+ *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), which returns
+ *                  only after fixing up a faulting rdmsr_safe/wrmsr_safe
  *   upcall_entry   the event-channel upcall vector -> rt_upcall()
  *   nmi_entry      NMI (vector 2) -> rt_nmi()
+ *   irq_stubs      vectors 32..255, 16 bytes apart -> rt_irq(vector)
  *   ap_start64     first instruction of a secondary vCPU (VCPUOP_initialise)
+ *   rdmsr_safe, wrmsr_safe   MSR accesses whose #GP is caught (apic.h)
  */
 
 #define SEL_CODE64 0x08
@@ -47,12 +50,28 @@ exc_common:
     push    %r14
     push    %r15
     mov     %rsp, %rdi
+    mov     %rsp, %rbp
     and     $-16, %rsp
     cld
-    call    rt_exception
-1:  cli
-    hlt
-    jmp     1b
+    call    rt_exception            /* returns only after a fixup */
+    mov     %rbp, %rsp
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rdi
+    pop     %rsi
+    pop     %rbp
+    pop     %rbx
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    add     $16, %rsp               /* vector, error code */
+    iretq
 
 /*
  * Interrupt entries that return: save the caller-saved registers, call a C
@@ -96,6 +115,89 @@ exc_common:
     irq_entry upcall_entry, rt_upcall
 /* NMIs (VCPUOP_send_nmi) are counted per CPU, not fatal. */
     irq_entry nmi_entry, rt_nmi
+
+/*
+ * Vectors 32..255: stub n pushes n and joins irq_common, which calls
+ * rt_irq(vector) with the caller-saved registers saved (IF = 0).
+ */
+    .balign 16
+    .globl irq_stubs
+irq_stubs:
+    vec = 32
+    .rept 224
+    .balign 16
+    pushq   $vec
+    jmp     irq_common
+    vec = vec + 1
+    .endr
+
+irq_common:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    push    %rsi
+    push    %rdi
+    push    %r8
+    push    %r9
+    push    %r10
+    push    %r11
+    push    %rbp
+    mov     %rsp, %rbp
+    mov     80(%rbp), %rdi          /* the vector pushed by the stub */
+    and     $-16, %rsp
+    cld
+    call    rt_irq
+    mov     %rbp, %rsp
+    pop     %rbp
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    add     $8, %rsp
+    iretq
+
+/*
+ * int rdmsr_safe(uint32_t msr, uint64_t *val) / int wrmsr_safe(uint32_t msr,
+ * uint64_t val): 0, or -1 when the instruction at *_insn raised #GP and
+ * rt_exception resumed at *_fixup.
+ */
+    .globl rdmsr_safe, rdmsr_safe_insn, rdmsr_safe_fixup
+    .type rdmsr_safe, @function
+rdmsr_safe:
+    mov     %edi, %ecx
+rdmsr_safe_insn:
+    rdmsr
+    shl     $32, %rdx
+    mov     %eax, %eax
+    or      %rdx, %rax
+    mov     %rax, (%rsi)
+    xor     %eax, %eax
+    ret
+rdmsr_safe_fixup:
+    mov     $-1, %eax
+    ret
+    .size rdmsr_safe, . - rdmsr_safe
+
+    .globl wrmsr_safe, wrmsr_safe_insn, wrmsr_safe_fixup
+    .type wrmsr_safe, @function
+wrmsr_safe:
+    mov     %edi, %ecx
+    mov     %esi, %eax
+    mov     %rsi, %rdx
+    shr     $32, %rdx
+wrmsr_safe_insn:
+    wrmsr
+    xor     %eax, %eax
+    ret
+wrmsr_safe_fixup:
+    mov     $-1, %eax
+    ret
+    .size wrmsr_safe, . - wrmsr_safe
 
 /*
  * Secondary vCPU entry in 64-bit mode, as set up by smp_start(): paging on

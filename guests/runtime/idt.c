@@ -1,4 +1,9 @@
-/* The IDT: exceptions 0..31 report and crash the domain; the upcall vector. */
+/*
+ * The IDT: exceptions 0..31 report and crash the domain (except a #GP of
+ * rdmsr_safe/wrmsr_safe, which returns -1); the upcall vector; vectors
+ * 32..255 call the handler set with irq_set_handler().
+ */
+#include "apic.h"
 #include "rt.h"
 
 struct idt_gate {
@@ -20,7 +25,11 @@ static const struct {
 } __attribute__((packed)) idt_desc = {sizeof(idt) - 1, (uint64_t)(uintptr_t)idt};
 
 extern const uint64_t exc_stubs[32];
-extern uint8_t upcall_entry[], nmi_entry[];
+extern uint8_t upcall_entry[], nmi_entry[], irq_stubs[];
+extern uint8_t rdmsr_safe_insn[], rdmsr_safe_fixup[], wrmsr_safe_insn[], wrmsr_safe_fixup[];
+
+#define IRQ_STUB_SIZE 16
+static volatile irq_handler_t irq_handlers[256];
 
 #define SEL_CODE64 0x08
 
@@ -40,6 +49,8 @@ void idt_init(void)
 {
     for (unsigned int v = 0; v < 32; v++)
         set_gate(v, exc_stubs[v]);
+    for (unsigned int v = 32; v < 256; v++)
+        set_gate(v, (uint64_t)(uintptr_t)(irq_stubs + (v - 32) * IRQ_STUB_SIZE));
     set_gate(UPCALL_VECTOR, (uint64_t)(uintptr_t)upcall_entry);
     set_gate(2, (uint64_t)(uintptr_t)nmi_entry);
 }
@@ -48,6 +59,25 @@ void rt_nmi(void);
 void rt_nmi(void)
 {
     this_cpu()->nmis++;
+}
+
+void irq_set_handler(unsigned int vector, irq_handler_t fn)
+{
+    if (vector >= 32 && vector < 256)
+        irq_handlers[vector] = fn;
+}
+
+void rt_irq(uint64_t vector);
+void rt_irq(uint64_t vector)
+{
+    irq_handler_t fn = vector < 256 ? irq_handlers[vector] : NULL;
+    if (fn) {
+        fn((unsigned int)vector);
+        return;
+    }
+    printf("RESULT %s: FAIL (unexpected interrupt vector %lu)\n", rt_prog_name,
+           (unsigned long)vector);
+    rt_shutdown(SHUTDOWN_crash);
 }
 
 void idt_load(void)
@@ -67,9 +97,17 @@ static const char *const exc_names[32] = {
     "#NP", "#SS", "#GP", "#PF", "?15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
 };
 
-void rt_exception(const struct exc_frame *f);
-__noreturn void rt_exception(const struct exc_frame *f)
+void rt_exception(struct exc_frame *f);
+void rt_exception(struct exc_frame *f)
 {
+    if (f->vector == 13 && f->rip == (uint64_t)(uintptr_t)rdmsr_safe_insn) {
+        f->rip = (uint64_t)(uintptr_t)rdmsr_safe_fixup;
+        return;
+    }
+    if (f->vector == 13 && f->rip == (uint64_t)(uintptr_t)wrmsr_safe_insn) {
+        f->rip = (uint64_t)(uintptr_t)wrmsr_safe_fixup;
+        return;
+    }
     const char *name = f->vector < 32 && exc_names[f->vector] ? exc_names[f->vector] : "?";
     /* GS base is set early on every CPU, but do not fault here if it is not. */
     const struct cpu *c = (const struct cpu *)(uintptr_t)rdmsr(0xC0000101u);

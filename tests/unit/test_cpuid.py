@@ -147,11 +147,27 @@ def test_guest_cpuid_replaces_kvm_leaves() -> None:
     assert leaves[BASE + 4, 0].ebx == 2
     assert leaves[BASE + 4, 0].ecx == 4
     assert leaves[BASE + 3, 0].eax & (1 << 2)
-    # Host leaves are passed through unchanged.
-    assert regs(leaves[1, 0]) == (0x906EA, 0, 0, 0)
+    # Host leaves are passed through unchanged, but for the local APIC's bits.
+    assert regs(leaves[1, 0]) == (0x906EA, 4 << 24, 1 << 21 | 1 << 24, 1 << 9)
     assert regs(leaves[0x80000008, 0]) == (0x3027, 0, 0, 0)
 
 
 def test_guest_cpuid_rdtscp_from_host() -> None:
     out = by_leaf(guest_cpuid(fake_supported(rdtscp=False), 0, 1, 2_000_000))
     assert not out[BASE + 3, 0].eax & (1 << 2)
+
+
+def test_guest_cpuid_describes_pyxen_lapic() -> None:
+    """Leaf 1 APIC/x2APIC/TSC-deadline bits, initial APIC ID and leaf 0xB x2APIC ID."""
+    supported = [entry(0, eax=0xB), entry(1, eax=0x906EA, ebx=0xFF12_3456, ecx=1, edx=1),
+                 entry(0xB, 0, eax=1, ebx=2, ecx=0x1FF, edx=99),
+                 entry(0xB, 1, eax=4, ebx=8, ecx=0x201, edx=99)]
+    for vcpu in (0, 1, 3):
+        leaves = by_leaf(guest_cpuid(supported, vcpu, 1, 2_000_000))
+        leaf1 = leaves[1, 0]
+        assert leaf1.ebx == (2 * vcpu) << 24 | 0x12_3456
+        assert leaf1.ecx == 1 | 1 << 21 | 1 << 24
+        assert leaf1.edx == 1 | 1 << 9
+        assert regs(leaves[0xB, 0]) == (1, 2, 0x100, 2 * vcpu)
+        assert regs(leaves[0xB, 1]) == (4, 8, 0x201, 2 * vcpu)
+    assert supported[1].ebx == 0xFF12_3456  # the host's list is not modified

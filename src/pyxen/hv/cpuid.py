@@ -3,6 +3,14 @@
 Xen's leaves (fact sheet §1.1) sit at 0x40000000..0x40000005 and replace
 whatever KVM would report there (KVM's own signature).  Leaf base+4 is per
 vCPU (it carries the vCPU id), so each vCPU gets its own list.
+
+The local APIC is pyxen's (hv/lapic.py), so its bits describe that, as
+Xen's guest_cpuid does for HVM: leaf 1 EDX.APIC, ECX.x2APIC (always
+offered: it is emulated) and ECX.TSC_DEADLINE (emulated too), the initial
+APIC ID vcpu_id * 2 in leaf 1 EBX[31:24] and as the x2APIC ID in EDX of
+every sub-leaf of leaf 0xB (and 0x1F, which Xen 4.12 did not know).  Base+4
+keeps the "APIC access / x2APIC virtualized" bits clear: every APIC access
+exits, as on a host without APIC virtualization.
 """
 
 from __future__ import annotations
@@ -14,6 +22,11 @@ from pyxen.kvm.structs import kvm_cpuid_entry2
 
 BASE = xc.XEN_CPUID_FIRST_LEAF
 HYPERCALL_MSR = 0x40000000
+
+# Leaf 1 bits.
+CPUID1_EDX_APIC = 1 << 9
+CPUID1_ECX_X2APIC = 1 << 21
+CPUID1_ECX_TSC_DEADLINE = 1 << 24
 
 # Leaf base+3 EAX bits.
 TSC_HOST_RELIABLE = 1 << 1
@@ -73,9 +86,27 @@ def xen_leaves(vcpu_id: int, domid: int, tsc_khz: int, rdtscp: bool) -> list[kvm
 
 def guest_cpuid(supported: list[kvm_cpuid_entry2], vcpu_id: int, domid: int,
                 tsc_khz: int) -> list[kvm_cpuid_entry2]:
-    host = [e for e in supported if not BASE <= e.function < BASE + 0x10000]
+    host = [_copy(e) for e in supported if not BASE <= e.function < BASE + 0x10000]
     rdtscp = any(e.function == 0x80000001 and e.edx & (1 << 27) for e in host)
+    for e in host:
+        apic_leaf(e, vcpu_id)
     return host + xen_leaves(vcpu_id, domid, tsc_khz, rdtscp)
+
+
+def apic_leaf(e: kvm_cpuid_entry2, vcpu_id: int) -> None:
+    """Make a basic leaf describe pyxen's local APIC for ``vcpu_id`` (in place)."""
+    apic_id = vcpu_id * 2
+    if e.function == 1:
+        e.ebx = (e.ebx & 0x00FF_FFFF) | (apic_id & 0xFF) << 24
+        e.edx |= CPUID1_EDX_APIC
+        e.ecx |= CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE
+    elif e.function in (0xB, 0x1F):
+        e.ecx = (e.ecx & ~0xFF & 0xFFFF_FFFF) | (e.index & 0xFF)
+        e.edx = apic_id & 0xFFFF_FFFF
+
+
+def _copy(e: kvm_cpuid_entry2) -> kvm_cpuid_entry2:
+    return kvm_cpuid_entry2.from_buffer_copy(e)
 
 
 def guest_phys_bits(supported: list[kvm_cpuid_entry2]) -> int:

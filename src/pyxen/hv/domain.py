@@ -53,6 +53,7 @@ from pyxen.hv import event_channel
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, TWO_LEVEL, EventChannels, PortOps
 from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_frames_for
+from pyxen.hv.lapic import LAPIC_MSRS, LapicBus
 from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
 from pyxen.hv.timers import Timer
 from pyxen.kvm import Vm
@@ -95,7 +96,9 @@ class Domain:
         self.handle = uuid.uuid4().bytes
         self.privileged = False
         self.vm = Vm(hv.kvm)
-        self.vm.filter_msrs([HYPERCALL_MSR])
+        # The x2APIC MSRs bypass KVM's filter and fail in KVM: they arrive as
+        # "invalid" exits, so every MSR KVM refuses is answered by pyxen (#GP).
+        self.vm.filter_msrs([HYPERCALL_MSR, *LAPIC_MSRS], invalid_to_user=True)
         self.max_grant_frames = DEFAULT_MAX_GRANT_FRAMES
         self.grant_status_heap_base = GRANT_FRAME_HEAP_BASE + self.max_grant_frames
         heap_pages = self.grant_status_heap_base + status_frames_for(self.max_grant_frames)
@@ -123,6 +126,7 @@ class Domain:
         self.shared_info_view = self.memory.pool_view(shinfo_page)
         self.shared_info_host = self.memory.host_base + shinfo_page * PAGE_SIZE
         self.vcpus: list[VcpuRunner] = []
+        self.lapic_bus = LapicBus()  # every vCPU's local APIC, for IPIs
         self.events = EventChannels(self, max_evtchn_port)
         self.evtchn_ops: PortOps = TWO_LEVEL  # FIFO after EVTCHNOP_init_control
         self.callback_vector: int | None = None

@@ -21,8 +21,15 @@ is requested; attention stays set until pending clears, which gives Xen's
 level-triggered behaviour.  Xen ignores ``evtchn_upcall_mask`` for HVM
 delivery, and so does pyxen.
 
+The local APIC (``apic``, hv/lapic_vcpu.py) is emulated here too: its MMIO
+and MSR exits go to it, and ``_attend`` injects its highest deliverable
+vector after the NMI and the callback vector (Xen's order); a vCPU given a
+per-vCPU upcall vector (HVMOP_set_evtchn_upcall_vector) gets events as an
+edge interrupt in its APIC instead, which the guest EOIs.
+
 Blocking (HLT with IF=1, SCHEDOP_block, SCHEDOP_poll) waits on a
-threading.Event with no CPU use; ``raise_upcall``/``wake`` end it.  A
+threading.Event with no CPU use; ``raise_upcall``/``wake`` end it, and so
+does an APIC interrupt becoming deliverable.  A
 paused domain's or a down vCPU's thread parks (``parked``) until resumed;
 ``Domain.pause`` returns once every vCPU thread is parked or gone.
 """
@@ -43,6 +50,7 @@ from pyxen.abi.xen import ShutdownReason, Virq
 from pyxen.hv import atomic, hypercall_page, pvclock
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call
+from pyxen.hv.lapic_vcpu import VcpuApic
 from pyxen.hv.runstate import Runstate
 from pyxen.hv.shared_info import (
     TIME_INFO_SIZE,
@@ -123,6 +131,7 @@ class VcpuRunner:
         self.singleshot = hv.timers.timer(self._timer_fired)
         self.periodic = hv.timers.timer(self._periodic_fired)
         self.periodic_period = 0
+        self.apic = VcpuApic(self)
         # pCPU scheduling (None: the host kernel schedules the thread).
         self.dispatcher: Dispatcher | None = hv.dispatcher
         self.sched_vcpu: SchedVcpu | None = None
@@ -186,7 +195,16 @@ class VcpuRunner:
             self._grant_cv.notify_all()
 
     def raise_upcall(self) -> None:
-        """evtchn_upcall_pending went 0 -> 1: inject the callback, wake the vCPU."""
+        """evtchn_upcall_pending went 0 -> 1: inject the callback, wake the vCPU.
+
+        With a per-vCPU upcall vector the event is an edge in the APIC's IRR
+        (Xen's hvm_assert_evtchn_irq); the callback vector, if the domain set
+        one, is still injected while upcall_pending stays set."""
+        vector = self.apic.lapic.upcall_vector
+        if vector:
+            self.apic.lapic.set_irq(vector)
+            if self.domain.callback_vector is None:
+                return
         self.notify()
 
     def wake(self) -> None:
@@ -198,6 +216,7 @@ class VcpuRunner:
         self.periodic_period = 0
         self.singleshot.cancel()
         self.periodic.cancel()
+        self.apic.lapic.close()
         self.notify()
 
     def join(self) -> None:
@@ -212,6 +231,7 @@ class VcpuRunner:
     def close(self) -> None:
         self.singleshot.cancel()
         self.periodic.cancel()
+        self.apic.lapic.close()
         self.vcpu_info_view.release()
         self.kvm.close()
 
@@ -254,7 +274,12 @@ class VcpuRunner:
         domain = self.domain
         if self.preempt and self.dispatcher is not None:
             self.dispatcher.preempted(self)
+        if self.apic.signals and not domain.pause_count:
+            self.apic.apply_signals()  # INIT / SIPI
         while not self._stop and (domain.pause_count or not self.online):
+            if self.apic.signals and not domain.pause_count:
+                self.apic.apply_signals()  # a SIPI may bring this vCPU up
+                continue
             self._park()
         if self._stop:
             return False
@@ -271,13 +296,16 @@ class VcpuRunner:
             else:
                 kvm.set_interrupt_window(True)
             self._attention = True  # level-triggered: look again after the next exit
+        elif self.apic.lapic.irr:
+            if self.apic.inject():
+                self._attention = True
         else:
             kvm.set_interrupt_window(False)
         return True
 
     def _park(self) -> None:
         self._wake.clear()
-        if self._stop or not (self.domain.pause_count or not self.online):
+        if self._stop or not (self.domain.pause_count or not self.online) or self.apic.signals:
             return
         if self.dispatcher is not None:
             self.dispatcher.stopped(self)
@@ -291,10 +319,12 @@ class VcpuRunner:
     # -- blocking ----------------------------------------------------------------
 
     def upcall_deliverable(self) -> bool:
-        """An event is pending and the guest could take the callback now."""
-        return (self.domain.callback_vector is not None
-                and bool(self.vcpu_info_view[UPCALL_PENDING])
-                and bool(self.kvm.regs.rflags & _RFLAGS_IF))
+        """An event is pending and the guest could take the callback (or an APIC vector) now."""
+        if not self.kvm.regs.rflags & _RFLAGS_IF:
+            return False
+        return ((self.domain.callback_vector is not None
+                 and bool(self.vcpu_info_view[UPCALL_PENDING]))
+                or self.apic.deliverable())
 
     def block(self, deadline_ns: int | None = None, until_deliverable: bool = False) -> None:
         """Sleep until an event is pending, ``wake`` is called, or ``deadline_ns``.
@@ -310,7 +340,7 @@ class VcpuRunner:
         self._wake.clear()
         # Requests published before the clear are seen here; later ones set _wake.
         pending = (self.upcall_deliverable() if until_deliverable
-                   else bool(self.vcpu_info_view[UPCALL_PENDING]))
+                   else bool(self.vcpu_info_view[UPCALL_PENDING]) or self.apic.deliverable())
         if self._stop or self.nmi_pending or self.domain.pause_count or not self.online \
                 or pending:
             return
@@ -484,17 +514,19 @@ class VcpuRunner:
                             "(reads return all ones, writes are dropped)")
 
     def _mmio(self, mmio: ex.MmioExit) -> None:
-        """An access to a frame with nothing behind it: reads are all ones, writes dropped."""
+        """The APIC page, or a frame with nothing behind it: reads all ones, writes dropped."""
+        if self.apic.mmio(mmio):
+            return
         if not mmio.is_write:
             run = self.kvm.kvm_run.exit.mmio
             for i in range(mmio.length):
                 run.data[i] = 0xFF
 
     def _msr(self, msr: ex.MsrExit) -> None:
-        run = self.kvm.kvm_run.exit.msr
         if msr.index != HYPERCALL_MSR:
-            run.error = 1
+            self.apic.msr(msr)  # the APIC's, or one KVM refused (see Domain.__init__)
             return
+        run = self.kvm.kvm_run.exit.msr
         if not msr.is_write:
             run.data = 0
             run.error = 0
@@ -525,6 +557,7 @@ class VcpuRunner:
             last = not any(v.online for v in domain.vcpus if v is not self)
             if not last:
                 self.online = False
+        self.apic.lapic.stop_timer()
         if last:
             domain.log("all vCPUs offline -- powering off")
             domain.shutdown(ShutdownReason.poweroff)

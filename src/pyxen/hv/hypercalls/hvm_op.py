@@ -1,15 +1,28 @@
-"""hvm_op (hypercall 34): HVM params, get_time, flush_tlbs (§4.1-4.3).
+"""hvm_op (hypercall 34): HVM params, get_time, flush_tlbs, the upcall vector (§4.1-4.3).
 
 A guest may set and read only the params Xen 4.12 lets a domain touch on
 itself (``GUEST_SETTABLE`` / ``GUEST_READABLE``); the others are the
 toolstack's (-EPERM).  Setting CALLBACK_IRQ latches the shared-info layout
 from the caller's mode, as the hypercall-page MSR write does.
+
+HVMOP_set_evtchn_upcall_vector gives one vCPU its own event vector,
+delivered through its local APIC as an edge interrupt that the guest EOIs
+(see VcpuRunner.raise_upcall).  As in Xen 4.12 it only records the
+vector: nothing is injected for an event already pending (Xen injects one
+only since 4.17).
 """
 
 from __future__ import annotations
 
 from pyxen.abi.errno import XenErrno
-from pyxen.abi.hvm import HVM_NR_PARAMS, HvmOp, xen_hvm_get_time, xen_hvm_param
+from pyxen.abi.hvm import (
+    HVM_EVTCHN_UPCALL_VECTOR_MIN,
+    HVM_NR_PARAMS,
+    HvmOp,
+    xen_hvm_evtchn_upcall_vector,
+    xen_hvm_get_time,
+    xen_hvm_param,
+)
 from pyxen.abi.hvm import HvmParam as P
 from pyxen.hv.dispatch import Call, report_missing_subop
 from pyxen.hv.errors import HypercallError
@@ -32,6 +45,8 @@ def do_hvm_op(call: Call, op: int, arg: int, *_: int) -> int:
     if op == HvmOp.get_time:
         call.guest.write_struct(arg, xen_hvm_get_time(call.domain.hv.system_time_ns()))
         return 0
+    if op == HvmOp.set_evtchn_upcall_vector:
+        return _set_evtchn_upcall_vector(call, arg)
     try:
         name = HvmOp(op).name
     except ValueError:
@@ -63,4 +78,19 @@ def _param(call: Call, is_set: bool, arg: int) -> int:
     if index == P.CALLBACK_IRQ:
         d.latch_mode(call.compat)
         d.set_callback_irq(value)
+    return 0
+
+
+def _set_evtchn_upcall_vector(call: Call, arg: int) -> int:
+    """Xen 4.12's hvmop_set_evtchn_upcall_vector: checks in its order, then record."""
+    a = call.guest.read_struct(arg, xen_hvm_evtchn_upcall_vector)
+    vector, vcpu_id = int(a.vector), int(a.vcpu)
+    if vector < HVM_EVTCHN_UPCALL_VECTOR_MIN:
+        raise HypercallError(XenErrno.EINVAL)
+    domain = call.domain
+    if vcpu_id >= len(domain.vcpus):
+        raise HypercallError(XenErrno.ENOENT)
+    domain.log_once(f"upcall-vector-{vcpu_id}-{vector}",
+                    f"vcpu {vcpu_id}: upcall vector {vector:#04x}")
+    domain.vcpus[vcpu_id].apic.lapic.upcall_vector = vector
     return 0
