@@ -1,6 +1,7 @@
 /*
  * Interrupt and AP entry points:
- *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), never returns
+ *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame): a program's handler
+ *                  resumes from the frame, anything else crashes the domain
  *   upcall_entry   the event-channel upcall vector -> rt_upcall()
  *   nmi_entry      NMI (vector 2) -> rt_nmi()
  *   ap_start64     first instruction of a secondary vCPU (VCPUOP_initialise)
@@ -29,7 +30,12 @@ exc_stub_\vec:
     exc_stub \v
     .endr
 
-/* Frame (lowest address first): r15..rax, vector, error, rip, cs, rflags, rsp, ss */
+/*
+ * Frame (lowest address first): r15..rax, vector, error, rip, cs, rflags, rsp, ss
+ * (struct exc_frame).  rt_exception() returns only when a program's handler
+ * took the exception: then the registers come back from the frame, which
+ * the handler may have changed, and iretq resumes where it says.
+ */
 exc_common:
     push    %rax
     push    %rcx
@@ -47,12 +53,28 @@ exc_common:
     push    %r14
     push    %r15
     mov     %rsp, %rdi
+    mov     %rsp, %rbx              /* callee-saved: the frame */
     and     $-16, %rsp
     cld
     call    rt_exception
-1:  cli
-    hlt
-    jmp     1b
+    mov     %rbx, %rsp
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rdi
+    pop     %rsi
+    pop     %rbp
+    pop     %rbx
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    add     $16, %rsp               /* vector, error code */
+    iretq
 
 /*
  * Interrupt entries that return: save the caller-saved registers, call a C

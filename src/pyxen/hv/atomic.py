@@ -96,6 +96,26 @@ fetch_and16:
     jnz 1b
     movzx eax, ax
     ret
+# rdi=addr rsi=expected rdx=new; returns the 64-bit value found (== expected: stored)
+cmpxchg64:
+    mov rax, rsi
+    lock cmpxchg [rdi], rdx
+    ret
+# rdi=addr (16-byte aligned) rsi=4 qwords: expected low, high, new low, high;
+# the 128-bit value found is written back over expected; returns 1 if stored
+cmpxchg128:
+    push rbx
+    mov rax, [rsi]
+    mov rdx, [rsi + 8]
+    mov rbx, [rsi + 16]
+    mov rcx, [rsi + 24]
+    lock cmpxchg16b [rdi]
+    mov [rsi], rax
+    mov [rsi + 8], rdx
+    sete al
+    movzx eax, al
+    pop rbx
+    ret
 """
 
 # (name, offset) of each routine in CODE.
@@ -108,6 +128,8 @@ ENTRY_POINTS = {
     "cmpxchg32": 0x72,
     "fetch_or16": 0x79,
     "fetch_and16": 0x8B,
+    "cmpxchg64": 0x9D,
+    "cmpxchg128": 0xA6,
 }
 
 CODE = bytes.fromhex(
@@ -121,6 +143,8 @@ CODE = bytes.fromhex(
     "89f0f00fb117c3"
     "0fb70789c209f266f00fb11775f50fb7c0c3"
     "0fb70789c221f266f00fb11775f50fb7c0c3"
+    "4889f0f0480fb117c3"
+    "53488b06488b5608488b5e10488b4e18f0480fc70f488906488956080f94c00fb6c05bc3"
 )
 
 NO_CHANGE = 0
@@ -156,6 +180,9 @@ _Tsc = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 _Cmpxchg32 = ctypes.PYFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32,
                                ctypes.c_uint32)
 _Word16 = ctypes.PYFUNCTYPE(ctypes.c_uint16, ctypes.c_void_p, ctypes.c_uint16)
+_Cmpxchg64 = ctypes.PYFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
+                               ctypes.c_uint64)
+_Cmpxchg128 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
 """set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,
@@ -190,3 +217,24 @@ fetch_or16 = _Word16(_BASE + ENTRY_POINTS["fetch_or16"])
 
 fetch_and16 = _Word16(_BASE + ENTRY_POINTS["fetch_and16"])
 """fetch_and16(addr, mask) -> old 16-bit word; keeps only ``mask`` bits atomically."""
+
+cmpxchg64 = _Cmpxchg64(_BASE + ENTRY_POINTS["cmpxchg64"])
+"""cmpxchg64(addr, expected, new) -> the 64-bit value found at addr (stored if it
+equals ``expected``).  The emulated CMPXCHG8B: guest vCPUs change the same
+quadword concurrently."""
+
+_cmpxchg128 = _Cmpxchg128(_BASE + ENTRY_POINTS["cmpxchg128"])
+
+
+def cmpxchg128(addr: int, expected: int, new: int) -> tuple[bool, int]:
+    """LOCK CMPXCHG16B on the 16-byte aligned ``addr``: (stored, the 128-bit value found).
+
+    The emulated CMPXCHG16B; ``addr`` must be 16-byte aligned (the CPU faults
+    otherwise: callers check)."""
+    if addr & 15:
+        raise ValueError(f"cmpxchg128 of an unaligned address {addr:#x}")
+    mask = (1 << 64) - 1
+    buf = (ctypes.c_uint64 * 4)(expected & mask, expected >> 64 & mask, new & mask,
+                                new >> 64 & mask)
+    stored = _cmpxchg128(addr, ctypes.addressof(buf))
+    return bool(stored), int(buf[0]) | int(buf[1]) << 64

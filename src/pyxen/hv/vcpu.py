@@ -40,7 +40,7 @@ from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason, Virq
-from pyxen.hv import atomic, hypercall_page, pvclock
+from pyxen.hv import atomic, emulate, hypercall_page, pvclock
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call
 from pyxen.hv.runstate import Runstate
@@ -55,6 +55,7 @@ from pyxen.hv.shared_info import (
 from pyxen.hv.timers import MAX_WAIT_S
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
+from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION
 from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
 
 if TYPE_CHECKING:
@@ -430,6 +431,9 @@ class VcpuRunner:
         elif isinstance(exit_, ex.ShutdownExit):
             self.domain.crash(f"vcpu {self.vcpu_id} triple fault\n{self.describe()}")
         elif isinstance(exit_, ex.InternalErrorExit):
+            if exit_.suberror == KVM_INTERNAL_ERROR_EMULATION:
+                emulate.handle_emulation_failure(self, exit_)  # crashes the domain itself
+                return
             self.domain.crash(
                 f"vcpu {self.vcpu_id}: KVM internal error, suberror {exit_.suberror} "
                 f"data {[hex(d) for d in exit_.data]}\n{self.describe()}"
