@@ -5,6 +5,7 @@ INSTRUCTION_BYTES: ``data[1..2]`` hold insn_size and up to 15 bytes).  They
 are used when present and decode to a whole instruction; otherwise the bytes
 are fetched from CS.base + RIP through the guest's page tables (a fetch that
 faults in the middle of the instruction is the guest's #PF, as on hardware).
+Bytes that are no instruction in the guest's mode are the guest's #UD.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from iced_x86 import Decoder, DecoderError, Formatter, FormatterSyntax, Instruction
 
 from pyxen.hv.emulate.address import LinearMemory
-from pyxen.hv.emulate.faults import PF_FETCH, GuestException, Unsupported
+from pyxen.hv.emulate.faults import PF_FETCH, GuestException
 from pyxen.hv.emulate.faults import Vector as V
 from pyxen.hv.emulate.state import EFER_NXE, CpuState
 from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
@@ -75,14 +76,21 @@ def decode(reported: bytes | None, mem: LinearMemory, state: CpuState) -> Decode
     if instr is None:
         raw = fetch(mem, state)
         instr = _decode(raw, bitness, rip)
-        if instr is None:
+        if instr is None:  # the instruction runs into a page that does not translate
             la = (state.cs.base + rip + len(raw)) & mem.wrap
-            code = PF_FETCH if state.efer & EFER_NXE else 0
-            mem.read(la, 1, state.cpl == 3)  # raises the guest's #PF for the fetch
-            raise GuestException(V.PF, code, cr2=la, why="instruction fetch")
+            try:
+                mem.read(la, 1, state.cpl == 3)
+            except GuestException as exc:
+                fetch_bit = PF_FETCH if state.efer & EFER_NXE else 0
+                raise GuestException(V.PF, (exc.error_code or 0) | fetch_bit, cr2=la,
+                                     why="instruction fetch") from None
+            raise GuestException(V.UD, why="instruction longer than 15 bytes")
     else:
         raw = reported or b""
     raw = raw[: instr.len]
     if instr.is_invalid:
-        raise Unsupported(f"undecodable instruction bytes {raw.hex(' ')} ({bitness}-bit)")
+        # Not an instruction in this mode (e.g. a LOCK prefix where none is
+        # allowed, INTO in 64-bit mode): the processor raises #UD.
+        raise GuestException(V.UD, why=f"invalid instruction bytes {raw.hex(' ')} "
+                             f"({bitness}-bit)")
     return Decoded(instr, raw, bitness)

@@ -18,7 +18,8 @@ Flow for one exit, in the vCPU's thread:
    its bytes, RIP and mode in the log; the hypervisor and other domains go on.
 
 Every fallback is counted in ``Domain.emulation_counts`` (mnemonic -> count);
-the first of each mnemonic per domain is logged once.
+the first of each mnemonic per domain is logged once, and the counts are
+logged in one line when the domain shuts down.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pyxen.hv.emulate.state import RFLAGS_TF, CpuState
 from pyxen.kvm.exits import InternalErrorExit
 
 if TYPE_CHECKING:
+    from pyxen.hv.domain import Domain
     from pyxen.hv.vcpu import VcpuRunner
 
 Handler = Callable[[Emulation], None]
@@ -103,11 +105,6 @@ def emulate(backend: Backend, state: CpuState, decoded: Decoded, mem: LinearMemo
 _DR6_BS = 1 << 14
 
 
-def _is_into_64(reported: bytes | None, state: CpuState) -> bool:
-    return state.bitness == 64 and bool(reported) and reported is not None \
-        and reported.lstrip(b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65")[:1] == b"\xce"
-
-
 def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> None:
     """Handle one KVM emulation failure on ``runner``'s vCPU (its own thread).
 
@@ -124,15 +121,19 @@ def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> No
         mem = LinearMemory(domain.memory, state)
         reported = reported_bytes(exit_.data)
         try:
-            if _is_into_64(reported, state):  # INTO does not exist in 64-bit mode
-                raise GuestException(V.UD, why="INTO in 64-bit mode")
             decoded = decode(reported, mem, state)
         except GuestException as exc:
+            if exc.vector == V.UD:
+                domain.log_once(f"emulate-ud:{exc.why}", f"{where}: {exc.why} at rip "
+                                f"{state.rip:#x}: #UD")
             backend.inject(exc, state)
             return
         name = mnemonic_name(decoded)
         with _count_lock:
+            first = not domain.emulation_counts
             domain.emulation_counts[name] += 1
+        if first:
+            domain.on_shutdown.append(log_counts)
         domain.log_once(f"emulate:{name}",
                         f"{where}: emulating {name} (KVM cannot), first at rip "
                         f"{state.rip:#x}: {decoded.describe()}")
@@ -145,6 +146,15 @@ def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> No
                    f"{traceback.format_exc()}")
         domain.crash(f"{where}: internal error emulating {_what(decoded, state)}\n"
                      f"{runner.describe()}")
+
+
+def log_counts(domain: Domain) -> None:
+    """The domain's fallback counts, one line (at shutdown)."""
+    with _count_lock:
+        counts = domain.emulation_counts.most_common()
+    total = sum(n for _name, n in counts)
+    domain.log(f"instruction fallbacks: {total} "
+               f"({', '.join(f'{name} {n}' for name, n in counts)})")
 
 
 def _what(decoded: Decoded | None, state: CpuState | None) -> str:

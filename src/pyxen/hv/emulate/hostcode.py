@@ -220,14 +220,18 @@ def host_xcr0() -> int:
     return int(_xgetbv(0))
 
 
-def host_mxcsr_mask() -> int:
-    """MXCSR_MASK from an FXSAVE on the host (0 there means the default 0xFFBF)."""
+def host_fxsave() -> bytes:
+    """The calling thread's x87/SSE state (FXSAVE64 image, 512 bytes)."""
     with _probe_lock:
         buf = (ctypes.c_uint8 * 528)()
         addr = (ctypes.addressof(buf) + 15) & ~15
         _fxsave(addr)
-        mask = int.from_bytes(ctypes.string_at(addr + 28, 4), "little")
-    return mask or 0xFFBF
+        return ctypes.string_at(addr, 512)
+
+
+def host_mxcsr_mask() -> int:
+    """MXCSR_MASK from an FXSAVE on the host (0 there means the default 0xFFBF)."""
+    return int.from_bytes(host_fxsave()[28:32], "little") or 0xFFBF
 
 
 class StubArena:
