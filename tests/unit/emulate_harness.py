@@ -13,6 +13,7 @@ Guest-physical (= linear, identity-mapped with 4 KiB pages) layout:
     0x20000        data (read-write)
     0x21000        read-write
     0x24000        read-only page
+    0x25000        user code (RIP at CPL 3; RSP = 0x24000 - the user page's end)
     0x22000        not present
     0x23000        user (US) page, read-write
     0x30000        stack (RSP = 0x31000)
@@ -50,6 +51,7 @@ DATA = 0x20000
 RO_PAGE = 0x24000
 ABSENT = 0x22000
 USER_PAGE = 0x23000
+USER_CODE = 0x25000
 STACK_TOP = 0x31000
 IDT = 0x40000
 GDT = 0x41000
@@ -93,6 +95,7 @@ class Machine:
         self.map_page(RO_PAGE, P)
         self.map_page(ABSENT, 0)
         self.map_page(USER_PAGE, P | RW | US)
+        self.map_page(USER_CODE, P | US)
         self.area = bytearray(XSAVE_SIZE)
         put16(self.area, FCW, 0x037F)
         put32(self.area, MXCSR, 0x1F80)
@@ -103,6 +106,7 @@ class Machine:
         self.committed: CpuState | None = None
         self.injected: list[GuestException] = []
         self.logged: list[str] = []
+        self._keys: set[str] = set()
 
     # -- memory helpers -----------------------------------------------------------
 
@@ -140,7 +144,9 @@ class Machine:
         self.injected.append(exc)
 
     def log_once(self, key: str, message: str) -> None:
-        self.logged.append(message)
+        if key not in self._keys:
+            self._keys.add(key)
+            self.logged.append(message)
 
     # -- running one instruction -------------------------------------------------
 
@@ -165,10 +171,11 @@ class Machine:
 
 
 def state64(cpl: int = 0, **gprs: int) -> CpuState:
-    """64-bit mode, paging on, SSE and XSAVE enabled, RSP = STACK_TOP."""
+    """64-bit mode, paging on, SSE and XSAVE enabled, RSP = STACK_TOP (CPL 0) or the end
+    of the user page (CPL 3, code on the user code page)."""
     names = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
-    values = {"rsp": STACK_TOP, **gprs}
+    values = {"rsp": USER_PAGE + 0x1000 if cpl == 3 else STACK_TOP, **gprs}
     cs = code64(cpl)
     if cpl:
         cs.selector = SEL_UCODE64
@@ -176,7 +183,8 @@ def state64(cpl: int = 0, **gprs: int) -> CpuState:
     tr = Segment(selector=SEL_TSS, base=TSS, limit=0x67, type=0xB, s=False, db=False, g=False)
     ldt = Segment(unusable=True, present=False)
     return CpuState(
-        gprs=[values.get(n, 0) for n in names], rip=CODE, rflags=RFLAGS_FIXED,
+        gprs=[values.get(n, 0) for n in names], rip=USER_CODE if cpl == 3 else CODE,
+        rflags=RFLAGS_FIXED,
         cr0=CR0_PE | CR0_MP | CR0_NE | CR0_PG | (1 << 16), cr2=0, cr3=PML4,
         cr4=CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE, efer=EFER_LME | EFER_LMA,
         cs=cs, ds=data_seg(), es=data_seg(), fs=data_seg(), gs=data_seg(), ss=ss, tr=tr,

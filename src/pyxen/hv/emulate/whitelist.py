@@ -133,8 +133,11 @@ def _check_operands(instr: Instruction) -> int | None:
             if (RegisterExt.is_segment_register(reg) or RegisterExt.is_cr(reg)
                     or RegisterExt.is_dr(reg) or RegisterExt.is_tr(reg)
                     or RegisterExt.is_bnd(reg) or RegisterExt.is_tmm(reg)
-                    or RegisterExt.is_ip(reg) or reg in _STACK_POINTERS):
-                raise Unsupported(f"operand register {reg} is not allowed natively")
+                    or RegisterExt.is_ip(reg)):
+                raise Unsupported("a segment, control, debug, bound, tile or instruction "
+                                  "pointer register operand")
+            if reg in _STACK_POINTERS:
+                raise Unsupported("the stack pointer as an operand")
         elif kind == OpKind.MEMORY:
             if memory is not None:
                 raise Unsupported("two memory operands")
@@ -196,8 +199,8 @@ def analyse(instr: Instruction, host: HostCpu) -> NativePlan:
     encoding = instr.encoding
     if encoding == EncodingKind.EVEX or kregs:
         xcr0 = XFEATURE_SSE | XFEATURE_YMM | XFEATURES_AVX512
-    elif encoding in (EncodingKind.VEX, EncodingKind.XOP) and xmm:
-        xcr0 = XFEATURE_SSE | XFEATURE_YMM
+    elif encoding in (EncodingKind.VEX, EncodingKind.XOP):
+        xcr0 = XFEATURE_SSE | XFEATURE_YMM if xmm else 0  # BMI, TBM: general registers
     elif encoding == EncodingKind.LEGACY:
         xcr0 = 0
     else:
