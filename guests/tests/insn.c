@@ -21,7 +21,9 @@
  *
  * Command line: smp_n=<increments per vCPU> (default 300), bench=<n>
  * (also time n null hypercalls, LDMXCSRs and ADDPSs with pvclock:
- * "insn: bench n=N hypercall_ns=A ldmxcsr_ns=B addps_ns=C").
+ * "insn: bench n=N hypercall_ns=A ldmxcsr_ns=B addps_ns=C"); mode=unsupported
+ * runs only an instruction the fallback refuses (XSAVES), which must crash
+ * the domain.
  */
 #include "rt.h"
 
@@ -742,8 +744,22 @@ static void bench(unsigned long n)
            (unsigned long)((t3 - t2) / n));
 }
 
+/* An instruction pyxen does not emulate (XSAVES): the domain must be crashed. */
+static void run_unsupported(void)
+{
+    printf("insn: running xsaves, which the fallback refuses\n");
+    asm volatile("xsaves %0" : "+m"(*(uint8_t(*)[4096])area) : "a"(3), "d"(0));
+    check(0, "xsaves returned: the domain should have been crashed");
+}
+
 void test_main(const struct hvm_start_info *si)
 {
+    char mode[16];
+    if (cmdline_get("mode", mode, sizeof(mode)) > 0 && !strcmp(mode, "unsupported")) {
+        fpu_setup();
+        run_unsupported();
+        return;
+    }
     smp_n = cmdline_get_ulong("smp_n", 300);
     for (unsigned int v = 0; v < 32; v++)
         rt_set_exception_handler(v, on_exception);
