@@ -178,3 +178,19 @@ def test_paging_off_is_identity(m: Machine) -> None:
     st.efer = 0
     st.cr0 &= ~CR0_PG
     assert LinearMemory(m.memory, st).read(ABSENT, 4, False) == bytes(4)
+
+
+def test_state_from_kvm_sregs_bytes() -> None:
+    from pyxen.kvm import structs as s
+    sr = s.kvm_sregs()
+    sr.cs.selector, sr.cs.l, sr.cs.base = 0x08, 1, 0x1000
+    sr.ss.dpl, sr.tr.base, sr.ldt.unusable = 3, 0x999, 1
+    sr.cr0, sr.cr4, sr.efer = 0x8000_0011, 0x20, 0x500
+    sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit = 0x5000, 0x37, 0x1234, 0xFFF
+    st = CpuState.from_kvm(tuple(range(18)), bytes(sr))
+    assert (st.cs.selector, st.cs.l, st.cs.base, st.ss.dpl, st.cpl) == (0x08, 1, 0x1000, 3, 3)
+    assert (st.tr.base, st.ldt.unusable, st.bitness) == (0x999, 1, 64)
+    assert (st.cr0, st.cr4, st.efer) == (0x8000_0011, 0x20, 0x500)
+    assert (st.gdt_base, st.gdt_limit, st.idt_base, st.idt_limit) == (0x5000, 0x37, 0x1234,
+                                                                      0xFFF)
+    assert (st.gprs, st.rip, st.rflags) == (list(range(16)), 16, 17)

@@ -117,7 +117,7 @@ def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> No
     state: CpuState | None = None
     try:
         backend = KvmBackend(runner)
-        state = CpuState.from_kvm(runner.kvm.regs, runner.kvm.sregs)
+        state = CpuState.from_kvm(runner.kvm.unpack_regs(), bytes(runner.kvm.sregs))
         mem = LinearMemory(domain.memory, state)
         reported = reported_bytes(exit_.data)
         try:
@@ -130,13 +130,14 @@ def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> No
             return
         name = mnemonic_name(decoded)
         with _count_lock:
-            first = not domain.emulation_counts
+            first_ever = not domain.emulation_counts
+            first_of_name = not domain.emulation_counts[name]
             domain.emulation_counts[name] += 1
-        if first:
+        if first_ever:
             domain.on_shutdown.append(log_counts)
-        domain.log_once(f"emulate:{name}",
-                        f"{where}: emulating {name} (KVM cannot), first at rip "
-                        f"{state.rip:#x}: {decoded.describe()}")
+        if first_of_name:
+            domain.log(f"{where}: emulating {name} (KVM cannot), first at rip "
+                       f"{state.rip:#x}: {decoded.describe()}")
         emulate(backend, state, decoded, mem)
     except Unsupported as e:
         domain.crash(f"{where}: cannot emulate {_what(decoded, state)}: {e}\n"

@@ -51,6 +51,7 @@ control word callee-saved).  One lock serialises the executor.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import OrderedDict
 
@@ -110,6 +111,10 @@ from pyxen.hv.emulate.xstate import (
 )
 
 _PRE_COMPUTATION = 0x7  # IE DE ZE
+# The context block's first 0x90 bytes: 16 registers, RFLAGS, the component bitmap.
+_REGISTER_BLOCK = struct.Struct("<18Q")
+if CTX_RFLAGS != CTX_GPRS + 16 * 8 or CTX_RFBM != CTX_RFLAGS + 8:  # pragma: no cover
+    raise ImportError("native executor context layout mismatch")
 _LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
 
 
@@ -134,6 +139,7 @@ class NativeExecutor:
         self.arena = StubArena()
         self.lock = threading.Lock()
         self._slots: OrderedDict[bytes, int] = OrderedDict()
+        self._plans: dict[bytes, NativePlan] = {}
         # Components the executor switches: x87 and SSE always, AVX and AVX-512 if
         # the host has them enabled.
         self.rfbm = (self.host.xcr0 & (XFEATURE_YMM | XFEATURES_AVX512)) | XFEATURE_X87 \
@@ -141,6 +147,20 @@ class NativeExecutor:
         self.area_size = self.host.layout.standard_size(self.rfbm)
         if self.area_size > AREA_SIZE:
             raise RuntimeError(f"host XSAVE area of {self.area_size} bytes does not fit")
+
+    PLANS_CACHED = 1024
+
+    def plan(self, emu: Emulation) -> NativePlan:
+        """``whitelist.analyse`` of the instruction, cached by its bytes and mode (the
+        plan does not depend on RIP or on the operand's address)."""
+        key = bytes([emu.decoded.bitness]) + emu.decoded.raw
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = analyse(emu.instr, self.host)
+            if len(self._plans) >= self.PLANS_CACHED:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     # -- the stub ---------------------------------------------------------------
 
@@ -234,11 +254,9 @@ class NativeExecutor:
         key = bytes([emu.decoded.bitness]) + emu.decoded.raw
         slot = self._stub(key, emu.instr, plan.mem_size > 0)
         st = emu.old
-        for i, value in enumerate(st.gprs):
-            put64(view, CTX_GPRS + 8 * i, value)
-        put64(view, CTX_RFLAGS, (st.rflags & RFLAGS_ARITH) | RFLAGS_FIXED | RFLAGS_IF)
         rfbm = self.rfbm if area is not None else 0
-        put64(view, CTX_RFBM, rfbm)
+        _REGISTER_BLOCK.pack_into(view, CTX_GPRS, *st.gprs,
+                                  (st.rflags & RFLAGS_ARITH) | RFLAGS_FIXED | RFLAGS_IF, rfbm)
         guest = CTX_GUEST
         if area is not None:
             size = self.area_size
@@ -254,11 +272,11 @@ class NativeExecutor:
         if plan.mem_size:
             view[CTX_SCRATCH : CTX_SCRATCH + plan.mem_size] = data.ljust(plan.mem_size, b"\0")
         self.arena.run(slot)
-        gprs = [u64(view, CTX_GPRS + 8 * i) for i in range(16)]
+        *out, rflags, _rfbm = _REGISTER_BLOCK.unpack_from(view, CTX_GPRS)
+        gprs = list(out)
         gprs[RSP] = st.gprs[RSP]
         if emu.decoded.bitness != 64:
             gprs[8:] = st.gprs[8:]
-        rflags = u64(view, CTX_RFLAGS)
         result = bytearray(view[guest : guest + self.area_size]) if area is not None else None
         written = bytes(view[CTX_SCRATCH : CTX_SCRATCH + plan.mem_size])
         return gprs, rflags, result, written
@@ -333,4 +351,4 @@ def executor() -> NativeExecutor:
 
 def run_natively(emu: Emulation) -> None:
     ex = executor()
-    ex.execute(emu, analyse(emu.instr, ex.host))
+    ex.execute(emu, ex.plan(emu))

@@ -16,12 +16,12 @@ register block.
 
 from __future__ import annotations
 
-import dataclasses
+import struct
 from dataclasses import dataclass
 
 from iced_x86 import Register, Register_, RegisterExt
 
-from pyxen.kvm.structs import kvm_regs, kvm_segment, kvm_sregs
+from pyxen.kvm.structs import kvm_segment, kvm_sregs
 
 CR0_PE = 1 << 0
 CR0_MP = 1 << 1
@@ -90,20 +90,14 @@ class Segment:
     base: int = 0
     limit: int = 0xFFFF_FFFF
     type: int = 3
-    present: bool = True
+    present: int = 1  # the flags are 0 or 1, as in kvm_segment
     dpl: int = 0
-    db: bool = True
-    s: bool = True
-    l: bool = False  # noqa: E741 - the descriptor bit's name
-    g: bool = True
-    avl: bool = False
-    unusable: bool = False
-
-    @classmethod
-    def from_kvm(cls, seg: kvm_segment) -> Segment:
-        return cls(seg.selector, seg.base, seg.limit, seg.type, bool(seg.present), seg.dpl,
-                   bool(seg.db), bool(seg.s), bool(seg.l), bool(seg.g), bool(seg.avl),
-                   bool(seg.unusable))
+    db: int = 1
+    s: int = 1
+    l: int = 0  # noqa: E741 - the descriptor bit's name
+    g: int = 1
+    avl: int = 0
+    unusable: int = 0
 
     def to_kvm(self, seg: kvm_segment) -> None:
         seg.selector, seg.base, seg.limit, seg.type = (self.selector, self.base, self.limit,
@@ -114,7 +108,13 @@ class Segment:
             int(self.unusable)
 
 
-_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+# kvm_sregs: 8 x kvm_segment (base, limit, selector, type, present, dpl, db, s, l, g,
+# avl, unusable, padding), gdt and idt (base, limit, padding), cr0 cr2 cr3 cr4 cr8 efer.
+_SEG_FORMAT = "QIHBBBBBBBBBx"
+_SEG_FIELDS = 12
+_SREGS = struct.Struct("<" + _SEG_FORMAT * 8 + "QH6xQH6x" + "6Q")
+if _SREGS.size != kvm_sregs.apic_base.offset:  # pragma: no cover - a layout bug
+    raise ImportError("kvm_sregs layout mismatch")
 
 
 @dataclass(slots=True)
@@ -141,18 +141,25 @@ class CpuState:
     idt_limit: int = 0xFFF
 
     @classmethod
-    def from_kvm(cls, regs: kvm_regs, sregs: kvm_sregs) -> CpuState:
-        gprs = [int(getattr(regs, name)) for name in GPR_NAMES]
-        segs = {name: Segment.from_kvm(getattr(sregs, name)) for name in _SEGMENTS}
-        return cls(gprs, regs.rip, regs.rflags, sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4,
-                   sregs.efer, gdt_base=sregs.gdt.base, gdt_limit=sregs.gdt.limit,
-                   idt_base=sregs.idt.base, idt_limit=sregs.idt.limit, **segs)
+    def from_kvm(cls, regs: tuple[int, ...], sregs: bytes | bytearray | memoryview,
+                 offset: int = 0) -> CpuState:
+        """From kvm_regs as a tuple (``Vcpu.unpack_regs``) and the bytes of a kvm_sregs."""
+        f = _SREGS.unpack_from(sregs, offset)
+        cs, ds, es, fs, gs, ss, tr, ldt = (
+            Segment(f[i + 2], f[i], f[i + 1], *f[i + 3 : i + _SEG_FIELDS])
+            for i in range(0, 8 * _SEG_FIELDS, _SEG_FIELDS))
+        (gdt_base, gdt_limit, idt_base, idt_limit, cr0, cr2, cr3, cr4, _cr8,
+         efer) = f[8 * _SEG_FIELDS :]
+        return cls(list(regs[:16]), regs[16], regs[17], cr0, cr2, cr3, cr4, efer, cs, ds, es,
+                   fs, gs, ss, tr, ldt, gdt_base, gdt_limit, idt_base, idt_limit)
 
     def copy(self) -> CpuState:
-        new = dataclasses.replace(self, gprs=list(self.gprs))
-        for name in _SEGMENTS:
-            setattr(new, name, dataclasses.replace(getattr(self, name)))
-        return new
+        """A copy to change: the register list is new; ``Segment`` objects are shared
+        (they are replaced, never changed, once a state holds them)."""
+        return CpuState(list(self.gprs), self.rip, self.rflags, self.cr0, self.cr2,
+                        self.cr3, self.cr4, self.efer, self.cs, self.ds, self.es, self.fs,
+                        self.gs, self.ss, self.tr, self.ldt, self.gdt_base, self.gdt_limit,
+                        self.idt_base, self.idt_limit)
 
     def segment(self, reg: Register_) -> Segment:
         """The segment register named by an iced segment Register."""
