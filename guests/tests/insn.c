@@ -268,6 +268,8 @@ static void test_sse(void)
     /* Alignment: legacy SSE m128 operands must be 16-byte aligned. */
     TRY_ASM("", "addps 8(%[p]), %%xmm0", "", ::[p] "r"(buf) : "r11", "xmm0");
     expect_trap(V_GP, 0, "addps with a misaligned m128 -> #GP(0)");
+    TRY_ASM("", "movaps 8(%[p]), %%xmm0", "", ::[p] "r"(buf) : "r11", "xmm0");
+    expect_trap(V_GP, 0, "movaps from a misaligned address -> #GP(0)");
 
     uint64_t pc;
     asm volatile("popcnt %1, %0" : "=r"(pc) : "r"(0xF0F0F0F0F0F0F0F0ul) : "cc");
