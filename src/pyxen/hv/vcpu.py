@@ -40,7 +40,7 @@ from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason, Virq
-from pyxen.hv import atomic, emulate, hypercall_page, pvclock
+from pyxen.hv import atomic, hypercall_page, pvclock
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call
 from pyxen.hv.runstate import Runstate
@@ -432,7 +432,10 @@ class VcpuRunner:
             self.domain.crash(f"vcpu {self.vcpu_id} triple fault\n{self.describe()}")
         elif isinstance(exit_, ex.InternalErrorExit):
             if exit_.suberror == KVM_INTERNAL_ERROR_EMULATION:
-                emulate.handle_emulation_failure(self, exit_)  # crashes the domain itself
+                # Imported here: iced-x86 and the emulator cost ~70 ms to import, paid
+                # only by domains that need them.
+                from pyxen.hv.emulate import handle_emulation_failure
+                handle_emulation_failure(self, exit_)  # crashes the domain itself
                 return
             self.domain.crash(
                 f"vcpu {self.vcpu_id}: KVM internal error, suberror {exit_.suberror} "

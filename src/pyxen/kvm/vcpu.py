@@ -142,18 +142,6 @@ class Vcpu:
         if done != len(values):
             raise KvmError(f"KVM_SET_MSRS set {done} of {len(values)} MSRs")
 
-    def get_msrs(self, indices: list[int]) -> list[int]:
-        """Several MSRs in one KVM_GET_MSRS; KvmError if KVM cannot read one of them."""
-        buf = s.msrs_array(len(indices))()
-        buf.nmsrs = len(indices)
-        for i, index in enumerate(indices):
-            buf.entries[i].index = index
-        done = fcntl.ioctl(self.fd, k.KVM_GET_MSRS, buf)
-        if done != len(indices):
-            raise KvmError(f"KVM_GET_MSRS read {done} of MSRs "
-                           f"{[hex(i) for i in indices]}")
-        return [int(buf.entries[i].data) for i in range(len(indices))]
-
     def flush_regs(self) -> None:
         """Load the synced general registers now (KVM_SET_REGS) instead of at the next
         entry: a pending exception set afterwards survives (a sync-regs write-back at

@@ -29,7 +29,7 @@ from iced_x86 import Mnemonic
 
 from pyxen.hv.emulate import checks
 from pyxen.hv.emulate.context import Emulation
-from pyxen.hv.emulate.faults import GuestException, Unsupported, gp
+from pyxen.hv.emulate.faults import Unsupported, gp, ud
 from pyxen.hv.emulate.host import host_cpu
 from pyxen.hv.emulate.state import CR4_OSFXSR, EFER_FFXSR, M32, RAX, RCX, RDX
 from pyxen.hv.emulate.xstate import (
@@ -166,7 +166,7 @@ def xsave(emu: Emulation) -> None:
     init_opt = compacted or mnemonic in (Mnemonic.XSAVEOPT, Mnemonic.XSAVEOPT64)
     layout = host_cpu().layout
     if (compacted and not layout.xsavec) or (init_opt and not compacted and not layout.xsaveopt):
-        raise GuestException(6, why=f"{emu.decoded.text}: not supported by this CPU")
+        raise ud(f"{emu.decoded.text}: not supported by this CPU")
     rfbm = _rfbm(emu)
     area = emu.xsave()
     xinuse = u64(area, XSTATE_BV)

@@ -18,11 +18,14 @@ error codes) the error code is dropped.
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from pyxen.hv import atomic
 from pyxen.hv.emulate.faults import GuestException
 from pyxen.hv.emulate.state import GPR_NAMES, CpuState
+from pyxen.kvm import Vm
 from pyxen.kvm import ioctls as k
 from pyxen.kvm import structs as s
 from pyxen.kvm.errors import KvmError
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 
 MSR_IA32_TSC = 0x10
 XCR0 = 0
+_payload: weakref.WeakKeyDictionary[Vm, bool] = weakref.WeakKeyDictionary()
+_payload_lock = threading.Lock()
 
 
 class KvmBackend:
@@ -83,11 +88,16 @@ class KvmBackend:
                            ctypes.sizeof(sregs))
 
     def _payload_enabled(self) -> bool:
-        try:
-            self.runner.domain.vm.enable_cap(k.KVM_CAP_EXCEPTION_PAYLOAD, 1)
-        except KvmError:
-            return False
-        return True
+        """Enable KVM_CAP_EXCEPTION_PAYLOAD on the VM (once); False if KVM lacks it."""
+        vm = self.runner.domain.vm
+        with _payload_lock:
+            if vm not in _payload:
+                try:
+                    vm.enable_cap(k.KVM_CAP_EXCEPTION_PAYLOAD, 1)
+                    _payload[vm] = True
+                except KvmError:
+                    _payload[vm] = False
+            return _payload[vm]
 
     def inject(self, exc: GuestException, state: CpuState) -> None:
         self.kvm.flush_regs()
