@@ -1,7 +1,8 @@
 /*
  * Interrupt and AP entry points:
- *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), which returns
- *                  only after fixing up a faulting rdmsr_safe/wrmsr_safe
+ *   exc_stub_<n>   exceptions 0..31 -> rt_exception(frame), which returns after
+ *                  a rdmsr_safe/wrmsr_safe fixup or when a program's handler
+ *                  takes the exception; anything else crashes the domain
  *   upcall_entry   the event-channel upcall vector -> rt_upcall()
  *   nmi_entry      NMI (vector 2) -> rt_nmi()
  *   irq_stubs      vectors 32..255, 16 bytes apart -> rt_irq(vector)
@@ -32,7 +33,12 @@ exc_stub_\vec:
     exc_stub \v
     .endr
 
-/* Frame (lowest address first): r15..rax, vector, error, rip, cs, rflags, rsp, ss */
+/*
+ * Frame (lowest address first): r15..rax, vector, error, rip, cs, rflags, rsp, ss
+ * (struct exc_frame).  rt_exception() returns only when a program's handler
+ * took the exception: then the registers come back from the frame, which
+ * the handler may have changed, and iretq resumes where it says.
+ */
 exc_common:
     push    %rax
     push    %rcx
@@ -50,11 +56,11 @@ exc_common:
     push    %r14
     push    %r15
     mov     %rsp, %rdi
-    mov     %rsp, %rbp
+    mov     %rsp, %rbx              /* callee-saved: the frame */
     and     $-16, %rsp
     cld
-    call    rt_exception            /* returns only after a fixup */
-    mov     %rbp, %rsp
+    call    rt_exception            /* returns only after a fixup or a handler */
+    mov     %rbx, %rsp
     pop     %r15
     pop     %r14
     pop     %r13

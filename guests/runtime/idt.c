@@ -1,6 +1,7 @@
 /*
- * The IDT: exceptions 0..31 report and crash the domain (except a #GP of
- * rdmsr_safe/wrmsr_safe, which returns -1); the upcall vector; vectors
+ * The IDT: exceptions 0..31 go to a program's handler if it registered one
+ * (rt_set_exception_handler), else report and crash the domain (except a #GP
+ * of rdmsr_safe/wrmsr_safe, which returns -1); the upcall vector; vectors
  * 32..255 call the handler set with irq_set_handler().
  */
 #include "apic.h"
@@ -33,16 +34,21 @@ static volatile irq_handler_t irq_handlers[256];
 
 #define SEL_CODE64 0x08
 
-static void set_gate(unsigned int vec, uint64_t handler)
+void idt_set_gate(unsigned int vector, uint64_t handler, uint8_t type_attr, uint8_t ist)
 {
-    struct idt_gate *g = &idt[vec];
+    struct idt_gate *g = &idt[vector & 0xFF];
     g->off_lo = (uint16_t)handler;
     g->sel = SEL_CODE64;
-    g->ist = 0;
-    g->type_attr = 0x8E;
+    g->ist = ist;
+    g->type_attr = type_attr;
     g->off_mid = (uint16_t)(handler >> 16);
     g->off_hi = (uint32_t)(handler >> 32);
     g->reserved = 0;
+}
+
+static void set_gate(unsigned int vec, uint64_t handler)
+{
+    idt_set_gate(vec, handler, 0x8E, 0);
 }
 
 void idt_init(void)
@@ -85,18 +91,21 @@ void idt_load(void)
     asm volatile("lidt %0" ::"m"(idt_desc) : "memory");
 }
 
-struct exc_frame {
-    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
-    uint64_t rdi, rsi, rbp, rbx, rdx, rcx, rax;
-    uint64_t vector, error;
-    uint64_t rip, cs, rflags, rsp, ss;
-};
+static exc_handler_t exc_handlers[32];
+
+void rt_set_exception_handler(unsigned int vector, exc_handler_t handler)
+{
+    if (vector < 32)
+        exc_handlers[vector] = handler;
+}
 
 static const char *const exc_names[32] = {
     "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "?9",  "#TS",
     "#NP", "#SS", "#GP", "#PF", "?15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
 };
 
+/* Returns only after a fixup or if the program's handler takes the exception
+ * (entry.S then resumes from the frame). */
 void rt_exception(struct exc_frame *f);
 void rt_exception(struct exc_frame *f)
 {
@@ -108,6 +117,8 @@ void rt_exception(struct exc_frame *f)
         f->rip = (uint64_t)(uintptr_t)wrmsr_safe_fixup;
         return;
     }
+    if (f->vector < 32 && exc_handlers[f->vector] && exc_handlers[f->vector](f))
+        return;
     const char *name = f->vector < 32 && exc_names[f->vector] ? exc_names[f->vector] : "?";
     /* GS base is set early on every CPU, but do not fault here if it is not. */
     const struct cpu *c = (const struct cpu *)(uintptr_t)rdmsr(0xC0000101u);

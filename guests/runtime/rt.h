@@ -326,6 +326,25 @@ unsigned int cpuid_vcpu_id(void);
 #define UPCALL_VECTOR 0xF3
 void idt_init(void);              /* fills the table (once, on the BSP) */
 void idt_load(void);              /* lidt on the calling CPU */
+/* Sets IDT entry `vector` to a 64-bit gate: handler, selector 0x08, type_attr
+ * (0x8E: present interrupt gate DPL 0; 0xEE: DPL 3; 0x8F: trap gate), IST. */
+void idt_set_gate(unsigned int vector, uint64_t handler, uint8_t type_attr, uint8_t ist);
+
+/* The frame of an exception 0-31 (entry.S), lowest address first. */
+struct exc_frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+    uint64_t rdi, rsi, rbp, rbx, rdx, rcx, rax;
+    uint64_t vector, error;
+    uint64_t rip, cs, rflags, rsp, ss;
+};
+/*
+ * A program's handler for exception `vector` (0-31), called on the faulting
+ * CPU with interrupts off.  Returning 1 resumes at the (possibly changed)
+ * frame: registers, RIP, CS, RFLAGS, RSP and SS are reloaded from it.
+ * Returning 0 (or no handler) reports the exception and crashes the domain.
+ */
+typedef int (*exc_handler_t)(struct exc_frame *f);
+void rt_set_exception_handler(unsigned int vector, exc_handler_t handler);
 
 /* ---- shared_info and event channels (events.c) ---- */
 extern volatile struct shared_info *rt_shinfo;   /* NULL until evt_init() */

@@ -106,3 +106,21 @@ def test_fetch_or16_and_fetch_and16_touch_one_16_bit_word() -> None:
     last = ctypes.addressof(page) + 4094
     assert atomic.fetch_or16(last, 0x8000) == 0
     assert page[2047] == 0x8000
+
+
+def test_cmpxchg64_and_cmpxchg128() -> None:
+    words = (ctypes.c_uint64 * 4)(5, 6, 7, 8)
+    base = ctypes.addressof(words)
+    assert atomic.cmpxchg64(base, 5, 50) == 5
+    assert atomic.cmpxchg64(base, 5, 60) == 50  # no match: left alone
+    assert list(words) == [50, 6, 7, 8]
+    aligned = (base + 15) & ~15
+    index = (aligned - base) // 8
+    words[index], words[index + 1] = 1, 2
+    stored, found = atomic.cmpxchg128(aligned, 1 | 2 << 64, 3 | 4 << 64)
+    assert (stored, found) == (True, 1 | 2 << 64)
+    assert (words[index], words[index + 1]) == (3, 4)
+    stored, found = atomic.cmpxchg128(aligned, 0, 9)
+    assert (stored, found) == (False, 3 | 4 << 64)
+    with pytest.raises(ValueError):
+        atomic.cmpxchg128(aligned + 8, 0, 0)

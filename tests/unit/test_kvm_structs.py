@@ -46,6 +46,10 @@ def off(struct_type: Any, field: str) -> int:
     (s.kvm_run_io, 16),
     (s.kvm_run_msr, 24),
     (s.kvm_run_internal, 136),
+    (s.kvm_fpu, 416),
+    (s.kvm_xsave, 4096),
+    (s.kvm_xcr, 16),
+    (s.kvm_xcrs, 392),
 ])
 def test_sizes(ctype: Any, size: int) -> None:
     assert ctypes.sizeof(ctype) == size
@@ -85,6 +89,11 @@ def test_sizes(ctype: Any, size: int) -> None:
                           "ecx": 20, "edx": 24, "padding": 28}),
     (s.kvm_msr_entry, {"index": 0, "reserved": 4, "data": 8}),
     (s.kvm_guest_debug, {"control": 0, "pad": 4, "arch": 8}),
+    (s.kvm_fpu, {"fpr": 0, "fcw": 128, "fsw": 130, "ftwx": 132, "pad1": 133,
+                 "last_opcode": 134, "last_ip": 136, "last_dp": 144, "xmm": 152,
+                 "mxcsr": 408, "pad2": 412}),
+    (s.kvm_xcr, {"xcr": 0, "reserved": 4, "value": 8}),
+    (s.kvm_xcrs, {"nr_xcrs": 0, "flags": 4, "xcrs": 8, "padding": 264}),
 ])
 def test_offsets(ctype: Any, offsets: dict[str, int]) -> None:
     assert {name: off(ctype, name) for name in offsets} == offsets
@@ -136,6 +145,13 @@ def kernel_ioc(direction: int, nr: int, size: int) -> int:
     ("KVM_SET_TSS_ADDR", 0xAE47, kernel_ioc(0, 0x47, 0)),
     ("KVM_SET_IDENTITY_MAP_ADDR", 0x4008AE48, kernel_ioc(1, 0x48, 8)),
     ("KVM_GET_TSC_KHZ", 0xAEA3, kernel_ioc(0, 0xA3, 0)),
+    ("KVM_GET_FPU", 0x81A0AE8C, kernel_ioc(2, 0x8C, 416)),
+    ("KVM_SET_FPU", 0x41A0AE8D, kernel_ioc(1, 0x8D, 416)),
+    ("KVM_GET_XSAVE", 0x9000AEA4, kernel_ioc(2, 0xA4, 4096)),
+    ("KVM_SET_XSAVE", 0x5000AEA5, kernel_ioc(1, 0xA5, 4096)),
+    ("KVM_GET_XSAVE2", 0x9000AECF, kernel_ioc(2, 0xCF, 4096)),
+    ("KVM_GET_XCRS", 0x8188AEA6, kernel_ioc(2, 0xA6, 392)),
+    ("KVM_SET_XCRS", 0x4188AEA7, kernel_ioc(1, 0xA7, 392)),
 ])
 def test_ioctl_numbers(name: str, value: int, derived: int) -> None:
     assert value == derived  # the literal and the _IOC derivation agree

@@ -166,6 +166,26 @@ fifo_set_pending:
     or r11d, 8
 9:  mov eax, r11d
     ret
+# rdi=addr rsi=expected rdx=new; returns the 64-bit value found (== expected: stored)
+cmpxchg64:
+    mov rax, rsi
+    lock cmpxchg [rdi], rdx
+    ret
+# rdi=addr (16-byte aligned) rsi=4 qwords: expected low, high, new low, high;
+# the 128-bit value found is written back over expected; returns 1 if stored
+cmpxchg128:
+    push rbx
+    mov rax, [rsi]
+    mov rdx, [rsi + 8]
+    mov rbx, [rsi + 16]
+    mov rcx, [rsi + 24]
+    lock cmpxchg16b [rdi]
+    mov [rsi], rax
+    mov [rsi + 8], rdx
+    sete al
+    movzx eax, al
+    pop rbx
+    ret
 """
 
 # (name, offset) of each routine in CODE.
@@ -182,6 +202,8 @@ ENTRY_POINTS = {
     "test_and_clear_bit32": 0xA7,
     "test_bit32": 0xB1,
     "fifo_set_pending": 0xBA,
+    "cmpxchg64": 0x145,
+    "cmpxchg128": 0x14E,
 }
 
 CODE = bytes.fromhex(
@@ -203,6 +225,8 @@ CODE = bytes.fromhex(
     "ffcf743783ff0475ddf00fba2e1c8b06ebd483ff057405f00fba361c44890a4c89"
     "c848c1e820f00fab017218b00141860084c0750f4183cb04eb09f00fba361c4183"
     "cb084489d8c3"
+    "4889f0f0480fb117c3"
+    "53488b06488b5608488b5e10488b4e18f0480fc70f488906488956080f94c00fb6c05bc3"
 )
 
 NO_CHANGE = 0
@@ -247,6 +271,9 @@ _Word16 = ctypes.PYFUNCTYPE(ctypes.c_uint16, ctypes.c_void_p, ctypes.c_uint16)
 _Bit32 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
 _Fifo = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)
+_Cmpxchg64 = ctypes.PYFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
+                               ctypes.c_uint64)
+_Cmpxchg128 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 set_pending = _Bits(_BASE + ENTRY_POINTS["set_pending"])
 """set_pending(pending, mask, selector, upcall, port, sel_bit) -> NO_CHANGE,
@@ -306,3 +333,24 @@ attempts follow; then FIFO_LINK_GAVE_UP and the event counts as linked, as
 in Xen), else (no tail, or the tail was unlinked meanwhile) store the port
 in ``head`` and test-and-set the priority's READY bit; if READY was clear,
 set evtchn_upcall_pending (FIFO_RAISE_UPCALL when it was 0)."""
+
+cmpxchg64 = _Cmpxchg64(_BASE + ENTRY_POINTS["cmpxchg64"])
+"""cmpxchg64(addr, expected, new) -> the 64-bit value found at addr (stored if it
+equals ``expected``).  The emulated CMPXCHG8B: guest vCPUs change the same
+quadword concurrently."""
+
+_cmpxchg128 = _Cmpxchg128(_BASE + ENTRY_POINTS["cmpxchg128"])
+
+
+def cmpxchg128(addr: int, expected: int, new: int) -> tuple[bool, int]:
+    """LOCK CMPXCHG16B on the 16-byte aligned ``addr``: (stored, the 128-bit value found).
+
+    The emulated CMPXCHG16B; ``addr`` must be 16-byte aligned (the CPU faults
+    otherwise: callers check)."""
+    if addr & 15:
+        raise ValueError(f"cmpxchg128 of an unaligned address {addr:#x}")
+    mask = (1 << 64) - 1
+    buf = (ctypes.c_uint64 * 4)(expected & mask, expected >> 64 & mask, new & mask,
+                                new >> 64 & mask)
+    stored = _cmpxchg128(addr, ctypes.addressof(buf))
+    return bool(stored), int(buf[0]) | int(buf[1]) << 64

@@ -40,6 +40,7 @@ It may be held while taking a grant-table lock, never the reverse.
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from collections.abc import Callable
@@ -141,6 +142,8 @@ class Domain:
         self.shutdown_code: int | None = None
         self._shut_down = threading.Event()
         self._reported: set[str] = set()
+        # Instructions KVM could not emulate, done by pyxen (hv/emulate): mnemonic -> count.
+        self.emulation_counts: collections.Counter[str] = collections.Counter()
         self.on_shutdown: list[Callable[[Domain], None]] = []
 
     # -- messages ------------------------------------------------------------

@@ -63,6 +63,7 @@ from pyxen.hv.shared_info import (
 from pyxen.hv.timers import MAX_WAIT_S
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
+from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION
 from pyxen.memory import Gfn, GuestAccess, GuestFault, PageKind, PagingState
 
 if TYPE_CHECKING:
@@ -460,6 +461,12 @@ class VcpuRunner:
         elif isinstance(exit_, ex.ShutdownExit):
             self.domain.crash(f"vcpu {self.vcpu_id} triple fault\n{self.describe()}")
         elif isinstance(exit_, ex.InternalErrorExit):
+            if exit_.suberror == KVM_INTERNAL_ERROR_EMULATION:
+                # Imported here: iced-x86 and the emulator cost ~70 ms to import, paid
+                # only by domains that need them.
+                from pyxen.hv.emulate import handle_emulation_failure
+                handle_emulation_failure(self, exit_)  # crashes the domain itself
+                return
             self.domain.crash(
                 f"vcpu {self.vcpu_id}: KVM internal error, suberror {exit_.suberror} "
                 f"data {[hex(d) for d in exit_.data]}\n{self.describe()}"

@@ -65,8 +65,15 @@ KVM_SET_MSRS = _iow(0x89, s.kvm_msrs)
 KVM_SET_CPUID2 = _iow(0x90, s.kvm_cpuid2)
 KVM_NMI = _io(0x9A)  # KVM_CAP_USER_NMI
 KVM_SET_GUEST_DEBUG = _iow(0x9B, s.kvm_guest_debug)  # KVM_CAP_SET_GUEST_DEBUG
-KVM_GET_VCPU_EVENTS = _ior(0x9F, s.kvm_vcpu_events)
+KVM_GET_FPU = _ior(0x8C, s.kvm_fpu)
+KVM_SET_FPU = _iow(0x8D, s.kvm_fpu)
+KVM_GET_VCPU_EVENTS = _ior(0x9F, s.kvm_vcpu_events)  # KVM_CAP_VCPU_EVENTS
 KVM_SET_VCPU_EVENTS = _iow(0xA0, s.kvm_vcpu_events)
+KVM_GET_XSAVE = _ior(0xA4, s.kvm_xsave)  # KVM_CAP_XSAVE
+KVM_SET_XSAVE = _iow(0xA5, s.kvm_xsave)
+KVM_GET_XCRS = _ior(0xA6, s.kvm_xcrs)  # KVM_CAP_XCRS
+KVM_SET_XCRS = _iow(0xA7, s.kvm_xcrs)
+KVM_GET_XSAVE2 = _ior(0xCF, s.kvm_xsave)  # KVM_CAP_XSAVE2 (a buffer of its size)
 KVM_GET_TSC_KHZ = _io(0xA3)  # KVM_CAP_GET_TSC_KHZ
 KVM_GET_DEVICE_ATTR = _iow(0xE2, s.kvm_device_attr)  # KVM_CAP_VCPU_ATTRIBUTES on a vCPU
 KVM_HAS_DEVICE_ATTR = _iow(0xE3, s.kvm_device_attr)
@@ -82,11 +89,16 @@ KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_MEMSLOTS = 10
 KVM_CAP_SET_GUEST_DEBUG = 23
 KVM_CAP_XEN_HVM = 38
+KVM_CAP_VCPU_EVENTS = 41
+KVM_CAP_XSAVE = 55
+KVM_CAP_XCRS = 56
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_EXCEPTION_PAYLOAD = 164
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
+KVM_CAP_XSAVE2 = 208
 
 # kvm_userspace_memory_region.flags
 KVM_MEM_READONLY = 1 << 1
@@ -109,6 +121,19 @@ KVM_MSR_FILTER_WRITE = 1 << 1
 
 # kvm_cpuid_entry2.flags
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1 << 0
+
+# kvm_vcpu_events.flags: which optional fields are valid
+KVM_VCPUEVENT_VALID_NMI_PENDING = 1 << 0
+KVM_VCPUEVENT_VALID_SIPI_VECTOR = 1 << 1
+KVM_VCPUEVENT_VALID_SHADOW = 1 << 2
+KVM_VCPUEVENT_VALID_SMM = 1 << 3
+KVM_VCPUEVENT_VALID_PAYLOAD = 1 << 4
+KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 1 << 5
+
+# kvm_run.internal.suberror
+KVM_INTERNAL_ERROR_EMULATION = 1
+# data[0] of an emulation failure: data[1..2] hold insn_size and the instruction bytes
+KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1 << 0
 
 # kvm_guest_debug.control
 KVM_GUESTDBG_ENABLE = 1 << 0

@@ -263,6 +263,56 @@ class kvm_guest_debug(_S):
     _fields_ = [("control", u32), ("pad", u32), ("arch", kvm_guest_debug_arch)]
 
 
+class kvm_fpu(_S):
+    """KVM_GET_FPU/KVM_SET_FPU: the x87 and SSE state in FXSAVE terms."""
+
+    _fields_ = [
+        ("fpr", (u8 * 16) * 8),
+        ("fcw", u16),
+        ("fsw", u16),
+        ("ftwx", u8),  # abridged tag word, as FXSAVE stores it
+        ("pad1", u8),
+        ("last_opcode", u16),
+        ("last_ip", u64),
+        ("last_dp", u64),
+        ("xmm", (u8 * 16) * 16),
+        ("mxcsr", u32),
+        ("pad2", u32),
+    ]
+
+
+KVM_XSAVE_SIZE = 4096
+
+
+class kvm_xsave(_S):
+    """KVM_GET_XSAVE/KVM_SET_XSAVE: an XSAVE area in the standard (non-compacted)
+    format; KVM_GET_XSAVE2 takes a larger buffer (KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2)
+    bytes) of the same layout."""
+
+    _fields_ = [("region", u32 * (KVM_XSAVE_SIZE // 4))]
+
+
+KVM_MAX_XCRS = 16
+
+
+class kvm_xcr(_S):
+    _fields_ = [("xcr", u32), ("reserved", u32), ("value", u64)]
+
+
+class kvm_xcrs(_S):
+    _fields_ = [
+        ("nr_xcrs", u32),
+        ("flags", u32),
+        ("xcrs", kvm_xcr * KVM_MAX_XCRS),
+        ("padding", u64 * 16),
+    ]
+
+
+def xsave_buffer(size: int) -> ctypes.Array[ctypes.c_char]:
+    """A zeroed buffer of ``size`` bytes (at least a kvm_xsave) for KVM_GET/SET_XSAVE(2)."""
+    return (ctypes.c_char * max(size, KVM_XSAVE_SIZE))()
+
+
 def cpuid2_array(entries: int) -> type[ctypes.Structure]:
     """A kvm_cpuid2 with room for ``entries`` entries (a variable-size ioctl argument)."""
 

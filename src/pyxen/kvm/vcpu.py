@@ -53,7 +53,9 @@ class Vcpu:
 
     def __init__(self, vm: Vm, vcpu_id: int) -> None:
         self.vcpu_id = vcpu_id
+        self.vm = vm
         self.fd = vm.create_vcpu_fd(vcpu_id)
+        self._xsave_size: int | None = None
         self.run_page = mmap.mmap(self.fd, vm.system.vcpu_mmap_size, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
         self.kvm_run = s.kvm_run.from_buffer(self.run_page)
@@ -139,6 +141,82 @@ class Vcpu:
         done = fcntl.ioctl(self.fd, k.KVM_SET_MSRS, buf)
         if done != len(values):
             raise KvmError(f"KVM_SET_MSRS set {done} of {len(values)} MSRs")
+
+    def flush_regs(self) -> None:
+        """Load the synced general registers now (KVM_SET_REGS) instead of at the next
+        entry: a pending exception set afterwards survives (a sync-regs write-back at
+        entry would drop it)."""
+        fcntl.ioctl(self.fd, k.KVM_SET_REGS, self.regs)
+        self.clear_dirty_regs()
+
+    # -- extended state (KVM_CAP_XSAVE, KVM_CAP_XCRS) -------------------------
+
+    def get_fpu(self) -> s.kvm_fpu:
+        fpu = s.kvm_fpu()
+        fcntl.ioctl(self.fd, k.KVM_GET_FPU, fpu)
+        return fpu
+
+    def set_fpu(self, fpu: s.kvm_fpu) -> None:
+        fcntl.ioctl(self.fd, k.KVM_SET_FPU, fpu)
+
+    def xsave_size(self) -> int:
+        """Bytes of the XSAVE area KVM_GET_XSAVE(2) returns (4096 unless KVM_CAP_XSAVE2
+        asks for more, e.g. for AMX)."""
+        if self._xsave_size is None:
+            needed = self.vm.system.check_extension(k.KVM_CAP_XSAVE2)
+            self._xsave_size = max(needed, s.KVM_XSAVE_SIZE)
+        return self._xsave_size
+
+    def get_xsave(self) -> bytearray:
+        """The vCPU's x87/SSE/AVX... state as an XSAVE area in the standard format."""
+        size = self.xsave_size()
+        buf = s.xsave_buffer(size)
+        request = k.KVM_GET_XSAVE2 if size > s.KVM_XSAVE_SIZE else k.KVM_GET_XSAVE
+        try:
+            fcntl.ioctl(self.fd, request, buf)
+        except OSError as e:
+            raise KvmError(f"KVM_GET_XSAVE failed: {e.strerror}") from None
+        return bytearray(buf.raw)
+
+    def set_xsave(self, area: bytes | bytearray) -> None:
+        """Load an XSAVE area (as get_xsave returns it); KvmError if KVM refuses it."""
+        buf = s.xsave_buffer(len(area))
+        ctypes.memmove(buf, bytes(area), len(area))
+        try:
+            fcntl.ioctl(self.fd, k.KVM_SET_XSAVE, buf)
+        except OSError as e:
+            raise KvmError(f"KVM_SET_XSAVE failed: {e.strerror}") from None
+
+    def get_xcrs(self) -> dict[int, int]:
+        """The extended control registers (XCR0 ...) as {index: value}."""
+        xcrs = s.kvm_xcrs()
+        fcntl.ioctl(self.fd, k.KVM_GET_XCRS, xcrs)
+        n = min(xcrs.nr_xcrs, s.KVM_MAX_XCRS)
+        return {int(xcrs.xcrs[i].xcr): int(xcrs.xcrs[i].value) for i in range(n)}
+
+    def set_xcrs(self, values: dict[int, int]) -> None:
+        xcrs = s.kvm_xcrs()
+        xcrs.nr_xcrs = len(values)
+        for i, (index, value) in enumerate(values.items()):
+            xcrs.xcrs[i].xcr = index
+            xcrs.xcrs[i].value = value
+        try:
+            fcntl.ioctl(self.fd, k.KVM_SET_XCRS, xcrs)
+        except OSError as e:
+            raise KvmError(f"KVM_SET_XCRS failed: {e.strerror}") from None
+
+    # -- events ---------------------------------------------------------------
+
+    def get_vcpu_events(self) -> s.kvm_vcpu_events:
+        events = s.kvm_vcpu_events()
+        fcntl.ioctl(self.fd, k.KVM_GET_VCPU_EVENTS, events)
+        return events
+
+    def set_vcpu_events(self, events: s.kvm_vcpu_events) -> None:
+        try:
+            fcntl.ioctl(self.fd, k.KVM_SET_VCPU_EVENTS, events)
+        except OSError as e:
+            raise KvmError(f"KVM_SET_VCPU_EVENTS failed: {e.strerror}") from None
 
     def inject_interrupt(self, vector: int) -> None:
         fcntl.ioctl(self.fd, k.KVM_INTERRUPT, s.kvm_interrupt(vector))
