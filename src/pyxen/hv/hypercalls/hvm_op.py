@@ -82,7 +82,14 @@ def _param(call: Call, is_set: bool, arg: int) -> int:
 
 
 def _set_evtchn_upcall_vector(call: Call, arg: int) -> int:
-    """Xen 4.12's hvmop_set_evtchn_upcall_vector: checks in its order, then record."""
+    """Xen's hvmop_set_evtchn_upcall_vector: checks in its order, record, assert once.
+
+    Like Xen (hvm_assert_evtchn_irq right after recording the vector), the
+    vector is raised once at once: an event that became pending before the
+    guest had any way to receive it (a console notification during early
+    boot leaves evtchn_upcall_pending and a selector bit set) would
+    otherwise block every later upcall, since only a 0 -> 1 edge of
+    evtchn_upcall_pending raises the vector.  Solo5 relies on this."""
     a = call.guest.read_struct(arg, xen_hvm_evtchn_upcall_vector)
     vector, vcpu_id = int(a.vector), int(a.vcpu)
     if vector < HVM_EVTCHN_UPCALL_VECTOR_MIN:
@@ -92,5 +99,7 @@ def _set_evtchn_upcall_vector(call: Call, arg: int) -> int:
         raise HypercallError(XenErrno.ENOENT)
     domain.log_once(f"upcall-vector-{vcpu_id}-{vector}",
                     f"vcpu {vcpu_id}: upcall vector {vector:#04x}")
-    domain.vcpus[vcpu_id].apic.lapic.upcall_vector = vector
+    lapic = domain.vcpus[vcpu_id].apic.lapic
+    lapic.upcall_vector = vector
+    lapic.set_irq(vector)
     return 0
