@@ -337,8 +337,15 @@ static void test_x87(void)
     uintptr_t at;
     asm volatile("fninit; lea 1f(%%rip), %1\n1: fld1\n\tfnstenv %0; fninit"
                  : "=m"(env), "=r"(at));
-    expect_eq(env[3], (uint32_t)at, "FNSTENV FIP is the guest's fld1");
-    expect_eq(env[4] >> 16, 0x1E8, "FNSTENV FOP is fld1's (D9 E8)");
+    /* The pointers must never name the hypervisor's stub.  They are the guest's
+     * fld1 -- or zero: a host context switch between two fallbacks can drop the
+     * x87 last-instruction pointers on AMD hosts (they are not architectural
+     * state a context switch must keep), which a rare run here showed. */
+    check(env[3] == (uint32_t)at || (env[3] == 0 && (env[4] >> 16) == 0),
+          "FNSTENV FIP is the guest's fld1 (got %#x want %#x, or 0 after a host switch)",
+          env[3], (uint32_t)at);
+    check((env[4] >> 16) == 0x1E8 || (env[3] == 0 && (env[4] >> 16) == 0),
+          "FNSTENV FOP is fld1's D9 E8 (got %#x)", env[4] >> 16);
 
     /* An unmasked x87 exception is taken by the next waiting instruction. */
     TRY_ASM("fninit; fldcw %[cw]; fld1; fdivs %[zero]", "fwait", "fnclex; fninit",
@@ -583,8 +590,9 @@ static void test_int(void)
     idt_set_gate(0x81, (uint64_t)(uintptr_t)int80_entry, 0x0E, 0); /* not present */
     TRY_ASM("", "int $0x81", "", ::: "r11");
     expect_trap(V_NP, 0x81 * 8 + 2, "int $0x81 through a gate not present -> #NP(vector*8+2)");
+    idt_set_gate(0x83, 0, 0, 0); /* type 0: no gate at all (the runtime wires 32-255) */
     TRY_ASM("", "int $0x83", "", ::: "r11");
-    expect_trap(V_GP, 0x83 * 8 + 2, "int $0x83 with an all-zero IDT entry -> #GP(vector*8+2)");
+    expect_trap(V_GP, 0x83 * 8 + 2, "int $0x83 with a type-0 IDT entry -> #GP(vector*8+2)");
     idt_set_gate(0x82, (uint64_t)(uintptr_t)int80_entry, 0x85, 0); /* a task gate */
     TRY_ASM("", "int $0x82", "", ::: "r11");
     expect_trap(V_GP, 0x82 * 8 + 2, "int $0x82 through a task gate in IA-32e -> #GP");
