@@ -22,6 +22,7 @@ every line of its text (as the image holds it) on the console, in order.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, _env
-from .daemon_helpers import Daemon, running_daemon
+from .daemon_helpers import Daemon, running_daemon, wait_for
 
 SOLO5 = REPO / "tests" / "guests" / "solo5"
 EXIT_CRASH = 13
@@ -92,3 +93,35 @@ def test_output_kernel_prints_its_whole_text(daemon: Daemon, tmp_path: Path) -> 
         status, output = _run("output", "Ouput_Solo5", env, tmp_path)
         shown = [int(n) for n in re.findall(line + rb"\r?\n", output.encode())]
         assert status == 0 and shown == expected, f"{mode}: status {status}\n{output}"
+
+
+@pytest.mark.kvm
+def test_fallback_counts_in_list_top_and_info(daemon: Daemon, tmp_path: Path) -> None:
+    # test_time runs about five seconds after one LDMXCSR that KVM cannot emulate.
+    before = _info_field(daemon, "emulated_instructions")
+    argv = _argv("time", "")
+    argv.remove("-F")
+    argv.remove("-c")
+    r = subprocess.run(argv, capture_output=True, text=True, env=daemon.env, cwd=tmp_path,
+                       stdin=subprocess.DEVNULL, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+
+    def counts() -> dict[str, int]:
+        info = json.loads(daemon.ok("list", "-l", "test_time"))[0]
+        return dict(info["emulated"])
+
+    wait_for(lambda: counts().get("ldmxcsr") == 1, "the LDMXCSR fallback in list -l")
+    top = daemon.ok("top", "-b", "-i", "1").splitlines()
+    header = top[2].split()
+    row = next(line.split() for line in top if line.split()[:1] == ["test_time"])
+    assert header[-1] == "EMUL" and row[-1] == "1", top
+    daemon.ok("destroy", "test_time")
+    assert _info_field(daemon, "emulated_instructions") == before + 1
+
+
+def _info_field(daemon: Daemon, key: str) -> int:
+    for line in daemon.ok("info").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return int(value)
+    raise AssertionError(f"pyxen info has no {key}")

@@ -149,7 +149,7 @@ def _dom0_info(server: ControlServer) -> dict[str, Any]:
             "running": True, "blocked": False, "paused": False, "shutdown": False,
             "shutdown_reason": None, "dying": False,
             "cpu_time_ns": int((usage.ru_utime + usage.ru_stime) * 1e9),
-            "start_time": server.manager.started, "kernel": None}
+            "start_time": server.manager.started, "kernel": None, "emulated": {}}
 
 
 def _list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
@@ -236,6 +236,7 @@ def _info(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
         "free_memory_mib": free * page >> 20, "tsc_khz": server.hv.tsc.hz // 1000,
         "xen_major": 4, "xen_minor": 12, "xen_extra": ".0-pyxen",
         "started": server.manager.started, "nr_domains": len(server.manager.domids()),
+        "emulated": server.manager.emulated_total(),
     }
 
 

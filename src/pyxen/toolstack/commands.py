@@ -171,6 +171,9 @@ def cmd_info(args: argparse.Namespace, client: ControlClient) -> int:
         ("xen_caps", "hvm-3.0-x86_64 hvm-3.0-x86_32p"), ("xen_scheduler", "host"),
         ("xen_pagesize", 4096), ("xen_commandline", ""), ("nr_domains", i["nr_domains"]),
         ("xend_config_format", 4),
+        # pyxen's own: instructions KVM could not emulate and pyxen carried out
+        # (per domain and mnemonic: `pyxen list -l`, column EMUL of `pyxen top`).
+        ("emulated_instructions", i.get("emulated", 0)),
     ]
     for key, value in fields:
         if args.field and key != args.field:
@@ -282,7 +285,7 @@ def cmd_mem_set(args: argparse.Namespace, client: ControlClient) -> int:
 
 TOP_HEADER = ("      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) "
               "VCPUS NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT  "
-              "VBD_WSECT SSID")
+              "VBD_WSECT SSID   EMUL")
 
 
 def _top_rows(infos: list[dict[str, Any]], before: dict[int, int], elapsed: float,
@@ -295,7 +298,8 @@ def _top_rows(infos: list[dict[str, Any]], before: dict[int, int], elapsed: floa
         rows.append(f"{i['name'][:10]:>10} {_state(i):>6} {cpu / 1e9:10.0f} {pct:6.1f} "
                     f"{mem:10d} {100 * mem / total_kib:6.1f} {maxmem:10d} "
                     f"{100 * maxmem / total_kib:9.1f} {i['vcpu_online']:5d} {0:4d} {0:8d} "
-                    f"{0:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d}")
+                    f"{0:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d} "
+                    f"{sum(i.get('emulated', {}).values()):6d}")
     return rows
 
 
