@@ -102,20 +102,11 @@ void apic_timer_start(uint8_t vector, uint32_t mode, uint32_t tdcr, uint32_t cou
 
 uint64_t tsc_at_ns(uint64_t abs_ns)
 {
-    volatile struct vcpu_time_info *t = &this_cpu()->vi->time;
-    uint32_t version, mul;
-    uint64_t tsc_ts, sys;
-    int8_t shift;
-
-    do {
-        version = t->version;
-        barrier();
-        tsc_ts = t->tsc_timestamp;
-        sys = t->system_time;
-        mul = t->tsc_to_system_mul;
-        shift = t->tsc_shift;
-        barrier();
-    } while ((version & 1) || version != t->version);
+    struct pvclock_snapshot p;
+    pvclock_read(&p);
+    uint64_t tsc_ts = p.tsc_timestamp, sys = p.system_time;
+    uint32_t mul = p.mul;
+    int8_t shift = p.shift;
 
     if (abs_ns <= sys || !mul)
         return tsc_ts;

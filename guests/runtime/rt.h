@@ -537,6 +537,13 @@ unsigned int smp_nr_vcpus(void);
 
 /* ---- time (time.c) ---- */
 /* pvclock of the calling vCPU's vcpu_info.time (needs evt_init()). */
+/* This vCPU's pvclock parameters and the TSC, read consistently. */
+struct pvclock_snapshot {
+    uint64_t tsc_timestamp, system_time, tsc;
+    uint32_t mul;
+    int8_t shift;
+};
+void pvclock_read(struct pvclock_snapshot *p);
 uint64_t now_ns(void);
 struct wallclock {
     uint64_t sec;

@@ -1,31 +1,36 @@
 /* pvclock, wall clock, the VCPUOP timers and a per-vCPU VIRQ_TIMER helper. */
 #include "rt.h"
 
-/* Spec §5.1: seqlock on version; delta scaled by tsc_shift, then * mul >> 32. */
-uint64_t now_ns(void)
+/* Spec §5.1: one consistent copy of this vCPU's pvclock parameters and the TSC
+ * (seqlock on version). */
+void pvclock_read(struct pvclock_snapshot *p)
 {
     volatile struct vcpu_time_info *t = &this_cpu()->vi->time;
-    uint32_t version, mul;
-    uint64_t tsc_ts, sys, tsc;
-    int8_t shift;
+    uint32_t version;
 
     do {
         version = t->version;
         barrier();
-        tsc_ts = t->tsc_timestamp;
-        sys = t->system_time;
-        mul = t->tsc_to_system_mul;
-        shift = t->tsc_shift;
-        tsc = rdtsc();
+        p->tsc_timestamp = t->tsc_timestamp;
+        p->system_time = t->system_time;
+        p->mul = t->tsc_to_system_mul;
+        p->shift = t->tsc_shift;
+        p->tsc = rdtsc();
         barrier();
     } while ((version & 1) || version != t->version);
+}
 
-    uint64_t delta = tsc - tsc_ts;
-    if (shift >= 0)
-        delta <<= shift;
+/* Delta scaled by tsc_shift, then * mul >> 32. */
+uint64_t now_ns(void)
+{
+    struct pvclock_snapshot p;
+    pvclock_read(&p);
+    uint64_t delta = p.tsc - p.tsc_timestamp;
+    if (p.shift >= 0)
+        delta <<= p.shift;
     else
-        delta >>= -shift;
-    return sys + (uint64_t)(((unsigned __int128)delta * mul) >> 32);
+        delta >>= -p.shift;
+    return p.system_time + (uint64_t)(((unsigned __int128)delta * p.mul) >> 32);
 }
 
 void wallclock_read(struct wallclock *wc)
