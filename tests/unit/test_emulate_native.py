@@ -270,6 +270,28 @@ def test_control_register_checks(m: Machine) -> None:
     done(m.run(bytes.fromhex("f3480fb8c3"), st), st, 5)  # popcnt needs none of these
 
 
+def test_conversion_from_a_memory_operand_is_sse_like_its_register_form(m: Machine) -> None:
+    """cvtsd2si eax, [m64] names no XMM register, yet it is an SSE instruction: the
+    guest's MXCSR (rounding, flags, masks) and CR0/CR4 apply, not the host's."""
+    m.put(DATA, struct.pack("<d", 2.75))
+    put32(m.area, MXCSR, 0x7F80)  # round toward zero, everything masked
+    st = state64(rax=DATA)
+    new = done(m.run(bytes.fromhex("f20f2d00"), st), st, 4)  # cvtsd2si eax, [rax]
+    assert new.gprs[RAX] == 2  # the host's round-to-nearest would give 3
+    assert u32(m.area, MXCSR) == 0x7F80 | 0x20  # inexact: PE in the guest's MXCSR
+    put32(m.area, MXCSR, 0x1F80 & ~(1 << 12))  # precision exception unmasked
+    fault(m.run(bytes.fromhex("f20f2d00"), st), V.XM)
+    put32(m.area, MXCSR, 0x1F80)
+    st.cr0 |= CR0_TS
+    fault(m.run(bytes.fromhex("f20f2d00"), st), V.NM)
+    st = state64(rax=DATA)
+    st.cr4 &= ~CR4_OSFXSR
+    fault(m.run(bytes.fromhex("f30f2c00"), st), V.UD)  # cvttss2si eax, [rax]
+    if HAS_AVX:
+        m.xcr0 = 3  # AVX not enabled: the VEX form is #UD
+        fault(m.run(bytes.fromhex("c5fb2d00"), state64(rax=DATA)), V.UD)
+
+
 @pytest.mark.skipif(not HAS_AVX, reason="the host has no AVX")
 def test_avx_needs_the_guests_xcr0(m: Machine) -> None:
     m.put(DATA, F.pack(1, 2, 3, 4) * 2)
