@@ -199,3 +199,18 @@ def test_init_stops_the_timer() -> None:
     a.apply_init()
     rig.advance(1_000_000)
     assert a.irr == 0 and read(a, la.TMICT) == 0 and read(a, la.TDCR) == 0
+
+
+
+def test_an_expiry_kicks_the_vcpu_under_the_apic_lock() -> None:
+    """The timer thread's kick must not outlive close(), which takes the APIC lock:
+    the vCPU's KVM state is closed right after it (VcpuRunner.close), and a kick
+    arriving then touched it from the timer thread."""
+    rig = Rig()
+    a = armed(rig, ONESHOT, 0x80, 0xB, 1)
+    held: list[bool] = []
+    rig.hosts[0].kick = lambda: held.append(a._lock.locked())  # type: ignore[method-assign]
+    assert rig.advance(10) == 1
+    assert held == [True]
+    a.close()
+    assert rig.advance(10) == 0 and held == [True]
