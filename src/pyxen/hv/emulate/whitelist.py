@@ -26,7 +26,10 @@ so admission is a whitelist, and every condition is necessary:
   not).
 
 The result, a ``NativePlan``, says which architectural checks apply before
-running (#UD/#NM/#MF/alignment) and how the memory operand is used.
+running (#UD/#NM/#MF/alignment) and how the memory operand is used.  An
+instruction is SSE/AVX (the guest's vector state, MXCSR and XCR0 apply) if
+it names a vector register or its op-code has a vector register-or-memory
+operand, whichever this encoding chose (CVTSD2SI eax, [m64] is SSE too).
 """
 
 from __future__ import annotations
