@@ -25,6 +25,9 @@
  * mode=timer [secs=]: a 1 kHz TSC-deadline tick re-armed from its handler
  *   (deadline += 1 ms, as timer.c does with set_timer_op):
  *   lapic: timer count=N late_median_us=X late_p99_us=Y late_max_us=Z
+ * mode=sipiflood [secs=]: start-up IPIs to itself (an initialised vCPU
+ *   ignores them) for secs seconds after printing "lapic: sipiflood
+ *   started", while the test pauses and unpauses the domain.
  */
 #include "apic.h"
 #include "rt.h"
@@ -806,6 +809,19 @@ static void timer_lateness(void)
            (unsigned long)(tick_hist.max_ns / 1000));
 }
 
+static void sipi_flood(void)
+{
+    unsigned long secs = cmdline_get_ulong("secs", 3);
+    uint64_t end = now_ns() + secs * NS_PER_SEC;
+    unsigned long n = 0;
+    printf("lapic: sipiflood started\n");
+    while (now_ns() < end) {
+        apic_send_ipi(0, APIC_ICR_SELF | APIC_ICR_STARTUP | 0x10);
+        n++;
+    }
+    check(n > 0, "%lu start-up IPIs to itself, ignored (the vCPU is running)", n);
+}
+
 void test_main(const struct hvm_start_info *si)
 {
     char mode[16] = "test";
@@ -823,6 +839,8 @@ void test_main(const struct hvm_start_info *si)
         bench();
     } else if (!strcmp(mode, "timer")) {
         timer_lateness();
+    } else if (!strcmp(mode, "sipiflood")) {
+        sipi_flood();
     } else {
         test_reset_state();
         test_priorities();

@@ -49,7 +49,9 @@ def test_fifo_program(run_guest: RunGuest, vcpus: int) -> None:
         assert _info(domid, rf"fifo: {label} n={n} mean_rtt_us=\d+\.\d{{3}} "
                             r"rtt_median_ns=\d+ rtt_p99_ns=\d+$", out), out
     assert ("one vCPU" in out) == (vcpus == 1), out
-    assert err.count("switched to the FIFO ABI") == 2, err
+    # It switches, resets to 2-level and switches again: logged once (a guest looping
+    # init_control/reset must not flood the log).
+    assert err.count("switched to the FIFO ABI") == 1, err
 
 
 @pytest.mark.kvm

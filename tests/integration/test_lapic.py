@@ -9,11 +9,13 @@ present.
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 
 from pyxen.abi.xen import ShutdownReason
 
+from .daemon_helpers import wait_for
 from .domains import Host
 from .test_guests import RunGuest, assert_result
 
@@ -81,3 +83,20 @@ def test_lapic_measurements_report(run_guest: RunGuest) -> None:
     domid = assert_result("lapic", status, out, err)
     pattern = r"lapic: timer count=\d+ late_median_us=\d+ late_p99_us=\d+ late_max_us=\d+$"
     assert _info(domid, pattern, out), out
+
+
+@pytest.mark.kvm
+def test_pause_while_the_guest_sends_itself_start_up_ipis(host: Host) -> None:
+    """A paused vCPU keeps INIT/SIPI signals for later; it must still park, or
+    Domain.pause() waits for it for ever (and the vCPU thread spins)."""
+    d = host.build("lapic", "mode=sipiflood secs=4")
+    d.start()
+    wait_for(lambda: "lapic: sipiflood started" in host.output(), "the SIPI flood")
+    for _ in range(20):
+        pauser = threading.Thread(target=d.pause, daemon=True)
+        pauser.start()
+        pauser.join(60)  # a bound, not a timing: pause() normally returns at once
+        assert not pauser.is_alive(), "Domain.pause() never returned"
+        d.unpause()
+    assert host.wait_all([d], timeout=TIMEOUT) == [ShutdownReason.poweroff], host.describe()
+    assert host.result(d.domid, "lapic") == "PASS", host.describe()

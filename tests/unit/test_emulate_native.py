@@ -13,12 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 from emulate_harness import ABSENT, DATA, RO_PAGE, Machine, state32, state64
+from iced_x86 import Instruction
 
+from pyxen.hv.emulate import native
 from pyxen.hv.emulate.faults import GuestException, Unsupported
 from pyxen.hv.emulate.faults import Vector as V
 from pyxen.hv.emulate.host import host_cpu
 from pyxen.hv.emulate.hostcode import host_fxsave
-from pyxen.hv.emulate.native import executor, x87_opcode
+from pyxen.hv.emulate.native import NativeExecutor, executor, x87_opcode
 from pyxen.hv.emulate.state import (
     CR0_EM,
     CR0_TS,
@@ -268,6 +270,28 @@ def test_control_register_checks(m: Machine) -> None:
     done(m.run(bytes.fromhex("f3480fb8c3"), st), st, 5)  # popcnt needs none of these
 
 
+def test_conversion_from_a_memory_operand_is_sse_like_its_register_form(m: Machine) -> None:
+    """cvtsd2si eax, [m64] names no XMM register, yet it is an SSE instruction: the
+    guest's MXCSR (rounding, flags, masks) and CR0/CR4 apply, not the host's."""
+    m.put(DATA, struct.pack("<d", 2.75))
+    put32(m.area, MXCSR, 0x7F80)  # round toward zero, everything masked
+    st = state64(rax=DATA)
+    new = done(m.run(bytes.fromhex("f20f2d00"), st), st, 4)  # cvtsd2si eax, [rax]
+    assert new.gprs[RAX] == 2  # the host's round-to-nearest would give 3
+    assert u32(m.area, MXCSR) == 0x7F80 | 0x20  # inexact: PE in the guest's MXCSR
+    put32(m.area, MXCSR, 0x1F80 & ~(1 << 12))  # precision exception unmasked
+    fault(m.run(bytes.fromhex("f20f2d00"), st), V.XM)
+    put32(m.area, MXCSR, 0x1F80)
+    st.cr0 |= CR0_TS
+    fault(m.run(bytes.fromhex("f20f2d00"), st), V.NM)
+    st = state64(rax=DATA)
+    st.cr4 &= ~CR4_OSFXSR
+    fault(m.run(bytes.fromhex("f30f2c00"), st), V.UD)  # cvttss2si eax, [rax]
+    if HAS_AVX:
+        m.xcr0 = 3  # AVX not enabled: the VEX form is #UD
+        fault(m.run(bytes.fromhex("c5fb2d00"), state64(rax=DATA)), V.UD)
+
+
 @pytest.mark.skipif(not HAS_AVX, reason="the host has no AVX")
 def test_avx_needs_the_guests_xcr0(m: Machine) -> None:
     m.put(DATA, F.pack(1, 2, 3, 4) * 2)
@@ -334,6 +358,46 @@ def test_stub_cache_eviction_keeps_results_right(m: Machine) -> None:
     st = state64(rbx=0x7)
     new = done(m.run(codes[0], st), st, 5)
     assert new.gprs[RAX] == 3
+
+
+def test_a_stub_that_fails_to_encode_never_lets_another_key_run_its_slot(
+        m: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every slot cached, a new instruction evicts the oldest; if its encoding
+    fails, that slot must not be handed to the next instruction while a cached key
+    still maps to it (the cached key would then run the other instruction's code
+    with its own plan)."""
+    ex = NativeExecutor()
+    monkeypatch.setattr(native, "_executor", ex)
+
+    def pshufd(imm: int) -> bytes:
+        return bytes([0x66, 0x0F, 0x70, 0xC1, imm])  # pshufd xmm0, xmm1, imm
+
+    def result(imm: int) -> bytes:
+        set_xmm(m, 1, bytes(range(16)))
+        st = state64()
+        done(m.run(pshufd(imm), st), st, 5)
+        return xmm(m.area, 0)
+
+    expected = {imm: b"".join(bytes(range(16))[4 * (imm >> (2 * i) & 3):][:4] for i in range(4))
+                for imm in range(256)}
+    for imm in range(ex.SLOTS_CACHED):
+        assert result(imm) == expected[imm]
+    real_encode = ex._encode
+    fail_once = [True]
+
+    def encode(instr: Instruction, slot: int, has_memory: bool) -> bytes:
+        if fail_once.pop() if fail_once else False:
+            raise Unsupported("cannot re-encode (test)")
+        return real_encode(instr, slot, has_memory)
+
+    monkeypatch.setattr(ex, "_encode", encode)
+    with pytest.raises(Unsupported):
+        m.run(pshufd(0xE4), state64())
+    for imm in (0x1B, 0x4E):  # two new instructions take slots
+        assert result(imm) == expected[imm]
+    for imm in reversed(range(ex.SLOTS_CACHED)):  # the cached ones run their own code
+        assert result(imm) == expected[imm]
+    assert len(set(ex._slots.values())) == len(ex._slots)
 
 
 def test_x87_opcode_from_the_guest_bytes() -> None:

@@ -7,6 +7,7 @@ from lapic_fakes import TSC_HZ, Rig, enable, read, take, write
 
 from pyxen.hv import lapic as la
 from pyxen.hv import lapic_timer as lt
+from pyxen.hv.timers import COMPACT_MIN
 
 ONESHOT, PERIODIC, DEADLINE = 0, 1 << 17, 2 << 17
 
@@ -37,6 +38,18 @@ def test_one_shot() -> None:
     assert take(a) == 0x80
     assert read(a, la.TMCCT) == 0
     assert rig.advance(1_000_000) == 0 and a.irr == 0  # fires once
+
+
+def test_reprogramming_far_ahead_does_not_grow_the_timer_service() -> None:
+    """Each TMICT write re-arms the timer ~90 minutes ahead (divide by 128): a guest
+    doing it in a loop must not make the shared timer heap grow with every write."""
+    rig = Rig()
+    a = armed(rig, ONESHOT, 0x80, 0xA, 0xFFFF_FFFF)
+    for _ in range(50_000):
+        write(a, la.TMICT, 0xFFFF_FFFF)
+    assert len(rig.timers._heap) <= 2 * COMPACT_MIN
+    assert rig.advance(0xFFFF_FFFF * 10 * 128) == 1
+    assert take(a) == 0x80
 
 
 def test_divider_stretches_the_count() -> None:
@@ -186,3 +199,18 @@ def test_init_stops_the_timer() -> None:
     a.apply_init()
     rig.advance(1_000_000)
     assert a.irr == 0 and read(a, la.TMICT) == 0 and read(a, la.TDCR) == 0
+
+
+
+def test_an_expiry_kicks_the_vcpu_under_the_apic_lock() -> None:
+    """The timer thread's kick must not outlive close(), which takes the APIC lock:
+    the vCPU's KVM state is closed right after it (VcpuRunner.close), and a kick
+    arriving then touched it from the timer thread."""
+    rig = Rig()
+    a = armed(rig, ONESHOT, 0x80, 0xB, 1)
+    held: list[bool] = []
+    rig.hosts[0].kick = lambda: held.append(a._lock.locked())  # type: ignore[method-assign]
+    assert rig.advance(10) == 1
+    assert held == [True]
+    a.close()
+    assert rig.advance(10) == 0 and held == [True]

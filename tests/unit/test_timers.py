@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pyxen.hv.timers import TimerService
+from pyxen.hv.timers import COMPACT_MIN, TimerService
 
 
 class FakeClock:
@@ -52,6 +52,23 @@ def test_rearm_replaces_and_cancel_disarms(service: TimerService) -> None:
     assert service.run_due(1000) == 0
     assert fired == []
     assert service.next_deadline() is None
+
+
+def test_rearming_far_ahead_keeps_the_heap_bounded(service: TimerService) -> None:
+    """A guest re-arms its timers as often as it likes, far in the future (an APIC
+    TMICT or TSC-deadline write, set_singleshot_timer): the stale entries must
+    not accumulate, or the hypervisor's memory grows without bound."""
+    fired: list[str] = []
+    t = service.timer(lambda: fired.append("t"))
+    near = service.timer(lambda: fired.append("near"))
+    near.arm(50)
+    for i in range(100_000):
+        t.arm(10**15 + i)
+    assert len(service._heap) <= 2 * COMPACT_MIN
+    assert service.run_due(100) == 1 and fired == ["near"]
+    assert service.next_deadline() == 10**15 + 99_999
+    assert service.run_due(10**15 + 99_998) == 0
+    assert service.run_due(10**15 + 99_999) == 1 and fired == ["near", "t"]
 
 
 def test_callback_may_rearm_itself(service: TimerService, clock: FakeClock) -> None:

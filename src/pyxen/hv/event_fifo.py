@@ -327,7 +327,9 @@ def init_control(domain: Domain, vcpu_id: int, gfn: int, offset: int) -> None:
                 _setup_ports(domain, fifo)
                 domain.events.fifo = fifo
                 domain.evtchn_ops = FIFO_OPS
-                domain.log("event channels: switched to the FIFO ABI")
+                # Once: a guest looping init_control/reset would flood the log.
+                domain.log_once("fifo-switch", "event channels: switched to the FIFO ABI "
+                                "(later switches are not logged)")
     finally:
         if page is not None:
             domain.grants.release_page(page)

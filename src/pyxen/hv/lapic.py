@@ -55,10 +55,12 @@ What the guest sees (read from Xen 4.12's xen/arch/x86/hvm/vlapic.c):
 
 Locking: each ``Lapic`` has one lock for its registers; its own vCPU
 thread, other vCPUs' IPIs, the timer thread and event delivery all take it.
-No lock is held while calling into the host or another APIC (an IPI
-releases the sender's lock before taking the target's), so two vCPUs
-IPI-ing each other cannot deadlock.  The event lock may be held when
-``set_irq`` is called (raise_upcall); nothing here takes the event lock.
+No lock is held while calling into another APIC (an IPI releases the
+sender's lock before taking the target's), so two vCPUs IPI-ing each other
+cannot deadlock; nor into the host, except the timer's ``kick`` (which
+takes no APIC lock), so that ``close`` also waits for an expiry in flight.
+The event lock may be held when ``set_irq`` is called (raise_upcall);
+nothing here takes the event lock.
 """
 
 from __future__ import annotations
@@ -423,12 +425,14 @@ class Lapic:
         return bool(self.irr)
 
     def _timer_fired(self) -> None:
+        """The timer service's callback (its thread, not the vCPU's).  It kicks with
+        the lock held: ``close`` takes the lock, so once it has returned no expiry
+        is still on its way to a vCPU whose KVM state is being closed."""
         with self._lock:
             lvtt = self._regs[LVTT >> 4]
-            kick = (self.timer.expired(lvtt) and self.enabled and not lvtt & LVT_MASKED
-                    and self._set_irq(lvtt & VECTOR_MASK))
-        if kick:
-            self.host.kick()
+            if (self.timer.expired(lvtt) and self.enabled and not lvtt & LVT_MASKED
+                    and self._set_irq(lvtt & VECTOR_MASK)):
+                self.host.kick()
 
     # -- destinations ----------------------------------------------------------------
 

@@ -5,6 +5,12 @@ sleeps on a condition variable until the earliest deadline, then runs the
 callbacks that are due, outside the lock.  Re-arming or cancelling a timer
 does not search the heap: each arm takes a new sequence number, and an
 entry whose sequence no longer matches its timer is stale and skipped.
+Stale entries far in the future would never reach the top to be dropped,
+so an arm that finds the heap more than twice the size it had after the
+last compaction (and above ``COMPACT_MIN``) rebuilds it from the live
+entries: guests re-arm timers as often as they like (an APIC timer write,
+a set_singleshot_timer), and the heap stays proportional to the timers
+actually armed, at an amortised O(1) per arm.
 
 The clock is a function returning nanoseconds (the hypervisor's system
 time); ``run_due(now)`` fires what is due at ``now`` without the thread, so
@@ -29,6 +35,7 @@ from collections.abc import Callable
 
 Clock = Callable[[], int]
 MAX_WAIT_S = 3600.0
+COMPACT_MIN = 1024  # heap entries below which stale ones are left to expire
 
 
 class Timer:
@@ -61,6 +68,7 @@ class TimerService:
         self.realtime = realtime
         self._on_error = on_error
         self._heap: list[tuple[int, int, Timer]] = []
+        self._compact_at = COMPACT_MIN
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
@@ -76,9 +84,19 @@ class TimerService:
         with self._cond:
             timer._seq = next(self._seq)
             timer.deadline = deadline
-            heapq.heappush(self._heap, (deadline, timer._seq, timer))
-            if self._heap[0][2] is timer:
+            heap = self._heap
+            heapq.heappush(heap, (deadline, timer._seq, timer))
+            if len(heap) > self._compact_at:
+                self._compact()
+            if heap[0][2] is timer:
                 self._cond.notify()
+
+    def _compact(self) -> None:
+        """Drop every stale entry (lock held); the list object stays the same."""
+        heap = self._heap
+        heap[:] = [entry for entry in heap if entry[1] == entry[2]._seq]
+        heapq.heapify(heap)
+        self._compact_at = max(COMPACT_MIN, 2 * len(heap))
 
     def _cancel(self, timer: Timer) -> None:
         with self._cond:

@@ -306,8 +306,11 @@ class VcpuRunner:
 
     def _park(self) -> None:
         self._wake.clear()
-        if self._stop or not (self.domain.pause_count or not self.online) or self.apic.signals:
+        paused = self.domain.pause_count
+        if self._stop or not (paused or not self.online):
             return
+        if self.apic.signals and not paused:
+            return  # an INIT/SIPI to apply (a paused vCPU keeps them until unpaused)
         if self.dispatcher is not None:
             self.dispatcher.stopped(self)
         self.set_runstate(RunstateState.offline)

@@ -124,8 +124,10 @@ def handle_emulation_failure(runner: VcpuRunner, exit_: InternalErrorExit) -> No
             decoded = decode(reported, mem, state)
         except GuestException as exc:
             if exc.vector == V.UD:
-                domain.log_once(f"emulate-ud:{exc.why}", f"{where}: {exc.why} at rip "
-                                f"{state.rip:#x}: #UD")
+                # One line per domain: a key naming the bytes would let a guest grow
+                # the reported-set and the log with every distinct invalid encoding.
+                domain.log_once("emulate-ud", f"{where}: {exc.why} at rip {state.rip:#x}: "
+                                "#UD (later undecodable instructions are not logged)")
             backend.inject(exc, state)
             return
         name = mnemonic_name(decoded)

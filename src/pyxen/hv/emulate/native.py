@@ -139,6 +139,7 @@ class NativeExecutor:
         self.arena = StubArena()
         self.lock = threading.Lock()
         self._slots: OrderedDict[bytes, int] = OrderedDict()
+        self._free_slots = list(range(min(self.SLOTS_CACHED, self.arena.slots) - 1, -1, -1))
         self._plans: dict[bytes, NativePlan] = {}
         # Components the executor switches: x87 and SSE always, AVX and AVX-512 if
         # the host has them enabled.
@@ -182,16 +183,24 @@ class NativeExecutor:
         return encoder.take_buffer()
 
     def _stub(self, key: bytes, instr: Instruction, has_memory: bool) -> int:
+        """The slot holding ``key``'s stub, installed if needed (the lock held).
+
+        Invariant: every slot is either free or holds the code of exactly the
+        one key that maps to it, even when encoding or installing fails (the
+        plan checked for one instruction must never run another's code)."""
         slot = self._slots.get(key)
         if slot is not None:
             self._slots.move_to_end(key)
             return slot
-        if len(self._slots) < min(self.SLOTS_CACHED, self.arena.slots):
-            slot = len(self._slots)
+        if self._free_slots:
+            slot = self._free_slots.pop()
         else:
             _old, slot = self._slots.popitem(last=False)
-        code = self._encode(instr, slot, has_memory)
-        self.arena.install(slot, code)
+        try:
+            self.arena.install(slot, self._encode(instr, slot, has_memory))
+        except BaseException:
+            self._free_slots.append(slot)  # no key names it any more
+            raise
         self._slots[key] = slot
         return slot
 

@@ -26,7 +26,10 @@ so admission is a whitelist, and every condition is necessary:
   not).
 
 The result, a ``NativePlan``, says which architectural checks apply before
-running (#UD/#NM/#MF/alignment) and how the memory operand is used.
+running (#UD/#NM/#MF/alignment) and how the memory operand is used.  An
+instruction is SSE/AVX (the guest's vector state, MXCSR and XCR0 apply) if
+it names a vector register or its op-code has a vector register-or-memory
+operand, whichever this encoding chose (CVTSD2SI eax, [m64] is SSE too).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from iced_x86 import (
     MemorySizeExt,
     Mnemonic,
     OpAccess,
+    OpCodeOperandKind,
     OpKind,
     Register,
     RegisterExt,
@@ -105,6 +109,16 @@ _ACCESS = {OpAccess.READ: (True, False), OpAccess.WRITE: (False, True),
            OpAccess.READ_WRITE: (True, True), OpAccess.NONE: (False, False),
            OpAccess.NO_MEM_ACCESS: (False, False)}
 _info_factory = InstructionInfoFactory()
+_KIND_NAMES = {name: kind for name, kind in vars(OpCodeOperandKind).items() if name.isupper()}
+_VECTOR_KINDS = frozenset(kind for name, kind in _KIND_NAMES.items()
+                          if name.startswith(("XMM", "YMM", "ZMM")))
+
+
+def _operand_kinds(instr: Instruction) -> frozenset[int]:
+    """The operand kinds of the instruction's op-code (register-or-memory kinds
+    included, whichever this encoding chose)."""
+    op_code = instr.op_code()
+    return frozenset(op_code.op_kind(i) for i in range(op_code.op_count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +207,13 @@ def analyse(instr: Instruction, host: HostCpu) -> NativePlan:
             if instr.op_kind(i) == OpKind.REGISTER]
     regs += [used.register for used in info.used_registers()]  # implicit ones too
     x87 = bool(features & X87_FEATURES)
+    # The op-code's operand kinds too: an "xmm/m64" operand that is memory in this
+    # encoding (CVTSD2SI eax, [m64]) names no vector register, yet the instruction is
+    # SSE/AVX (MXCSR, CR0.TS, XCR0) like its register form.
+    # (Not so for MMX: CVTPI2PS xmm, [m64] makes no MMX transition and takes no #MF.)
     mmx = any(RegisterExt.is_mm(r) for r in regs) or instr.mnemonic == Mnemonic.EMMS
-    xmm = any(RegisterExt.is_vector_register(r) for r in regs)
+    xmm = (any(RegisterExt.is_vector_register(r) for r in regs)
+           or bool(_operand_kinds(instr) & _VECTOR_KINDS))
     kregs = any(RegisterExt.is_k(r) for r in regs) or instr.has_op_mask
     encoding = instr.encoding
     if encoding == EncodingKind.EVEX or kregs:

@@ -7,9 +7,9 @@ from the caller's mode, as the hypercall-page MSR write does.
 
 HVMOP_set_evtchn_upcall_vector gives one vCPU its own event vector,
 delivered through its local APIC as an edge interrupt that the guest EOIs
-(see VcpuRunner.raise_upcall).  As in Xen 4.12 it only records the
-vector: nothing is injected for an event already pending (Xen injects one
-only since 4.17).
+(see VcpuRunner.raise_upcall).  It records the vector and raises it once
+at once, as Xen's hvm_assert_evtchn_irq does (see
+``_set_evtchn_upcall_vector``).
 """
 
 from __future__ import annotations
