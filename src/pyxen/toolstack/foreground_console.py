@@ -37,7 +37,7 @@ from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE
 from pyxen.abi.hvm import HvmParam
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.grant_table import GrantError, map_grant, unmap_grant
-from pyxen.memory import Gfn
+from pyxen.memory import Gfn, PageKind
 from pyxen.services.consoled.ring import ConsoleRing
 from pyxen.toolstack.terminal import ConsoleTerminal, write_all
 
@@ -55,19 +55,28 @@ class ForegroundConsole:
     def __init__(self, interactive: bool) -> None:
         self.term = ConsoleTerminal(interactive)
         self._pending_input = bytearray()
+        # Written by Domain.on_shutdown in a vCPU thread, possibly after run()
+        # returned: it lives as long as this object so it is never a stale fd.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def close(self) -> None:
         """Give the terminal back as it was."""
         self.term.restore()
+        if self._wake_r >= 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     def run(self, domain: Domain) -> None:
         """Serve ``domain``'s console until it has shut down."""
-        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        wake_w = self._wake_w
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)  # a poke left by the previous domain
         domain.on_shutdown.append(lambda _d: _poke(wake_w))
         link = _RingLink.attach(domain)
         try:
             with selectors.DefaultSelector() as sel:
-                sel.register(wake_r, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
                 if link is not None:
                     sel.register(link.eventfd, selectors.EVENT_READ)
                 self._queue_input(self.term.watch(sel))
@@ -83,8 +92,6 @@ class ForegroundConsole:
             if link is not None:
                 self._pump(link)  # what the guest wrote just before it stopped
                 link.detach()
-            os.close(wake_r)
-            os.close(wake_w)
 
     def _read_input(self, sel: selectors.BaseSelector) -> None:
         data, detached = self.term.read(sel)
@@ -136,7 +143,7 @@ class _RingLink:
             pool_page = mapping.pool_page
         except GrantError:
             found = domain.memory.lookup(Gfn(domain.params[HvmParam.CONSOLE_PFN]))
-            if found is None:
+            if found is None or found[1] is not PageKind.RAM:
                 domain.log("no PV console: its ring page is gone")
                 return None
             pool_page = found[0]

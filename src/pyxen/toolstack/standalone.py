@@ -50,8 +50,8 @@ def run_standalone(config: DomainConfig, console: bool = False) -> int:
         print("pyxen: interrupted: destroying the domain", file=err)
         return EXIT_INTERRUPTED
     finally:
+        hv.close()  # no vCPU is left to poke the console's wake-up pipe
         terminal.close()
-        hv.close()
 
 
 def _run(hv: Hypervisor, config: DomainConfig, request: DomainRequest,
