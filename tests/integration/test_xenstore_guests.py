@@ -103,11 +103,17 @@ def test_guest_client_and_dom0_tools(daemon: Daemon) -> None:
         domid = create(daemon, "xsclient", "xenstore", "wait_for=ping secs=60")
         wait_for(lambda: "xenstore: waiting for data/ping" in guest_text(daemon, domid)
                  or "RESULT xenstore:" in guest_text(daemon, domid), "the guest's checks")
-        ls = daemon.xenstore("xenstore-ls", f"/local/domain/{domid}")
-        assert ls.returncode == 0, ls.stderr
-        for line in ('name = "xsclient"', f'domid = "{domid}"', 'feature-poweroff = ""',
-                     ' t = "inside"', '  a = "1"'):  # the daemon's keys and the guest's
-            assert line in ls.stdout, ls.stdout
+        wanted = ('name = "xsclient"', f'domid = "{domid}"', 'feature-poweroff = ""',
+                  ' t = "inside"', '  a = "1"')  # the daemon's keys and the guest's
+
+        def listing() -> str:
+            ls = daemon.xenstore("xenstore-ls", f"/local/domain/{domid}")
+            assert ls.returncode == 0, ls.stderr
+            return ls.stdout
+
+        # The daemon writes its keys from its own reconcile loop, which may lag
+        # behind the guest's progress line: wait for them (a bound, not a timing).
+        wait_for(lambda: all(line in listing() for line in wanted), "the domain's keys")
         w = daemon.xenstore("xenstore-write", f"/local/domain/{domid}/data/ping",
                             "hello-from-dom0")
         assert w.returncode == 0, w.stderr
