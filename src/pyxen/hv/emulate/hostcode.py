@@ -1,7 +1,7 @@
 """Machine code run on the host CPU: CPUID/XGETBV/FXSAVE probes and the stub frame
 of the native executor.
 
-Python cannot execute CPUID or XSAVE, so, as ``hv.atomic`` does, this module
+Python cannot execute CPUID or XSAVE, so this module
 carries a few x86-64 routines as bytes assembled from ``ASSEMBLY`` (the
 unit tests re-assemble the text with GNU as and compare) and calls them
 through ctypes.
