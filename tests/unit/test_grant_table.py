@@ -59,8 +59,8 @@ class FakeDomain:
     def log_once(self, key: str, message: str) -> None:
         self.logs.append(message)
 
-    def unmap_heap_page(self, heap_index: int) -> None:
-        self.unmapped_heap.append(heap_index)
+    def unmap_heap_pages(self, heap_indices: list[int]) -> None:
+        self.unmapped_heap += heap_indices
 
     # Guest-side views of the table (what the guest would write).
     def grant_v1(self, ref: int, domid: int, gfn: int, flags: int = GTF_permit_access) -> None:
