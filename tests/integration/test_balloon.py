@@ -39,7 +39,7 @@ def _kvm_has_slot_at(d: Domain, gfn: int) -> bool:
 
 def _check_books(d: Domain) -> None:
     extents = list(d.memory.extents())
-    ram = sum(e.count for e in extents if e.kind is PageKind.RAM)
+    ram = sum(e.pages for e in extents if e.kind is PageKind.RAM)
     assert d.tot_pages == ram, "every owned page is mapped (none orphaned in this run)"
     assert d.memory.free_ram_available() == d.max_pages - d.tot_pages
     ids = d.memory.slot_ids()

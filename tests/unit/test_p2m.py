@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pyxen.memory import p2m
 from pyxen.memory.addr import PAGE_SIZE, Gfn, Gpa
 from pyxen.memory.errors import SlotsExhausted
 from pyxen.memory.p2m import EMPTY, Edit, Extent, PageKind, Snapshot
@@ -56,12 +57,12 @@ def regions_of(mem: GuestMemory) -> set[tuple[int, int, int, bool]]:
     out = set()
     for e in mem.extents():
         host = e.foreign_host if e.kind is FOREIGN else mem.host_base + e.pool_page * PAGE_SIZE
-        out.add((e.gfn * PAGE_SIZE, e.count * PAGE_SIZE, host, e.readonly))
+        out.add((e.gfn * PAGE_SIZE, e.pages * PAGE_SIZE, host, e.readonly))
     return out
 
 
 def tuples(mem: GuestMemory) -> list[tuple[int, int, int, PageKind]]:
-    return [(e.gfn, e.count, e.pool_page, e.kind) for e in mem.extents()]
+    return [(e.gfn, e.pages, e.pool_page, e.kind) for e in mem.extents()]
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_extents_that_only_touch_stay_apart(mem: GuestMemory) -> None:
 def test_foreign_frames_never_merge(mem: GuestMemory) -> None:
     mem.map_foreign(Gfn(4), 0x7000_0000, 3, readonly=False)
     mem.map_foreign(Gfn(5), 0x7000_1000, 4, readonly=False)
-    assert [(e.gfn, e.count, e.kind) for e in mem.extents()] == [(4, 1, FOREIGN), (5, 1, FOREIGN)]
+    assert [(e.gfn, e.pages, e.kind) for e in mem.extents()] == [(4, 1, FOREIGN), (5, 1, FOREIGN)]
 
 
 def test_balloon_out_and_back_restores_one_extent(mem: GuestMemory, kvm: SlotModel) -> None:
@@ -122,7 +123,7 @@ def test_one_edit_that_changes_nothing_touches_no_slot(mem: GuestMemory, kvm: Sl
         assert p2m.unmap(Gfn(3)) == (3, RAM)
         p2m.map(Gfn(3), 1, 3, RAM)
     assert kvm.calls == calls
-    assert mem.extents()[0] is before.extents[0]
+    assert mem.extents()[0] is before.extents()[0]
 
 
 def test_move_in_one_edit(mem: GuestMemory, kvm: SlotModel) -> None:
@@ -142,11 +143,11 @@ def test_move_in_one_edit(mem: GuestMemory, kvm: SlotModel) -> None:
 def test_snapshot_is_not_changed_by_later_edits(mem: GuestMemory) -> None:
     mem.map(Gfn(0), 8, 0, RAM)
     old = mem.snapshot()
-    old_extents = list(old.extents)
+    old_extents = old.extents()
     mem.unmap(Gfn(4))
     mem.map(Gfn(20), 2, 30, RAM)
-    assert list(old.extents) == old_extents
-    assert list(old.starts) == [0]
+    assert old.extents() == old_extents
+    assert list(old.firsts) == [0] and old.size == 1
     assert old.find(4) == Extent(0, 8, 0, RAM)
     assert mem.snapshot().find(4) is None
 
@@ -242,15 +243,18 @@ def canonical(pages: dict[int, tuple[int, PageKind, int, bool]]) -> list[Extent]
         e = Extent(gfn, 1, pool, kind, host, ro)
         prev = out[-1] if out else None
         if (prev is not None and prev.end == gfn and prev.kind is kind is not FOREIGN
-                and prev.pool_page + prev.count == pool):
-            out[-1] = Extent(prev.gfn, prev.count + 1, prev.pool_page, prev.kind)
+                and prev.pool_page + prev.pages == pool):
+            out[-1] = Extent(prev.gfn, prev.pages + 1, prev.pool_page, prev.kind)
         else:
             out.append(e)
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_edits_keep_the_canonical_form(seed: int) -> None:
+@pytest.mark.parametrize("chunk", [1, 2, 64])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_edits_keep_the_canonical_form(seed: int, chunk: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(p2m, "CHUNK", chunk)  # small chunks: many chunk boundaries
     rng = random.Random(seed)
     kvm = SlotModel(limit=40)
     mem = GuestMemory(ram_capacity=48, heap_pages=4, slots=kvm, slot_limit=40, slot_reserve=4)
@@ -294,6 +298,10 @@ def test_random_edits_keep_the_canonical_form(seed: int) -> None:
         except SlotsExhausted:
             pass  # nothing changed: the model stays as it was
         assert list(mem.extents()) == canonical(pages)
+        check_chunks(mem.snapshot())
+        for gfn in range(0, 97, 7):
+            want = pages.get(gfn)
+            assert mem.lookup(Gfn(gfn)) == (None if want is None else want[:2])
         assert kvm.regions() == regions_of(mem)
         assert len(kvm.active) == mem.slots_in_use <= 40
     mem.close()
@@ -306,5 +314,15 @@ def test_edit_of_an_empty_snapshot() -> None:
     ed.map(5, 2, 0, RAM)
     assert ed.find(6) == Extent(5, 2, 0, RAM)
     snap = ed.result()
-    assert snap == Snapshot([5], [Extent(5, 2, 0, RAM)])
-    assert len(EMPTY.extents) == 0 and EMPTY.find(0) is None
+    assert snap.extents() == [Extent(5, 2, 0, RAM)] and snap.size == 1
+    assert EMPTY.extents() == [] and EMPTY.find(0) is None and EMPTY.next_start(0) is None
+
+
+def check_chunks(snap: Snapshot) -> None:
+    """The two-level layout's invariants (memory/p2m.py)."""
+    assert len(snap.firsts) == len(snap.chunks)
+    for first, chunk in zip(snap.firsts, snap.chunks, strict=True):
+        assert 0 < len(chunk.extents) <= 2 * p2m.CHUNK
+        assert chunk.starts == tuple(e.gfn for e in chunk.extents)
+        assert first == chunk.starts[0]
+    assert snap.size == sum(len(c.extents) for c in snap.chunks)

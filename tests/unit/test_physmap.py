@@ -42,7 +42,7 @@ class RecordingSlots(SlotProgrammer):
 
 
 def ext_tuples(mem: GuestMemory) -> list[tuple[int, int, int, PageKind]]:
-    return [(e.gfn, e.count, e.pool_page, e.kind) for e in mem.extents()]
+    return [(e.gfn, e.pages, e.pool_page, e.kind) for e in mem.extents()]
 
 
 @pytest.fixture
@@ -311,7 +311,7 @@ def test_slots_random_sequence_non_overlapping_and_reused() -> None:
         peak = max(peak, len(exts))
         # Model and p2m agree: one live slot per extent, with its exact region.
         ids = m.slot_ids()
-        assert {ids[e.gfn]: (e.gfn * PAGE_SIZE, e.count * PAGE_SIZE,
+        assert {ids[e.gfn]: (e.gfn * PAGE_SIZE, e.pages * PAGE_SIZE,
                          m.host_base + e.pool_page * PAGE_SIZE) for e in exts} == rec.active
         for a, b in itertools.pairwise(exts):
             assert a.end <= b.gfn

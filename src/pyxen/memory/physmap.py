@@ -158,13 +158,13 @@ class GuestMemory:
         """The extent containing ``gfn`` (None for a hole)."""
         return self._p2m.find(gfn)
 
-    def extents(self) -> Sequence[Extent]:
-        """Every extent, in frame order (a snapshot: later changes do not show)."""
-        return self._p2m.extents
+    def extents(self) -> list[Extent]:
+        """Every extent, in frame order (a copy: later changes do not show)."""
+        return self._p2m.extents()
 
     @property
     def slots_in_use(self) -> int:
-        return len(self._p2m.extents)
+        return self._p2m.size
 
     def slot_ids(self) -> dict[int, int]:
         """First frame of each extent -> its KVM slot (a copy, for tests and tools)."""
@@ -186,25 +186,32 @@ class GuestMemory:
 
     def map(self, gfn: Gfn, count: int, pool_page: int, kind: PageKind) -> None:
         """Back frames [gfn, gfn+count) with pool pages from ``pool_page``; must be a hole."""
-        with self.edit() as ed:
+        with self._writer:
+            ed = Edit(self._p2m)
             ed.map(gfn, count, pool_page, kind)
+            self._commit(ed, False)
 
     def map_foreign(self, gfn: Gfn, host_addr: int, pool_page: int, readonly: bool) -> None:
         """Back one frame (a hole) with another pool's page at ``host_addr``."""
-        with self.edit(reserve=True) as ed:
+        with self._writer:
+            ed = Edit(self._p2m)
             ed.map_foreign(gfn, host_addr, pool_page, readonly)
+            self._commit(ed, True)
 
     def unmap(self, gfn: Gfn, reserve: bool = False) -> tuple[int, PageKind] | None:
         """Remove the mapping of one frame; return what backed it (None if it was a hole)."""
-        with self.edit(reserve) as ed:
-            return ed.unmap(gfn)
+        with self._writer:
+            ed = Edit(self._p2m)
+            found = ed.unmap(gfn)
+            self._commit(ed, reserve)
+            return found
 
     def _commit(self, ed: Edit, reserve: bool) -> None:
-        old = len(self._p2m.extents)
+        old = self._p2m.size
         snap = ed.result()
         if not ed.changed:
             return
-        new = len(snap.extents)
+        new = snap.size
         if self.slot_limit is not None and new > old:
             cap = self.slot_limit - (0 if reserve else self.slot_reserve)
             if new > cap:
@@ -244,7 +251,7 @@ class GuestMemory:
                     self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
                                          ext.foreign_host)
             else:
-                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.count * PAGE_SIZE,
+                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.pages * PAGE_SIZE,
                                      self.host_base + ext.pool_page * PAGE_SIZE)
         except Exception:
             self._free_slot_ids.append(slot)
@@ -332,7 +339,7 @@ class GuestMemory:
     def close(self) -> None:
         """Unmap every slot and release the pool."""
         with self._writer:
-            for ext in self._p2m.extents:
+            for ext in self._p2m.extents():
                 self._delete_slot(ext)
             self._p2m = EMPTY
         del self._anchor
@@ -341,11 +348,14 @@ class GuestMemory:
 
 
 def _offset(p2m: Snapshot, gpa: int) -> int:
-    """Pool offset of ``gpa`` in ``p2m``; MemoryFault for a hole or a foreign frame."""
+    """Pool offset of ``gpa`` in ``p2m``; MemoryFault for a hole or a foreign frame.
+
+    (Snapshot.find, inlined: this is every guest-physical access's path.)"""
     gfn = gpa >> PAGE_SHIFT
-    i = bisect_right(p2m.starts, gfn) - 1
-    if i >= 0:
-        e = p2m.extents[i]
-        if gfn < e.gfn + e.count and e.kind is not PageKind.FOREIGN:
+    c = bisect_right(p2m.firsts, gfn) - 1
+    if c >= 0:
+        starts, extents = p2m.chunks[c]
+        e = extents[bisect_right(starts, gfn) - 1]
+        if gfn < e.gfn + e.pages and e.kind is not PageKind.FOREIGN:
             return ((e.pool_page + gfn - e.gfn) << PAGE_SHIFT) | (gpa & (PAGE_SIZE - 1))
     raise MemoryFault(gpa)
