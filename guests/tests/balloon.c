@@ -26,6 +26,13 @@ const char rt_prog_name[] = "balloon";
 #define TAG_EVERY  64               /* pages tagged and checked: every 64th */
 #define REFRAG_PAGES 128
 
+/* Not in xen.h: public/memory.h's XENMEM_remove_from_physmap. */
+#define XENMEM_remove_from_physmap 15
+struct xen_remove_from_physmap {
+    uint16_t domid;
+    uint64_t gpfn;
+};
+
 static uint64_t batch[BATCH];
 static uint8_t mapbuf[16 * sizeof(struct e820_entry)];
 
@@ -47,6 +54,12 @@ static long tot_pages(void)
 {
     uint16_t d = DOMID_SELF;
     return memory_op(XENMEM_current_reservation, &d);
+}
+
+static long remove_from_physmap(uint64_t gpfn)
+{
+    struct xen_remove_from_physmap x = {.domid = DOMID_SELF, .gpfn = gpfn};
+    return memory_op(XENMEM_remove_from_physmap, &x);
 }
 
 static long add_shared_info(uint64_t gpfn)
@@ -130,6 +143,8 @@ void test_main(const struct hvm_start_info *si)
                   "the refused frame is refused again (still full)");
         expect_eq(add_shared_info(inside), -XEN_ENOMEM,
                   "add_to_physmap that would split an extent -> -ENOMEM");
+        expect_eq(remove_from_physmap(inside), -XEN_ENOMEM,
+                  "remove_from_physmap that would split an extent -> -ENOMEM");
         expect_eq(peek64(inside << 12), TAG(inside), "... and the RAM page there is untouched");
         expect_eq(one(XENMEM_populate_physmap, START_GFN + 1), 0,
                   "populate_physmap that needs a slot -> 0 extents");

@@ -36,6 +36,8 @@ Invariants:
   or "orphaned" (replaced by another mapping while still owned by the
   domain, as Xen leaves it); heap pages are never on the RAM free list.
 - Freed RAM pages are punched out of the memfd (they read as zero when reused).
+  The free list is last in, first out: a page ballooned out and populated
+  again gets its own pool page back, and its extent merges whole again.
 - A foreign extent's ``pool_page`` indexes the *other* pool and is never on
   this pool's free list.  The hypervisor's guest-physical accessors
   (``read``, ``write``, ``page``, ...) do not reach foreign frames: they
@@ -198,12 +200,12 @@ class GuestMemory:
             ed.map_foreign(gfn, host_addr, pool_page, readonly)
             self._commit(ed, True)
 
-    def unmap(self, gfn: Gfn, reserve: bool = False) -> tuple[int, PageKind] | None:
+    def unmap(self, gfn: Gfn) -> tuple[int, PageKind] | None:
         """Remove the mapping of one frame; return what backed it (None if it was a hole)."""
         with self._writer:
             ed = Edit(self._p2m)
             found = ed.unmap(gfn)
-            self._commit(ed, reserve)
+            self._commit(ed, False)
             return found
 
     def _commit(self, ed: Edit, reserve: bool) -> None:
