@@ -38,8 +38,10 @@ that no delivery reaches a domain whose memory is going away.
 Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
 thread is quiescent (parked or finished); ``unpause()`` lets them run.
 
-Locking: ``lock`` serialises p2m changes and state transitions; vCPU
-threads take it only on slow paths (memory_op), never for a null hypercall.
+Locking: ``lock`` serialises p2m changes with their accounting, and state
+transitions (the p2m's own writer lock is a leaf inside it; its readers
+take no lock); vCPU threads take it only on slow paths (memory_op), never
+for a null hypercall.
 It may be held while taking a grant-table lock, never the reverse.
 ``time_lock`` serialises writers of the pvclock areas.
 """
