@@ -201,9 +201,8 @@ def _p2m_full(d: Domain, e: SlotsExhausted) -> bool:
     """The p2m cannot take a change: the op fails as Xen's does when its p2m
     cannot allocate a page-table page (the caller's answer: the extents done so
     far, or -ENOMEM).  The domain goes on.  Returns False (not done)."""
-    d.log_once("p2m-slots", f"memory_op: {e} (KVM memory slots); the guest's p2m "
-               "is too fragmented: the operation fails as Xen's does when its p2m "
-               "cannot grow")
+    d.log_once("p2m-slots", f"memory_op: {e}: the guest's p2m is too fragmented; "
+               "the operation fails as Xen's does when its p2m cannot grow")
     return False
 
 
