@@ -1,19 +1,22 @@
-"""Build configuration beyond pyproject.toml: the C extension behind pyxen.hv.atomic.
+"""Build configuration beyond pyproject.toml: pyxen's two small C extensions.
 
-Everything else (metadata, packages, dependencies) is in pyproject.toml;
-``pip install -e .`` (or ``pip install .``) compiles the extension with the
-system C compiler.
+``pyxen.hv._atomic`` (locked operations on guest memory, behind
+pyxen.hv.atomic) and ``pyxen.memory._pageswap`` (moving a guest page into a
+file of its own, behind pyxen.memory.page_files).  Everything else
+(metadata, packages, dependencies) is in pyproject.toml; ``pip install -e .``
+(or ``pip install .``) compiles the extensions with the system C compiler.
 """
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+         "-Werror=implicit-function-declaration"]
+
 setup(
     ext_modules=[
-        Extension(
-            "pyxen.hv._atomic",
-            sources=["src/pyxen/hv/_atomic.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Werror=implicit-function-declaration"],
-        ),
+        Extension("pyxen.hv._atomic", sources=["src/pyxen/hv/_atomic.c"],
+                  extra_compile_args=FLAGS),
+        Extension("pyxen.memory._pageswap", sources=["src/pyxen/memory/_pageswap.c"],
+                  extra_compile_args=FLAGS),
     ],
 )

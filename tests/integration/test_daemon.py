@@ -289,18 +289,25 @@ def test_service_maps_a_granted_page_through_the_control_socket(daemon: Daemon) 
         with pytest.raises(ControlError) as refused:  # ref 8 is B's, not domain 0's
             client.call("grant_map", domid=a_id, ref=8, readonly=True)
         assert refused.value.code == "EPERM"
-        result, fds = client.call_fds("grant_map", domid=a_id, ref=10, readonly=False)
+        # Read-only: the file holds that page alone, and the kernel refuses to write it.
+        result, fds = client.call_fds("grant_map", domid=a_id, ref=10, readonly=True)
         try:
-            page = mmap.mmap(fds[0], mmap.PAGESIZE, offset=result["offset"])
+            assert os.fstat(fds[0]).st_size == mmap.PAGESIZE
+            with pytest.raises(PermissionError):
+                mmap.mmap(fds[0], mmap.PAGESIZE)
+            with mmap.mmap(fds[0], mmap.PAGESIZE, prot=mmap.PROT_READ) as ro:
+                assert ro[:8] == bytes((150 + 7 * i) & 0xFF for i in range(8))
         finally:
             for fd in fds:
                 os.close(fd)
-        with page:
-            assert page[:8] == bytes((150 + 7 * i) & 0xFF for i in range(8))
-            _wait_for(lambda: f"(d{a_id}) gnttab: revoke while mapped refused" in daemon.log(),
-                      "A's refused revocation")
-            page[64:72] = (0x656369767265535F).to_bytes(8, "little")  # "_Service"
         client.call("grant_unmap", domid=a_id, handle=result["handle"])
+        mapped = client.map_grant(a_id, 10)
+        page = mapped.page
+        assert page[:8] == bytes((150 + 7 * i) & 0xFF for i in range(8))
+        _wait_for(lambda: f"(d{a_id}) gnttab: revoke while mapped refused" in daemon.log(),
+                  "A's refused revocation")
+        page[64:72] = (0x656369767265535F).to_bytes(8, "little")  # "_Service"
+        mapped.unmap()
         for domid in (a_id, b_id):
             _wait_for(lambda d=domid: f"(d{d}) RESULT gnttab:" in daemon.log(),
                       f"d{domid}'s result")

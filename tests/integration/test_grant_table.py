@@ -9,6 +9,8 @@ domain 0, where services live).
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import time
 from collections.abc import Callable
@@ -72,11 +74,20 @@ def test_two_domains_share_pages_and_a_service_maps_one(host: Host) -> None:
         page = mapping.view()
         # The granter filled the page with (150 + 7 i) & 0xFF.
         assert bytes(page[:8]) == bytes((150 + 7 * i) & 0xFF for i in range(8))
-        assert mapping.fd == a.memory.fd and mapping.offset == mapping.pool_page * 4096
-        _wait_line(host, rf"^\(d{a_id}\) gnttab: revoke while mapped refused")
-        assert a.grants.read_header(SVC_REF)[0] & 3 == GTF_permit_access
-        page[64:72] = SVC_MARK.to_bytes(8, "little")
         page.release()
+        # What a service process gets: the page moved into a file of its own while
+        # A runs; a write through that file is the guest's (A checks the mark).
+        export = a.grants.exports.acquire(mapping.pool_page, readonly=False)
+        try:
+            assert os.fstat(export.fd).st_size == 4096
+            with mmap.mmap(export.fd, 4096) as shared:
+                assert shared[:8] == bytes((150 + 7 * i) & 0xFF for i in range(8))
+                _wait_line(host, rf"^\(d{a_id}\) gnttab: revoke while mapped refused")
+                assert a.grants.read_header(SVC_REF)[0] & 3 == GTF_permit_access
+                shared[64:72] = SVC_MARK.to_bytes(8, "little")
+        finally:
+            a.grants.exports.release(export)
+        assert bytes(a.memory.pool_view(mapping.pool_page)[64:72]) == SVC_MARK.to_bytes(8, "little")
     finally:
         unmap_grant(mapping)
     assert a.grants.read_header(SVC_REF)[0] & (GTF_reading | GTF_writing) == 0

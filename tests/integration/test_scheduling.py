@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from pyxen.control.client import ControlClient
+from pyxen.control.protocol import ControlError
+
 from .daemon_helpers import Daemon, running_daemon, wait_for
 
 CPU = sorted(os.sched_getaffinity(0))[0]
@@ -83,6 +86,12 @@ def test_tunables_pinning_and_trace(daemon: Daemon, tmp_path: Path) -> None:
         csv = tmp_path / "trace.csv"
         daemon.ok("trace", "export", "--format", "csv", "-o", str(csv))
         assert csv.read_text().startswith("time_ns,kind,pcpu,domid,vcpu,data0,data1")
+        # The daemon writes no file a client names (it would be root writing
+        # anywhere): the CLI above opened its output and sent it.
+        named = tmp_path / "named-by-the-client.csv"
+        with ControlClient(daemon.socket) as client, pytest.raises(ControlError) as e:
+            client.call("trace", action="export", format="csv", path=str(named))
+        assert e.value.code == "EINVAL" and not named.exists()
         daemon.ok("trace", "stop")
     finally:
         daemon.pyxen("destroy", "smp")

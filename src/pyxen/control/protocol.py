@@ -9,7 +9,11 @@ an eventfd) travel with it as SCM_RIGHTS ancillary data.
 
 Validation: a frame longer than ``MAX_MESSAGE`` or that is not a JSON object
 ends the connection (the stream can no longer be trusted); a well-framed
-request with a bad version, op or argument gets an error reply.
+request with a bad version, op or argument gets an error reply, and so does
+valid JSON that is not a usable request: nested deeper than ``MAX_DEPTH``
+(requests are a few levels deep; Python's decoder recurses once per level,
+so without the limit 100,000 nested lists would end in RecursionError) or
+with an integer too long for Python to convert (over 4,300 digits).
 """
 
 from __future__ import annotations
@@ -24,11 +28,20 @@ from typing import Any
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 16
+MAX_DEPTH = 32  # arrays and objects inside each other, the message itself being 1
 _LEN = struct.Struct(">I")
 
 
 class ProtocolError(Exception):
     """The peer broke the framing; the connection must be closed."""
+
+
+class RequestError(Exception):
+    """A well-framed message that is no request: answer with an error, keep the stream."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ControlError(Exception):
@@ -75,18 +88,48 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
         (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size, fds))
         if size > MAX_MESSAGE:
             raise ProtocolError(f"frame of {size} bytes exceeds {MAX_MESSAGE}")
-        data = _recv_exact(sock, size, fds)
-        try:
-            message = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ProtocolError(f"frame is not JSON: {e}") from None
-        if not isinstance(message, dict):
-            raise ProtocolError("frame is not a JSON object")
-        return message, fds
+        return decode(_recv_exact(sock, size, fds)), fds
     except BaseException:
         for fd in fds:
             _close(fd)
         raise
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """One frame's JSON object.  ProtocolError if it is not one (the stream is
+    broken); RequestError for JSON that cannot be a request (see the module docstring)."""
+    try:
+        message = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"frame is not JSON: {e}") from None
+    except RecursionError:
+        raise RequestError(f"message nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:  # an integer literal beyond sys.get_int_max_str_digits()
+        raise RequestError(f"message has a value Python cannot read: {e}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    if _depth(message) > MAX_DEPTH:
+        raise RequestError(f"message nested deeper than {MAX_DEPTH} levels")
+    return message
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _close(fd: int) -> None:

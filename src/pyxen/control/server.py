@@ -1,65 +1,88 @@
 """The hypervisor's side of the control socket.
 
 Design: a listening Unix socket (created 0600 inside the 0700 run
-directory, so only its owner -- root in a normal install -- can connect)
-and one thread per connection, each reading requests and answering them in
-order.  Operations are functions in ``OPS``; each validates its arguments
-and either returns a JSON-able result or raises ``ControlError``.  Anything
-else a handler raises is a pyxen bug: it is logged and answered with EIO,
-and the daemon carries on.
+directory) and one thread per connection, each reading requests and
+answering them in order.  Operations are functions in ``OPS``; each
+validates its arguments and either returns a JSON-able result or raises
+``ControlError``.  Anything else a handler raises is a pyxen bug: it is
+logged and answered with EIO, and the daemon carries on.
 
 Every operation is atomic as seen from the socket: it runs to completion
 (or not at all) whether or not the client is still there to read the
 reply, so a client that disconnects mid-operation leaves nothing half-done.
+
+Peers and roles
+---------------
+Every connection has a ``Role``, fixed when it starts:
+
+- *toolstack*: a connection to control.sock.  The kernel's SO_PEERCRED
+  names the connecting process; one whose uid is neither root nor the
+  daemon's own is refused (one EACCES reply, then the connection closes),
+  whatever the socket's file mode lets through.  A toolstack connection may
+  run every operation.
+- *service*: a connection the daemon made itself for a service process it
+  starts (``attach_service``): a socketpair whose other end the child
+  inherits (``PYXEN_CONTROL_FD``, which ``ControlClient.connect`` uses).
+  Nothing else can obtain one, so the role needs no token or check.  A
+  service may run only ``SERVICE_OPS`` -- find domains, read HVM params,
+  bind event channels, map the pages granted to domain 0 and its rings'
+  frames -- and never create, destroy, rename, pause, shut down or
+  reconfigure a domain (EPERM).
+
+The services run as root today, so a service that went rogue could still
+connect to control.sock as a toolstack client: the role bounds what a
+service does through its own connection (a confused or buggy service
+cannot touch domains), and becomes a hard boundary once services run under
+a uid of their own, which the SO_PEERCRED check then refuses here.
+
+Pages go to a client as files holding that page alone (control/page_ops.py,
+hv/page_export.py).  The hypervisor writes no file a client names: ``trace``
+export writes into a file the client opened and sent with the request, so
+the client's own permissions decide where it may write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import socket
+import stat
 import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
+from pyxen.control import page_ops
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
-from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
+from pyxen.control.protocol import (
+    MAX_MESSAGE,
+    PROTOCOL_VERSION,
+    ControlError,
+    ProtocolError,
+    RequestError,
+    receive,
+    send,
+)
+from pyxen.control.session import Role, Session, WithFds, peer_cred
 from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
 from pyxen.hv.errors import HypercallError
-from pyxen.hv.grant_table import GrantError, GrantMapping, map_grant, unmap_grant
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched import trace_export
 from pyxen.hv.sched.dispatcher import Dispatcher
 from pyxen.hv.sched.interface import SchedParamError
-from pyxen.memory import PAGE_SIZE, Gfn
 
 if TYPE_CHECKING:
     from pyxen.control.cpupools import CpuPools
 
 MAX_CONNECTIONS = 64
+REFUSE_DRAIN = 5.0  # seconds a refused peer has to read its answer and go
 DEFAULT_SHUTDOWN_TIMEOUT = 60.0  # a cooperative shutdown is forced after this
 Handler = Callable[["ControlServer", "Session", dict[str, Any]], Any]
-
-
-class WithFds(NamedTuple):
-    """A result that hands file descriptors to the client (they stay open here)."""
-
-    result: Any
-    fds: list[int]
-
-
-class Session:
-    """What one connection holds (dom0's event-channel ends and grant mappings);
-    released when it closes, as closing /dev/xen/evtchn and gntdev would."""
-
-    def __init__(self) -> None:
-        self.ports: set[int] = set()
-        self.grants: dict[tuple[int, int], GrantMapping] = {}
 
 
 def _domid(args: dict[str, Any]) -> int:
@@ -92,7 +115,9 @@ def _seconds(args: dict[str, Any], key: str, default: float | None) -> float | N
 
 
 def _hello(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    return {"version": PROTOCOL_VERSION, "ops": sorted(OPS), "pid": os.getpid()}
+    ops = OPS if session.role is Role.TOOLSTACK else SERVICE_OPS
+    return {"version": PROTOCOL_VERSION, "ops": sorted(ops), "pid": os.getpid(),
+            "role": session.role.value}
 
 
 def _create(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
@@ -284,44 +309,6 @@ def _evtchn_unbind(server: ControlServer, session: Session, args: dict[str, Any]
     return None
 
 
-def _foreign_map(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    """A privileged mapping of one guest frame: the domain's memfd and the page's offset."""
-    gfn = args.get("gfn")
-    if not isinstance(gfn, int) or isinstance(gfn, bool) or gfn < 0:
-        raise ControlError("EINVAL", "'gfn' must be a guest frame number")
-    domain = server.manager.get(_guest(server, args)).domain
-    with domain.lock:
-        found = domain.memory.lookup(Gfn(gfn)) if gfn < domain.max_gfn else None
-    if found is None:
-        raise ControlError("EFAULT", f"frame {gfn:#x} of domain {domain.domid} is not populated")
-    return WithFds({"offset": found[0] * PAGE_SIZE}, [domain.memory.fd])
-
-
-def _grant_map(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    """Map a page a guest granted to domain 0: after the grant check, the domain's
-    memfd and the page's offset (the grant stays in use until grant_unmap)."""
-    ref = args.get("ref")
-    if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref < 1 << 32:
-        raise ControlError("EINVAL", "'ref' must be a grant reference")
-    domain = server.manager.get(_guest(server, args)).domain
-    try:
-        mapping = map_grant(domain, ref, 0, bool(args.get("readonly")))
-    except GrantError as e:
-        raise ControlError("EPERM", f"grant {ref} of domain {domain.domid}: {e}") from None
-    session.grants[(domain.domid, mapping.handle)] = mapping
-    return WithFds({"handle": mapping.handle, "offset": mapping.offset}, [mapping.fd])
-
-
-def _grant_unmap(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    handle = args.get("handle")
-    mapping = session.grants.pop((_domid(args), handle), None) if isinstance(handle, int) \
-        else None
-    if mapping is None:
-        raise ControlError("EINVAL", "no such grant mapping on this connection")
-    unmap_grant(mapping)
-    return None
-
-
 def _scheduling(server: ControlServer, args: dict[str, Any] | None = None) -> Dispatcher:
     """The dispatcher that schedules a domain (``domid``), a pool (``pool``) or Pool-0."""
     pools = server.manager.pools
@@ -396,7 +383,7 @@ def _vcpu_pin(server: ControlServer, session: Session, args: dict[str, Any]) -> 
 
 
 def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    """trace start / stop / export (written by the hypervisor to ``path``)."""
+    """trace start / stop / export (into the file sent with the request)."""
     trace = _scheduling(server, {k: v for k, v in args.items() if k == "pool"}).trace
     action = args.get("action")
     if action == "start":
@@ -404,25 +391,45 @@ def _trace(server: ControlServer, session: Session, args: dict[str, Any]) -> Any
     elif action == "stop":
         trace.stop()
     elif action == "export":
-        fmt, path = args.get("format"), args.get("path")
-        if fmt not in ("perfetto", "csv", "png") or not isinstance(path, str) or not path:
-            raise ControlError("EINVAL", "export needs format perfetto|csv|png and a path")
+        fmt = args.get("format")
+        if fmt not in ("perfetto", "csv", "png"):
+            raise ControlError("EINVAL", "export needs format perfetto|csv|png")
+        if "path" in args:
+            raise ControlError("EINVAL", "the hypervisor writes no file by name: send the "
+                                         "open output file with the request")
+        out = _output_file(session)
         events = trace.snapshot()
         try:
-            if fmt == "perfetto":
-                Path(path).write_text(trace_export.dumps_perfetto(events))
-            elif fmt == "csv":
-                trace_export.to_csv(events, path)
+            if fmt == "png":
+                with os.fdopen(os.dup(out), "wb") as binary:
+                    trace_export.plot(events, binary)
             else:
-                trace_export.plot(events, path)
+                with os.fdopen(os.dup(out), "w") as text:
+                    if fmt == "perfetto":
+                        text.write(trace_export.dumps_perfetto(events))
+                    else:
+                        trace_export.to_csv(events, text)
         except trace_export.PlotUnavailableError as e:
             raise ControlError("ENOSYS", str(e)) from None
         except OSError as e:
-            raise ControlError("EIO", f"cannot write {path}: {e.strerror}") from None
+            raise ControlError("EIO", f"cannot write the trace: {e.strerror}") from None
         return {"events": len(events)}
     else:
         raise ControlError("EINVAL", "'action' must be start, stop or export")
     return None
+
+
+def _output_file(session: Session) -> int:
+    """The one file descriptor sent with the request: a regular file open for writing."""
+    if len(session.received_fds) != 1:
+        raise ControlError("EINVAL", "send exactly one file descriptor, the output file, "
+                                     "with the request")
+    fd = session.received_fds[0]
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ControlError("EINVAL", "the output must be a regular file")
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        raise ControlError("EBADF", "the output file is not open for writing")
+    return fd
 
 
 def _pools(server: ControlServer) -> CpuPools:
@@ -479,10 +486,18 @@ OPS: dict[str, Handler] = {
     "mem_set": _mem_set,
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
-    "foreign_map": _foreign_map, "grant_map": _grant_map, "grant_unmap": _grant_unmap,
+    "foreign_map": page_ops.foreign_map, "foreign_unmap": page_ops.foreign_unmap,
+    "grant_map": page_ops.grant_map, "grant_unmap": page_ops.grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
     "cpupool": _cpupool,
 }
+
+# What a service connection may do: look domains up, read HVM params, serve
+# their event channels and map their pages -- nothing that changes a domain.
+SERVICE_OPS = frozenset({
+    "hello", "list", "lookup", "param", "evtchn_bind", "evtchn_notify", "evtchn_unbind",
+    "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
+})
 
 
 class ControlServer:
@@ -515,6 +530,15 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def attach_service(self, name: str) -> socket.socket:
+        """A service connection: serve one end here, return the other for the child
+        (pass it with ``pass_fds`` and name it in ``PYXEN_CONTROL_FD``; close it here
+        once the child has it)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        threading.Thread(target=self._serve, args=(mine, Session(Role.SERVICE, name)),
+                         name=f"control-{name}", daemon=True).start()
+        return theirs
+
     def _accept_loop(self) -> None:
         while not self._closed:
             try:
@@ -524,35 +548,82 @@ class ControlServer:
             if not self._connections.acquire(blocking=False):
                 conn.close()  # too many clients: refuse rather than queue without bound
                 continue
-            threading.Thread(target=self._serve, args=(conn,), name="control-conn",
+            threading.Thread(target=self._serve_peer, args=(conn,), name="control-conn",
                              daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        session = Session()
+    def _serve_peer(self, conn: socket.socket) -> None:
+        """A connection to control.sock: a toolstack client, if its uid may be one."""
+        try:
+            try:
+                uid = peer_cred(conn).uid
+            except OSError:
+                uid = -1
+            if uid not in (0, os.geteuid()):
+                self._refuse(conn, f"uid {uid} may not use this hypervisor (only root and "
+                                   f"uid {os.geteuid()})")
+                return
+            self._serve(conn, Session())
+        finally:
+            self._connections.release()
+
+    @staticmethod
+    def _refuse(conn: socket.socket, message: str) -> None:
+        """One EACCES reply, then close.  What the peer sent is drained first (up to a
+        frame's worth, for at most REFUSE_DRAIN seconds): closing a Unix socket
+        with unread data resets it, and the peer would see ECONNRESET, not why."""
+        with conn, contextlib.suppress(OSError):
+            send(conn, {"v": PROTOCOL_VERSION, "id": None, "ok": False,
+                        "error": {"code": "EACCES", "message": message}})
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(REFUSE_DRAIN)
+            left = MAX_MESSAGE + 4
+            while left > 0 and (chunk := conn.recv(min(left, 65536))):
+                left -= len(chunk)
+
+    def _serve(self, conn: socket.socket, session: Session) -> None:
         try:
             with conn:
                 while True:
                     try:
                         request, fds = receive(conn)
+                    except RequestError as e:
+                        reply: dict[str, Any] = {
+                            "v": PROTOCOL_VERSION, "id": None, "ok": False,
+                            "error": {"code": "EINVAL", "message": e.message}}
+                        out_fds: list[int] = []
                     except (EOFError, ProtocolError, OSError):
                         return
-                    for fd in fds:  # clients have no reason to send descriptors
-                        os.close(fd)
-                    reply, out_fds = self.handle(request, session)
+                    else:
+                        session.received_fds = fds
+                        try:
+                            reply, out_fds = self.handle(request, session)
+                        finally:
+                            session.received_fds = []
+                            for fd in fds:
+                                os.close(fd)
                     try:
                         send(conn, reply, out_fds)
                     except OSError:
                         return  # the client left; the operation itself is complete
         finally:
-            for local in session.ports:  # what a closed /dev/xen/evtchn would release
-                with contextlib.suppress(HypercallError):
-                    self.hv.control_ports.unbind(local)
-            for mapping in session.grants.values():
-                unmap_grant(mapping)
-            self._connections.release()
+            self._release(session)
+
+    def _release(self, session: Session) -> None:
+        """What a closed /dev/xen/evtchn and gntdev would release."""
+        for local in session.ports:
+            with contextlib.suppress(HypercallError):
+                self.hv.control_ports.unbind(local)
+        for mapping in session.mappings.values():
+            try:
+                page_ops.release(mapping)
+            except Exception:
+                self.hv.console.log(f"control: pyxen bug releasing a page mapping:\n"
+                                    f"{traceback.format_exc()}")
+        session.mappings.clear()
 
     def handle(self, request: dict[str, Any], session: Session | None = None
                ) -> tuple[dict[str, Any], list[int]]:
+        session = session or Session()
         req_id = request.get("id")
         if not isinstance(req_id, int) or isinstance(req_id, bool):
             req_id = None
@@ -565,10 +636,13 @@ class ControlServer:
             handler = OPS.get(op) if isinstance(op, str) else None
             if handler is None:
                 raise ControlError("ENOSYS", f"unknown operation {op!r}")
+            if session.role is Role.SERVICE and op not in SERVICE_OPS:
+                raise ControlError("EPERM", f"'{op}' is not an operation for a service "
+                                            f"({session.name})")
             args = request.get("args", {})
             if not isinstance(args, dict):
                 raise ControlError("EINVAL", "'args' must be an object")
-            result = handler(self, session or Session(), args)
+            result = handler(self, session, args)
             reply["ok"] = True
             if isinstance(result, WithFds):
                 reply["result"] = result.result

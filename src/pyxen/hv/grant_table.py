@@ -67,20 +67,21 @@ the entry (type permit_access, ``domid == grantee_domid``, not
 ``GTF_readonly`` for a writable mapping, no sub-page, no transitive, no
 ``GTF_PAT``/``GTF_PCD``/``GTF_PWT``), sets ``GTF_reading`` (and
 ``GTF_writing`` for a writable mapping) and pins it; it raises
-``GrantError`` (with a ``GNTST_*`` status) otherwise.  The result gives
-the granter's pool page: ``mapping.fd`` (the granter's memfd) and
-``mapping.offset`` (page index * 4096) are what a control socket hands to
-a service process; ``mapping.view()`` is the page in this process;
-``mapping.handle`` is unique within the granter's table
-(``granter.grants.service_maps[handle]`` finds the mapping again).
+``GrantError`` (with a ``GNTST_*`` status) otherwise.  The result names
+the granter's pool page (``mapping.pool_page``); ``mapping.view()`` is the
+page in this process; ``mapping.handle`` is unique within the granter's
+table (``granter.grants.service_maps[handle]`` finds the mapping again).
 ``unmap_grant(mapping)`` drops the pin; the bits clear when the last user
-of the ref goes.  It is idempotent.  Once the service process has its own
-mmap, unmapping does not revoke it: call ``unmap_grant`` only after the
-process has unmapped.  Both functions may be called from any thread that
-holds no domain or grant-table lock; each takes the granter's table lock
-only, for microseconds.  When the granter is destroyed its service
-mappings are dropped (``mapping.released`` becomes True; the process's
-mmap stays valid memory of the closed memfd, no longer the guest's).
+of the ref goes.  It is idempotent.  Both functions may be called from any
+thread that holds no domain or grant-table lock; each takes the granter's
+table lock only, for microseconds.  When the granter is destroyed its
+service mappings are dropped (``mapping.released`` becomes True).
+
+Another process never gets the granter's memory file: the control socket
+gives it the page alone, moved into a file of its own by the table's
+``exports`` (``hv.page_export``: exported while mapped, sealed read-only
+for a read-only mapping, moved back -- revoking the process's access --
+after ``unmap_grant``'s caller releases the export).
 
 Locking
 -------
@@ -130,6 +131,7 @@ from pyxen.abi.grant_table import (
     GTF_writing,
 )
 from pyxen.hv import atomic
+from pyxen.hv.page_export import PageExports
 from pyxen.kvm import KvmError
 from pyxen.memory import PAGE_SIZE, Gfn, PageKind, SlotsExhausted
 
@@ -232,16 +234,6 @@ class GrantMapping:
     _acq: Acquired = field(repr=False)
     released: bool = False
 
-    @property
-    def fd(self) -> int:
-        """The granter's memory file descriptor (a memfd)."""
-        return self.granter.memory.fd
-
-    @property
-    def offset(self) -> int:
-        """Byte offset of the granted page in ``fd``."""
-        return self.pool_page * PAGE_SIZE
-
     def view(self) -> memoryview:
         """The granted page in this process (valid until ``unmap_grant``).
 
@@ -284,6 +276,7 @@ class GrantTable:
         self.dead = False
         self.service_maps: dict[int, GrantMapping] = {}
         self._next_service_handle = 1
+        self.exports = PageExports(domain)  # pages given to service processes as files
         # As a mapper (guarded by the domain's lock, the p2m lock).
         self.maptrack: dict[int, GuestMap] = {}
         self.maptrack_limit = maptrack_limit
@@ -625,6 +618,11 @@ class GrantTable:
             self._transient += 1
             return Acquired(self, -1, readonly, self._mem, page, 0, PAGE_SIZE)
 
+    def grantees_of(self, page: int) -> set[int]:
+        """Domains holding pool page ``page`` through an active entry (lock held):
+        every domain with a grant mapping of the page is one of them."""
+        return {act.domid for act in self.active.values() if act.pool_page == page}
+
     def _pin_page(self, page: int) -> None:
         self.page_pins[page] = self.page_pins.get(page, 0) + 1
 
@@ -728,6 +726,7 @@ class GrantTable:
     def teardown(self) -> None:
         """The domain is being destroyed (its vCPUs have stopped): see the module docstring."""
         d = self.domain
+        self.exports.close()  # (not under self.lock: a page move takes it)
         with self.lock:
             self.dead = True
             while self._transient:

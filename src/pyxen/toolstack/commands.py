@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import selectors
 import socket
 import sys
@@ -403,8 +404,26 @@ def cmd_trace(args: argparse.Namespace, client: ControlClient) -> int:
     if not args.output:
         print(f"pyxen trace {args.action}: give -o FILE", file=sys.stderr)
         return 1
-    result = client.call("trace", action="export", format=fmt,
-                         path=str(Path(args.output).absolute()))
+    # This process opens the file, with its own permissions, and sends it: the
+    # hypervisor (often root) writes no path a client names.
+    output = Path(args.output)
+    existed = output.exists()
+    try:
+        f = open(output, "wb")  # noqa: SIM115
+    except OSError as e:
+        print(f"pyxen trace {args.action}: cannot write {output}: {e.strerror}",
+              file=sys.stderr)
+        return 1
+    try:
+        with f:
+            result, fds = client.call_fds("trace", send_fds=[f.fileno()], action="export",
+                                          format=fmt)
+    except BaseException:
+        if not existed:
+            output.unlink(missing_ok=True)
+        raise
+    for fd in fds:
+        os.close(fd)
     print(f"{result['events']} events written to {args.output}")
     return 0
 

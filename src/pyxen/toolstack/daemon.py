@@ -135,7 +135,8 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
     server.start()
     hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}, "
                    f"scheduler {sched} on CPUs {','.join(map(str, pcpus))}")
-    services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log)
+    services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log,
+                                  server.attach_service)
                 for name in ("xenstored", "consoled")]
     manager.xenstore = XenstoreSync(manager, paths.xenstored_socket)
     manager.xenstore.start()

@@ -1,7 +1,10 @@
 """Starting and supervising the service processes (consoled, xenstored) of a daemon.
 
 Each service is a child process of the hypervisor daemon running
-``python -m <module> --run-dir D --log-dir D``.  A service that exits (a
+``python -m <module> --run-dir D --log-dir D``.  Each start gets a fresh
+*service* connection to the control server (``connect``, i.e.
+``ControlServer.attach_service``): the child inherits its end and finds it
+in ``PYXEN_CONTROL_FD`` (see control/server.py, "Peers and roles").  A service that exits (a
 crash, a SIGKILL) is started again after ``RESTART_DELAY`` seconds; guests
 keep running meanwhile, and the new instance reconnects to them through
 the control socket.  Stopping terminates the children (SIGTERM, then
@@ -11,6 +14,8 @@ SIGKILL after a grace period).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +30,10 @@ STOP_GRACE = 5.0
 
 class ServiceSupervisor:
     def __init__(self, name: str, module: str, paths: InstancePaths, output: TextIO,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None],
+                 connect: Callable[[str], socket.socket] | None = None) -> None:
         self.name = name
+        self.connect = connect
         self.argv = [sys.executable, "-m", module, "--run-dir", str(paths.run_dir),
                      "--log-dir", str(paths.log_dir)]
         self.output = output  # the child's stdout and stderr
@@ -42,13 +49,22 @@ class ServiceSupervisor:
 
     def _supervise(self) -> None:
         while not self._stop.is_set():
+            conn = self.connect(self.name) if self.connect is not None else None
+            env = dict(os.environ)
+            if conn is not None:
+                env["PYXEN_CONTROL_FD"] = str(conn.fileno())
             try:
-                self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                                stdout=self.output, stderr=self.output)
+                self.process = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=self.output,
+                    stderr=self.output, env=env,
+                    pass_fds=() if conn is None else (conn.fileno(),))
             except OSError as e:
                 self.log(f"cannot start {self.name}: {e}")
                 self._stop.wait(RESTART_DELAY)
                 continue
+            finally:
+                if conn is not None:
+                    conn.close()  # the child's copy is its connection now
             self.starts += 1
             status = self.process.wait()
             if self._stop.is_set():

@@ -4,7 +4,7 @@ Design: one process, one thread, one selectors loop.  It talks to the
 hypervisor only through the control socket: ``list`` (every half second) to
 find domains, ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``grant_map`` of
 grant 0 (as xenconsoled; ``foreign_map`` of the frame if that fails) for the
-ring page (the domain's memfd, mmapped here) and ``evtchn_bind`` for the
+ring page (a file holding that page alone, mmapped here) and ``evtchn_bind`` for the
 console port (an eventfd the hypervisor signals when the guest sends).
 
 Output read from a ring goes to ``<log-dir>/console/guest-NAME.log`` (xl's
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import mmap
 import os
 import selectors
 import signal
@@ -34,7 +33,7 @@ from typing import Any, BinaryIO
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE
 from pyxen.abi.hvm import HvmParam
-from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.client import ControlClient, MappedPage, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.services.consoled.ring import ConsoleRing
@@ -55,12 +54,11 @@ class Viewer:
 class GuestConsole:
     domid: int
     name: str
-    mapping: mmap.mmap
+    mapping: MappedPage
     ring: ConsoleRing
     local_port: int
     eventfd: int
     log: BinaryIO
-    grant: int | None  # the grant_map handle, or None for a foreign map
     viewers: set[Viewer] = field(default_factory=set)
     pending_input: bytearray = field(default_factory=bytearray)
 
@@ -103,33 +101,31 @@ class Consoled:
         try:
             pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
             port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
-            result, fds, grant = self._map_ring(domid, pfn)
-            try:
-                mapping = mmap.mmap(fds[0], mmap.PAGESIZE, offset=result["offset"])
-            finally:
-                for fd in fds:
-                    os.close(fd)
+            mapping = self._map_ring(domid, pfn)
+        except (ControlError, OSError, KeyError) as e:
+            self.failed.add(domid)
+            print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
+            return
+        try:
             bound, efds = self.client.call_fds("evtchn_bind", domid=domid, port=port)
-        except (ControlError, OSError, IndexError, KeyError) as e:
+        except (ControlError, OSError, KeyError) as e:
+            mapping.unmap()
             self.failed.add(domid)
             print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
             return
         log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
-        console = GuestConsole(domid, name, mapping, ConsoleRing(memoryview(mapping)),
-                               bound["local_port"], efds[0], log, grant)
+        console = GuestConsole(domid, name, mapping, ConsoleRing(memoryview(mapping.page)),
+                               bound["local_port"], efds[0], log)
         self.consoles[domid] = console
         self.sel.register(console.eventfd, selectors.EVENT_READ, console)
         self.pump(console)
 
-    def _map_ring(self, domid: int, pfn: int) -> tuple[dict[str, Any], list[int], int | None]:
+    def _map_ring(self, domid: int, pfn: int) -> MappedPage:
         """The ring page through grant 0 (as xenconsoled), else a foreign map of the frame."""
         try:
-            result, fds = self.client.call_fds("grant_map", domid=domid,
-                                               ref=GNTTAB_RESERVED_CONSOLE, readonly=False)
-            return result, fds, int(result["handle"])
+            return self.client.map_grant(domid, GNTTAB_RESERVED_CONSOLE)
         except ControlError:
-            result, fds = self.client.call_fds("foreign_map", domid=domid, gfn=pfn)
-            return result, fds, None
+            return self.client.map_foreign(domid, pfn)
 
     def detach(self, domid: int) -> None:
         console = self.consoles.pop(domid)
@@ -138,10 +134,7 @@ class Consoled:
             self.client.call("evtchn_unbind", local_port=console.local_port)
         os.close(console.eventfd)
         console.ring.page.release()
-        console.mapping.close()
-        if console.grant is not None:
-            with contextlib.suppress(ControlError, OSError):
-                self.client.call("grant_unmap", domid=domid, handle=console.grant)
+        console.mapping.unmap()
         console.log.close()
         for viewer in list(console.viewers):
             self.drop_viewer(viewer)

@@ -4,9 +4,9 @@ For INTRODUCE(domid, mfn, evtchn) -- for a PVH guest ``mfn`` is the store
 page's GFN (HVM_PARAM_STORE_PFN) -- xenstored maps the page as C xenstored
 does: through grant reference 1 (GNTTAB_RESERVED_XENSTORE, which the
 builder fills as libxl does) with the control socket's ``grant_map``,
-falling back to a privileged ``foreign_map`` of the frame; both hand over
-the domain's memfd and the page offset.  It binds dom0's end of the store
-port with ``evtchn_bind`` (an eventfd the hypervisor signals on every
+falling back to a privileged ``foreign_map`` of the frame; either way the
+hypervisor hands over a file holding that page alone (``MappedPage``).  It
+binds dom0's end of the store port with ``evtchn_bind`` (an eventfd the hypervisor signals on every
 send).  Releasing the domain unbinds the port and unmaps the page.  If
 xenstored dies, the hypervisor drops its channel ends and grant mappings
 with its control connection, so a restarted xenstored can take them again.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_XENSTORE
@@ -33,32 +32,21 @@ def _oserror(e: ControlError) -> OSError:
 
 def control_socket_hook(client: ControlClient) -> ConnectDomain:
     def connect(domid: int, mfn: int, evtchn: int) -> DomainChannel | None:
-        grant_handle: int | None = None
         try:
-            result, fds = client.call_fds("grant_map", domid=domid,
-                                          ref=GNTTAB_RESERVED_XENSTORE, readonly=False)
-            grant_handle = int(result["handle"])
-        except ControlError:
             try:
-                result, fds = client.call_fds("foreign_map", domid=domid, gfn=mfn)
-            except ControlError as e:
-                raise _oserror(e) from None
-        try:
-            mapping = mmap.mmap(fds[0], mmap.PAGESIZE, offset=int(result["offset"]))
-        finally:
-            for fd in fds:
-                os.close(fd)
+                mapped = client.map_grant(domid, GNTTAB_RESERVED_XENSTORE)
+            except ControlError:
+                mapped = client.map_foreign(domid, mfn)
+        except ControlError as e:
+            raise _oserror(e) from None
         try:
             bound, efds = client.call_fds("evtchn_bind", domid=domid, port=evtchn)
         except ControlError as e:
-            mapping.close()
-            if grant_handle is not None:
-                with contextlib.suppress(ControlError):
-                    client.call("grant_unmap", domid=domid, handle=grant_handle)
+            mapped.unmap()
             raise _oserror(e) from None
         local = int(bound["local_port"])
         eventfd = efds[0]
-        view = memoryview(mapping)
+        view = memoryview(mapped.page)
 
         def notify() -> None:
             with contextlib.suppress(ControlError):  # the domain is going; RELEASE follows
@@ -69,10 +57,7 @@ def control_socket_hook(client: ControlClient) -> ConnectDomain:
                 client.call("evtchn_unbind", local_port=local)
             os.close(eventfd)
             view.release()
-            mapping.close()
-            if grant_handle is not None:
-                with contextlib.suppress(ControlError):
-                    client.call("grant_unmap", domid=domid, handle=grant_handle)
+            mapped.unmap()
 
         return DomainChannel(view, notify, eventfd, close)
 

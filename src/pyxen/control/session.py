@@ -1,0 +1,77 @@
+"""What one control connection is and holds: its peer, its role, its resources.
+
+A connection's ``Role`` is fixed when it is accepted (see control/server.py
+for how a connection gets one); ``Session`` holds what the connection has
+taken from the hypervisor -- dom0's ends of event channels, page mappings --
+which the server releases when the connection closes, as closing
+/dev/xen/evtchn or gntdev would in Xen's dom0.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from pyxen.hv.domain import Domain
+    from pyxen.hv.grant_table import GrantMapping
+    from pyxen.hv.page_export import PageExport
+
+# Page mappings one connection may hold (xl's gntdev default is 1024 grants per open).
+MAX_MAPPINGS = 1024
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class Role(enum.Enum):
+    TOOLSTACK = "toolstack"  # every operation
+    SERVICE = "service"  # what a dom0 service needs (server.SERVICE_OPS)
+
+
+class PeerCred(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_cred(sock: socket.socket) -> PeerCred:
+    """The connecting process's credentials (SO_PEERCRED, taken by the kernel at connect)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return PeerCred(pid, uid, gid)
+
+
+class WithFds(NamedTuple):
+    """A result that hands file descriptors to the client (they stay open here)."""
+
+    result: Any
+    fds: list[int]
+
+
+@dataclass(eq=False)
+class PageMapping:
+    """A guest page this connection has mapped: the page's own file, and the pin
+    that keeps it the guest's (a grant mapping, or a ``hold_page`` for a foreign map)."""
+
+    domain: Domain
+    export: PageExport
+    grant: GrantMapping | None
+
+
+@dataclass(eq=False)
+class Session:
+    role: Role = Role.TOOLSTACK
+    name: str = "toolstack"  # for messages: the service's name
+    ports: set[int] = field(default_factory=set)
+    mappings: dict[int, PageMapping] = field(default_factory=dict)
+    next_handle: int = 1
+    received_fds: list[int] = field(default_factory=list)  # those of the current request
+
+    def add_mapping(self, mapping: PageMapping) -> int:
+        handle = self.next_handle
+        self.next_handle += 1
+        self.mappings[handle] = mapping
+        return handle

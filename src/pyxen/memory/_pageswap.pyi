@@ -1,0 +1,3 @@
+# Type stub of the C extension built from _pageswap.c (see pyxen.memory.page_files).
+def swap_page(addr: int, new_fd: int, new_offset: int, old_fd: int, old_offset: int, /
+              ) -> None: ...
