@@ -265,10 +265,10 @@ class DomainManager:
         m = self.get(domid)
         d = m.domain
         online = [v for v in d.vcpus if v.online]
-        states = [v.runstate.state for v in online]
+        states = [v.time.runstate.state for v in online]
         shutdown = d.shutdown_reason is not None
         now = self.hv.system_time_ns()
-        cpu_ns = sum(v.runstate.snapshot(now_ns=now).time[RunstateState.running]
+        cpu_ns = sum(v.time.runstate.snapshot(now_ns=now).time[RunstateState.running]
                      for v in d.vcpus)
         return {
             "domid": d.domid,
@@ -306,7 +306,7 @@ class DomainManager:
         now = self.hv.system_time_ns()
         out = []
         for v in d.vcpus:
-            snap = v.runstate.snapshot(now_ns=now)
+            snap = v.time.runstate.snapshot(now_ns=now)
             out.append({
                 "domid": d.domid, "name": d.name, "vcpu": v.vcpu_id, "online": v.online,
                 "state": int(snap.state), "cpu_time_ns": int(snap.time[RunstateState.running]),

@@ -43,9 +43,9 @@ def do_sched_op(call: Call, cmd: int, arg: int, *_: int) -> int:
         if vcpu.dispatcher is not None:
             vcpu.dispatcher.yielded(vcpu)  # the loop waits for a pCPU if it lost its own
             return 0
-        vcpu.set_runstate(RunstateState.runnable)
+        vcpu.time.set_runstate(RunstateState.runnable)
         os.sched_yield()
-        vcpu.set_runstate(RunstateState.running)
+        vcpu.time.set_runstate(RunstateState.running)
         return 0
     if cmd == SchedOp.block:
         vcpu = call.vcpu
@@ -154,11 +154,11 @@ def do_set_timer_op(call: Call, a1: int, a2: int, *_: int) -> int:
         timeout -= 1 << 64
     vcpu = call.vcpu
     if timeout == 0:
-        vcpu.singleshot.cancel()
+        vcpu.time.singleshot.cancel()
         return 0
     now = call.domain.hv.system_time_ns()
     if timeout < 0 or timeout > now + TIMER_MAX_AHEAD_NS:
         timeout = now + TIMER_FALLBACK_NS
-    vcpu.singleshot.arm(timeout)
+    vcpu.time.singleshot.arm(timeout)
     return 0
 
