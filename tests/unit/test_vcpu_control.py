@@ -151,7 +151,7 @@ def test_concurrent_requesters_leave_no_immediate_exit_without_a_request() -> No
             start.wait()
             for _ in range(3000):
                 control.request(bits)
-        except BaseException as e:  # noqa: BLE001 -- reported by the test
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=requester, args=(b,))
@@ -171,7 +171,7 @@ def test_concurrent_requesters_leave_no_immediate_exit_without_a_request() -> No
 
 
 def test_stop_is_sticky() -> None:
-    control, kvm = make()
+    control, _kvm = make()
     control.started()
     control.request(Req.STOP)
     assert control.take() & Req.STOP

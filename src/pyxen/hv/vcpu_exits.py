@@ -9,18 +9,23 @@ Hypercall continuations (Xen's hypercall_create_continuation, §1.3 "a
 preempted hypercall does not advance RIP"): a worker that stops at a
 preemption point raises ``dispatch.Continuation`` with the arguments to
 restart it with; ``restart_hypercall`` makes the guest execute the same
-hypercall again with them.  pyxen's stub exits with ``out 0xEA, eax``;
-KVM reports that exit with RIP still on the OUT and skips the instruction
-at the next KVM_RUN, unless user space changed RIP meanwhile (Linux's
-complete_fast_pio_out).  So the restart lets KVM finish the OUT first
-(KVM_RUN with immediate_exit: RIP moves past it, by the instruction's real
-length, and nothing runs in the guest), then puts RIP back on it, with RAX
-= the hypercall number (as Xen's continuation sets it) and the argument
-registers rewritten in the caller's convention (64-bit RDI, RSI, RDX, R10,
-R8, R9; 32-bit EBX, ECX, EDX, ESI, EDI, EBP).  The guest then takes any
-interrupt that made the hypercall stop, and re-executes the OUT.  This
-costs one extra KVM_RUN per continuation, never anything on the path of a
-hypercall that is not continued.
+hypercall again with them.  pyxen's stub exits with ``out 0xEA, eax`` (E7
+EA), and KVMs differ in where RIP is at that exit: Linux's KVM on VMX/SVM
+reports it on the OUT and skips the instruction at the next KVM_RUN unless
+user space moved RIP meanwhile (complete_fast_pio_out); the nested PVM KVM
+of the development machines reports it already past the OUT.  So the
+restart first lets KVM finish the exit (KVM_RUN with immediate_exit: the
+pending skip, if any, happens and nothing runs in the guest), after which
+RIP is past the OUT on every KVM, then rewinds RIP by the OUT's length --
+2 for the imm8 forms (E6/E7 EA: the stub's), 1 for the DX forms (EE/EF),
+told apart by the bytes before RIP, which cannot be ambiguous as the imm8
+forms end with the port 0xEA -- and sets RAX = the hypercall number (as
+Xen's continuation sets it) and the argument registers in the caller's
+convention (64-bit RDI, RSI, RDX, R10, R8, R9; 32-bit EBX, ECX, EDX, ESI,
+EDI, EBP).  The guest then takes any interrupt that made the hypercall
+stop, and re-executes the OUT.  This costs one extra KVM_RUN and a 2-byte
+read of guest code per continuation, nothing on the path of a hypercall
+that is not continued.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ _M32 = 0xFFFF_FFFF
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
 _ARGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 _ARGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+_OUT_IMM8 = (0xE6, 0xE7)  # out imm8, al / eax
+_OUT_DX = (0xEE, 0xEF)  # out dx, al / eax
 
 
 def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
@@ -115,16 +122,22 @@ def restart_hypercall(runner: VcpuRunner, nr: int, args: tuple[int, ...],
                       compat: bool) -> None:
     """Make the guest issue hypercall ``nr`` again with ``args`` (see the module docstring).
 
-    The caller's worker then returns ``nr``, which becomes RAX."""
+    The caller's worker then returns ``nr``, which becomes RAX.  Raises
+    GuestFault if the guest's code around RIP cannot be read (another vCPU
+    unmapped it): the domain crashes, as nothing else can be done."""
     kvm = runner.kvm
-    rip = kvm.regs.rip  # the OUT, as of the exit
-    runner.control.complete_pending_io(kvm.run)  # KVM skips the OUT: RIP moves on
+    runner.control.complete_pending_io(kvm.run)  # RIP is past the OUT from here on
     regs = kvm.regs  # synced again by that KVM_RUN
-    if regs.rip == rip:
-        # A KVM that skipped the OUT before reporting the exit (not the behaviour
-        # of any kernel with the MSR filter pyxen needs): the OUT's length is unknown.
-        raise RuntimeError("KVM did not leave RIP on the hypercall's OUT: cannot restart it")
-    regs.rip = rip
+    linear = (int(regs.rip) + int(kvm.sregs.cs.base)) & (_M32 if compat else _M64)
+    before = runner.guest_access().read(linear - 2, 2)
+    if before[1] in _OUT_DX:
+        length = 1
+    elif before[0] in _OUT_IMM8 and before[1] == hypercall_page.HYPERCALL_PORT:
+        length = 2
+    else:
+        raise RuntimeError(f"no OUT to port {hypercall_page.HYPERCALL_PORT:#x} ends at "
+                           f"{linear:#x}: cannot restart the hypercall")
+    regs.rip = (int(regs.rip) - length) & (_M32 if compat else _M64)
     regs.rax = nr
     mask = _M32 if compat else _M64
     for name, value in zip(_ARGS_32 if compat else _ARGS_64, args, strict=False):
