@@ -8,7 +8,8 @@
  * with every 13th element out of bounds, 120 map_grant_ref with every 10th
  * element without host_map and the unmap of the mapped ones, a 512-extent
  * decrease_reservation and populate_physmap, and a 300-page add_to_physmap
- * gmfn_range there and back.  Interrupts stay enabled; an event on the
+ * gmfn_range there and back, and one console_io write of 40 lines (2,400
+ * bytes: 19 of Xen's chunks).  Interrupts stay enabled; an event on the
  * printed port is counted (tests/integration/test_continuations.py sends
  * such events, and scheduler preemptions, from inside the batches, so that
  * every batch is continued many times).  Prints `preempt: events=N`.
@@ -224,6 +225,23 @@ static void test_gmfn_range(void)
               "current_reservation with a start extent -> -EINVAL");
 }
 
+static char lines[40 * 60 + 1];
+
+static void test_console(void)
+{
+    for (unsigned int i = 0; i < 40; i++) {
+        char *l = &lines[i * 60];
+        memset(l, '.', 59);
+        memcpy(l, "preempt: line ", 14);
+        l[14] = (char)('0' + i / 10);
+        l[15] = (char)('0' + i % 10);
+        l[16] = ' ';
+        l[59] = '\n';
+    }
+    expect_eq(console_io(CONSOLEIO_write, 40 * 60, lines), 0,
+              "console_io write of 40 lines in one call -> 0");
+}
+
 static void batches(void)
 {
     long p = evtchn_bind_ipi(0);
@@ -239,6 +257,7 @@ static void batches(void)
     test_map_unmap();
     test_reservations();
     test_gmfn_range();
+    test_console();
     cli();
     printf("preempt: events=%lu\n", (unsigned long)events);
 }

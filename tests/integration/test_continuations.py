@@ -40,7 +40,7 @@ def _bounded(fn: Callable[[], object], what: str) -> None:
 def test_interrupted_batches_give_the_same_results(host: Host,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Every 7th preemption point of every batch (grant swap/copy/map/unmap,
-    decrease/populate, gmfn_range) gets a request -- alternately an event for
+    decrease/populate, gmfn_range, a console write) gets a request -- alternately an event for
     the guest and a scheduler preemption -- so each batch is restarted many
     times; the guest checks that every element was done exactly once, in order."""
     d = host.build("preempt", memory=32)
@@ -75,7 +75,9 @@ def test_interrupted_batches_give_the_same_results(host: Host,
     assert host.wait_all([d], timeout=120) == [ShutdownReason.poweroff], host.describe()
     assert host.result(d.domid, "preempt") == "PASS", host.describe()
     assert len(restarts) >= points // 7 > 100, (len(restarts), points)
-    assert {nr for nr, _ in restarts} == {GRANT_TABLE_OP, 12}  # grant_table_op, memory_op
+    assert {nr for nr, _ in restarts} == {GRANT_TABLE_OP, 12, 18}  # + memory_op, console_io
+    lines = re.findall(r"preempt: line (\d\d) \.+$", host.output(), re.MULTILINE)
+    assert lines == [f"{i:02d}" for i in range(40)], host.describe()  # each chunk once
     m = re.search(r"preempt: events=(\d+)", host.output())
     assert m is not None and int(m.group(1)) == sent, (sent, host.describe())
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pyxen.hv.dispatch import CannotContinue
 from pyxen.hv.vcpu_exits import restart_hypercall
 from pyxen.kvm import structs as ks
 
@@ -88,5 +89,5 @@ def test_no_out_before_rip_is_refused() -> None:
     code = b"\x90\x90\x90\x90"
     runner = runner_for(b"\x90\x90\xe7\xea" + code, 2, 2, rip_after=True)
     runner.kvm.regs.rip += 1  # not right after the OUT
-    with pytest.raises(RuntimeError, match="cannot restart"):
+    with pytest.raises(CannotContinue, match="cannot restart"):
         restart_hypercall(runner, 20, (0,), compat=False)

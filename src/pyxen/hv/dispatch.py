@@ -45,11 +45,16 @@ NR_HYPERCALLS = 64
 
 
 class Continuation(Exception):
-    """Raised by a worker at a preemption point: restart the hypercall with ``args``."""
+    """Raised by a worker at a preemption point: restart the hypercall with ``args``
+    (the hypercall's arguments, first to last; those not given keep their value)."""
 
     def __init__(self, *args: int) -> None:
         super().__init__(*args)
-        self.regs = args
+
+
+class CannotContinue(Exception):
+    """The guest's code at the hypercall's exit is not an OUT to the hypercall port
+    (another vCPU rewrote or unmapped it): the hypercall cannot be restarted."""
 
 
 class Call:
@@ -108,12 +113,24 @@ class HypercallTable:
         except GuestFault:
             return -XenErrno.EFAULT
         except Continuation as c:
-            call.vcpu.restart_hypercall(nr, c.regs, call.compat)
-            return nr
+            return _restart(call, nr, c.args)
         except Exception:  # a pyxen bug: contain it to the calling domain
             call.domain.log(f"pyxen bug in hypercall {_name(nr)}:\n{traceback.format_exc()}")
             call.domain.crash(f"internal error in hypercall {_name(nr)}")
             return -XenErrno.EFAULT
+
+
+def _restart(call: Call, nr: int, args: tuple[int, ...]) -> int:
+    """Have the guest issue hypercall ``nr`` again with ``args``; its RAX is ``nr``."""
+    try:
+        call.vcpu.restart_hypercall(nr, args, call.compat)
+    except (*GuestFault, CannotContinue) as e:
+        # The guest's code at the hypercall's OUT is gone (another vCPU
+        # unmapped or rewrote it): there is no way back into the hypercall.
+        call.domain.log(f"hypercall {_name(nr)} cannot be continued: {e}")
+        call.domain.crash(f"hypercall {_name(nr)} cannot be continued")
+        return -XenErrno.EFAULT
+    return nr
 
 
 def signed32(value: int) -> int:

@@ -30,7 +30,9 @@ until the guest switches to FIFO); ``dying`` is set before teardown so
 that no delivery reaches a domain whose memory is going away.
 
 Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
-thread is quiescent (parked or finished); ``unpause()`` lets them run.
+thread is quiescent (parked or finished); ``unpause()`` lets them run.  A
+vCPU in a long hypercall leaves it at its next preemption point through a
+continuation (hv/dispatch.py), so the wait is bounded by one batch element.
 
 Locking: ``lock`` serialises p2m changes and state transitions; vCPU
 threads take it only on slow paths (memory_op), never for a null hypercall.

@@ -36,7 +36,7 @@ from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
 from pyxen.abi.errno import XenErrno
 from pyxen.hv import hypercall_page
 from pyxen.hv.cpuid import HYPERCALL_MSR
-from pyxen.hv.dispatch import Call
+from pyxen.hv.dispatch import Call, CannotContinue
 from pyxen.kvm import exits as ex
 from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION
 from pyxen.memory import Gfn, PageKind
@@ -123,8 +123,10 @@ def restart_hypercall(runner: VcpuRunner, nr: int, args: tuple[int, ...],
     """Make the guest issue hypercall ``nr`` again with ``args`` (see the module docstring).
 
     The caller's worker then returns ``nr``, which becomes RAX.  Raises
-    GuestFault if the guest's code around RIP cannot be read (another vCPU
-    unmapped it): the domain crashes, as nothing else can be done."""
+    GuestFault if the guest's code before RIP cannot be read, CannotContinue
+    if it is not an OUT to the hypercall port (another vCPU unmapped or
+    rewrote it, or the guest used a string OUT): the domain crashes, as
+    nothing else can be done."""
     kvm = runner.kvm
     runner.control.complete_pending_io(kvm.run)  # RIP is past the OUT from here on
     regs = kvm.regs  # synced again by that KVM_RUN
@@ -135,7 +137,7 @@ def restart_hypercall(runner: VcpuRunner, nr: int, args: tuple[int, ...],
     elif before[0] in _OUT_IMM8 and before[1] == hypercall_page.HYPERCALL_PORT:
         length = 2
     else:
-        raise RuntimeError(f"no OUT to port {hypercall_page.HYPERCALL_PORT:#x} ends at "
+        raise CannotContinue(f"no OUT to port {hypercall_page.HYPERCALL_PORT:#x} ends at "
                            f"{linear:#x}: cannot restart the hypercall")
     regs.rip = (int(regs.rip) - length) & (_M32 if compat else _M64)
     regs.rax = nr
