@@ -16,18 +16,13 @@ from typing import Any
 import pytest
 
 from pyxen.abi import (
-    argo,
-    blkif,
     console,
-    dm_op,
     elfnote,
     errno,
     event_channel,
     grant_table,
     hvm,
-    ioreq,
     memory,
-    ring,
     sched,
     start_info,
     vcpu,
@@ -69,40 +64,7 @@ X86_64_LAYOUTS: list[Layout] = [
     (hvm.xen_hvm_get_mem_type, 16, {"domid": 0, "mem_type": 2, "pad": 4, "pfn": 8}),
     (hvm.xen_hvm_evtchn_upcall_vector, 8, {"vcpu": 0, "vector": 4}),
     # §4.4 (bitfields share storage units: ctypes reports the unit's offset)
-    (ioreq.ioreq, 32, {
-        "addr": 0, "data": 8, "count": 16, "size": 20, "vp_eport": 24, "_pad0": 28,
-        "state": 30, "data_is_ptr": 30, "dir": 30, "df": 30, "_pad1": 30, "type": 31}),
-    (ioreq.buf_ioreq, 8, {
-        "type": 0, "pad": 0, "dir": 0, "size": 0, "addr": 0, "data": 4}),
-    (ioreq.buffered_iopage, 4096, {"read_pointer": 0, "write_pointer": 4, "buf_ioreq": 8}),
     # §4.5
-    (dm_op.xen_dm_op_buf, 16, {"h": 0, "size": 8}),
-    (dm_op.xen_dm_op, 32, {"op": 0, "pad": 4, "u": 8}),
-    (dm_op.xen_dm_op_u, 24, {name: 0 for name, *_ in dm_op.xen_dm_op_u._fields_}),
-    (dm_op.xen_dm_op_create_ioreq_server, 6, {"handle_bufioreq": 0, "pad": 1, "id": 4}),
-    (dm_op.xen_dm_op_get_ioreq_server_info, 24, {
-        "id": 0, "flags": 2, "bufioreq_port": 4, "ioreq_gfn": 8, "bufioreq_gfn": 16}),
-    (dm_op.xen_dm_op_ioreq_server_range, 24, {
-        "id": 0, "pad": 2, "type": 4, "start": 8, "end": 16}),
-    (dm_op.xen_dm_op_set_ioreq_server_state, 4, {"id": 0, "enabled": 2, "pad": 3}),
-    (dm_op.xen_dm_op_destroy_ioreq_server, 4, {"id": 0, "pad": 2}),
-    (dm_op.xen_dm_op_track_dirty_vram, 16, {"nr": 0, "pad": 4, "first_pfn": 8}),
-    (dm_op.xen_dm_op_set_pci_intx_level, 6, {
-        "domain": 0, "bus": 2, "device": 3, "intx": 4, "level": 5}),
-    (dm_op.xen_dm_op_set_isa_irq_level, 2, {"isa_irq": 0, "level": 1}),
-    (dm_op.xen_dm_op_set_pci_link_route, 2, {"link": 0, "isa_irq": 1}),
-    (dm_op.xen_dm_op_modified_memory, 8, {"nr_extents": 0, "opaque": 4}),
-    (dm_op.xen_dm_op_modified_memory_extent, 16, {"nr": 0, "pad": 4, "first_pfn": 8}),
-    (dm_op.xen_dm_op_set_mem_type, 16, {"nr": 0, "mem_type": 4, "pad": 6, "first_pfn": 8}),
-    (dm_op.xen_dm_op_inject_event, 24, {
-        "vcpuid": 0, "vector": 4, "type": 5, "insn_len": 6, "pad0": 7, "error_code": 8,
-        "pad1": 12, "cr2": 16}),
-    (dm_op.xen_dm_op_inject_msi, 16, {"data": 0, "pad": 4, "addr": 8}),
-    (dm_op.xen_dm_op_map_mem_type_to_ioreq_server, 16, {
-        "id": 0, "type": 2, "flags": 4, "opaque": 8}),
-    (dm_op.xen_dm_op_remote_shutdown, 4, {"reason": 0}),
-    (dm_op.xen_dm_op_relocate_memory, 24, {"size": 0, "pad": 4, "src_gfn": 8, "dst_gfn": 16}),
-    (dm_op.xen_dm_op_pin_memory_cacheattr, 24, {"start": 0, "end": 8, "type": 16, "pad": 20}),
     # §5.1-5.4
     (xen.vcpu_time_info, 32, {
         "version": 0, "pad0": 4, "tsc_timestamp": 8, "system_time": 16,
@@ -238,34 +200,8 @@ X86_64_LAYOUTS: list[Layout] = [
         "in": 0, "out": 1024, "in_cons": 3072, "in_prod": 3076, "out_cons": 3080,
         "out_prod": 3084}),
     # §11.2
-    (argo.xen_argo_addr, 8, {"aport": 0, "domain_id": 4, "pad": 6}),
-    (argo.xen_argo_send_addr, 16, {"src": 0, "dst": 8}),
-    (argo.xen_argo_ring, 64, {"rx_ptr": 0, "tx_ptr": 4, "reserved": 8}),
-    (argo.xen_argo_register_ring, 12, {"aport": 0, "partner_id": 4, "pad": 6, "len": 8}),
-    (argo.xen_argo_unregister_ring, 8, {"aport": 0, "partner_id": 4, "pad": 6}),
-    (argo.xen_argo_iov, 16, {"iov_hnd": 0, "iov_len": 8, "pad": 12}),
-    (argo.xen_argo_ring_data_ent, 20, {
-        "ring": 0, "flags": 8, "pad": 10, "space_required": 12, "max_message_size": 16}),
-    (argo.xen_argo_ring_data, 8, {"nent": 0, "pad": 4}),
-    (argo.xen_argo_ring_message_header, 16, {"len": 0, "source": 4, "message_type": 12}),
     # §12.1
-    (ring.sring_header, 64, {
-        "req_prod": 0, "req_event": 4, "rsp_prod": 8, "rsp_event": 12, "pvt": 16,
-        "__pad": 20}),
-    (ring.sring_pvt, 4, {"pvt_pad": 0}),
     # §12.2
-    (blkif.blkif_request, 112, {
-        "operation": 0, "nr_segments": 1, "handle": 2, "id": 8, "sector_number": 16,
-        "seg": 24}),
-    (blkif.blkif_request_segment, 8, {"gref": 0, "first_sect": 4, "last_sect": 5, "_pad": 6}),
-    (blkif.blkif_request_discard, 32, {
-        "operation": 0, "flag": 1, "handle": 2, "id": 8, "sector_number": 16,
-        "nr_sectors": 24}),
-    (blkif.blkif_request_indirect, 64, {
-        "operation": 0, "indirect_op": 1, "nr_segments": 2, "_pad1": 4, "id": 8,
-        "sector_number": 16, "handle": 24, "_pad2": 26, "indirect_grefs": 28, "_pad3": 60}),
-    (blkif.blkif_response, 16, {"id": 0, "operation": 8, "status": 10}),
-    (blkif.blkif_sring_entry, 112, {"req": 0, "rsp": 0}),
 ]
 
 COMPAT_LAYOUTS: list[Layout] = [
@@ -314,7 +250,6 @@ COMPAT_LAYOUTS: list[Layout] = [
         "domid": 0, "type": 2, "id": 4, "nr_frames": 8, "flags": 12, "frame": 16,
         "frame_list": 24, "_pad": 28}),
     # handle (4) + xen_ulong_t size (4).
-    (dm_op.compat_xen_dm_op_buf, 8, {"h": 0, "size": 4}),
     # virt_start is one unsigned long.
     (version.compat_xen_platform_parameters, 4, {"virt_start": 0}),
     # ports handle @0, nr_ports @4, timeout u64 (align 4) @8 -> 16.
@@ -342,14 +277,9 @@ COMPAT_LAYOUTS: list[Layout] = [
     (grant_table.compat_gnttab_get_status_frames, 12, {
         "nr_frames": 0, "dom": 4, "status": 6, "frame_list": 8}),
     # iov_hnd handle @0, iov_len @4, pad @8 -> 12.
-    (argo.compat_xen_argo_iov, 12, {"iov_hnd": 0, "iov_len": 4, "pad": 8}),
     # x86_32-abi: op/nr_segments/handle @0..2, id u64 (align 4) @4,
     # sector_number @12, seg[11] (8 each) @20 -> 108.
-    (blkif.compat_blkif_request, 108, {
-        "operation": 0, "nr_segments": 1, "handle": 2, "id": 4, "sector_number": 12,
-        "seg": 20}),
     # id u64 @0, operation @8, status s16 @10 -> 12.
-    (blkif.compat_blkif_response, 12, {"id": 0, "operation": 8, "status": 10}),
 ]
 
 
@@ -368,8 +298,8 @@ def test_struct_layout(layout: Layout) -> None:
 
 
 def test_every_abi_structure_has_a_layout_test() -> None:
-    modules = [argo, blkif, console, dm_op, event_channel, grant_table, hvm, ioreq, memory,
-               ring, sched, start_info, vcpu, version, xen, xs_wire]
+    modules = [console, event_channel, grant_table, hvm, memory, sched, start_info, vcpu,
+               version, xen, xs_wire]
     tested = {layout[0] for layout in X86_64_LAYOUTS + COMPAT_LAYOUTS}
     bases = (ctypes.Structure, ctypes.Union)
     missing = {
@@ -387,7 +317,6 @@ def test_array_field_lengths() -> None:
     assert len(xen.shared_info().evtchn_pending) == 64
     assert len(xen.compat_shared_info().evtchn_mask) == 32
     assert xen.compat_shared_info.evtchn_pending.size == 128
-    assert len(blkif.blkif_request().seg) == blkif.BLKIF_MAX_SEGMENTS_PER_REQUEST
     assert xen.compat_shared_info.arch.offset + 24 == 2340  # wc_sec_hi on i386
 
 
@@ -401,24 +330,8 @@ def test_structures_fit_their_pages() -> None:
     assert page // ctypes.sizeof(grant_table.grant_entry_v2) == 256
 
 
-def test_blkif_ring_sizes() -> None:
-    entry = ctypes.sizeof(blkif.blkif_sring_entry)
-    assert ctypes.sizeof(ring.sring_header) + entry == 176
-    assert [ring.ring_size(4096 * n, entry) for n in (1, 2, 4, 8)] == [32, 64, 128, 256]
-
-
 def test_e820_entry_is_packed() -> None:
     assert ctypes.sizeof(memory.e820entry * 3) == 60
-
-
-def test_ioreq_bitfields() -> None:
-    req = ioreq.ioreq(state=ioreq.IoreqState.RESP_READY, data_is_ptr=1, dir=ioreq.IOREQ_READ,
-                      df=1, type=ioreq.IoreqType.COPY)
-    raw = bytes(req)
-    assert raw[30] == 0x03 | 1 << 4 | 1 << 5 | 1 << 6
-    assert raw[31] == 1
-    buf = ioreq.buf_ioreq(type=0xAB, dir=1, size=3, addr=0xFFFFF, data=0x12345678)
-    assert bytes(buf) == bytes.fromhex("abfeffff78563412")
 
 
 def test_hypercall_numbers() -> None:
@@ -466,6 +379,3 @@ def test_misc_constants() -> None:
     assert grant_table.GnttabStatus.eagain == -12
     assert xs_wire.XsdSockmsgType.DIRECTORY_PART == 22
     assert [name for _, name in xs_wire.XSD_ERRORS][-1] == "E2BIG"
-    assert blkif.blkif_vdev_xvd(0) == 51712
-    assert ring.ring_need_notify(old=0, new=1, event=1)
-    assert not ring.ring_need_notify(old=1, new=2, event=1)

@@ -164,7 +164,8 @@ class e820entry(XenStruct):
 
 
 class E820Type(IntEnum):
-    """E820 / ACPI address range types."""
+    """E820 / ACPI address range types: the ``type`` of an ``e820entry`` and of an
+    ``hvm_memmap_table_entry`` (start_info.h's ``XEN_HVM_MEMMAP_TYPE_*``, same values)."""
 
     RAM = 1
     RESERVED = 2
