@@ -14,6 +14,17 @@ XENMAPIDX_grant_table_status``) exists only with grant table version 2
 (else -EINVAL, as the bit makes the index too large for a shared frame).
 A frame holding a grant mapping of another domain's page cannot be
 replaced: -ENXIO (Xen's guest_remove_page refuses a page it does not own).
+
+When the p2m cannot take a change (its KVM memory slot budget, see
+memory/physmap.py: a guest that fragments its RAM, e.g. ballooning every
+other page), the op fails as Xen 4.12's does when its p2m cannot allocate a
+page-table page (p2m_set_entry: -ENOMEM): decrease_reservation and
+populate_physmap stop and return the extents done so far (Xen's
+guest_remove_page failure ends the loop; for populate_physmap Xen 4.12
+ignored guest_physmap_add_page's error and left the page allocated but
+unmapped, later Xen stops with the count done, which pyxen does, giving the
+page back), add_to_physmap and remove_from_physmap return -ENOMEM.  Nothing
+of the failing extent's last page has changed, and the domain goes on.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from pyxen.hv.domain import (
 )
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.hypercalls.domids import target_domain
-from pyxen.memory import GuestFault
+from pyxen.memory import GuestFault, SlotsExhausted
 
 # XENMEM_maximum_ram_page: the host's highest page frame (+1).
 HOST_MAX_PAGE = os.sysconf("SC_PHYS_PAGES")
@@ -114,10 +125,13 @@ def _reservation(call: Call, op: int, arg: int, start: int) -> int:
             first = int.from_bytes(gfn, "little")
             if first & (pages - 1) or first + pages > d.max_gfn:
                 break
-            if op == XenMem.populate_physmap:
-                ok = all(d.populate_page(first + i) for i in range(pages))
-            else:
-                ok = all(d.remove_page(first + i) for i in range(pages))
+            try:
+                if op == XenMem.populate_physmap:
+                    ok = all(d.populate_page(first + i) for i in range(pages))
+                else:
+                    ok = all(d.remove_page(first + i) for i in range(pages))
+            except SlotsExhausted as e:
+                ok = _p2m_full(d, e)
             if not ok:
                 break
             done += 1
@@ -177,7 +191,19 @@ def _add_to_physmap(call: Call, arg: int) -> int:
             _map_one(d, xatp.space, idx, gpfn)
         except FrameInUse:
             return -XenErrno.ENXIO
+        except SlotsExhausted as e:
+            _p2m_full(d, e)
+            return -XenErrno.ENOMEM
     return 0
+
+
+def _p2m_full(d: Domain, e: SlotsExhausted) -> bool:
+    """The p2m cannot take a change: the op fails as Xen's does when its p2m
+    cannot allocate a page-table page (the caller's answer: the extents done so
+    far, or -ENOMEM).  The domain goes on.  Returns False (not done)."""
+    d.log_once("p2m-slots", f"memory_op: {e}: the guest's p2m is too fragmented; "
+               "the operation fails as Xen's does when its p2m cannot grow")
+    return False
 
 
 def _map_one(d: Domain, space: int, idx: int, gpfn: int) -> None:
@@ -209,7 +235,11 @@ def _remove_from_physmap(call: Call, arg: int) -> int:
     xrfp = call.guest.read_struct(arg, xrfp_type)
     d = target_domain(call, xrfp.domid)
     with d.lock:
-        if not d.remove_page(int(xrfp.gpfn)):
-            raise HypercallError(XenErrno.ENOENT)
+        try:
+            if not d.remove_page(int(xrfp.gpfn)):
+                raise HypercallError(XenErrno.ENOENT)
+        except SlotsExhausted as e:
+            _p2m_full(d, e)
+            return -XenErrno.ENOMEM
     return 0
 
