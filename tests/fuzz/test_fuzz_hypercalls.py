@@ -1,7 +1,9 @@
 """Every hypercall's argument decoding under random registers and random guest memory.
 
 A real domain (KVM VM, guest RAM, grant table, event channels) is built but
-never started, and paused, so SCHEDOP_block and SCHEDOP_poll return at once
+never started, and paused, next to a peer domain that offers it three
+unbound event-channel ports and grants 8-15 (the peer's domid, the
+domain's own and DOMID_SELF are among the values drawn); paused, so SCHEDOP_block and SCHEDOP_poll return at once
 instead of sleeping.  Each example is a fresh domain and a short sequence
 of hypercalls made through the hypercall table exactly as a vCPU exit makes
 them (``HypercallTable.call`` with a ``Call`` of vCPU 0, native or compat):
@@ -44,6 +46,7 @@ from pyxen.abi.sched import SchedOp
 from pyxen.abi.vcpu import VcpuOp
 from pyxen.abi.version import XenVer
 from pyxen.abi.xen import DOMID_SELF, Hypercall
+from pyxen.hv import event_channel
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.dispatch import Call
 from pyxen.hv.domain import Domain
@@ -64,14 +67,15 @@ SUBOPS = {Hypercall.xen_version: XenVer, Hypercall.console_io: ConsoleIo,
           Hypercall.sched_op: SchedOp, Hypercall.memory_op: XenMem, Hypercall.hvm_op: HvmOp,
           Hypercall.event_channel_op: EvtchnOp, Hypercall.vcpu_op: VcpuOp,
           Hypercall.grant_table_op: GnttabOp}
-# Stands for the example's own domid (domids are not reused at once), in
-# arguments and in the scratch area; replaced before the call.
+# Stand for the example's own domid and its peer's (domids are not reused at
+# once), in arguments and in the scratch area; replaced before the call.
 OWN_DOMID = 0xD0D0_0000_0001
+PEER_DOMID = 0xD0D0_0000_0002
 
 pointers = st.one_of(st.just(SCRATCH), st.integers(0, SCRATCH_SIZE // 8 - 1).map(
     lambda i: SCRATCH + 8 * i))
-small = st.one_of(st.integers(0, 4), st.integers(0, 64))
-domids = st.sampled_from([DOMID_SELF, OWN_DOMID, 0, 0x7FF2, 0x7FF4, 0xFFFF])
+small = st.one_of(st.integers(0, 4), st.integers(8, 15), st.integers(0, 64))
+domids = st.sampled_from([DOMID_SELF, OWN_DOMID, PEER_DOMID, 0, 0x7FF2, 0x7FF4, 0xFFFF])
 edge = st.sampled_from([0xFFFF_FFFF, 0x7FFF, (1 << 63), (1 << 64) - 1, (1 << 63) - 1,
                         0x1000, 0xFEFFF, 0xFEFFC, 0x100000, 1 << 40, 4096, 1 << 31, 1023,
                         4095, 1 << 17])
@@ -141,6 +145,16 @@ def _identity_map(d: Domain) -> None:
     _write(d, pd, b"".join(struct.pack("<Q", (i << 21) | 0x87) for i in range(512)))
 
 
+def _offer(hv: Hypervisor, peer: Domain, d: Domain) -> None:
+    """What a peer offers the fuzzed domain: three unbound ports for it, and grants
+    8-15 of its frames 0x800-0x807."""
+    with hv.event_lock:
+        for _ in range(3):
+            event_channel.alloc_unbound(peer, d.domid)
+    for ref in range(8, 16):
+        peer.grants.seed(ref, d.domid, 0x800 + ref - 8)
+
+
 def _set_mode(d: Domain, mode: str, cr3: int) -> None:
     sregs = d.vcpus[0].kvm.sregs
     if mode == "flat":
@@ -161,17 +175,21 @@ def test_hypercalls(hv: tuple[Hypervisor, io.StringIO], scratch: list[int], seed
     host, log = hv
     log.seek(0)
     log.truncate()
-    d = build_domain(host, BuildSpec(name="fuzz", kernel=HELLO, memory_mib=16, maxmem_mib=16,
-                                     vcpus=2, maxvcpus=2))
+    d, peer = (build_domain(host, BuildSpec(name=name, kernel=HELLO, memory_mib=16,
+                                            maxmem_mib=16, vcpus=2, maxvcpus=2))
+               for name in ("fuzz", "peer"))
+    ids = {OWN_DOMID: d.domid, PEER_DOMID: peer.domid}
     try:
         d.pause()
-        body = b"".join(struct.pack("<Q", d.domid if w == OWN_DOMID else w) for w in scratch)
+        peer.pause()
+        _offer(host, peer, d)
+        body = b"".join(struct.pack("<Q", ids.get(w, w)) for w in scratch)
         _write(d, SCRATCH, body + random.Random(seed).randbytes(SCRATCH_SIZE - len(body)))
         _identity_map(d)
         _set_mode(d, mode, cr3)
         for nr, *raw in sequence:
             count("hypercalls")
-            args = [d.domid if a == OWN_DOMID else a for a in raw]
+            args = [ids.get(a, a) for a in raw]
             result = host.hypercalls.call(Call(d.vcpus[0], compat), nr, *args)
             assert isinstance(result, int)
             assert result >= 0 or -result in ERRNOS, (nr, args, result)
@@ -179,6 +197,7 @@ def test_hypercalls(hv: tuple[Hypervisor, io.StringIO], scratch: list[int], seed
             assert "pyxen bug" not in log.getvalue(), log.getvalue()
     finally:
         d.destroy()
+        peer.destroy()
     assert "pyxen bug" not in log.getvalue(), log.getvalue()
 
 
