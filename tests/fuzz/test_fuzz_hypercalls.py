@@ -1,16 +1,17 @@
 """Every hypercall's argument decoding under random registers and random guest memory.
 
 A real domain (KVM VM, guest RAM, grant table, event channels) is built but
-never started, and paused, next to a peer domain that offers it three
-unbound event-channel ports and grants 8-15 (the peer's domid, the
-domain's own and DOMID_SELF are among the values drawn); paused, so SCHEDOP_block and SCHEDOP_poll return at once
-instead of sleeping.  Each example is a fresh domain and a short sequence
+never started, next to a peer domain that offers it three unbound
+event-channel ports and grants 8-15 (the peer's domid, the domain's own and
+DOMID_SELF are among the values drawn).  Both are paused, so SCHEDOP_block
+and SCHEDOP_poll return at once instead of sleeping.  Each example is a
+fresh pair of domains and a short sequence
 of hypercalls made through the hypercall table exactly as a vCPU exit makes
 them (``HypercallTable.call`` with a ``Call`` of vCPU 0, native or compat):
 
-* the hypercall number is mostly one pyxen implements, the sub-op mostly a
-  small number, every other argument a pointer into a scratch area, a small
-  number or any 64-bit value;
+* the hypercall number is mostly one pyxen implements, the sub-op mostly one
+  of its sub-ops (from pyxen.abi's enums), every other argument a pointer
+  into a scratch area, a small number or any 64-bit value;
 * the scratch area holds 8-byte words of the same kinds (so structures
   point at further structures and hold plausible ports, domids, frames),
   then seeded random bytes;
