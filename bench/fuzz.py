@@ -64,7 +64,7 @@ def main() -> int:
     print(f"fuzz campaign: {args.examples} examples per target, {elapsed:.0f} s")
     print("\ntargets (examples run):")
     for test, passing, failing in examples:
-        print(f"  {test:60} {int(passing) + int(failing):7}")
+        print(f"  {test.removeprefix('tests/fuzz/'):62} {int(passing) + int(failing):7}")
     print("\ncalls made into pyxen:")
     for target, n in sorted(report["calls"].items()):
         print(f"  {target:24} {n:9}")
