@@ -25,6 +25,7 @@ from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore_sync import XenstoreSync
+from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
@@ -361,7 +362,8 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         if value is None:
             return None
         if not isinstance(value, list) or not value or not all(
-                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in value):
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CPUS
+                for c in value):
             raise ControlError("EINVAL", f"config field '{key}' must be a list of CPU numbers")
         return frozenset(value)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
+from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
 from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
@@ -64,8 +65,10 @@ class Session:
 
 def _domid(args: dict[str, Any]) -> int:
     value = args.get("domid")
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 0x7FF0:
-        raise ControlError("EINVAL", "'domid' must be a domain id (0 to 32751)")
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value < DOMID_FIRST_RESERVED):
+        raise ControlError("EINVAL", "'domid' must be a domain id "
+                           f"(0 to {DOMID_FIRST_RESERVED - 1})")
     return value
 
 

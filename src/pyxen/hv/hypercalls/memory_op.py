@@ -42,14 +42,14 @@ of the failing extent's last page has changed, and the domain goes on.
 
 from __future__ import annotations
 
+import ctypes
 import os
-import struct
 
 from pyxen.abi import memory as m
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.memory import XenMapSpace, XenMem
 from pyxen.boot import BootError
-from pyxen.boot.e820 import E820Entry, E820Type, pack_xen
+from pyxen.boot.e820 import E820Entry, pack_xen
 from pyxen.hv.dispatch import Call, Continuation, report_missing_subop
 from pyxen.hv.domain import (
     DOMU_MAX_ORDER,
@@ -176,7 +176,6 @@ def _memory_map(call: Call, arg: int) -> int:
 
 # Xen keeps at most E820MAX (128) entries per domain.
 E820_MAX = 128
-_E820_RECORD = struct.Struct("<QQI")
 
 
 def _set_memory_map(call: Call, arg: int) -> int:
@@ -187,11 +186,12 @@ def _set_memory_map(call: Call, arg: int) -> int:
     count = int(fmap.map.nr_entries)
     if count > E820_MAX:
         raise HypercallError(XenErrno.EINVAL)
-    raw = call.guest.read(fmap.map.buffer, count * _E820_RECORD.size)
+    records = (m.e820entry * count).from_buffer_copy(
+        call.guest.read(fmap.map.buffer, count * ctypes.sizeof(m.e820entry)))
     entries = []
-    for addr, size, kind in _E820_RECORD.iter_unpack(raw):
+    for record in records:
         try:
-            entries.append(E820Entry(addr, size, E820Type(kind)))
+            entries.append(E820Entry(record.addr, record.size, m.E820Type(record.type)))
         except (ValueError, BootError):
             raise HypercallError(XenErrno.EINVAL) from None
     d.e820 = entries
