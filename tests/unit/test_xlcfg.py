@@ -675,7 +675,13 @@ def test_overrides_reach_domain_config(guest_dir: Path) -> None:
     ("text", "message"),
     [
         ('kernel = "vmlinuz"\n', 'hello.cfg: name is required: add name = "NAME"'),
-        ('name = ""\nkernel = "vmlinuz"', "hello.cfg:1: name must not be empty"),
+        ('name = ""\nkernel = "vmlinuz"', "hello.cfg:1: the domain name is empty"),
+        # xl's name rules (control/names.py), reported at the name's line.
+        ('name = "a/b"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'a/b' contains '/'"),
+        ('name = "Domain-0"\nkernel = "vmlinuz"', "hello.cfg:1: 'Domain-0' is domain 0's name"),
+        (f'name = "{"x" * 65}"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'xxxx"),
+        ('name = "a\\tb"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'a\\tb' contains "
+                                                 "unprintable characters"),
         (
             'name = ["a"]\nkernel = "vmlinuz"',
             "hello.cfg:1: name must be a single value, got a list",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
+from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.hv.builder import BuildSpec, build_domain
@@ -100,6 +101,8 @@ class DomainManager:
             return sorted(self._managed)
 
     def find(self, name: str) -> int | None:
+        if name == DOM0_NAME:
+            return 0
         with self._lock:
             for domid, m in self._managed.items():
                 if m.domain.name == name:
@@ -108,10 +111,19 @@ class DomainManager:
 
     # -- creation and destruction --------------------------------------------------
 
+    def _check_name(self, name: str, domid: int | None = None) -> None:
+        """xl's name rules (control/names.py); unique among the other domains."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise ControlError("EINVAL", problem)
+        other = self.find(name)
+        if other is not None and other != domid:
+            raise ControlError("EEXIST", f"a domain named '{name}' exists (domain {other}): "
+                                         "choose another name")
+
     def create(self, request: DomainRequest, paused: bool = False) -> Domain:
         with self._lock:
-            if self.find(request.spec.name) is not None:
-                raise ControlError("EEXIST", f"a domain named '{request.spec.name}' exists")
+            self._check_name(request.spec.name)
             wanted = request.spec.domid
             if wanted is not None and not self.hv.claim_domid(wanted):
                 raise ControlError("EEXIST", f"domain id {wanted} is in use or not a domU id")
@@ -213,9 +225,7 @@ class DomainManager:
 
     def rename(self, domid: int, name: str) -> None:
         with self._lock:
-            other = self.find(name)
-            if other is not None and other != domid:
-                raise ControlError("EEXIST", f"a domain named '{name}' exists")
+            self._check_name(name, domid)
             self.get(domid).domain.name = name
 
     def close(self) -> None:
@@ -348,8 +358,12 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         raise ControlError("EINVAL", "config field 'domid' must be a number or null")
     vcpus = number("vcpus", 1, 128, 1)
     memory = number("memory_mib", 1, 1 << 20, 32)
+    name = text("name")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ControlError("EINVAL", f"config field 'name': {problem}")
     spec = BuildSpec(
-        name=text("name", limit=64), kernel=Path(text("kernel")),
+        name=name, kernel=Path(text("kernel")),
         ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),

@@ -8,7 +8,8 @@ file, the line and the key.
 Keys and rules:
 
 ``name``
-    Required, a non-empty string.
+    Required; xl's name rules (:mod:`pyxen.control.names`): non-empty, at
+    most 64 printable characters, no ``/``, not ``Domain-0``.
 ``type``
     ``"pv"``, ``"pvh"`` or ``"hvm"``.  Like xl, any prefix is accepted and
     ``hvm`` is tried first, then ``pv``, then ``pvh`` (so ``"p"`` means pv).
@@ -56,6 +57,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
@@ -212,8 +214,9 @@ class _Builder:
         name = self.string("name")
         if name is None:
             raise self.fail(None, 'name is required: add name = "NAME"')
-        if not name:
-            raise self.fail("name", "name must not be empty")
+        problem = name_problem(name)
+        if problem is not None:
+            raise self.fail("name", problem)
         domain_type = self.domain_type()
         kernel = self.kernel()
         ramdisk_text = self.string("ramdisk")
