@@ -481,9 +481,24 @@ def config_request(config: Any) -> dict[str, Any]:
 
 
 
+CONSOLE_WAIT = 10.0  # how long a new domain's console may take to appear in consoled
+
+
 def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
-    """Attach to a domain's PV console until Ctrl-] (or the domain goes away)."""
-    return attach_console(client, find_domain(client, args.domain))
+    """Attach to a domain's PV console until Ctrl-] (or the domain goes away).
+
+    consoled attaches a new domain's console within about half a second, so
+    right after ``create`` the console is waited for (at most ``CONSOLE_WAIT``
+    seconds), as ``create -c`` does; a domain that does not exist is an
+    error at once.
+    """
+    domid = find_domain(client, args.domain)
+    try:
+        client.call("list", domid=domid)
+    except ControlError:
+        print(f"pyxen console: Domain '{args.domain}' does not exist.", file=sys.stderr)
+        return 1
+    return attach_console(client, domid, wait=CONSOLE_WAIT)
 
 
 def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
@@ -542,7 +557,8 @@ def relay_console(sock: socket.socket) -> int:
                         data = sock.recv(4096)
                         if not data:
                             return 0
-                        write_all(stdout, data)
+                        if not write_all(stdout, data):  # stdout closed: detach
+                            raise BrokenPipeError(32, "stdout is closed")
                     else:
                         data, detached = term.read(sel)
                         if data:

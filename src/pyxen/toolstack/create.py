@@ -38,14 +38,13 @@ from pathlib import Path
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.toolstack.commands import config_request, open_console, relay_console
+from pyxen.toolstack.commands import CONSOLE_WAIT, config_request, open_console, relay_console
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-CONSOLE_WAIT = 10.0  # create -c: how long to wait for consoled to attach the new domain
 
 
 def exit_status(reason: int) -> int:
