@@ -85,3 +85,12 @@ def test_output_into_a_closed_pipe_ends_quietly(fake: FakeDaemon, args: tuple[st
     assert stderr == b""
     # console writes unbuffered, so its write fails: it detaches like xl console.
     assert status == 141 if args[0] == "console" else status in (0, 141)
+
+
+def test_cpupool_cpu_add_and_remove_have_their_own_help() -> None:
+    r = subprocess.run([sys.executable, "-m", "pyxen", "-h"], capture_output=True, text=True,
+                       env={**_env(), "COLUMNS": "200"}, timeout=60, check=True)
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in r.stdout.splitlines()
+             if line.strip().startswith("cpupool-cpu-")}
+    assert lines == {"cpupool-cpu-add": "move free host CPUs into a cpupool",
+                     "cpupool-cpu-remove": "take host CPUs out of a cpupool (they become free)"}

@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("cpupool-create", help='create a cpupool: name="P" sched="S" cpus="C"')
     cc.add_argument("settings", nargs="+", metavar="key=value")
     sub.add_parser("cpupool-destroy", help="destroy an empty cpupool").add_argument("pool")
-    for name in ("cpupool-cpu-add", "cpupool-cpu-remove"):
-        cp = sub.add_parser(name, help="move CPUs into or out of a cpupool")
+    for name, text in (("cpupool-cpu-add", "move free host CPUs into a cpupool"),
+                       ("cpupool-cpu-remove", "take host CPUs out of a cpupool (they become "
+                                              "free)")):
+        cp = sub.add_parser(name, help=text, description=text)
         cp.add_argument("pool")
         cp.add_argument("cpus", help="e.g. 1 or 2-3")
     cm = sub.add_parser("cpupool-migrate", help="move a domain to another cpupool")

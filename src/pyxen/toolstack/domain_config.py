@@ -162,6 +162,13 @@ class DomainConfig:
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
 
+    def action_for(self, reason: int) -> str:
+        """The on_* action for a shutdown reason (SHUTDOWN_poweroff 0, reboot 1,
+        crash 3, watchdog 4; any other: destroy)."""
+        actions = {0: self.on_poweroff, 1: self.on_reboot, 3: self.on_crash,
+                   4: self.on_watchdog}
+        return actions.get(reason, "destroy")
+
     @classmethod
     def from_xl(cls, cfg: XlConfig, path: Path) -> DomainConfig:
         """Validate ``cfg`` (parsed from the file at ``path``) into a DomainConfig.
