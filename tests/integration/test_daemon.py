@@ -335,3 +335,16 @@ def test_domain_names_follow_xl_rules(daemon: Daemon) -> None:
     assert set(daemon.names()) >= {"Domain-0", "named", "named2"}
     daemon.ok("destroy", "named")
     daemon.ok("destroy", "named2")
+
+
+@pytest.mark.kvm
+def test_console_right_after_create_with_stdin_from_dev_null(daemon: Daemon) -> None:
+    """`pyxen create X; pyxen console X </dev/null`: the console is waited for (consoled
+    attaches a new domain within about half a second) and /dev/null, which epoll
+    refuses, is no error; the command ends when the domain does."""
+    daemon.ok("create", str(daemon.cfg("pvnull", "pvconsole", "secs=3")))
+    r = subprocess.run([sys.executable, "-m", "pyxen", "console", "pvnull"],
+                       stdin=subprocess.DEVNULL, capture_output=True, env=daemon.env,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
