@@ -33,6 +33,15 @@ def test_check_names_a_missing_package(tmp_path: Path) -> None:
     assert "pyxen-surely-not-installed-probe" in done.stderr
 
 
+def test_check_wants_pyxen_from_this_checkout(tmp_path: Path) -> None:
+    # A clean clone next to an older editable install must re-install.
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "pyxen"\n')
+    done = _check(pyproject)
+    assert done.returncode == 1
+    assert f"not from {tmp_path / 'src'}" in done.stderr
+
+
 def _make_test_deps(tmp_path: Path, check_status: int) -> list[str]:
     """Run `make test-deps` with a stand-in Python that logs how it is called."""
     log = tmp_path / "calls"
