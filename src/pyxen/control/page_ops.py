@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.hvm import HvmParam
+from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control.protocol import ControlError
 from pyxen.control.session import MAX_MAPPINGS, PageMapping, Role, Session, WithFds
 from pyxen.hv.grant_table import GrantError, map_grant, unmap_grant
@@ -39,8 +40,10 @@ SERVICE_FRAMES = (HvmParam.CONSOLE_PFN, HvmParam.STORE_PFN)
 
 def _guest_domain(server: ControlServer, args: dict[str, Any]) -> Domain:
     value = args.get("domid")
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 0x7FF0:
-        raise ControlError("EINVAL", "'domid' must be a guest's domain id (1 to 32751)")
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 < value < DOMID_FIRST_RESERVED):
+        raise ControlError("EINVAL", "'domid' must be a guest's domain id "
+                           f"(1 to {DOMID_FIRST_RESERVED - 1})")
     return server.manager.get(value).domain
 
 

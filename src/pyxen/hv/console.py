@@ -30,6 +30,7 @@ class HypervisorConsole:
         self._partial: dict[tuple[int, str], bytearray] = {}
         self._just_split: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
+        self._gone: set[TextIO] = set()  # streams whose reader has gone
 
     def guest_write(self, domid: int, data: bytes, source: str = "console") -> None:
         """Append guest bytes; complete lines are printed with the domain prefix."""
@@ -61,11 +62,21 @@ class HypervisorConsole:
                 if buf:
                     self._emit_guest(domid, buf)
 
+    def _write(self, stream: TextIO, text: str) -> None:
+        """Print to a stream unless it is gone: a closed pipe (``create -F | head``)
+        loses the lines, not the domain; the ring keeps them for ``dmesg``."""
+        if stream in self._gone:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # reader gone, or stream closed
+            self._gone.add(stream)
+
     def _emit_guest(self, domid: int, line: bytes | bytearray) -> None:
         text = f"(d{domid}) {line.decode('ascii', 'replace')}"
         self.ring.append(text)
-        self.guest_stream.write(text + "\n")
-        self.guest_stream.flush()
+        self._write(self.guest_stream, text + "\n")
 
     def log(self, message: str) -> None:
         """A hypervisor message, printed as ``(XEN) message``."""
@@ -73,5 +84,4 @@ class HypervisorConsole:
             for line in message.splitlines() or [""]:
                 text = f"(XEN) {line}"
                 self.ring.append(text)
-                self.log_stream.write(text + "\n")
-            self.log_stream.flush()
+                self._write(self.log_stream, text + "\n")

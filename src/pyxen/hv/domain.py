@@ -36,7 +36,9 @@ until the guest switches to FIFO); ``dying`` is set before teardown so
 that no delivery reaches a domain whose memory is going away.
 
 Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
-thread is quiescent (parked or finished); ``unpause()`` lets them run.
+thread is quiescent (parked or finished); ``unpause()`` lets them run.  A
+vCPU in a long hypercall leaves it at its next preemption point through a
+continuation (hv/dispatch.py), so the wait is bounded by one batch element.
 
 Locking: ``lock`` serialises p2m changes with their accounting, and state
 transitions (the p2m's own writer lock is a leaf inside it; its readers
@@ -65,6 +67,7 @@ from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_
 from pyxen.hv.lapic import LAPIC_MSRS, LapicBus
 from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
 from pyxen.hv.timers import Timer
+from pyxen.hv.vcpu_control import Req
 from pyxen.kvm import Vm
 from pyxen.kvm.ioctls import KVM_CAP_NR_MEMSLOTS, KVM_CAP_READONLY_MEM
 from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
@@ -369,7 +372,7 @@ class Domain:
             # lacks; Xen ignores them silently there, and so does pyxen.
             self.callback_vector = None
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.UPCALL)
 
     def publish_wallclock(self) -> None:
         with self.time_lock:
@@ -380,7 +383,7 @@ class Domain:
         with self.time_lock:
             if self.dying:
                 return
-            vcpu.update_time(tsc, now, self.hv.tsc.hz)
+            vcpu.time.update_time(tsc, now, self.hv.tsc.hz)
 
     def update_time(self, tsc: int, now: int, hz: int) -> None:
         """Calibration tick: refresh every vCPU's pvclock parameters."""
@@ -388,18 +391,18 @@ class Domain:
             if self.dying:
                 return
             for vcpu in self.vcpus:
-                vcpu.update_time(tsc, now, hz)
+                vcpu.time.update_time(tsc, now, hz)
 
     # -- pause -----------------------------------------------------------------
 
     def pause(self) -> None:
         """Stop every vCPU and return once none is in the guest or handling an exit."""
-        if any(v._thread is threading.current_thread() for v in self.vcpus):
+        if any(v.control.is_current() for v in self.vcpus):
             raise RuntimeError("a domain cannot pause itself from one of its vCPUs")
         with self.lock:
             self.pause_count += 1
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.STATE)
         with self._quiesce:
             self._quiesce.wait_for(lambda: all(v.quiescent for v in self.vcpus))
 
@@ -409,7 +412,7 @@ class Domain:
                 raise RuntimeError(f"d{self.domid} is not paused")
             self.pause_count -= 1
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.STATE)
 
     def vcpu_quiesced(self) -> None:
         """A vCPU thread parked or ended (called from that thread)."""
