@@ -39,3 +39,13 @@ if origin is None or not origin.is_relative_to(src):
     print(f"make test: {project['name']} is imported from {origin}, not from {src}",
           file=sys.stderr)
     sys.exit(1)
+# The C extensions (setup.py) must be built in src/ from their current source:
+# an editable install made before an extension existed, or before its .c
+# changed, has no (or a stale) .so next to it.
+for source in sorted(src.rglob("_*.c")):
+    built = list(source.parent.glob(source.stem + ".*.so"))
+    # (whole seconds: setuptools copies the .so with its time truncated)
+    if not built or max(int(p.stat().st_mtime) for p in built) < int(source.stat().st_mtime):
+        print(f"make test: the C extension {source.relative_to(src)} is not built",
+              file=sys.stderr)
+        sys.exit(1)
