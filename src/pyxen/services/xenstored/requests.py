@@ -50,8 +50,9 @@ class Request:
     conn: Connection
     msg: Message
     tx: Transaction | None
-    #: messages to send after the reply (the first event of a new watch)
-    after: list[bytes] = field(default_factory=list)
+    #: watch events (path, token) to send after the reply (the first
+    #: event of a new watch)
+    after: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
     def tree(self) -> Tree:
@@ -202,8 +203,7 @@ def do_watch(req: Request) -> bytes:
         raise XenstoreError("E2BIG", "watch quota")
     watch = Watch(name, token, relative_to)
     conn.watches.append(watch)
-    req.after.append(encode(T.WATCH_EVENT, 0, 0, watch.event_path(name).encode("latin-1")
-                            + b"\0" + token + b"\0"))
+    req.after.append((watch.event_path(name).encode("latin-1"), token))
     return OK
 
 
@@ -358,7 +358,7 @@ def _lookup_tx(conn: Connection, msg: Message, flags: int) -> Transaction | None
 
 def dispatch(xs: Xenstore, conn: Connection, msg: Message) -> None:
     """Handle ``msg`` from ``conn`` and queue the reply; never raises."""
-    after: list[bytes] = []
+    after: list[tuple[bytes, bytes]] = []
     try:
         entry = HANDLERS.get(msg.type)
         if entry is None:
@@ -379,8 +379,8 @@ def dispatch(xs: Xenstore, conn: Connection, msg: Message) -> None:
     except Exception:  # a bug must not take the daemon down
         log.exception("%s: %s failed", conn.label, _type_name(msg.type))
         conn.send(encode(T.ERROR, msg.req_id, msg.tx_id, b"EIO\0"))
-    for data in after:
-        conn.send(data)
+    for path, token in after:
+        conn.send_event(path, token)
 
 
 def _type_name(msg_type: int) -> str:

@@ -44,6 +44,8 @@ from .wire import MessageReader
 log = logging.getLogger("pyxen.xenstored")
 
 RECV_SIZE = 64 * 1024
+#: Bytes offered to a socket per send() call.
+SEND_CHUNK = 64 * 1024
 
 
 class SocketConnection(Connection):
@@ -55,18 +57,20 @@ class SocketConnection(Connection):
         self.reader = MessageReader()
 
     def flush(self) -> None:
-        if self.closed or not self.output_pending:
-            return
-        data = self.take_output()
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as err:
-            log.info("%s: send failed: %s", self.label, err)
-            self.closed = True
-            return
-        self.unread_output(data[sent:])
+        """Send what the socket takes now, a bounded chunk at a time."""
+        out = self.output
+        while not self.closed and out.bytes:
+            try:
+                sent = self.sock.send(out.peek(SEND_CHUNK))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.info("%s: send failed: %s", self.label, err)
+                self.closed = True
+                return
+            out.consume(sent)
+            if sent < SEND_CHUNK:
+                return  # the socket buffer is full
 
 
 class Server:
