@@ -104,10 +104,15 @@ class Connection:
             if tx_id not in self.transactions:
                 return tx_id
 
+    def end_transaction(self, tx_id: int) -> None:
+        """Forget transaction ``tx_id`` (its end, or the connection's)."""
+        self.transactions.pop(tx_id).close()
+
     def drop_state(self) -> None:
         """Forget watches and transactions (RESET_WATCHES, reconnection)."""
         self.watches.clear()
-        self.transactions.clear()
+        for tx_id in list(self.transactions):
+            self.end_transaction(tx_id)
 
     def drop_output(self) -> None:
         self.output.clear()

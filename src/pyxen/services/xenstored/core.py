@@ -91,7 +91,7 @@ class Xenstore:
         return self.tree.dirty or self.domains_dirty
 
     def mark_clean(self) -> None:
-        self.tree.dirty = False
+        self.tree.changed.clear()
         self.domains_dirty = False
 
     # -- watches ----------------------------------------------------------

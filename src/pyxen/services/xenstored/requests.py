@@ -2,7 +2,7 @@
 
 Each handler validates its payload the way C xenstored does (argument
 counts, ``atoi``), does the work on the request's tree (the transaction's
-snapshot when ``tx_id`` names one, else the global tree) and returns the
+copy-on-write view when ``tx_id`` names one, else the global tree) and returns the
 reply payload, or raises :class:`XenstoreError`.  The dispatcher
 (:func:`dispatch`) applies the per-type rules of C xenstored's
 ``wire_funcs`` table first: unknown type -> ENOSYS, privileged-only type
@@ -32,7 +32,7 @@ from .errors import XenstoreError
 from .paths import canonicalize, decode, is_valid_nodename
 from .permissions import OWNER, READ, WRITE, Perms, access_for, format_perms, parse_perm
 from .transactions import Transaction
-from .tree import Tree
+from .tree import NodeStore
 from .watches import Watch
 from .wire import Message, as_u32, c_atoi, count_strings, encode, get_strings, one_arg
 
@@ -55,7 +55,7 @@ class Request:
     after: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
-    def tree(self) -> Tree:
+    def tree(self) -> NodeStore:
         return self.tx.tree if self.tx is not None else self.xs.tree
 
     def path(self, raw: bytes | None) -> str:
@@ -245,7 +245,7 @@ def do_transaction_end(req: Request) -> bytes:
     tx = req.tx
     if tx is None:
         raise XenstoreError("ENOENT", "no transaction")
-    del req.conn.transactions[tx.id]
+    req.conn.end_transaction(tx.id)
     if arg == b"T":
         xs = req.xs
         privileged = frozenset(d for d, dom in xs.domains.items()
