@@ -11,7 +11,8 @@ One loop iteration:
 2. read what is ready and handle complete requests; replies and watch
    events are only *queued*;
 3. if the tree or the domain table changed and ``--state`` was given, save
-   the state (atomically);
+   the changes (one line appended to the state journal, or a compaction:
+   :mod:`.persistence`);
 4. send the queued output: so a reply is never sent before the change it
    acknowledges is on disk.
 
@@ -38,7 +39,7 @@ from .core import Xenstore
 from .errors import ProtocolError
 from .guest import GuestConnection
 from .permissions import DOM0
-from .persistence import save
+from .persistence import StateJournal
 from .wire import MessageReader
 
 log = logging.getLogger("pyxen.xenstored")
@@ -80,6 +81,7 @@ class Server:
         self.xs = xs
         self.socket_path = socket_path
         self.state_path = state_path
+        self.journal = StateJournal(state_path) if state_path is not None else None
         self.selector = selectors.DefaultSelector()
         self.busy: set[GuestConnection] = set()
         self._sockets: dict[int, SocketConnection] = {}
@@ -246,10 +248,10 @@ class Server:
         conn.sock.close()
 
     def _save(self) -> None:
-        if self.state_path is None or not self.xs.dirty:
+        if self.journal is None or not self.xs.dirty:
             return
         try:
-            save(self.state_path, self.xs)
+            self.journal.save(self.xs)
         except OSError as err:
             # Keep serving; the next change tries again.
             log.error("cannot save the state to %s: %s", self.state_path, err)
