@@ -1,16 +1,24 @@
 # Top-level convenience targets.  `make test` is what CI runs.
+# `make test` installs what it needs first (test-deps): on a fresh machine the
+# README's two commands are the whole set-up.
 PYTHON ?= python3
+PIP_INSTALL ?= $(PYTHON) -m pip install -q --disable-pip-version-check
 
-.PHONY: guests test lint bench clean
+.PHONY: guests test test-deps lint bench clean
 
 guests:
 	$(MAKE) -C guests
 
-lint:
-	ruff check src tests
-	mypy --strict src/pyxen
+# pyxen and the `test` extra of pyproject.toml (pytest, ruff, mypy, ...),
+# pip-installed only when one of them is missing.
+test-deps:
+	@$(PYTHON) .ci/test-deps.py pyproject.toml || $(PIP_INSTALL) -e '.[test]'
 
-test: guests lint
+lint: test-deps
+	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m mypy --strict src/pyxen
+
+test: guests test-deps lint
 	$(PYTHON) -m pytest tests -q
 
 bench: guests

@@ -178,7 +178,7 @@ def bench_timer(secs: int) -> tuple[dict[str, str], list[int], list[int]]:
     fired: list[int] = []
     injected: list[int] = []
     pending: list[int] = []
-    timer = d.vcpus[0].singleshot
+    timer = d.vcpus[0].time.singleshot
     service = hv.timers
     real_arm = service._arm
 

@@ -69,7 +69,7 @@ from pyxen.hv.sched.interface import Decision, Scheduler, Topology  # noqa: E402
 from pyxen.hv.sched.roundrobin import RoundRobin  # noqa: E402
 from pyxen.hv.sched.simulate import SECOND, Overhead, decision_overhead  # noqa: E402
 from pyxen.hv.sched.trace import T_DOMID, T_KIND, T_TIME, T_VCPU, SchedTrace, kind_code  # noqa: E402
-from pyxen.hv.vcpu import VcpuRunner, install_kick_handler  # noqa: E402
+from pyxen.hv.vcpu import Req, VcpuRunner, install_kick_handler  # noqa: E402
 
 GUESTS = ROOT / "guests"
 GUEST_BUILD = GUESTS / "build"
@@ -148,7 +148,8 @@ class ProbedDispatcher(Dispatcher):
         now = self.clock()
         due = self.slice_due.get(pcpu)
         current = self._running.get(pcpu)
-        if due is not None and now >= due and current is not None and not current.preempt:
+        if (due is not None and now >= due and current is not None
+                and not current.control.requests & Req.PREEMPT):
             self.timer_lag.append(now - due)
             self._asked[pcpu] = now
         super()._slice_end(pcpu)
@@ -256,7 +257,7 @@ def thread_cpu_ns(d: Domain) -> int:
 
 
 def running_ns(r: Run, d: Domain) -> int:
-    return int(d.vcpus[0].runstate.snapshot(now_ns=r.hv.system_time_ns()).time[0])
+    return int(d.vcpus[0].time.runstate.snapshot(now_ns=r.hv.system_time_ns()).time[0])
 
 
 # -- (a) fairness -----------------------------------------------------------------------

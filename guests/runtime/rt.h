@@ -565,6 +565,7 @@ long timer_init(void (*cb)(void *arg), void *arg);
 /* set_timer_op + SCHEDOP_block until now_ns() >= abs_ns (needs timer_init). */
 void sleep_until(uint64_t abs_ns);
 void sleep_ns(uint64_t ns);
+int wait_next_tick(uint64_t seen, uint64_t limit_ns);
 
 #define NS_PER_US 1000ull
 #define NS_PER_MS 1000000ull

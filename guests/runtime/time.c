@@ -111,3 +111,22 @@ void sleep_ns(uint64_t ns)
 {
     sleep_until(now_ns() + ns);
 }
+
+/*
+ * Waits for this vCPU's VIRQ_TIMER handler to run (timer_events passing
+ * `seen`), re-arming a one-shot every millisecond, for at most `limit_ns`.
+ * Unlike sleep_ns() it waits for the event, not for the clock: a late timer
+ * on a loaded host is still counted.  Returns 1 if the event came.
+ */
+int wait_next_tick(uint64_t seen, uint64_t limit_ns)
+{
+    struct cpu *c = this_cpu();
+    uint64_t give_up = now_ns() + limit_ns;
+    cli();
+    while (c->timer_events == seen && now_ns() < give_up) {
+        set_timer_op(now_ns() + NS_PER_MS);
+        sched_block();
+        irq_window();
+    }
+    return c->timer_events != seen;
+}

@@ -42,6 +42,8 @@
 #define XEN_ENOSPC  28
 #define XEN_ENOSYS  38
 #define XEN_ETIME   62
+#define XEN_EDOM    33
+#define XEN_EILSEQ  84
 #define XEN_EOPNOTSUPP 95
 
 /* --- PVH start info (§3.2) --- */

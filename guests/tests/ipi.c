@@ -127,7 +127,11 @@ static void test_runstate_area(void)
     check(entry0 != 0xA5A5A5A5A5A5A5A5ull && entry0 <= now_ns(),
           "runstate area: state_entry_time %lu is a past system time", (unsigned long)entry0);
 
-    sleep_ns(2 * NS_PER_MS);    /* set_timer_op + SCHEDOP_block */
+    /* set_timer_op + SCHEDOP_block.  On a loaded host the timer can fire
+     * before the block, which then returns at once without blocking (as on
+     * Xen); sleep again until one block really slept (bounded). */
+    for (unsigned int i = 0; i < 100 && rs->state_entry_time == entry0; i++)
+        sleep_ns(2 * NS_PER_MS);
 
     uint64_t entry1 = rs->state_entry_time;
     uint64_t blocked1 = rs->time[RUNSTATE_blocked];

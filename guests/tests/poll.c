@@ -2,6 +2,11 @@
  * poll: SCHEDOP_poll (spec §8.2): timeout on an idle port, a port already
  * pending, argument errors, and (cfg vcpus = 2) a wake-up by an event that
  * vCPU 1 sends to the port vCPU 0 polls on.
+ *
+ * mode=race: one poll without a timeout on a masked IPI port that nobody in
+ * the guest signals; the test sends to it from inside the hypervisor while
+ * the poll checks its ports (tests/integration/test_vcpu_requests.py).  A
+ * lost wake-up leaves this poll asleep for ever.
  */
 #include "rt.h"
 
@@ -55,11 +60,31 @@ static void test_two_vcpus(void)
     evtchn_close(wake_port);
 }
 
+static void test_race(void)
+{
+    long p = evtchn_bind_ipi(0);
+    check(p > 0, "bind_ipi(vcpu 0) -> %ld", p);
+    if (p <= 0)
+        return;
+    evtchn_port_t port = (evtchn_port_t)p;
+    evtchn_mask(port);
+    printf("poll: race port=%u\n", port);
+    expect_eq(sched_poll(&port, 1, 0), 0, "poll(masked port, no timeout) -> 0");
+    check(evtchn_is_pending(port), "the port the hypervisor sent to is pending");
+    evtchn_clear_pending(port);
+    evtchn_close(port);
+}
+
 void test_main(const struct hvm_start_info *si)
 {
     expect_eq(evt_init(), 0, "map shared_info and set CALLBACK_IRQ");
     if (!rt_shinfo)
         return;
+    char mode[16];
+    if (cmdline_get("mode", mode, sizeof(mode)) > 0 && !strcmp(mode, "race")) {
+        test_race();
+        return;
+    }
 
     long idle = evtchn_alloc_unbound(DOMID_SELF, 0);
     check(idle > 0, "alloc_unbound for an idle port -> %ld", idle);

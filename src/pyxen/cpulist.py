@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import os
 
+#: CPU numbers are below this (Linux's largest NR_CPUS on x86 is 8192; the control
+#: protocol takes CPUs 0..4095).  Checked before a range is expanded, so
+#: "0-4000000000" is an error at once rather than four billion set entries.
+MAX_CPUS = 4096
+
 
 def parse_cpu_list(text: str, all_cpus: int | None = None) -> list[int]:
     """'0-3,6' -> [0, 1, 2, 3, 6]; ValueError with the reason on bad input.
@@ -31,6 +36,9 @@ def parse_cpu_list(text: str, all_cpus: int | None = None) -> list[int]:
         if not low.isdigit() or (sep and not high.isdigit()):
             raise ValueError(f"'{part}' is not a CPU number or range (like 0-3)")
         first, last = int(low), int(high) if sep else int(low)
+        if last >= MAX_CPUS:
+            raise ValueError(f"CPU {last} in '{part}' is beyond the last CPU number pyxen "
+                             f"takes ({MAX_CPUS - 1})")
         if last < first:
             raise ValueError(f"range '{part}' ends before it starts")
         target.update(range(first, last + 1))

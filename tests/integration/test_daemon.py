@@ -305,3 +305,46 @@ def test_service_maps_a_granted_page_through_the_control_socket(daemon: Daemon) 
             _wait_for(lambda d=domid: f"(d{d}) RESULT gnttab:" in daemon.log(),
                       f"d{domid}'s result")
             assert f"(d{domid}) RESULT gnttab: PASS" in daemon.log(), daemon.log()
+
+
+@pytest.mark.kvm
+def test_domain_names_follow_xl_rules(daemon: Daemon) -> None:
+    """create (the control op and the xl.cfg parser) and rename refuse what xl refuses,
+    plus '/' (the console log file): before, a guest named 'a/b' sent consoled into a
+    crash-restart loop, and one could be named or renamed 'Domain-0'."""
+    from pyxen.control.client import ControlClient
+    from pyxen.control.protocol import ControlError
+
+    kernel = str(GUEST_BUILD / "idle.elf")
+    with ControlClient(daemon.socket) as client:
+        for name in ("a/b", "Domain-0", "", "x" * 65):
+            with pytest.raises(ControlError) as refused:
+                client.call("create", config={"name": name, "kernel": kernel,
+                                              "memory_mib": 16, "cmdline": "secs=600"})
+            assert refused.value.code == "EINVAL", name
+    cfg = daemon.cfg("named", "idle", "secs=600")
+    bad = daemon.pyxen("create", str(cfg), 'name="x/y"')
+    assert bad.returncode == 2 and "contains '/'" in bad.stderr, bad.stderr
+    daemon.ok("create", str(cfg))
+    daemon.ok("create", str(daemon.cfg("named2", "idle", "secs=600")))
+    for new, why in (("Domain-0", "domain 0's name"), ("x/y", "contains '/'"),
+                     ("named2", "exists")):
+        r = daemon.pyxen("rename", "named", new)
+        assert r.returncode == 1 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert daemon.ok("domid", "Domain-0").strip() == "0"
+    assert set(daemon.names()) >= {"Domain-0", "named", "named2"}
+    daemon.ok("destroy", "named")
+    daemon.ok("destroy", "named2")
+
+
+@pytest.mark.kvm
+def test_console_right_after_create_with_stdin_from_dev_null(daemon: Daemon) -> None:
+    """`pyxen create X; pyxen console X </dev/null`: the console is waited for (consoled
+    attaches a new domain within about half a second) and /dev/null, which epoll
+    refuses, is no error; the command ends when the domain does."""
+    daemon.ok("create", str(daemon.cfg("pvnull", "pvconsole", "secs=3")))
+    r = subprocess.run([sys.executable, "-m", "pyxen", "console", "pvnull"],
+                       stdin=subprocess.DEVNULL, capture_output=True, env=daemon.env,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""

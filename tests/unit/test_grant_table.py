@@ -28,7 +28,7 @@ from pyxen.abi.grant_table import (
 from pyxen.hv import atomic
 from pyxen.hv import grant_table as gt
 from pyxen.hv.grant_table import GrantError, GrantTable, map_grant, unmap_grant
-from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
+from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind, SlotsExhausted
 
 S = GnttabStatus
 MAX_FRAMES = 16
@@ -52,6 +52,7 @@ class FakeDomain:
         self.memory_closed = False
         self.grant_status_gfns: dict[int, int] = {}
         self.unmapped_heap: list[int] = []
+        self.slots_full = False
         self.logs: list[str] = []
         self.grants = GrantTable(self, MAX_FRAMES, STATUS_BASE, FRAME_BASE)  # type: ignore[arg-type]
         hv.domains[domid] = self
@@ -59,8 +60,10 @@ class FakeDomain:
     def log_once(self, key: str, message: str) -> None:
         self.logs.append(message)
 
-    def unmap_heap_page(self, heap_index: int) -> None:
-        self.unmapped_heap.append(heap_index)
+    def unmap_heap_pages(self, heap_indices: list[int]) -> None:
+        if self.slots_full:
+            raise SlotsExhausted(32765, 32764)
+        self.unmapped_heap += heap_indices
 
     # Guest-side views of the table (what the guest would write).
     def grant_v1(self, ref: int, domid: int, gfn: int, flags: int = GTF_permit_access) -> None:
@@ -287,6 +290,21 @@ def test_version_switch(hv: FakeHv) -> None:
     assert t.nr_status_frames == 0 and t.ensure_status_frame(0) is False
     pool, off = a.memory.pool, t.header_offset(0)
     assert struct.unpack_from("<HHI", pool, off) == (GTF_permit_access, 0, 3)
+
+
+def test_version_switch_without_a_slot_to_unmap_status_frames(hv: FakeHv) -> None:
+    """Back to v1 needs the status frames out of the p2m; when every KVM slot is in
+    use that edit is refused (-ENOMEM, Xen's p2m error) and nothing changes."""
+    a = FakeDomain(hv, 1)
+    t = a.grants
+    assert t.set_version(2) == (0, 2)
+    a.slots_full = True
+    assert t.set_version(1) == (-XenErrno.ENOMEM, 2)
+    assert t.nr_status_frames == 1 and a.unmapped_heap == []
+    assert any("no KVM memory slot" in m for m in a.logs)
+    a.slots_full = False
+    assert t.set_version(1) == (0, 1)
+    assert a.unmapped_heap == [STATUS_BASE]
 
 
 def test_v2_entry_that_v1_cannot_hold(hv: FakeHv) -> None:

@@ -42,7 +42,7 @@ class RecordingSlots(SlotProgrammer):
 
 
 def ext_tuples(mem: GuestMemory) -> list[tuple[int, int, int, PageKind]]:
-    return [(e.gfn, e.count, e.pool_page, e.kind) for e in mem.extents()]
+    return [(e.gfn, e.pages, e.pool_page, e.kind) for e in mem.extents()]
 
 
 @pytest.fixture
@@ -283,7 +283,7 @@ def test_slots_follow_map_and_unmap() -> None:
         (0, 0x10000, 3 * PAGE_SIZE, base + 2 * PAGE_SIZE),
         (1, 0x14000, 4 * PAGE_SIZE, base + 6 * PAGE_SIZE),
     ]
-    assert {e.slot for e in m.extents()} == {0, 1}
+    assert set(m.slot_ids().values()) == {0, 1}
     rec.calls.clear()
     m.unmap(Gfn(0x10))  # the start of [0x10, 0x13)
     assert len(rec.calls) == 2
@@ -310,7 +310,8 @@ def test_slots_random_sequence_non_overlapping_and_reused() -> None:
         exts = list(m.extents())
         peak = max(peak, len(exts))
         # Model and p2m agree: one live slot per extent, with its exact region.
-        assert {e.slot: (e.gfn * PAGE_SIZE, e.count * PAGE_SIZE,
+        ids = m.slot_ids()
+        assert {ids[e.gfn]: (e.gfn * PAGE_SIZE, e.pages * PAGE_SIZE,
                          m.host_base + e.pool_page * PAGE_SIZE) for e in exts} == rec.active
         for a, b in itertools.pairwise(exts):
             assert a.end <= b.gfn
@@ -341,7 +342,7 @@ def test_failed_slot_program_leaves_no_extent() -> None:
     assert m.lookup(Gfn(4)) is None
     rec.fail = False
     m.map(Gfn(4), 2, 2, RAM)
-    assert [e.slot for e in m.extents()] == [0, 1]  # the failed id was given back
+    assert [m.slot_ids()[e.gfn] for e in m.extents()] == [0, 1]  # the failed id was given back
     m.close()
 
 

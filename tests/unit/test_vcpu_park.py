@@ -8,17 +8,16 @@ import threading
 from typing import Any
 
 from pyxen.hv.vcpu import VcpuRunner
+from pyxen.hv.vcpu_control import Req, ThreadState, VcpuControl
 
 
 class Domain:
     def __init__(self) -> None:
         self.pause_count = 1
         self.quiesced = threading.Event()
-        self.something = threading.Event()  # parked, or _park returned
 
     def vcpu_quiesced(self) -> None:
         self.quiesced.set()
-        self.something.set()
 
 
 class Apic:
@@ -30,13 +29,13 @@ class Runner:
     """The attributes _park reads and writes."""
 
     def __init__(self) -> None:
-        self._wake = threading.Event()
-        self._stop = False
+        self.control = VcpuControl(lambda _value: None)
+        self.control.started()
         self.online = True
         self.domain = Domain()
         self.apic = Apic()
         self.dispatcher = None
-        self.parked = False
+        self.time = self
         self.states: list[int] = []
 
     def set_runstate(self, state: int) -> None:
@@ -53,18 +52,17 @@ def test_a_paused_vcpu_parks_with_a_signal_queued() -> None:
     def park() -> None:
         VcpuRunner._park(runner)
         done.set()
-        runner.domain.something.set()
 
     thread = threading.Thread(target=park, daemon=True)
     thread.start()
-    assert runner.domain.something.wait(30)
+    assert runner.domain.quiesced.wait(30)
     assert not done.is_set(), "_park returned without parking the paused vCPU"
-    assert runner.parked and runner.domain.quiesced.is_set()
-    runner.domain.pause_count = 0  # unpause: notify() sets _wake
-    runner._wake.set()
+    assert runner.control.state is ThreadState.PARKED and runner.control.quiescent
+    runner.domain.pause_count = 0  # Domain.unpause
+    runner.control.request(Req.STATE)
     assert done.wait(30)
     thread.join()
-    assert not runner.parked
+    assert runner.control.state is ThreadState.RUNNING
 
 
 def test_an_unpaused_vcpu_with_a_signal_does_not_park() -> None:
@@ -73,4 +71,5 @@ def test_an_unpaused_vcpu_with_a_signal_does_not_park() -> None:
     runner.domain.pause_count = 0
     runner.online = False
     VcpuRunner._park(runner)
-    assert not runner.parked and not runner.domain.quiesced.is_set()
+    assert runner.control.state is ThreadState.RUNNING
+    assert not runner.domain.quiesced.is_set()

@@ -336,6 +336,16 @@ def test_setting_records_source_and_line() -> None:
         ("memory = 64 + 64", "hello.cfg:1: unexpected character '+'"),
         ("kernel = ('x')", "hello.cfg:1: unexpected character '('"),
         (
+            "name = bar-a # the rest is a comment\n",
+            "hello.cfg:1: the value of 'name' must be a quoted string, a number or a list,"
+            ' got bar-a; quote it: "bar-a"',
+        ),
+        (
+            "disk = [ x-y, 'z' ]",
+            "hello.cfg:1: expected a value or ']' in the list for 'disk' (started on line 1),"
+            " got 'x'",
+        ),
+        (
             "kernel = os.path",
             "hello.cfg:1: the value of 'kernel' must be a quoted string, a number or a list,"
             ' got os.path; quote it: "os.path"',
@@ -422,13 +432,18 @@ def test_overrides() -> None:
         ("disk=['a'", "command line: 'disk=['a'': unterminated list started here"),
         ("name+=['x']", "command line: 'name+=['x']': cannot add a list to the string 'name'"),
         ("a=1\nb", "command line: 'a=1\\nb': expected '=' after 'b'"),
+        # The hint quotes the whole value, not just the identifier it starts with.
+        ("name=bar-a", "command line: 'name=bar-a': the value of 'name' must be a quoted"
+                       ' string, a number or a list, got bar-a; quote it: "bar-a"'),
+        ("extra=a b.c", 'got a b.c; quote it: "a b.c"'),
+        ('name=a"b-c', 'got a"b-c; quote it: "a\\"b-c"'),
     ],
 )
 def test_override_errors(override: str, message: str) -> None:
     cfg = parse('name = "a"')
     with pytest.raises(XlCfgError) as info:
         apply_overrides(cfg, ["vcpus=1", override])
-    assert str(info.value).startswith(message)
+    assert str(info.value).startswith(message) or str(info.value).endswith(message)
     assert "\n" not in str(info.value)
 
 
@@ -660,7 +675,13 @@ def test_overrides_reach_domain_config(guest_dir: Path) -> None:
     ("text", "message"),
     [
         ('kernel = "vmlinuz"\n', 'hello.cfg: name is required: add name = "NAME"'),
-        ('name = ""\nkernel = "vmlinuz"', "hello.cfg:1: name must not be empty"),
+        ('name = ""\nkernel = "vmlinuz"', "hello.cfg:1: the domain name is empty"),
+        # xl's name rules (control/names.py), reported at the name's line.
+        ('name = "a/b"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'a/b' contains '/'"),
+        ('name = "Domain-0"\nkernel = "vmlinuz"', "hello.cfg:1: 'Domain-0' is domain 0's name"),
+        (f'name = "{"x" * 65}"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'xxxx"),
+        ('name = "a\\tb"\nkernel = "vmlinuz"', "hello.cfg:1: the domain name 'a\\tb' contains "
+                                                 "unprintable characters"),
         (
             'name = ["a"]\nkernel = "vmlinuz"',
             "hello.cfg:1: name must be a single value, got a list",

@@ -16,6 +16,7 @@ Everything is little-endian, so structures derive from
 from __future__ import annotations
 
 import ctypes
+import struct
 
 uint8_t = ctypes.c_uint8
 uint16_t = ctypes.c_uint16
@@ -65,3 +66,28 @@ class CompatUnion(XenUnion):
     """Base for i386 (compat) unions."""
 
     _pack_ = COMPAT_PACK
+
+
+def struct_of(ctype: type[ctypes.Structure]) -> struct.Struct:
+    """A :class:`struct.Struct` that packs the same bytes as ``ctype``, a structure of
+    integer fields only, for paths where a ctypes object per message costs too much.
+
+    The format is derived from ``ctype``'s fields, so the ctypes definition stays
+    the only one.  Raises TypeError for a field that is not a plain integer.
+    """
+    fmt = "<"
+    end = 0
+    for name, ftype, *bits in ctype._fields_:
+        size = ctypes.sizeof(ftype)
+        if bits or size not in _INT_FORMATS or not issubclass(ftype, ctypes._SimpleCData):
+            raise TypeError(f"{ctype.__name__}.{name} is not a plain integer field")
+        offset = getattr(ctype, name).offset
+        fmt += "x" * (offset - end)
+        signed = ftype(-1).value == -1
+        fmt += _INT_FORMATS[size].lower() if signed else _INT_FORMATS[size]
+        end = offset + size
+    fmt += "x" * (ctypes.sizeof(ctype) - end)
+    return struct.Struct(fmt)
+
+
+_INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}

@@ -44,10 +44,10 @@ class XenElfNote(IntEnum):
 
 XEN_ELFNOTE_MAX = 18
 
-# How libelf 4.12 parses each loader note.
+# How libelf 4.12 (elf_xen_parse_note) parses each loader note; INFO,
+# L1_MFN_VALID and the crash-dump notes are in neither set: libelf ignores them.
 STRING_NOTES = frozenset(
     {
-        XenElfNote.INFO,
         XenElfNote.XEN_VERSION,
         XenElfNote.GUEST_OS,
         XenElfNote.GUEST_VERSION,

@@ -1,5 +1,8 @@
 """``memory_op`` hypercall: mirrors ``xen/include/public/memory.h`` and
 ``xen/include/public/hvm/e820.h`` (Xen 4.12).
+
+``xen_mem_acquire_resource`` (XENMEM_acquire_resource, a tools-only call in
+4.12 whose layout later Xen changed) is not mirrored: nothing in pyxen uses it.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ class e820entry(XenStruct):
 
 
 class E820Type(IntEnum):
-    """E820 / ACPI address range types."""
+    """E820 / ACPI address range types: the ``type`` of an ``e820entry`` and of an
+    ``hvm_memmap_table_entry`` (start_info.h's ``XEN_HVM_MEMMAP_TYPE_*``, same values)."""
 
     RAM = 1
     RESERVED = 2
@@ -285,6 +289,12 @@ class xen_pod_target(XenStruct):
     ]
 
 
+class compat_xen_pod_target(CompatStruct):
+    """i386 ``xen_pod_target`` (36 bytes: no tail padding to 8)."""
+
+    _fields_ = xen_pod_target._fields_
+
+
 class xen_vnuma_topology_info(XenStruct):
     """``XENMEM_get_vnumainfo`` argument (40 bytes).
 
@@ -313,51 +323,3 @@ class xen_vmemrange(XenStruct):
         ("flags", uint32_t),
         ("nid", uint32_t),
     ]
-
-
-XENMEM_resource_ioreq_server = 0
-XENMEM_resource_grant_table = 1
-XENMEM_resource_grant_table_id_shared = 0
-XENMEM_resource_grant_table_id_status = 1
-XENMEM_resource_ioreq_server_frame_bufioreq = 0
-
-
-def XENMEM_resource_ioreq_server_frame_ioreq(n: int) -> int:
-    """Frame index of synchronous ioreq page ``n``."""
-    return 1 + n
-
-
-class xen_mem_acquire_resource(XenStruct):
-    """``XENMEM_acquire_resource`` argument (32 bytes; tools)."""
-
-    _fields_ = [
-        ("domid", domid_t),
-        ("type", uint16_t),
-        ("id", uint32_t),
-        ("nr_frames", uint32_t),
-        ("flags", uint32_t),  # 4.12: OUT, XENMEM_rsrc_acq_caller_owned
-        ("frame", uint64_t),
-        ("frame_list", xen_guest_handle_t),  # xen_pfn_t[]
-    ]
-
-
-class compat_xen_mem_acquire_resource(CompatStruct):
-    """i386 ``xen_mem_acquire_resource`` (32 bytes).
-
-    ``frame`` is ``uint64_aligned_t`` in 4.12, so it stays at offset 16 and
-    the structure is padded to a multiple of 8.
-    """
-
-    _fields_ = [
-        ("domid", domid_t),
-        ("type", uint16_t),
-        ("id", uint32_t),
-        ("nr_frames", uint32_t),
-        ("flags", uint32_t),
-        ("frame", uint64_t),
-        ("frame_list", compat_handle_t),
-        ("_pad", uint32_t),
-    ]
-
-
-XENMEM_rsrc_acq_caller_owned = 1 << 0

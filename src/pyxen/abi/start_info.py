@@ -7,8 +7,6 @@ Every address field is a physical address; 0 means "absent".
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 from pyxen.abi._types import XenStruct, uint32_t, uint64_t
 
 # "xEn3" with the 0x80 bit set in the "E".
@@ -60,18 +58,6 @@ class hvm_memmap_table_entry(XenStruct):
     _fields_ = [
         ("addr", uint64_t),
         ("size", uint64_t),
-        ("type", uint32_t),  # XenHvmMemmapType
+        ("type", uint32_t),  # XEN_HVM_MEMMAP_TYPE_*: the E820 types, memory.E820Type
         ("reserved", uint32_t),
     ]
-
-
-class XenHvmMemmapType(IntEnum):
-    """``XEN_HVM_MEMMAP_TYPE_*``: the ACPI/E820 address range types."""
-
-    RAM = 1
-    RESERVED = 2
-    ACPI = 3
-    NVS = 4
-    UNUSABLE = 5
-    DISABLED = 6
-    PMEM = 7

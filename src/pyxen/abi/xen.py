@@ -96,6 +96,10 @@ DOMID_XEN = 0x7FF2
 DOMID_COW = 0x7FF3
 DOMID_INVALID = 0x7FF4
 DOMID_IDLE = 0x7FFF
+# Domain 0, the control domain.  In pyxen it is the hypervisor process itself
+# (there is no dom0 guest): its event-channel ends and grant mappings are
+# served through the control socket.
+CONTROL_DOMID = 0
 
 
 class ShutdownReason(IntEnum):
@@ -155,6 +159,9 @@ VMASST_TYPE_runstate_update_flag = 5
 VMASST_TYPE_m2p_strict = 32
 
 XEN_LEGACY_MAX_VCPUS = 32
+
+# Longest guest command line, including the NUL.
+MAX_GUEST_CMDLINE = 1024
 
 # "ud2; .ascii 'xen'": followed by CPUID, forces Xen to emulate it (PV).
 XEN_EMULATE_PREFIX = bytes((0x0F, 0x0B, 0x78, 0x65, 0x6E))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from pyxen.abi._types import XenStruct, char, uint32_t
+from pyxen.abi._types import XenStruct, char, struct_of, uint32_t
 from pyxen.abi.errno import XenErrno
 
 
@@ -53,6 +53,10 @@ class xsd_sockmsg(XenStruct):
         ("tx_id", uint32_t),  # 0 = no transaction
         ("len", uint32_t),  # payload bytes
     ]
+
+
+# The header as a struct.Struct, for framing at message rate.
+XSD_SOCKMSG = struct_of(xsd_sockmsg)
 
 
 # Errno values xenstored may report, in the header's xsd_errors order; the

@@ -8,13 +8,16 @@
   modules and the start info.
 
 The package reads only bytes and integers and writes no guest memory; it is
-independent of KVM and of :mod:`pyxen.abi`.  Every failure is a
-:class:`BootError` with a one-line message saying what to do.
+independent of KVM.  Xen's structures and numbers (``hvm_start_info``,
+``e820entry``, the ELF note types) come from :mod:`pyxen.abi`, the one place
+they are defined.  Every failure is a :class:`BootError` with a one-line
+message saying what to do.
 """
 
+from pyxen.abi.memory import E820Type
+from pyxen.abi.start_info import XEN_HVM_START_MAGIC_VALUE
 from pyxen.boot.e820 import (
     E820Entry,
-    E820Type,
     build_e820,
     guest_ram_ranges,
     pack_hvm_memmap,
@@ -23,12 +26,7 @@ from pyxen.boot.e820 import (
 from pyxen.boot.elf import ElfImage, Segment, parse_elf
 from pyxen.boot.errors import BootError
 from pyxen.boot.loader import image_end, place_after, plan_load
-from pyxen.boot.pvh import (
-    XEN_HVM_START_MAGIC_VALUE,
-    Module,
-    build_start_info,
-    start_info_size,
-)
+from pyxen.boot.pvh import Module, build_start_info, start_info_size
 from pyxen.boot.xen_notes import XenNotes
 
 __all__ = [

@@ -31,37 +31,23 @@ exactly ``memory_bytes``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
 
+from pyxen.abi.hvm import SPECIAL_PFN_CONSOLE, SPECIAL_PFN_IOREQ_SERVER_BASE
+from pyxen.abi.memory import HVM_BELOW_4G_RAM_END, E820Type, e820entry
+from pyxen.abi.start_info import hvm_memmap_table_entry
 from pyxen.boot.errors import BootError
+from pyxen.memory.addr import PAGE_SHIFT, PAGE_SIZE
 
-PAGE_SIZE = 4096
 LOW_RAM_END = 0xA0000
 HIGH_RAM_START = 0x100000
-HVM_BELOW_4G_RAM_END = 0xF000_0000
 FOUR_GIB = 0x1_0000_0000
-SPECIAL_PAGES_START = 0xFEFF_0000
-SPECIAL_PAGES_END = 0xFF00_0000
+SPECIAL_PAGES_START = SPECIAL_PFN_IOREQ_SERVER_BASE << PAGE_SHIFT
+SPECIAL_PAGES_END = (SPECIAL_PFN_CONSOLE + 1) << PAGE_SHIFT
 MIN_MEMORY = 2 * 1024 * 1024
 
 _U64 = 1 << 64
-_XEN_ENTRY = struct.Struct("<QQI")
-_HVM_ENTRY = struct.Struct("<QQII")
-
-
-class E820Type(IntEnum):
-    """ACPI address range types."""
-
-    RAM = 1
-    RESERVED = 2
-    ACPI = 3
-    NVS = 4
-    UNUSABLE = 5
-    DISABLED = 6
-    PMEM = 7
 
 
 @dataclass(frozen=True)
@@ -88,13 +74,13 @@ class E820Entry:
 
 
 def pack_xen(entries: Iterable[E820Entry]) -> bytes:
-    """Encode entries as the 20-byte records ``XENMEM_memory_map`` returns."""
-    return b"".join(_XEN_ENTRY.pack(e.addr, e.size, int(e.type)) for e in entries)
+    """Encode entries as the 20-byte ``e820entry`` records ``XENMEM_memory_map`` returns."""
+    return b"".join(bytes(e820entry(e.addr, e.size, e.type)) for e in entries)
 
 
 def pack_hvm_memmap(entries: Iterable[E820Entry]) -> bytes:
     """Encode entries as 24-byte ``hvm_memmap_table_entry`` records."""
-    return b"".join(_HVM_ENTRY.pack(e.addr, e.size, int(e.type), 0) for e in entries)
+    return b"".join(bytes(hvm_memmap_table_entry(e.addr, e.size, e.type)) for e in entries)
 
 
 def guest_ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:

@@ -27,29 +27,24 @@ NUL, Xen's own limit, and may not contain NUL bytes.
 
 from __future__ import annotations
 
-import struct
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pyxen.abi.start_info import (
+    XEN_HVM_START_INFO_VERSION,
+    XEN_HVM_START_MAGIC_VALUE,
+    hvm_memmap_table_entry,
+    hvm_modlist_entry,
+    hvm_start_info,
+)
+from pyxen.abi.xen import MAX_GUEST_CMDLINE
 from pyxen.boot.e820 import E820Entry, pack_hvm_memmap
 from pyxen.boot.errors import BootError
 
-XEN_HVM_START_MAGIC_VALUE = 0x336EC578
-HVM_START_INFO_VERSION = 1
-MAX_GUEST_CMDLINE = 1024
-
-SIF_PRIVILEGED = 1 << 0
-SIF_INITDOMAIN = 1 << 1
-SIF_MULTIBOOT_MOD = 1 << 2
-SIF_MOD_START_PFN = 1 << 3
-SIF_VIRT_P2M_4TOOLS = 1 << 4
-
-# magic, version, flags, nr_modules, modlist_paddr, cmdline_paddr, rsdp_paddr,
-# memmap_paddr, memmap_entries, reserved.
-_START_INFO = struct.Struct("<IIIIQQQQII")
-# paddr, size, cmdline_paddr, reserved.
-_MODLIST_ENTRY = struct.Struct("<QQQQ")
-_MEMMAP_ENTRY_SIZE = 24
+_START_INFO_SIZE = ctypes.sizeof(hvm_start_info)
+_MODLIST_ENTRY_SIZE = ctypes.sizeof(hvm_modlist_entry)
+_MEMMAP_ENTRY_SIZE = ctypes.sizeof(hvm_memmap_table_entry)
 _ALIGN = 8
 _U64 = 1 << 64
 _U32 = 1 << 32
@@ -91,8 +86,8 @@ def _check_module(index: int, module: Module) -> None:
 
 def start_info_size(cmdline: bytes, modules: Sequence[Module], memmap: Sequence[E820Entry]) -> int:
     """The size in bytes of the blob :func:`build_start_info` returns for these inputs."""
-    size = _START_INFO.size + len(_cstring(cmdline, "the kernel command line"))
-    size += _MODLIST_ENTRY.size * len(modules)
+    size = _START_INFO_SIZE + len(_cstring(cmdline, "the kernel command line"))
+    size += _MODLIST_ENTRY_SIZE * len(modules)
     for index, module in enumerate(modules):
         size += len(_cstring(module.cmdline, f"the command line of module {index}"))
     return size + _MEMMAP_ENTRY_SIZE * len(memmap)
@@ -120,35 +115,34 @@ def build_start_info(
             "PVH entry can reach it"
         )
 
-    offset = _START_INFO.size
+    offset = _START_INFO_SIZE
     kernel_cmdline = _cstring(cmdline, "the kernel command line")
     cmdline_paddr = base + offset if kernel_cmdline else 0
     offset += len(kernel_cmdline)
 
     modlist_paddr = base + offset if modules else 0
-    offset += _MODLIST_ENTRY.size * len(modules)
+    offset += _MODLIST_ENTRY_SIZE * len(modules)
     modlist = bytearray()
     module_cmdlines = bytearray()
     for index, module in enumerate(modules):
         _check_module(index, module)
         text = _cstring(module.cmdline, f"the command line of module {index}")
         text_paddr = base + offset + len(module_cmdlines) if text else 0
-        modlist += _MODLIST_ENTRY.pack(module.paddr, module.size, text_paddr, 0)
+        modlist += bytes(hvm_modlist_entry(module.paddr, module.size, text_paddr))
         module_cmdlines += text
     offset += len(module_cmdlines)
 
     memmap_paddr = base + offset if memmap else 0
-    header = _START_INFO.pack(
-        XEN_HVM_START_MAGIC_VALUE,
-        HVM_START_INFO_VERSION,
-        flags,
-        len(modules),
-        modlist_paddr,
-        cmdline_paddr,
-        rsdp,
-        memmap_paddr,
-        len(memmap),
-        0,
-    )
+    header = bytes(hvm_start_info(
+        magic=XEN_HVM_START_MAGIC_VALUE,
+        version=XEN_HVM_START_INFO_VERSION,
+        flags=flags,
+        nr_modules=len(modules),
+        modlist_paddr=modlist_paddr,
+        cmdline_paddr=cmdline_paddr,
+        rsdp_paddr=rsdp,
+        memmap_paddr=memmap_paddr,
+        memmap_entries=len(memmap),
+    ))
     blob = header + kernel_cmdline + bytes(modlist) + bytes(module_cmdlines)
     return blob + pack_hvm_memmap(memmap)

@@ -32,32 +32,11 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from pyxen.abi.elfnote import NUMERIC_NOTES, STRING_NOTES, XEN_ELFNOTE_NAME, XenElfNote
 from pyxen.boot.errors import BootError
 
-XEN_ELFNOTE_INFO = 0
-XEN_ELFNOTE_ENTRY = 1
-XEN_ELFNOTE_HYPERCALL_PAGE = 2
-XEN_ELFNOTE_VIRT_BASE = 3
-XEN_ELFNOTE_PADDR_OFFSET = 4
-XEN_ELFNOTE_XEN_VERSION = 5
-XEN_ELFNOTE_GUEST_OS = 6
-XEN_ELFNOTE_GUEST_VERSION = 7
-XEN_ELFNOTE_LOADER = 8
-XEN_ELFNOTE_PAE_MODE = 9
-XEN_ELFNOTE_FEATURES = 10
-XEN_ELFNOTE_BSD_SYMTAB = 11
-XEN_ELFNOTE_HV_START_LOW = 12
-XEN_ELFNOTE_L1_MFN_VALID = 13
-XEN_ELFNOTE_SUSPEND_CANCEL = 14
-XEN_ELFNOTE_INIT_P2M = 15
-XEN_ELFNOTE_MOD_START_PFN = 16
-XEN_ELFNOTE_SUPPORTED_FEATURES = 17
-XEN_ELFNOTE_PHYS32_ENTRY = 18
-
 _NOTE_HEADER = struct.Struct("<III")
-_NUMERIC = frozenset({1, 2, 3, 4, 12, 14, 15, 16, 18})
-_STRING = frozenset({5, 6, 7, 8, 9, 10, 11})
-_XEN_NAMES = (b"Xen\0", b"Xen")
+_XEN_NAMES = (XEN_ELFNOTE_NAME, XEN_ELFNOTE_NAME.rstrip(b"\0"))
 
 
 @dataclass(frozen=True)
@@ -173,26 +152,26 @@ def decode_xen_notes(raw: Mapping[int, bytes], where: str) -> XenNotes:
     numbers: dict[int, int] = {}
     strings: dict[int, str] = {}
     for ntype, desc in raw.items():
-        if ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+        if ntype == XenElfNote.PHYS32_ENTRY:
             numbers[ntype] = _phys32_entry(desc, where)
-        elif ntype == XEN_ELFNOTE_SUPPORTED_FEATURES:
+        elif ntype == XenElfNote.SUPPORTED_FEATURES:
             numbers[ntype] = _feature_words(desc, where)
-        elif ntype in _NUMERIC:
+        elif ntype in NUMERIC_NOTES:
             numbers[ntype] = _numeric(ntype, desc, where)
-        elif ntype in _STRING:
+        elif ntype in STRING_NOTES:
             strings[ntype] = _string(ntype, desc, where)
     return XenNotes(
-        phys32_entry=numbers.get(XEN_ELFNOTE_PHYS32_ENTRY),
-        entry=numbers.get(XEN_ELFNOTE_ENTRY),
-        hypercall_page=numbers.get(XEN_ELFNOTE_HYPERCALL_PAGE),
-        virt_base=numbers.get(XEN_ELFNOTE_VIRT_BASE),
-        paddr_offset=numbers.get(XEN_ELFNOTE_PADDR_OFFSET),
-        xen_version=strings.get(XEN_ELFNOTE_XEN_VERSION),
-        guest_os=strings.get(XEN_ELFNOTE_GUEST_OS),
-        guest_version=strings.get(XEN_ELFNOTE_GUEST_VERSION),
-        loader=strings.get(XEN_ELFNOTE_LOADER),
-        pae_mode=strings.get(XEN_ELFNOTE_PAE_MODE),
-        features=strings.get(XEN_ELFNOTE_FEATURES),
-        supported_features=numbers.get(XEN_ELFNOTE_SUPPORTED_FEATURES, 0),
+        phys32_entry=numbers.get(XenElfNote.PHYS32_ENTRY),
+        entry=numbers.get(XenElfNote.ENTRY),
+        hypercall_page=numbers.get(XenElfNote.HYPERCALL_PAGE),
+        virt_base=numbers.get(XenElfNote.VIRT_BASE),
+        paddr_offset=numbers.get(XenElfNote.PADDR_OFFSET),
+        xen_version=strings.get(XenElfNote.XEN_VERSION),
+        guest_os=strings.get(XenElfNote.GUEST_OS),
+        guest_version=strings.get(XenElfNote.GUEST_VERSION),
+        loader=strings.get(XenElfNote.LOADER),
+        pae_mode=strings.get(XenElfNote.PAE_MODE),
+        features=strings.get(XenElfNote.FEATURES),
+        supported_features=numbers.get(XenElfNote.SUPPORTED_FEATURES, 0),
         raw=dict(raw),
     )

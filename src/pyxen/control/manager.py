@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -23,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
+from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore_sync import XenstoreSync
+from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
@@ -100,6 +103,8 @@ class DomainManager:
             return sorted(self._managed)
 
     def find(self, name: str) -> int | None:
+        if name == DOM0_NAME:
+            return 0
         with self._lock:
             for domid, m in self._managed.items():
                 if m.domain.name == name:
@@ -108,10 +113,30 @@ class DomainManager:
 
     # -- creation and destruction --------------------------------------------------
 
+    def _check_memory(self, memory_mib: int) -> None:
+        """Refuse what Xen could not allocate: more than the host's RAM less the
+        other domains' memory (Xen does not overcommit; libxl's build fails)."""
+        used_mib = sum(m.domain.tot_pages for m in self._managed.values()) * 4 // 1024
+        free_mib = host_memory_mib() - used_mib
+        if memory_mib > free_mib:
+            raise ControlError("ENOMEM", f"cannot allocate {memory_mib} MiB for the domain: "
+                                         f"{free_mib} MiB of the host's {host_memory_mib()} "
+                                         "MiB are left for domains")
+
+    def _check_name(self, name: str, domid: int | None = None) -> None:
+        """xl's name rules (control/names.py); unique among the other domains."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise ControlError("EINVAL", problem)
+        other = self.find(name)
+        if other is not None and other != domid:
+            raise ControlError("EEXIST", f"a domain named '{name}' exists (domain {other}): "
+                                         "choose another name")
+
     def create(self, request: DomainRequest, paused: bool = False) -> Domain:
         with self._lock:
-            if self.find(request.spec.name) is not None:
-                raise ControlError("EEXIST", f"a domain named '{request.spec.name}' exists")
+            self._check_name(request.spec.name)
+            self._check_memory(request.spec.memory_mib)
             wanted = request.spec.domid
             if wanted is not None and not self.hv.claim_domid(wanted):
                 raise ControlError("EEXIST", f"domain id {wanted} is in use or not a domU id")
@@ -213,9 +238,7 @@ class DomainManager:
 
     def rename(self, domid: int, name: str) -> None:
         with self._lock:
-            other = self.find(name)
-            if other is not None and other != domid:
-                raise ControlError("EEXIST", f"a domain named '{name}' exists")
+            self._check_name(name, domid)
             self.get(domid).domain.name = name
 
     def close(self) -> None:
@@ -260,15 +283,46 @@ class DomainManager:
 
     # -- information -----------------------------------------------------------------
 
+    def nr_domains(self) -> int:
+        """xl info's nr_domains: every domain, Domain-0 included."""
+        return len(self.domids()) + 1
+
+    def scheduler(self) -> str:
+        """xl info's xen_scheduler: Pool-0's scheduler ("host": the host kernel's)."""
+        return self.pools.get(POOL0).sched if self.pools is not None else "host"
+
+    def dom0_vcpu_info(self) -> list[dict[str, Any]]:
+        """Domain-0's vCPUs for vcpu-list: Domain-0 is this process, whose threads
+        the host kernel runs, so its vCPU N is host CPU N.  A vCPU's time is the
+        CPU time of the threads that last ran on that CPU, its state running if
+        one of them is running there (from /proc/self/task/*/stat)."""
+        ncpus = os.cpu_count() or 1
+        ticks = os.sysconf("SC_CLK_TCK")
+        time_ns, running = [0] * ncpus, [False] * ncpus
+        for stat in Path("/proc/self/task").glob("*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # Fields after the ")" closing the thread name: state is field 3,
+                # utime/stime 14/15, processor 39 (proc(5)).
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cpu = int(fields[36])
+                if 0 <= cpu < ncpus:
+                    time_ns[cpu] += (int(fields[11]) + int(fields[12])) * 10**9 // ticks
+                    running[cpu] |= fields[0] == "R"
+        return [{"domid": 0, "name": DOM0_NAME, "vcpu": cpu, "online": True,
+                 "state": int(RunstateState.running if running[cpu]
+                              else RunstateState.blocked),
+                 "cpu_time_ns": time_ns[cpu], "cpu": cpu, "hard": None, "soft": None}
+                for cpu in range(ncpus)]
+
     def info(self, domid: int) -> dict[str, Any]:
         """xl's libxl_dominfo, as a dict."""
         m = self.get(domid)
         d = m.domain
         online = [v for v in d.vcpus if v.online]
-        states = [v.runstate.state for v in online]
+        states = [v.time.runstate.state for v in online]
         shutdown = d.shutdown_reason is not None
         now = self.hv.system_time_ns()
-        cpu_ns = sum(v.runstate.snapshot(now_ns=now).time[RunstateState.running]
+        cpu_ns = sum(v.time.runstate.snapshot(now_ns=now).time[RunstateState.running]
                      for v in d.vcpus)
         return {
             "domid": d.domid,
@@ -306,7 +360,7 @@ class DomainManager:
         now = self.hv.system_time_ns()
         out = []
         for v in d.vcpus:
-            snap = v.runstate.snapshot(now_ns=now)
+            snap = v.time.runstate.snapshot(now_ns=now)
             out.append({
                 "domid": d.domid, "name": d.name, "vcpu": v.vcpu_id, "online": v.online,
                 "state": int(snap.state), "cpu_time_ns": int(snap.time[RunstateState.running]),
@@ -315,6 +369,11 @@ class DomainManager:
                 "soft": sorted(v.affinity_soft) if v.affinity_soft else None,
             })
         return out
+
+
+def host_memory_mib() -> int:
+    """The host's RAM in MiB (what Xen's heap would be)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
 def request_from_dict(args: dict[str, Any]) -> DomainRequest:
@@ -348,8 +407,15 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         raise ControlError("EINVAL", "config field 'domid' must be a number or null")
     vcpus = number("vcpus", 1, 128, 1)
     memory = number("memory_mib", 1, 1 << 20, 32)
+    if memory > host_memory_mib():
+        raise ControlError("ENOMEM", f"cannot allocate {memory} MiB for the domain: the host "
+                                     f"has {host_memory_mib()} MiB of RAM")
+    name = text("name")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ControlError("EINVAL", f"config field 'name': {problem}")
     spec = BuildSpec(
-        name=text("name", limit=64), kernel=Path(text("kernel")),
+        name=name, kernel=Path(text("kernel")),
         ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
@@ -361,7 +427,8 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         if value is None:
             return None
         if not isinstance(value, list) or not value or not all(
-                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in value):
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CPUS
+                for c in value):
             raise ControlError("EINVAL", f"config field '{key}' must be a list of CPU numbers")
         return frozenset(value)
 

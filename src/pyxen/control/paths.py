@@ -46,8 +46,15 @@ class InstancePaths:
         return self.log_dir / "hypervisor.log"
 
     def console_log(self, name: str) -> Path:
-        """xl's name for a domain's console log."""
-        return self.log_dir / "console" / f"guest-{name}.log"
+        """xl's name for a domain's console log, always a file in ``console/``.
+
+        Names are checked at create and rename (control/names.py), but the
+        path must not depend on that: a '/' or NUL becomes '_' and the name
+        is cut to fit a file name (255 bytes).
+        """
+        safe = name.replace("/", "_").replace("\0", "_")
+        safe = safe.encode()[:240].decode(errors="ignore")
+        return self.log_dir / "console" / f"guest-{safe}.log"
 
     def make(self) -> None:
         """Create both directories; the run directory is the owner's only (0700)."""

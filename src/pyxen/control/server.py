@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
+from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, ProtocolError, receive, send
 from pyxen.hv.builder import MAXMEM_SLACK_PAGES, NR_SPECIAL_PAGES
@@ -64,8 +65,10 @@ class Session:
 
 def _domid(args: dict[str, Any]) -> int:
     value = args.get("domid")
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 0x7FF0:
-        raise ControlError("EINVAL", "'domid' must be a domain id (0 to 32751)")
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value < DOMID_FIRST_RESERVED):
+        raise ControlError("EINVAL", "'domid' must be a domain id "
+                           f"(0 to {DOMID_FIRST_RESERVED - 1})")
     return value
 
 
@@ -184,8 +187,11 @@ def _rename(server: ControlServer, session: Session, args: dict[str, Any]) -> An
 
 
 def _vcpu_list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """Every domain's vCPUs, Domain-0's first (as xl), or one domain's."""
+    if "domid" in args and _domid(args) == 0:
+        return server.manager.dom0_vcpu_info()
     domids = [_guest(server, args)] if "domid" in args else server.manager.domids()
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = [] if "domid" in args else server.manager.dom0_vcpu_info()
     for domid in domids:
         with contextlib.suppress(ControlError):
             out += server.manager.vcpu_info(domid)
@@ -235,7 +241,8 @@ def _info(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
         "nr_cpus": os.cpu_count() or 1, "total_memory_mib": pages * page >> 20,
         "free_memory_mib": free * page >> 20, "tsc_khz": server.hv.tsc.hz // 1000,
         "xen_major": 4, "xen_minor": 12, "xen_extra": ".0-pyxen",
-        "started": server.manager.started, "nr_domains": len(server.manager.domids()),
+        "started": server.manager.started, "nr_domains": server.manager.nr_domains(),
+        "scheduler": server.manager.scheduler(),
         "emulated": server.manager.emulated_total(),
     }
 

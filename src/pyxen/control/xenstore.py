@@ -8,12 +8,10 @@ it), so each call is: send one ``xsd_sockmsg``, read one reply; an
 from __future__ import annotations
 
 import socket
-import struct
 from pathlib import Path
 
+from pyxen.abi.xs_wire import XSD_SOCKMSG as _HEADER
 from pyxen.abi.xs_wire import XsdSockmsgType as T
-
-_HEADER = struct.Struct("<IIII")
 
 
 class XenstoreError(Exception):

@@ -13,7 +13,9 @@ Consistency comes from a reconcile loop rather than from every call
 succeeding: once a second (and right after each create and destroy) the
 set of domains xenstored knows is brought in line with the daemon's.  So a
 xenstored that starts late, restarts without its state, or was briefly
-unreachable catches up by itself.
+unreachable catches up by itself.  A domain that shuts down or is destroyed
+while it is being introduced (a guest that powers off at once) is not an
+error: the next round releases what was written.
 
 Cooperative shutdown: ``request_shutdown`` writes "poweroff"/"reboot" to
 control/shutdown when the guest advertised control/feature-poweroff (or
@@ -91,7 +93,12 @@ class XenstoreSync:
                 for domid, domain in live.items():
                     if domain.shutdown_reason is None and not domain.dying \
                             and not client.is_introduced(domid):
-                        self._introduce(client, domain)
+                        try:
+                            self._introduce(client, domain)
+                        except (XenstoreError, ControlError):
+                            if self._ended(domain):
+                                continue  # gone meanwhile: the next round tidies up
+                            raise
                     self.introduced.add(domid)
                 gone = (self.introduced | self._listed(client)) - set(live)
                 for domid in sorted(gone):
@@ -103,6 +110,20 @@ class XenstoreSync:
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
             finally:
                 client.close()
+
+    def _ended(self, domain: Domain) -> bool:
+        """True once ``domain`` has shut down or been destroyed.
+
+        A guest that powers off at once can end between the check and its
+        INTRODUCE (xenstored then cannot map its ring: EINVAL): that is the
+        domain's doing, not a failure to report.
+        """
+        if domain.shutdown_reason is not None or domain.dying:
+            return True
+        try:
+            return self.manager.get(domain.domid).domain is not domain
+        except ControlError:
+            return True
 
     @staticmethod
     def _listed(client: XenstoreClient) -> set[int]:

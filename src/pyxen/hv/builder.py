@@ -23,6 +23,7 @@ from pathlib import Path
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE
 from pyxen.abi.hvm import SPECIAL_PFN_CONSOLE, SPECIAL_PFN_PAGING, SPECIAL_PFN_XENSTORE
 from pyxen.abi.hvm import HvmParam as P
+from pyxen.abi.xen import CONTROL_DOMID
 from pyxen.boot import (
     BootError,
     Module,
@@ -41,7 +42,7 @@ from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT
-from pyxen.hv.hypervisor import CONTROL_DOMID, Hypervisor
+from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import VcpuRunner
 from pyxen.kvm import structs as ks
 from pyxen.memory import PAGE_SHIFT, Gpa

@@ -44,6 +44,7 @@ class HypervisorConsole:
         self._partial: dict[tuple[int, str], bytearray] = {}
         self._just_split: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
+        self._gone: set[TextIO] = set()  # streams whose reader has gone
 
     def guest_write(self, domid: int, data: bytes, source: str = "console") -> None:
         """Append guest bytes; complete lines are printed with the domain prefix."""
@@ -79,6 +80,17 @@ class HypervisorConsole:
             if report:
                 self._emit_log(report)
 
+    def _write(self, stream: TextIO, text: str) -> None:
+        """Print to a stream unless it is gone: a closed pipe (``create -F | head``)
+        loses the lines, not the domain; the ring keeps them for ``dmesg``."""
+        if stream in self._gone:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # reader gone, or stream closed
+            self._gone.add(stream)
+
     def _emit_guest(self, domid: int, line: bytes | bytearray) -> None:
         verdict = self.policy.verdict(GUEST_LINE_LEVEL)
         if verdict != "print":
@@ -96,19 +108,15 @@ class HypervisorConsole:
                 self._emit_log(report)
         text = f"(d{domid}) {line.decode('ascii', 'replace')}"
         self.ring.append(text)
-        self.guest_stream.write(text + "\n")
-        self.guest_stream.flush()
+        self._write(self.guest_stream, text + "\n")
 
     def log(self, message: str) -> None:
         """A hypervisor message, printed as ``(XEN) message``."""
         with self._lock:
             for line in message.splitlines() or [""]:
-                self._emit_log(line, flush=False)
-            self.log_stream.flush()
+                self._emit_log(line)
 
-    def _emit_log(self, line: str, flush: bool = True) -> None:
+    def _emit_log(self, line: str) -> None:
         text = f"(XEN) {line}"
         self.ring.append(text)
-        self.log_stream.write(text + "\n")
-        if flush:
-            self.log_stream.flush()
+        self._write(self.log_stream, text + "\n")

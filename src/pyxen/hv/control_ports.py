@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.event_channel import EvtchnStat
+from pyxen.abi.xen import CONTROL_DOMID
 from pyxen.hv import event_channel
 from pyxen.hv.errors import HypercallError
 
 if TYPE_CHECKING:
     from pyxen.hv.hypervisor import Hypervisor
 
-CONTROL_DOMID = 0
 
 
 @dataclass

@@ -7,6 +7,21 @@ value for RAX.  Workers raise ``HypercallError`` for Xen errors; a guest
 fault while copying becomes -EFAULT.  Nothing a guest passes can make an
 exception leave ``HypercallTable.call``: anything unexpected is logged as a
 pyxen bug and crashes the calling domain only.
+
+Preemption (Xen's hypercall_preempt_check / hypercall_create_continuation):
+a worker looping over guest-sized input calls ``Call.preempted()`` between
+items (never before the first, so every invocation makes progress) and, when
+it is true, raises ``Continuation`` with the arguments that restart the
+hypercall where it stopped (the progress encoded as Xen encodes it: memory_op
+in cmd's start-extent bits, grant_table_op as an advanced uop and a smaller
+count).  ``HypercallTable.call`` has the vCPU rewrite the guest's registers
+and rewind RIP (``vcpu_exits.restart_hypercall``), and returns the hypercall
+number, which is what RAX holds on the way back into the guest (as in Xen).
+``preempted()`` is true when the vCPU has a request that must not wait for
+the end of the hypercall: a pause, a stop, a scheduler preemption, an NMI,
+an event or APIC interrupt to deliver (vcpu_control.PREEMPTING).  A
+continued hypercall therefore never holds up ``Domain.pause``, a destroy or
+the scheduler for longer than one item.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from typing import TYPE_CHECKING
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.xen import Hypercall
 from pyxen.hv.errors import HypercallError
+from pyxen.hv.vcpu_control import PREEMPTING
 from pyxen.memory import GuestAccess, GuestFault, PagingState
 
 if TYPE_CHECKING:
@@ -26,6 +42,19 @@ if TYPE_CHECKING:
 
 # Xen's NR_hypercalls: numbers at or above it are -ENOSYS.
 NR_HYPERCALLS = 64
+
+
+class Continuation(Exception):
+    """Raised by a worker at a preemption point: restart the hypercall with ``args``
+    (the hypercall's arguments, first to last; those not given keep their value)."""
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+
+
+class CannotContinue(Exception):
+    """The guest's code at the hypercall's exit is not an OUT to the hypercall port
+    (another vCPU rewrote or unmapped it): the hypercall cannot be restarted."""
 
 
 class Call:
@@ -47,6 +76,10 @@ class Call:
             paging = PagingState(sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer)
             self._guest = GuestAccess(self.domain.memory, paging)
         return self._guest
+
+    def preempted(self) -> bool:
+        """Xen's hypercall_preempt_check: the calling vCPU has a request to act on."""
+        return bool(self.vcpu.control.requests & PREEMPTING)
 
     @property
     def ulong_mask(self) -> int:
@@ -79,10 +112,25 @@ class HypercallTable:
             return -e.errno
         except GuestFault:
             return -XenErrno.EFAULT
+        except Continuation as c:
+            return _restart(call, nr, c.args)
         except Exception:  # a pyxen bug: contain it to the calling domain
             call.domain.log(f"pyxen bug in hypercall {_name(nr)}:\n{traceback.format_exc()}")
             call.domain.crash(f"internal error in hypercall {_name(nr)}")
             return -XenErrno.EFAULT
+
+
+def _restart(call: Call, nr: int, args: tuple[int, ...]) -> int:
+    """Have the guest issue hypercall ``nr`` again with ``args``; its RAX is ``nr``."""
+    try:
+        call.vcpu.restart_hypercall(nr, args, call.compat)
+    except (*GuestFault, CannotContinue) as e:
+        # The guest's code at the hypercall's OUT is gone (another vCPU
+        # unmapped or rewrote it): there is no way back into the hypercall.
+        call.domain.log(f"hypercall {_name(nr)} cannot be continued: {e}")
+        call.domain.crash(f"hypercall {_name(nr)} cannot be continued")
+        return -XenErrno.EFAULT
+    return nr
 
 
 def signed32(value: int) -> int:

@@ -7,6 +7,12 @@ pool's heap part and are not counted; they can be mapped at any frame the
 guest chooses, replacing whatever was there (RAM there is freed, as Xen
 frees it).
 
+Every memory operation is one p2m change (``GuestMemory.edit``): it is
+seen whole or not at all by the lock-free readers, and when the KVM slot
+budget cannot take it, it raises ``SlotsExhausted`` with nothing changed
+(no page freed, no heap page unhooked, ``tot_pages`` as it was); the
+hypercalls turn that into Xen's answer (hv/hypercalls/memory_op.py).
+
 Grants (``grants``, see ``pyxen.hv.grant_table``): a RAM page the guest
 frees while another domain uses it through a grant stays owned (and
 counted) until the last use goes; it is returned to the pool at the
@@ -30,10 +36,14 @@ until the guest switches to FIFO); ``dying`` is set before teardown so
 that no delivery reaches a domain whose memory is going away.
 
 Pause: ``pause()`` raises ``pause_count`` and returns once every vCPU
-thread is quiescent (parked or finished); ``unpause()`` lets them run.
+thread is quiescent (parked or finished); ``unpause()`` lets them run.  A
+vCPU in a long hypercall leaves it at its next preemption point through a
+continuation (hv/dispatch.py), so the wait is bounded by one batch element.
 
-Locking: ``lock`` serialises p2m changes and state transitions; vCPU
-threads take it only on slow paths (memory_op), never for a null hypercall.
+Locking: ``lock`` serialises p2m changes with their accounting, and state
+transitions (the p2m's own writer lock is a leaf inside it; its readers
+take no lock); vCPU threads take it only on slow paths (memory_op), never
+for a null hypercall.
 It may be held while taking a grant-table lock, never the reverse.
 ``time_lock`` serialises writers of the pvclock areas.
 """
@@ -57,6 +67,7 @@ from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_
 from pyxen.hv.lapic import LAPIC_MSRS, LapicBus
 from pyxen.hv.shared_info import Layout, layout_for, write_wallclock
 from pyxen.hv.timers import Timer
+from pyxen.hv.vcpu_control import Req
 from pyxen.kvm import Vm
 from pyxen.kvm.ioctls import KVM_CAP_NR_MEMSLOTS, KVM_CAP_READONLY_MEM
 from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
@@ -73,6 +84,12 @@ GRANT_FRAME_HEAP_BASE = 1
 DEFAULT_MAX_GRANT_FRAMES = 64
 # Xen's default maximum extent order for a domU's memory_op (CONFIG_DOMU_MAX_ORDER).
 DOMU_MAX_ORDER = 9
+# KVM memory slots that a domain's own memory changes (populate/decrease,
+# add_to_physmap) leave to grant mappings and the hypervisor's removals (the
+# slot budget, memory/physmap.py): at least 512 grant mappings fit however
+# fragmented the guest makes its RAM (each may take two slots: its own and
+# the split of the RAM extent it lands in).
+P2M_SLOT_RESERVE = 1024
 # HVM_PARAM_CALLBACK_IRQ: type in bits 63:56; type 2 delivers a vector (§4.3).
 CALLBACK_TYPE_SHIFT = 56
 CALLBACK_TYPE_VECTOR = 2
@@ -103,8 +120,11 @@ class Domain:
         self.max_grant_frames = DEFAULT_MAX_GRANT_FRAMES
         self.grant_status_heap_base = GRANT_FRAME_HEAP_BASE + self.max_grant_frames
         heap_pages = self.grant_status_heap_base + status_frames_for(self.max_grant_frames)
+        slots = hv.kvm.check_extension(KVM_CAP_NR_MEMSLOTS)
         self.memory = GuestMemory(max_pages, heap_pages,
-                                  name=f"pyxen-d{domid}", slots=_VmSlots(self.vm))
+                                  name=f"pyxen-d{domid}", slots=_VmSlots(self.vm),
+                                  slot_limit=slots,
+                                  slot_reserve=min(P2M_SLOT_RESERVE, slots // 2))
         self.memory_closed = False
         self.max_pages = max_pages
         self.tot_pages = 0
@@ -118,7 +138,6 @@ class Domain:
         self.shared_info_gfn: int | None = None
         self.grant_frame_gfns: dict[int, int] = {}
         self.grant_status_gfns: dict[int, int] = {}
-        slots = hv.kvm.check_extension(KVM_CAP_NR_MEMSLOTS)
         self.grants = GrantTable(
             self, self.max_grant_frames, self.grant_status_heap_base, GRANT_FRAME_HEAP_BASE,
             maptrack_limit=max(0, min(MAX_MAPTRACK, (slots - SLOT_RESERVE) // 2)),
@@ -169,20 +188,15 @@ class Domain:
         self.memory.map(Gfn(gfn), count, first, PageKind.RAM)
         self.tot_pages += count
 
-    def _vacate(self, gfn: int) -> None:
-        """Remove whatever backs ``gfn`` (Xen: guest_remove_page / unhooking a heap page).
-
-        Raises FrameInUse for a grant mapping of another domain's page."""
-        found = self.memory.lookup(Gfn(gfn))
+    def _release(self, found: tuple[int, PageKind] | None) -> None:
+        """What a committed p2m change took out: RAM goes back to the pool (unless a
+        grant still uses it), a heap page is unhooked (Xen: guest_remove_page)."""
         if found is None:
             return
-        if found[1] is PageKind.FOREIGN:
-            raise FrameInUse(gfn)
-        self.memory.unmap(Gfn(gfn))
         pool_page, kind = found
         if kind is PageKind.RAM:
             self._free_ram(pool_page)
-        else:
+        elif kind is PageKind.HEAP:
             self._forget_heap(pool_page)
 
     def _free_ram(self, pool_page: int) -> None:
@@ -198,7 +212,9 @@ class Domain:
             self.tot_pages -= 1
 
     def populate_page(self, gfn: int) -> bool:
-        """populate_physmap of one page; False when the domain is at max_pages."""
+        """populate_physmap of one page; False when the domain is at max_pages.
+
+        Raises SlotsExhausted (nothing changed) when the p2m has no slot for it."""
         self.reap_freed()
         if self.tot_pages >= self.max_pages:
             return False
@@ -208,13 +224,16 @@ class Domain:
         page = self.memory.alloc_ram_pages(1)
         if page is None:
             return False
-        if existing is not None:
-            pool_page, kind = existing
-            # Xen leaves a replaced RAM page allocated to the domain but unmapped.
-            self.memory.unmap(Gfn(gfn))
-            if kind is PageKind.HEAP:
-                self._forget_heap(pool_page)
-        self.memory.map(Gfn(gfn), 1, page, PageKind.RAM)
+        try:
+            with self.memory.edit() as p2m:
+                # Xen leaves a replaced RAM page allocated to the domain but unmapped.
+                p2m.unmap(Gfn(gfn))
+                p2m.map(Gfn(gfn), 1, page, PageKind.RAM)
+        except BaseException:
+            self.memory.free_ram_page(page)
+            raise
+        if existing is not None and existing[1] is PageKind.HEAP:
+            self._forget_heap(existing[0])
         self.tot_pages += 1
         return True
 
@@ -236,11 +255,15 @@ class Domain:
         return self.grant_frame_gfns.get(heap_index - GRANT_FRAME_HEAP_BASE)
 
     def remove_page(self, gfn: int) -> bool:
-        """decrease_reservation of one page; False if nothing (or a grant mapping) is there."""
+        """decrease_reservation of one page; False if nothing (or a grant mapping) is there.
+
+        Raises SlotsExhausted (nothing changed) when removing it would split an
+        extent and the p2m has no slot for the second part."""
         found = self.memory.lookup(Gfn(gfn))
         if found is None or found[1] is PageKind.FOREIGN:
             return False
-        self._vacate(gfn)
+        self.memory.unmap(Gfn(gfn))
+        self._release(found)
         return True
 
     def reserve_pages(self, count: int) -> bool:
@@ -254,14 +277,21 @@ class Domain:
     def map_heap_page(self, heap_index: int, gfn: int) -> None:
         """Map a hypervisor page at ``gfn``: unmap it from where it was, evict what is at gfn.
 
-        Raises FrameInUse (nothing changed) if ``gfn`` holds a grant mapping."""
+        One p2m change.  Raises FrameInUse if ``gfn`` holds a grant mapping and
+        SlotsExhausted if the p2m has no slot for it (nothing changed either way)."""
         pool_page = self.memory.heap_pool_page(heap_index)
         found = self.memory.lookup(Gfn(gfn))
         if found is not None and found[1] is PageKind.FOREIGN:
             raise FrameInUse(gfn)
-        self.unmap_heap_page(heap_index)
-        self._vacate(gfn)
-        self.memory.map(Gfn(gfn), 1, pool_page, PageKind.HEAP)
+        old_gfn = self._heap_gfn(heap_index)
+        with self.memory.edit() as p2m:
+            if old_gfn is not None:
+                p2m.unmap(Gfn(old_gfn))
+            evicted = p2m.unmap(Gfn(gfn))
+            p2m.map(Gfn(gfn), 1, pool_page, PageKind.HEAP)
+        if old_gfn is not None:
+            self._forget_heap(pool_page)
+        self._release(evicted)
         if heap_index == SHARED_INFO_HEAP_INDEX:
             self.shared_info_gfn = gfn
         elif heap_index >= self.grant_status_heap_base:
@@ -269,17 +299,25 @@ class Domain:
         else:
             self.grant_frame_gfns[heap_index - GRANT_FRAME_HEAP_BASE] = gfn
 
-    def unmap_heap_page(self, heap_index: int) -> None:
-        """Remove a hypervisor page from the p2m, if the guest mapped it (lock held)."""
-        old_gfn = self._heap_gfn(heap_index)
-        if old_gfn is not None:
-            self.memory.unmap(Gfn(old_gfn))
-            self._forget_heap(self.memory.heap_pool_page(heap_index))
+    def unmap_heap_pages(self, heap_indices: list[int]) -> None:
+        """Remove hypervisor pages from the p2m where the guest mapped them (lock held).
+
+        One p2m change, which may use the reserved slots; SlotsExhausted (nothing
+        changed) only when every slot of the host is in use."""
+        gfns = {i: g for i in heap_indices if (g := self._heap_gfn(i)) is not None}
+        if not gfns:
+            return
+        with self.memory.edit(reserve=True) as p2m:
+            for gfn in gfns.values():
+                p2m.unmap(Gfn(gfn))
+        for index in gfns:
+            self._forget_heap(self.memory.heap_pool_page(index))
 
     def move_page(self, src_gfn: int, dst_gfn: int) -> bool:
         """XENMAPSPACE_gmfn: move the RAM page at src to dst.  False if src is not RAM.
 
-        Raises FrameInUse (nothing changed) if ``dst_gfn`` holds a grant mapping."""
+        One p2m change.  Raises FrameInUse if ``dst_gfn`` holds a grant mapping
+        and SlotsExhausted if the p2m has no slot for it (nothing changed either way)."""
         found = self.memory.lookup(Gfn(src_gfn))
         if found is None or found[1] is not PageKind.RAM:
             return False
@@ -288,26 +326,29 @@ class Domain:
         dst = self.memory.lookup(Gfn(dst_gfn))
         if dst is not None and dst[1] is PageKind.FOREIGN:
             raise FrameInUse(dst_gfn)
-        self.memory.unmap(Gfn(src_gfn))
-        self._vacate(dst_gfn)
-        self.memory.map(Gfn(dst_gfn), 1, found[0], PageKind.RAM)
+        with self.memory.edit() as p2m:
+            p2m.unmap(Gfn(src_gfn))
+            evicted = p2m.unmap(Gfn(dst_gfn))
+            p2m.map(Gfn(dst_gfn), 1, found[0], PageKind.RAM)
+        self._release(evicted)
         return True
 
     def insert_foreign(self, gfn: int, host_addr: int, pool_page: int, readonly: bool) -> bool:
         """Map another domain's page (a grant) at ``gfn``; False if a grant mapping is there.
 
         What was at ``gfn`` goes as Xen's guest_physmap_add_entry makes it go:
-        a RAM page stays owned but unmapped, a heap page is unhooked."""
+        a RAM page stays owned but unmapped, a heap page is unhooked.  One p2m
+        change, which may use the reserved slots; SlotsExhausted (nothing
+        changed) when every slot of the host is in use."""
         with self.lock:
             found = self.memory.lookup(Gfn(gfn))
-            if found is not None:
-                pool, kind = found
-                if kind is PageKind.FOREIGN:
-                    return False
-                self.memory.unmap(Gfn(gfn))
-                if kind is PageKind.HEAP:
-                    self._forget_heap(pool)
-            self.memory.map_foreign(Gfn(gfn), host_addr, pool_page, readonly)
+            if found is not None and found[1] is PageKind.FOREIGN:
+                return False
+            with self.memory.edit(reserve=True) as p2m:
+                p2m.unmap(Gfn(gfn))
+                p2m.map_foreign(Gfn(gfn), host_addr, pool_page, readonly)
+            if found is not None and found[1] is PageKind.HEAP:
+                self._forget_heap(found[0])
             return True
 
     def latch_mode(self, compat: bool) -> None:
@@ -331,7 +372,7 @@ class Domain:
             # lacks; Xen ignores them silently there, and so does pyxen.
             self.callback_vector = None
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.UPCALL)
 
     def publish_wallclock(self) -> None:
         with self.time_lock:
@@ -342,7 +383,7 @@ class Domain:
         with self.time_lock:
             if self.dying:
                 return
-            vcpu.update_time(tsc, now, self.hv.tsc.hz)
+            vcpu.time.update_time(tsc, now, self.hv.tsc.hz)
 
     def update_time(self, tsc: int, now: int, hz: int) -> None:
         """Calibration tick: refresh every vCPU's pvclock parameters."""
@@ -350,18 +391,18 @@ class Domain:
             if self.dying:
                 return
             for vcpu in self.vcpus:
-                vcpu.update_time(tsc, now, hz)
+                vcpu.time.update_time(tsc, now, hz)
 
     # -- pause -----------------------------------------------------------------
 
     def pause(self) -> None:
         """Stop every vCPU and return once none is in the guest or handling an exit."""
-        if any(v._thread is threading.current_thread() for v in self.vcpus):
+        if any(v.control.is_current() for v in self.vcpus):
             raise RuntimeError("a domain cannot pause itself from one of its vCPUs")
         with self.lock:
             self.pause_count += 1
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.STATE)
         with self._quiesce:
             self._quiesce.wait_for(lambda: all(v.quiescent for v in self.vcpus))
 
@@ -371,7 +412,7 @@ class Domain:
                 raise RuntimeError(f"d{self.domid} is not paused")
             self.pause_count -= 1
         for vcpu in self.vcpus:
-            vcpu.notify()
+            vcpu.request(Req.STATE)
 
     def vcpu_quiesced(self) -> None:
         """A vCPU thread parked or ended (called from that thread)."""

@@ -47,7 +47,7 @@ from pyxen.abi.event_channel import (
     EVTCHN_FIFO_PRIORITY_DEFAULT,
     EvtchnStat,
 )
-from pyxen.abi.xen import Virq
+from pyxen.abi.xen import CONTROL_DOMID, NR_VIRQS, PER_VCPU_VIRQS
 from pyxen.hv import atomic
 from pyxen.hv.errors import HypercallError
 
@@ -55,10 +55,7 @@ if TYPE_CHECKING:
     from pyxen.hv.domain import Domain
     from pyxen.hv.event_fifo import EventFifo
 
-NR_VIRQS = 24
-PER_VCPU_VIRQS = frozenset({Virq.TIMER, Virq.DEBUG, Virq.XENOPROF, Virq.XENPMU})
 DEFAULT_MAX_EVTCHN_PORT = 1023
-CONTROL_DOMID = 0  # domain 0's ends live in hv.control_ports (no dom0 guest)
 BUCKET_PORTS = 64
 
 

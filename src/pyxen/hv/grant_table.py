@@ -131,7 +131,7 @@ from pyxen.abi.grant_table import (
 )
 from pyxen.hv import atomic
 from pyxen.kvm import KvmError
-from pyxen.memory import PAGE_SIZE, Gfn, PageKind
+from pyxen.memory import PAGE_SIZE, Gfn, PageKind, SlotsExhausted
 
 if TYPE_CHECKING:
     from pyxen.hv.domain import Domain
@@ -395,8 +395,15 @@ class GrantTable:
             if version == 2:
                 self._populate_status(status_frames_for(self.nr_frames))
             else:
-                for i in range(self.nr_status_frames):
-                    d.unmap_heap_page(self.status_heap_base + i)
+                try:
+                    d.unmap_heap_pages([self.status_heap_base + i
+                                        for i in range(self.nr_status_frames)])
+                except SlotsExhausted:
+                    # Xen: removing a status frame from the p2m failed (it
+                    # also crashes the domain); here nothing has changed.
+                    d.log_once("gnttab-status-slots", "grant table version change "
+                               "refused: no KVM memory slot to unmap the status frames")
+                    return -XenErrno.ENOMEM, self.version
                 self.nr_status_frames = 0
             for i in range(self.nr_frames):
                 off = self._frame_offset(i)
@@ -750,9 +757,10 @@ class GrantTable:
                 if lo <= rec.host_addr < hi:
                     del self.maptrack[handle]
                     self._free_handle(handle)
-            for ext in d.memory.extents():
-                if ext.kind is PageKind.FOREIGN and lo <= ext.foreign_host < hi:
-                    d.memory.unmap(Gfn(ext.gfn))
+            with d.memory.edit(reserve=True) as p2m:  # removals only: never over budget
+                for ext in d.memory.extents():
+                    if ext.kind is PageKind.FOREIGN and lo <= ext.foreign_host < hi:
+                        p2m.unmap(Gfn(ext.gfn))
 
     # -- maptrack (this domain as a mapper; domain lock held) --------------------------
 
@@ -809,7 +817,7 @@ def guest_map(mapper: Domain, granter: Domain, ref: int, host_addr: int,
             acq.table.release(acq)
             mt._free_handle(handle)
             status = e.status
-        except KvmError as e:
+        except (KvmError, SlotsExhausted) as e:
             mapper.log_once("gnttab-slot", f"grant mapping failed: {e}")
             acq.table.release(acq)
             mt._free_handle(handle)

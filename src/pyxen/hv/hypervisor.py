@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TextIO
 
-from pyxen.abi.xen import Virq
+from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED, NR_VIRQS, Virq
 from pyxen.hv import event_channel, pvclock
 from pyxen.hv.console import HypervisorConsole
 from pyxen.hv.console_limit import LogPolicy
@@ -34,9 +34,7 @@ from pyxen.hv.sched.dispatcher import Dispatcher
 from pyxen.hv.timers import TimerService
 from pyxen.kvm import System
 
-CONTROL_DOMID = 0
 FIRST_DOMU = 1
-DOMID_FIRST_RESERVED = 0x7FF0
 
 
 class Hypervisor:
@@ -133,7 +131,7 @@ class Hypervisor:
 
     def set_virq_handler(self, virq: int, domain: Domain) -> None:
         """Route a global VIRQ to ``domain`` (XEN_DOMCTL_set_virq_handler)."""
-        if not 0 <= virq < event_channel.NR_VIRQS or not event_channel.virq_is_global(virq):
+        if not 0 <= virq < NR_VIRQS or not event_channel.virq_is_global(virq):
             raise ValueError(f"VIRQ {virq} is not a global VIRQ")
         self.virq_handlers[virq] = domain.domid
 

@@ -30,11 +30,11 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 from typing import TYPE_CHECKING
 
 from pyxen.hv import atomic
 from pyxen.hv.lapic import APIC_PAGE_SIZE, Lapic, is_lapic_msr
+from pyxen.hv.vcpu_control import Req
 from pyxen.kvm import Vcpu
 from pyxen.kvm import exits as ex
 from pyxen.kvm import structs as ks
@@ -58,21 +58,19 @@ class VcpuApic:
                            hv.system_time_ns, self._guest_tsc, lambda: hv.tsc.hz)
 
     def _guest_tsc(self) -> int:
-        return int(atomic.read_tsc()) + (self.runner.tsc_offset or 0)
+        return int(atomic.read_tsc()) + (self.runner.time.tsc_offset or 0)
 
     # -- LapicHost ---------------------------------------------------------------
 
     def kick(self) -> None:
-        self.runner.notify()
+        self.runner.request(Req.APIC)
 
     def nmi(self) -> None:
         runner = self.runner
         with runner.domain.lock:
             if runner.initialised and not runner.online:
                 runner.online = True
-        if not runner.nmi_pending:
-            runner.nmi_pending = True
-        runner.notify()
+        runner.request(Req.NMI | Req.STATE)
 
     def init_signal(self) -> None:
         self._queue(INIT)
@@ -86,7 +84,7 @@ class VcpuApic:
                           "dropping signals until it catches up")
             return
         self.signals.append(signal)
-        self.runner.notify()
+        self.runner.request(Req.APIC)
 
     def crash(self, why: str) -> None:
         self.runner.domain.crash(why)
@@ -174,7 +172,9 @@ class VcpuApic:
         with domain.lock:
             runner.initialised = False
         self.lapic.apply_init()
-        complete_pending_exit(runner.kvm)  # a later SIPI or VCPUOP_initialise sets state
+        # A later SIPI or VCPUOP_initialise sets the state: let KVM finish the
+        # exit's instruction first (its completion would clobber that state).
+        runner.control.complete_pending_io(runner.kvm.run)
 
     def _startup(self, vector: int) -> None:
         runner = self.runner
@@ -190,20 +190,6 @@ class VcpuApic:
                 return
             runner.initialised = True
             runner.online = True
-
-
-def complete_pending_exit(kvm: Vcpu) -> None:
-    """Let KVM finish the instruction of the last MMIO/PIO exit without entering the guest.
-
-    KVM completes such an instruction at the next KVM_RUN, after any
-    KVM_SET_REGS user space did in between, which would clobber a new
-    state; KVM_RUN with immediate_exit completes it and returns EINTR
-    (Documentation/virt/kvm/api.rst).  Own thread only.
-    """
-    kvm.set_immediate_exit(True)
-    with contextlib.suppress(InterruptedError):
-        kvm.run()
-    kvm.set_immediate_exit(False)
 
 
 def set_real_mode(kvm: Vcpu, vector: int) -> None:

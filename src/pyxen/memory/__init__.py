@@ -3,7 +3,7 @@ the page-table walker and copies to and from guest linear addresses."""
 
 from pyxen.memory.access import GuestAccess
 from pyxen.memory.addr import PAGE_SHIFT, PAGE_SIZE, Gfn, Gla, Gpa
-from pyxen.memory.errors import GuestFault, MemoryFault, PageFault
+from pyxen.memory.errors import GuestFault, MemoryFault, PageFault, SlotsExhausted
 from pyxen.memory.paging import PagingState, translate
 from pyxen.memory.physmap import GuestMemory, PageKind
 
@@ -20,5 +20,6 @@ __all__ = [
     "PageFault",
     "PageKind",
     "PagingState",
+    "SlotsExhausted",
     "translate",
 ]

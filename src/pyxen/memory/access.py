@@ -46,13 +46,7 @@ class GuestAccess:
         return b"".join(self.mem.read(gpa, n) for gpa, n in self._spans(gla, size, False))
 
     def write(self, gla: int, data: bytes | bytearray) -> None:
-        spans = self._spans(gla, len(data), True)
-        for gpa, n in spans:
-            self.mem.require(gpa, n)
-        pos = 0
-        for gpa, n in spans:
-            self.mem.write(gpa, data[pos : pos + n])
-            pos += n
+        self.mem.write_spans(self._spans(gla, len(data), True), data)
 
     def read_struct(self, gla: int, ctype: type[T]) -> T:
         return ctype.from_buffer_copy(self.read(gla, ctypes.sizeof(ctype)))

@@ -25,3 +25,17 @@ class PageFault(Exception):
 
 
 GuestFault = (MemoryFault, PageFault)
+
+
+class SlotsExhausted(Exception):
+    """A p2m change would need more KVM memory slots than its budget allows.
+
+    Raised before anything changed.  Xen's p2m fails the same way when it
+    cannot allocate a page-table page: the hypercall gets -ENOMEM, or a
+    reservation op stops with the extents done so far."""
+
+    def __init__(self, needed: int, budget: int) -> None:
+        super().__init__(f"the p2m would need {needed} KVM memory slots; "
+                         f"its budget is {budget}")
+        self.needed = needed
+        self.budget = budget

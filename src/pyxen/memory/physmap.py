@@ -6,12 +6,23 @@ Design:
   (the domain's ``max_pages``) followed by ``heap_pages`` pages that belong
   to the hypervisor (Xen's "xen-heap": shared_info, grant frames).  The memfd
   is sparse: a page costs host memory only once it is touched.
-- The p2m maps guest frames to pool pages as a sorted list of *extents*
-  (runs of frames backed by consecutive pool pages).  Every extent is one
-  KVM memory slot, so a guest access to a frame outside every extent is an
-  MMIO exit.
-- Mapping a page over a hole or removing a frame from the middle of an
-  extent splits the extent and reprograms the affected slots.
+- The p2m maps guest frames to pool pages as sorted, merged *extents*, held
+  as immutable snapshots replaced by one assignment (``memory.p2m``: the
+  design, the canonical form and the cost are described there).  Readers
+  take ``_p2m`` once and need no lock; writers make an ``edit()`` under the
+  writer lock, and ``_commit`` reprograms the KVM slots of what changed and
+  publishes the new snapshot.  A guest access to a frame outside every
+  extent is an MMIO exit.
+- Every extent is one KVM memory slot, and the host has a fixed number of
+  them (KVM_CAP_NR_MEMSLOTS, ``slot_limit``).  The *slot budget*: an edit
+  that leaves more extents than it found may use at most ``slot_limit -
+  slot_reserve`` of them, or all ``slot_limit`` when it is made with
+  ``reserve=True`` (grant mappings, the hypervisor's own removals).  So a
+  guest that fragments its own memory (ballooning every other page) cannot
+  take the slots that grant mappings need, and nothing ever asks KVM for a
+  slot it does not have.  An edit over budget raises ``SlotsExhausted``
+  before anything changed; the hypercalls turn that into Xen's answer for a
+  p2m that cannot grow (see hv/hypercalls/memory_op.py).
 - A *foreign* extent (``PageKind.FOREIGN``, one frame) is a page of another
   domain's pool that this domain has mapped through a grant: its slot points
   at that page's host address (every pool is mapped in this one process),
@@ -19,54 +30,42 @@ Design:
   hypervisor's grant code) removes it before the other pool goes away.
 
 Invariants:
-- Extents never overlap and ``_starts`` is the sorted list of their first frames.
+- Every extent of the published snapshot has exactly one live KVM slot
+  (``_slot_of``, keyed by its first frame) covering exactly its frames.
 - A RAM pool page is in exactly one of: mapped in one extent, the free list,
   or "orphaned" (replaced by another mapping while still owned by the
   domain, as Xen leaves it); heap pages are never on the RAM free list.
 - Freed RAM pages are punched out of the memfd (they read as zero when reused).
-- A foreign extent covers exactly one frame; its ``pool_page`` indexes the
-  *other* pool and is never on this pool's free list.  The hypervisor's
-  guest-physical accessors (``read``, ``write``, ``page``, ...) do not
-  reach foreign frames: they fault like a hole.
+  The free list is last in, first out: a page ballooned out and populated
+  again gets its own pool page back, and its extent merges whole again.
+- A foreign extent's ``pool_page`` indexes the *other* pool and is never on
+  this pool's free list.  The hypervisor's guest-physical accessors
+  (``read``, ``write``, ``page``, ...) do not reach foreign frames: they
+  fault like a hole.
 
-Locking: callers serialise changes (the domain holds its p2m lock); reads of
-mapped pages need no lock.
+Locking: the writer lock is a leaf (callers hold the domain lock around
+their own accounting).  A reader may act on the snapshot just replaced: it
+then touches a pool page the domain has just given up, which never leaves
+this domain's pool (no other domain can be reached that way).  The pool
+allocator (``alloc_ram_pages``/``free_ram_page``) is serialised by the caller.
 """
 
 from __future__ import annotations
 
-import bisect
 import ctypes
-import enum
 import mmap
 import os
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from pyxen.memory.addr import PAGE_SHIFT, PAGE_SIZE, Gfn, Gpa
-from pyxen.memory.errors import MemoryFault
+from pyxen.memory.errors import MemoryFault, SlotsExhausted
+from pyxen.memory.p2m import EMPTY, Edit, Extent, PageKind, Snapshot
 
-
-class PageKind(enum.Enum):
-    RAM = "ram"
-    HEAP = "heap"
-    FOREIGN = "foreign"  # another domain's page, mapped through a grant
-
-
-@dataclass(slots=True)
-class Extent:
-    gfn: int
-    count: int
-    pool_page: int
-    kind: PageKind
-    slot: int = -1
-    foreign_host: int = 0  # FOREIGN: host address of the other domain's page
-    readonly: bool = False  # FOREIGN: a read-only KVM slot
-
-    @property
-    def end(self) -> int:
-        return self.gfn + self.count
+__all__ = ["Extent", "GuestMemory", "PageKind", "SlotProgrammer"]
 
 
 class SlotProgrammer:
@@ -87,7 +86,8 @@ class GuestMemory:
     """The pool, the p2m and bounds-checked guest-physical access."""
 
     def __init__(self, ram_capacity: int, heap_pages: int, name: str = "pyxen-guest",
-                 slots: SlotProgrammer | None = None) -> None:
+                 slots: SlotProgrammer | None = None, slot_limit: int | None = None,
+                 slot_reserve: int = 0) -> None:
         self.ram_capacity = ram_capacity
         self.heap_pages = heap_pages
         self.pool_pages = ram_capacity + heap_pages
@@ -98,10 +98,15 @@ class GuestMemory:
         self._anchor = ctypes.c_char.from_buffer(self.pool)
         self.host_base = ctypes.addressof(self._anchor)
         self._slots = slots or SlotProgrammer()
+        # None: no limit (no KVM).  The reserve is what an edit without
+        # reserve=True leaves free.
+        self.slot_limit = slot_limit
+        self.slot_reserve = slot_reserve if slot_limit is not None else 0
         self._free_slot_ids: list[int] = []
         self._next_slot_id = 0
-        self._starts: list[int] = []
-        self._extents: list[Extent] = []
+        self._slot_of: dict[int, int] = {}  # first frame of a live extent -> its slot
+        self._writer = threading.Lock()
+        self._p2m: Snapshot = EMPTY
         self._free_ram: list[int] = []
         self._next_fresh_ram = 0
 
@@ -138,86 +143,107 @@ class GuestMemory:
         off = pool_page * PAGE_SIZE
         return memoryview(self.pool)[off : off + PAGE_SIZE]
 
-    # -- the p2m ------------------------------------------------------------
+    # -- the p2m: readers ---------------------------------------------------------
 
-    def _index_of(self, gfn: int) -> int:
-        """Index of the extent containing ``gfn``, or -1."""
-        i = bisect.bisect_right(self._starts, gfn) - 1
-        if i >= 0 and gfn < self._extents[i].end:
-            return i
-        return -1
+    def snapshot(self) -> Snapshot:
+        """The current p2m (immutable; see memory.p2m)."""
+        return self._p2m
 
     def lookup(self, gfn: Gfn) -> tuple[int, PageKind] | None:
         """The pool page and kind backing ``gfn``, or None for a hole."""
-        i = self._index_of(gfn)
-        if i < 0:
+        e = self._p2m.find(gfn)
+        if e is None:
             return None
-        e = self._extents[i]
         return e.pool_page + (gfn - e.gfn), e.kind
-
-    def extents(self) -> Iterator[Extent]:
-        return iter(list(self._extents))
-
-    def map(self, gfn: Gfn, count: int, pool_page: int, kind: PageKind) -> None:
-        """Back frames [gfn, gfn+count) with pool pages from ``pool_page``; must be a hole."""
-        if count <= 0:
-            return
-        i = bisect.bisect_left(self._starts, gfn)
-        if (i > 0 and self._extents[i - 1].end > gfn) or (
-            i < len(self._starts) and self._starts[i] < gfn + count
-        ):
-            raise ValueError(f"frames {gfn:#x}+{count} overlap an existing mapping")
-        if kind is PageKind.FOREIGN:
-            raise ValueError("foreign frames are mapped with map_foreign")
-        self._insert(i, Extent(gfn, count, pool_page, kind))
-
-    def map_foreign(self, gfn: Gfn, host_addr: int, pool_page: int, readonly: bool) -> None:
-        """Back one frame (a hole) with another pool's page at ``host_addr``."""
-        i = bisect.bisect_left(self._starts, gfn)
-        if (i > 0 and self._extents[i - 1].end > gfn) or (
-            i < len(self._starts) and self._starts[i] == gfn
-        ):
-            raise ValueError(f"frame {gfn:#x} is not a hole")
-        self._insert(i, Extent(gfn, 1, pool_page, PageKind.FOREIGN,
-                               foreign_host=host_addr, readonly=readonly))
-
-    def _insert(self, i: int, ext: Extent) -> None:
-        self._program(ext)
-        self._starts.insert(i, ext.gfn)
-        self._extents.insert(i, ext)
 
     def extent_at(self, gfn: Gfn) -> Extent | None:
         """The extent containing ``gfn`` (None for a hole)."""
-        i = self._index_of(gfn)
-        return self._extents[i] if i >= 0 else None
+        return self._p2m.find(gfn)
+
+    def extents(self) -> list[Extent]:
+        """Every extent, in frame order (a copy: later changes do not show)."""
+        return self._p2m.extents()
+
+    @property
+    def slots_in_use(self) -> int:
+        return self._p2m.size
+
+    def slot_ids(self) -> dict[int, int]:
+        """First frame of each extent -> its KVM slot (a copy, for tests and tools)."""
+        with self._writer:
+            return dict(self._slot_of)
+
+    # -- the p2m: writers ---------------------------------------------------------
+
+    @contextmanager
+    def edit(self, reserve: bool = False) -> Iterator[Edit]:
+        """Change the p2m: every change made to the yielded ``Edit`` becomes visible
+        at once when the block ends, or none if it raises.  ``reserve`` lets the
+        change use the reserved slots (see the module docstring).  Raises
+        ``SlotsExhausted`` (nothing changed) if the result is over budget."""
+        with self._writer:
+            ed = Edit(self._p2m)
+            yield ed
+            self._commit(ed, reserve)
+
+    def map(self, gfn: Gfn, count: int, pool_page: int, kind: PageKind) -> None:
+        """Back frames [gfn, gfn+count) with pool pages from ``pool_page``; must be a hole."""
+        with self._writer:
+            ed = Edit(self._p2m)
+            ed.map(gfn, count, pool_page, kind)
+            self._commit(ed, False)
+
+    def map_foreign(self, gfn: Gfn, host_addr: int, pool_page: int, readonly: bool) -> None:
+        """Back one frame (a hole) with another pool's page at ``host_addr``."""
+        with self._writer:
+            ed = Edit(self._p2m)
+            ed.map_foreign(gfn, host_addr, pool_page, readonly)
+            self._commit(ed, True)
 
     def unmap(self, gfn: Gfn) -> tuple[int, PageKind] | None:
         """Remove the mapping of one frame; return what backed it (None if it was a hole)."""
-        i = self._index_of(gfn)
-        if i < 0:
-            return None
-        old = self._extents[i]
-        self._release(old)
-        del self._starts[i]
-        del self._extents[i]
-        off = gfn - old.gfn
-        pieces = []
-        if off > 0:
-            pieces.append(Extent(old.gfn, off, old.pool_page, old.kind))
-        if off + 1 < old.count:  # (never for a foreign extent: it has one frame)
-            pieces.append(Extent(gfn + 1, old.count - off - 1, old.pool_page + off + 1, old.kind))
-        for piece in pieces:
-            self._program(piece)
-            j = bisect.bisect_left(self._starts, piece.gfn)
-            self._starts.insert(j, piece.gfn)
-            self._extents.insert(j, piece)
-        return old.pool_page + off, old.kind
+        with self._writer:
+            ed = Edit(self._p2m)
+            found = ed.unmap(gfn)
+            self._commit(ed, False)
+            return found
 
-    def _program(self, ext: Extent) -> None:
+    def _commit(self, ed: Edit, reserve: bool) -> None:
+        old = self._p2m.size
+        snap = ed.result()
+        if not ed.changed:
+            return
+        new = snap.size
+        if self.slot_limit is not None and new > old:
+            cap = self.slot_limit - (0 if reserve else self.slot_reserve)
+            if new > cap:
+                raise SlotsExhausted(new, cap)
+        self._program(list(ed.removed.values()), list(ed.added.values()))
+        self._p2m = snap
+
+    def _program(self, removed: list[Extent], added: list[Extent]) -> None:
+        """Delete the slots of ``removed``, then create slots for ``added`` (KVM
+        refuses overlapping slots); on a KVM failure undo what was done and re-raise."""
+        deleted: list[Extent] = []
+        created: list[Extent] = []
+        try:
+            for ext in removed:
+                self._delete_slot(ext)
+                deleted.append(ext)
+            for ext in added:
+                self._create_slot(ext)
+                created.append(ext)
+        except Exception:
+            for ext in reversed(created):
+                self._delete_slot(ext)
+            for ext in reversed(deleted):
+                self._create_slot(ext)
+            raise
+
+    def _create_slot(self, ext: Extent) -> None:
         slot = self._free_slot_ids.pop() if self._free_slot_ids else self._next_slot_id
         if slot == self._next_slot_id:
             self._next_slot_id += 1
-        ext.slot = slot
         try:
             if ext.kind is PageKind.FOREIGN:
                 if ext.readonly:
@@ -227,32 +253,39 @@ class GuestMemory:
                     self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
                                          ext.foreign_host)
             else:
-                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.count * PAGE_SIZE,
+                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.pages * PAGE_SIZE,
                                      self.host_base + ext.pool_page * PAGE_SIZE)
         except Exception:
             self._free_slot_ids.append(slot)
             raise
+        self._slot_of[ext.gfn] = slot
 
-    def _release(self, ext: Extent) -> None:
-        self._slots.set_slot(ext.slot, ext.gfn << PAGE_SHIFT, 0, 0)
-        self._free_slot_ids.append(ext.slot)
+    def _delete_slot(self, ext: Extent) -> None:
+        slot = self._slot_of[ext.gfn]
+        self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, 0, 0)
+        del self._slot_of[ext.gfn]
+        self._free_slot_ids.append(slot)
 
-    # -- guest-physical access ----------------------------------------------
+    # -- guest-physical access (each call uses one snapshot) -------------------
 
     def _pool_offset(self, gpa: int) -> int:
-        i = bisect.bisect_right(self._starts, gpa >> PAGE_SHIFT) - 1
-        if i >= 0:
-            e = self._extents[i]
-            gfn = gpa >> PAGE_SHIFT
-            if gfn < e.gfn + e.count and e.kind is not PageKind.FOREIGN:
-                return ((e.pool_page + gfn - e.gfn) << PAGE_SHIFT) | (gpa & (PAGE_SIZE - 1))
-        raise MemoryFault(gpa)
+        return _offset(self._p2m, gpa)
+
+    def host_address(self, gpa: int) -> int:
+        """The hypervisor's address of a byte of guest RAM or heap (else MemoryFault)."""
+        return self.host_base + _offset(self._p2m, gpa)
 
     def read(self, gpa: Gpa, size: int) -> bytes:
         """Read ``size`` bytes at ``gpa``; MemoryFault if any byte is not populated."""
+        p2m = self._p2m
+        if size <= PAGE_SIZE - (gpa & (PAGE_SIZE - 1)):
+            if size <= 0:
+                return b""
+            off = _offset(p2m, gpa)
+            return self.pool[off : off + size]
         out = bytearray()
         while size > 0:
-            off = self._pool_offset(gpa)
+            off = _offset(p2m, gpa)
             chunk = min(size, PAGE_SIZE - (gpa & (PAGE_SIZE - 1)))
             out += self.pool[off : off + chunk]
             gpa = Gpa(gpa + chunk)
@@ -264,43 +297,67 @@ class GuestMemory:
         spans = []
         pos = 0
         while pos < len(data):
-            off = self._pool_offset(gpa + pos)
             chunk = min(len(data) - pos, PAGE_SIZE - ((gpa + pos) & (PAGE_SIZE - 1)))
-            spans.append((off, pos, chunk))
+            spans.append((Gpa(gpa + pos), chunk))
             pos += chunk
-        for off, start, chunk in spans:
-            self.pool[off : off + chunk] = data[start : start + chunk]
+        self.write_spans(spans, data)
+
+    def write_spans(self, spans: Sequence[tuple[Gpa, int]],
+                    data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` to the (address, length) spans in order, each within one
+        page; nothing is written unless every span is populated."""
+        p2m = self._p2m
+        offsets = [_offset(p2m, gpa) for gpa, _n in spans]
+        pos = 0
+        for off, (_gpa, n) in zip(offsets, spans, strict=True):
+            self.pool[off : off + n] = data[pos : pos + n]
+            pos += n
 
     def require(self, gpa: Gpa, size: int) -> None:
         """MemoryFault unless every byte of [gpa, gpa+size) is populated."""
+        p2m = self._p2m
         end = gpa + size
         while gpa < end:
-            self._pool_offset(gpa)
+            _offset(p2m, gpa)
             gpa = Gpa((gpa | (PAGE_SIZE - 1)) + 1)
 
     def read_u64(self, gpa: int) -> int:
         if gpa & (PAGE_SIZE - 1) > PAGE_SIZE - 8:
             return int.from_bytes(self.read(Gpa(gpa), 8), "little")
-        value: int = _U64.unpack_from(self.pool, self._pool_offset(gpa))[0]
+        value: int = _U64.unpack_from(self.pool, _offset(self._p2m, gpa))[0]
         return value
 
     def read_u32(self, gpa: int) -> int:
         if gpa & (PAGE_SIZE - 1) > PAGE_SIZE - 4:
             return int.from_bytes(self.read(Gpa(gpa), 4), "little")
-        value: int = _U32.unpack_from(self.pool, self._pool_offset(gpa))[0]
+        value: int = _U32.unpack_from(self.pool, _offset(self._p2m, gpa))[0]
         return value
 
     def page(self, gfn: Gfn) -> memoryview:
         """A writable view of one populated guest page."""
-        off = self._pool_offset(gfn << PAGE_SHIFT)
+        off = _offset(self._p2m, gfn << PAGE_SHIFT)
         return memoryview(self.pool)[off : off + PAGE_SIZE]
 
     def close(self) -> None:
         """Unmap every slot and release the pool."""
-        for ext in self._extents:
-            self._release(ext)
-        self._extents.clear()
-        self._starts.clear()
+        with self._writer:
+            for ext in self._p2m.extents():
+                self._delete_slot(ext)
+            self._p2m = EMPTY
         del self._anchor
         self.pool.close()
         os.close(self._fd)
+
+
+def _offset(p2m: Snapshot, gpa: int) -> int:
+    """Pool offset of ``gpa`` in ``p2m``; MemoryFault for a hole or a foreign frame.
+
+    (Snapshot.find, inlined: this is every guest-physical access's path.)"""
+    gfn = gpa >> PAGE_SHIFT
+    c = bisect_right(p2m.firsts, gfn) - 1
+    if c >= 0:
+        starts, extents = p2m.chunks[c]
+        e = extents[bisect_right(starts, gfn) - 1]
+        if gfn < e.gfn + e.pages and e.kind is not PageKind.FOREIGN:
+            return ((e.pool_page + gfn - e.gfn) << PAGE_SHIFT) | (gpa & (PAGE_SIZE - 1))
+    raise MemoryFault(gpa)

@@ -4,11 +4,20 @@
 talks to it through its control socket (found through ``--run-dir`` or
 ``PYXEN_RUN_DIR``), except ``create -F`` with no hypervisor running, which
 runs that one domain in a hypervisor inside the command itself.
+
+Output to a closed pipe (``pyxen list -l | head``) ends a command quietly
+with status 141, what a shell reports for xl, which SIGPIPE kills; no
+traceback.  (pyxen keeps Python's SIGPIPE-ignored default rather than
+dying by the signal: the standalone hypervisor writes to sockets.)  A
+standalone ``create -F`` whose stdout closes keeps its domain running and
+drops the guest's lines, and exits with the domain's status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 from collections.abc import Callable
 
@@ -105,8 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("cpupool-create", help='create a cpupool: name="P" sched="S" cpus="C"')
     cc.add_argument("settings", nargs="+", metavar="key=value")
     sub.add_parser("cpupool-destroy", help="destroy an empty cpupool").add_argument("pool")
-    for name in ("cpupool-cpu-add", "cpupool-cpu-remove"):
-        cp = sub.add_parser(name, help="move CPUs into or out of a cpupool")
+    for name, text in (("cpupool-cpu-add", "move free host CPUs into a cpupool"),
+                       ("cpupool-cpu-remove", "take host CPUs out of a cpupool (they become "
+                                              "free)")):
+        cp = sub.add_parser(name, help=text, description=text)
         cp.add_argument("pool")
         cp.add_argument("cpus", help="e.g. 1 or 2-3")
     cm = sub.add_parser("cpupool-migrate", help="move a domain to another cpupool")
@@ -123,8 +134,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command SIGPIPE killed
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    command: str | None = None
+    status: int | None = None
+    try:
+        args = _parser().parse_args(argv)
+        command = args.command
+        status = _command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise  # another pipe or socket: a real error
+        if status is None or command != "create":  # create -F: the domain's own status
+            status = EXIT_BROKEN_PIPE
+    if stdout_closed():
+        _discard_stdout()
+    return status
+
+
+def stdout_closed() -> bool:
+    """True if stdout is a pipe whose reader has gone (writing would raise EPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _command(args: argparse.Namespace) -> int:
     paths = InstancePaths.resolve(args.run_dir, args.log_dir)
     if args.command == "hypervisor":
         from pyxen.hv.console_limit import make_policy

@@ -168,7 +168,7 @@ def cmd_info(args: argparse.Namespace, client: ControlClient) -> int:
         ("xen_major", i["xen_major"]), ("xen_minor", i["xen_minor"]),
         ("xen_extra", i["xen_extra"]), ("xen_version",
                                         f"{i['xen_major']}.{i['xen_minor']}{i['xen_extra']}"),
-        ("xen_caps", "hvm-3.0-x86_64 hvm-3.0-x86_32p"), ("xen_scheduler", "host"),
+        ("xen_caps", "hvm-3.0-x86_64 hvm-3.0-x86_32p"), ("xen_scheduler", i["scheduler"]),
         ("xen_pagesize", 4096), ("xen_commandline", ""), ("nr_domains", i["nr_domains"]),
         ("xend_config_format", 4),
         # pyxen's own: instructions KVM could not emulate and pyxen carried out
@@ -288,12 +288,22 @@ TOP_HEADER = ("      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) 
               "VBD_WSECT SSID   EMUL")
 
 
-def _top_rows(infos: list[dict[str, Any]], before: dict[int, int], elapsed: float,
-              total_kib: int) -> list[str]:
+FIRST_SAMPLE = 1.0  # seconds: top's first CPU(%) is measured over min(-d, this)
+
+
+def _top_key(info: dict[str, Any]) -> tuple[int, float]:
+    """A domain across samples: its id and start time (a domid can be reused)."""
+    return int(info["domid"]), float(info.get("start_time", 0.0))
+
+
+def _top_rows(infos: list[dict[str, Any]], before: dict[tuple[int, float], int],
+              elapsed: float, total_kib: int) -> list[str]:
+    """xentop's rows; CPU(%) is the CPU time used since the previous sample over the
+    wall time between them (0.0 for a domain that was not in that sample)."""
     rows = []
     for i in infos:
         cpu = i["cpu_time_ns"]
-        pct = 100.0 * (cpu - before.get(i["domid"], cpu)) / 1e9 / elapsed if elapsed else 0.0
+        pct = 100.0 * (cpu - before.get(_top_key(i), cpu)) / 1e9 / elapsed if elapsed else 0.0
         mem, maxmem = i["current_memkb"], i.get("max_memkb", i["current_memkb"])
         rows.append(f"{i['name'][:10]:>10} {_state(i):>6} {cpu / 1e9:10.0f} {pct:6.1f} "
                     f"{mem:10d} {100 * mem / total_kib:6.1f} {maxmem:10d} "
@@ -304,23 +314,29 @@ def _top_rows(infos: list[dict[str, Any]], before: dict[int, int], elapsed: floa
 
 
 def cmd_top(args: argparse.Namespace, client: ControlClient) -> int:
-    """xentop's table, refreshed every ``-d`` seconds; ``-b`` prints plain batches."""
+    """xentop's table, refreshed every ``-d`` seconds; ``-b`` prints plain batches.
+
+    CPU(%) needs two samples: xentop shows 0.0 in its first table, which
+    makes ``top -b -i 1`` useless, so pyxen takes a first sample
+    ``min(-d, FIRST_SAMPLE)`` seconds before the first table.
+    """
     total_kib = int(client.call("info")["total_memory_mib"]) * 1024
-    before: dict[int, int] = {}
+    before = {_top_key(i): i["cpu_time_ns"] for i in client.call("list")}
     last = time.monotonic()
     iteration = 0
     try:
+        time.sleep(max(min(args.delay, FIRST_SAMPLE), 0.0))
         while args.iterations is None or iteration < args.iterations:
             infos = client.call("list")
             now = time.monotonic()
             lines = [time.strftime("pyxen top - %H:%M:%S"),
                      f"{len(infos)} domains", TOP_HEADER,
-                     *_top_rows(infos, before, now - last if before else 0.0, total_kib)]
+                     *_top_rows(infos, before, now - last, total_kib)]
             if not args.batch:
                 sys.stdout.write("\x1b[H\x1b[2J")
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
-            before = {i["domid"]: i["cpu_time_ns"] for i in infos}
+            before = {_top_key(i): i["cpu_time_ns"] for i in infos}
             last = now
             iteration += 1
             if args.iterations is None or iteration < args.iterations:
@@ -481,9 +497,24 @@ def config_request(config: Any) -> dict[str, Any]:
 
 
 
+CONSOLE_WAIT = 10.0  # how long a new domain's console may take to appear in consoled
+
+
 def cmd_console(args: argparse.Namespace, client: ControlClient) -> int:
-    """Attach to a domain's PV console until Ctrl-] (or the domain goes away)."""
-    return attach_console(client, find_domain(client, args.domain))
+    """Attach to a domain's PV console until Ctrl-] (or the domain goes away).
+
+    consoled attaches a new domain's console within about half a second, so
+    right after ``create`` the console is waited for (at most ``CONSOLE_WAIT``
+    seconds), as ``create -c`` does; a domain that does not exist is an
+    error at once.
+    """
+    domid = find_domain(client, args.domain)
+    try:
+        client.call("list", domid=domid)
+    except ControlError:
+        print(f"pyxen console: Domain '{args.domain}' does not exist.", file=sys.stderr)
+        return 1
+    return attach_console(client, domid, wait=CONSOLE_WAIT)
 
 
 def attach_console(client: ControlClient, domid: int, wait: float = 0.0) -> int:
@@ -542,7 +573,8 @@ def relay_console(sock: socket.socket) -> int:
                         data = sock.recv(4096)
                         if not data:
                             return 0
-                        write_all(stdout, data)
+                        if not write_all(stdout, data):  # stdout closed: detach
+                            raise BrokenPipeError(32, "stdout is closed")
                     else:
                         data, detached = term.read(sel)
                         if data:

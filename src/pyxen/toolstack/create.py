@@ -24,28 +24,33 @@ line and problem.  The ``on_poweroff``/``on_reboot``/``on_crash``/
 and ``preserve`` are honoured; ``coredump-*`` and ``soft-reset`` are not
 implemented yet and fall back to destroy with a message saying so.
 
-``preserve`` keeps the shut-down domain (its memory and state) until the
-user presses Ctrl-C (or sends SIGINT); there is no daemon yet to keep it
-after this process ends.  The exit status is then the shutdown reason's.
+``preserve`` keeps the shut-down domain (its memory and state) and
+``create -F`` with it, until the user presses Ctrl-C (or sends SIGINT),
+which destroys the domain: standalone, this process is the hypervisor and
+nothing else could keep it; with a daemon, the command waits as long as the
+preserved domain exists (``pyxen destroy`` elsewhere ends it too), so that
+``-F`` always means "until the domain is gone".  The exit status is then the
+shutdown reason's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 from pathlib import Path
 
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.toolstack.commands import config_request, open_console, relay_console
+from pyxen.toolstack.commands import CONSOLE_WAIT, config_request, open_console, relay_console
 from pyxen.toolstack.domain_config import DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-CONSOLE_WAIT = 10.0  # create -c: how long to wait for consoled to attach the new domain
 
 
 def exit_status(reason: int) -> int:
@@ -121,11 +126,35 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
                     return status
             if not args.foreground:
                 return 0
-            reason = client.call("wait", domid=domid)["reason"]
+            reason = int(client.call("wait", domid=domid)["reason"])
+            if config.action_for(reason) == "preserve":
+                _keep_preserved(client, domid, reason)
         except ControlError as e:
             print(f"pyxen create: {e.message}", file=sys.stderr)
             return EXIT_FAILED
-    return exit_status(int(reason))
+    return exit_status(reason)
+
+
+PRESERVED_POLL = 1.0  # seconds between checks that a preserved domain still exists
+
+
+def _keep_preserved(client: ControlClient, domid: int, reason: int) -> None:
+    """``create -F`` of a preserved domain in the daemon: wait until it is destroyed,
+    by Ctrl-C here (which destroys it, as the standalone hypervisor does) or by
+    ``pyxen destroy``."""
+    print(f"pyxen create: domain {domid} is preserved after shutdown reason {reason}: "
+          "press Ctrl-C to destroy it", file=sys.stderr, flush=True)
+    try:
+        while True:
+            client.call("list", domid=domid)
+            time.sleep(PRESERVED_POLL)
+    except ControlError:
+        return  # destroyed elsewhere
+    except KeyboardInterrupt:
+        # A fresh connection: the interrupted call may have left a reply unread.
+        with ControlClient(client.path) as fresh, contextlib.suppress(ControlError):
+            fresh.call("destroy", domid=domid)
+        print(f"pyxen create: domain {domid} destroyed", file=sys.stderr)
 
 
 def _console_then_unpause(client: ControlClient, domid: int, unpause: bool) -> int:

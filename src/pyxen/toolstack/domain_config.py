@@ -8,7 +8,8 @@ file, the line and the key.
 Keys and rules:
 
 ``name``
-    Required, a non-empty string.
+    Required; xl's name rules (:mod:`pyxen.control.names`): non-empty, at
+    most 64 printable characters, no ``/``, not ``Domain-0``.
 ``type``
     ``"pv"``, ``"pvh"`` or ``"hvm"``.  Like xl, any prefix is accepted and
     ``hvm`` is tried first, then ``pv``, then ``pvh`` (so ``"p"`` means pv).
@@ -56,6 +57,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
@@ -160,6 +162,13 @@ class DomainConfig:
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
 
+    def action_for(self, reason: int) -> str:
+        """The on_* action for a shutdown reason (SHUTDOWN_poweroff 0, reboot 1,
+        crash 3, watchdog 4; any other: destroy)."""
+        actions = {0: self.on_poweroff, 1: self.on_reboot, 3: self.on_crash,
+                   4: self.on_watchdog}
+        return actions.get(reason, "destroy")
+
     @classmethod
     def from_xl(cls, cfg: XlConfig, path: Path) -> DomainConfig:
         """Validate ``cfg`` (parsed from the file at ``path``) into a DomainConfig.
@@ -212,8 +221,9 @@ class _Builder:
         name = self.string("name")
         if name is None:
             raise self.fail(None, 'name is required: add name = "NAME"')
-        if not name:
-            raise self.fail("name", "name must not be empty")
+        problem = name_problem(name)
+        if problem is not None:
+            raise self.fail("name", problem)
         domain_type = self.domain_type()
         kernel = self.kernel()
         ramdisk_text = self.string("ramdisk")

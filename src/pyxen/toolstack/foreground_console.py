@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE
 from pyxen.abi.hvm import HvmParam
+from pyxen.abi.xen import CONTROL_DOMID
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.grant_table import GrantError, map_grant, unmap_grant
 from pyxen.memory import Gfn, PageKind
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from pyxen.hv.grant_table import GrantMapping
 
 MAX_PENDING_INPUT = 64 * 1024
-_CONTROL_DOMID = 0
 
 
 class ForegroundConsole:
@@ -139,7 +139,7 @@ class _RingLink:
         """Map the ring and bind the port; None (logged) if the guest broke either."""
         mapping: GrantMapping | None = None
         try:
-            mapping = map_grant(domain, GNTTAB_RESERVED_CONSOLE, _CONTROL_DOMID, False)
+            mapping = map_grant(domain, GNTTAB_RESERVED_CONSOLE, CONTROL_DOMID, False)
             pool_page = mapping.pool_page
         except GrantError:
             found = domain.memory.lookup(Gfn(domain.params[HvmParam.CONSOLE_PFN]))

@@ -207,6 +207,7 @@ class _Token:
     text: str  # source text (for messages)
     line: int
     value: str | int | None = None
+    pos: int = -1  # where the token starts in the text (identifiers: for hints)
 
 
 def _show(ch: str) -> str:
@@ -247,7 +248,7 @@ class _Lexer:
                 yield self._number()
             elif match := _IDENT_RE.match(text, self.pos):
                 self.pos = match.end()
-                yield _Token(_IDENT, match.group(), line, match.group())
+                yield _Token(_IDENT, match.group(), line, match.group(), match.start())
             elif text.startswith("+=", self.pos):
                 self.pos += 2
                 yield _Token("+=", "+=", line)
@@ -335,6 +336,16 @@ class _Lexer:
 # --- parser ----------------------------------------------------------------
 
 
+def _quote(text: str) -> str:
+    """``text`` for a one-line message: escapes anything unprintable."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _quote_hint(text: str) -> str:
+    """``text`` as an xl.cfg double-quoted string, for an error message's hint."""
+    return '"' + _quote(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
 @dataclass(frozen=True)
 class _Statement:
     key: str
@@ -395,14 +406,29 @@ class _Parser:
             self.depth -= 1
             return items
         if tok.kind == _IDENT:
+            bare = self._bare_value(tok)
             raise self.error(
                 tok.line,
                 f"the value of {key!r} must be a quoted string, a number or a list,"
-                f' got {tok.text}; quote it: "{tok.text}"',
+                f" got {_quote(bare[:80])}; quote it: {_quote_hint(bare)}",
             )
         if tok.kind in (_NEWLINE, ";", _EOF):
             raise self.error(tok.line, f"missing value for {key!r}")
         raise self.error(tok.line, f"expected a value for {key!r}, got {self._describe(tok)}")
+
+    def _bare_value(self, tok: _Token) -> str:
+        """The unquoted value the user meant, from ``tok`` to the end of it.
+
+        ``name=bar-a`` lexes as ``bar`` then an error at ``-``: the hint must
+        quote all of ``bar-a``, i.e. the rest of the line up to a comment
+        (and, inside a list, up to the next ``,`` or ``]``).
+        """
+        text = self.lexer.text
+        stops = "\n#,]" if self.depth else "\n#"
+        end = tok.pos
+        while end < len(text) and text[end] not in stops:
+            end += 1
+        return text[tok.pos:end].rstrip() or tok.text
 
     def list(self, key: str) -> list[XlValue]:
         start = self.advance()

@@ -166,5 +166,8 @@ class LinearMemory:
         """The hypervisor's address of [la, la + size), which must lie in one page and be
         writable (for locked read-modify-write instructions)."""
         (gpa, _n), = self.spans(la, size, True, user)
-        pool_page, _kind = self.memory.lookup(gpa >> 12)  # type: ignore[arg-type,misc]
-        return self.memory.host_base + pool_page * PAGE_SIZE + (gpa & (PAGE_SIZE - 1))
+        try:
+            return self.memory.host_address(gpa)
+        except MemoryFault:  # the frame went away since spans() looked (a p2m change)
+            raise Unsupported(f"memory operand at linear {la:#x} (guest-physical "
+                              f"{gpa:#x}) is not RAM") from None

@@ -59,7 +59,7 @@ class KvmBackend:
         return self.kvm.get_msr(index)
 
     def guest_tsc(self) -> int:
-        offset = self.runner.tsc_offset
+        offset = self.runner.time.tsc_offset
         if offset is None:
             return self.kvm.get_msr(MSR_IA32_TSC)
         return int(atomic.read_tsc()) + offset

@@ -6,15 +6,17 @@ dummy XSM policy lets an unprivileged domain use ``CONSOLEIO_write`` only
 (Xen debug builds; pyxen behaves like one); every other cmd is -EPERM for
 it.  Writes are copied in chunks of 127 bytes, each printed before the next
 is copied, exactly as Xen does, so a fault returns -EFAULT after the chunks
-before it were printed.  pyxen has no serial input ring, so a privileged
-read returns 0 bytes.
+before it were printed.  Between two chunks the write is a preemption point:
+it is continued as Xen's guest_console_write continues it, with the count
+left and the buffer advanced (dispatch.Continuation).  pyxen has no serial
+input ring, so a privileged read returns 0 bytes.
 """
 
 from __future__ import annotations
 
 from pyxen.abi.console import ConsoleIo
 from pyxen.abi.errno import XenErrno
-from pyxen.hv.dispatch import Call, signed32
+from pyxen.hv.dispatch import Call, Continuation, signed32
 from pyxen.hv.errors import HypercallError
 
 # Xen copies through a 128-byte buffer, one byte kept for the terminator.
@@ -29,6 +31,8 @@ def do_console_io(call: Call, cmd: int, count: int, buffer: int, *_: int) -> int
         remaining = signed32(count)
         console = call.domain.hv.console
         while remaining > 0:
+            if remaining != signed32(count) and call.preempted():
+                raise Continuation(ConsoleIo.write, remaining, buffer & call.ulong_mask)
             n = min(remaining, CHUNK)
             console.guest_write(call.domain.domid, call.guest.read(buffer, n))
             buffer += n

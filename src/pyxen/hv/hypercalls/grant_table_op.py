@@ -13,9 +13,16 @@ does (``xen/common/grant_table.c``, filtered by
   bits set -- is -ENOSYS.  Then ``count >= 2^31`` is -EINVAL.
 - Batch ops (copy, map, unmap, swap) return 0 and give each element its
   own status; a fault reading an element, or writing its status, is
-  -EFAULT (the elements before it are done).  Xen would preempt a long
-  batch with a continuation; pyxen runs it to the end, unless the domain
-  shuts down meanwhile.
+  -EFAULT (the elements before it are done).
+- A batch stops at a preemption point between two elements (never before
+  the first: each invocation makes progress) and is restarted as Xen's
+  do_grant_table_op restarts it: the same cmd, ``uop`` advanced past the
+  elements done (in the caller's element size: compat gnttab_copy is
+  smaller) and ``count`` reduced by them (dispatch.Continuation).  So a
+  batch of 2^31 - 1 elements never holds up a pause, a destroy or the
+  scheduler for longer than one element, and a batch interrupted and
+  restarted gives the statuses an uninterrupted one gives.  (Xen's unmap
+  checks only every 32 elements; the statuses are the same.)
 - setup_table and query_size need ``count == 1``; domain problems are
   reported in ``status`` (GNTST_bad_domain, GNTST_permission_denied), not
   as -errno.  set_version/get_version ignore ``count``.
@@ -42,7 +49,7 @@ from pyxen.abi import grant_table as g
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.grant_table import GnttabOp, GnttabStatus
 from pyxen.abi.xen import DOMID_SELF
-from pyxen.hv.dispatch import Call
+from pyxen.hv.dispatch import Call, Continuation
 from pyxen.hv.domain import Domain
 from pyxen.hv.grant_table import Acquired, GrantError, guest_map, guest_unmap
 from pyxen.hv.hypercalls.domids import target_domain
@@ -79,9 +86,10 @@ def do_grant_table_op(call: Call, cmd: int, uop: int, count: int, *_: int) -> in
     return handler(call, uop, count)
 
 
-def _stopping(call: Call) -> bool:
-    d = call.domain
-    return d.shutdown_reason is not None or d.dying
+def _preempt(call: Call, cmd: int, uop: int, count: int, done: int, size: int) -> None:
+    """A preemption point after ``done`` elements (of ``size`` bytes) of a batch."""
+    if done and call.preempted():
+        raise Continuation(cmd, (uop + done * size) & call.ulong_mask, count - done)
 
 
 def _status_domain(call: Call, domid: int) -> Domain | int:
@@ -168,8 +176,7 @@ def _get_version(call: Call, uop: int, _count: int) -> int:
 def _swap(call: Call, uop: int, count: int) -> int:
     size = ctypes.sizeof(g.gnttab_swap_grant_ref)
     for i in range(count):
-        if _stopping(call):
-            break
+        _preempt(call, GnttabOp.swap_grant_ref, uop, count, i, size)
         addr = uop + i * size
         op = call.guest.read_struct(addr, g.gnttab_swap_grant_ref)
         status = call.domain.grants.swap(int(op.ref_a), int(op.ref_b))
@@ -181,8 +188,7 @@ def _map(call: Call, uop: int, count: int) -> int:
     size = ctypes.sizeof(g.gnttab_map_grant_ref)
     me = call.domain
     for i in range(count):
-        if _stopping(call):
-            break
+        _preempt(call, GnttabOp.map_grant_ref, uop, count, i, size)
         addr = uop + i * size
         op = call.guest.read_struct(addr, g.gnttab_map_grant_ref)
         flags = int(op.flags)
@@ -207,8 +213,7 @@ def _map(call: Call, uop: int, count: int) -> int:
 def _unmap(call: Call, uop: int, count: int) -> int:
     size = ctypes.sizeof(g.gnttab_unmap_grant_ref)
     for i in range(count):
-        if _stopping(call):
-            break
+        _preempt(call, GnttabOp.unmap_grant_ref, uop, count, i, size)
         addr = uop + i * size
         op = call.guest.read_struct(addr, g.gnttab_unmap_grant_ref)
         status = guest_unmap(call.domain, int(op.handle), int(op.host_addr),
@@ -222,8 +227,7 @@ def _copy(call: Call, uop: int, count: int) -> int:
     size = ctypes.sizeof(ctype)
     status_offset = ctype.status.offset
     for i in range(count):
-        if _stopping(call):
-            break
+        _preempt(call, GnttabOp.copy, uop, count, i, size)
         addr = uop + i * size
         op = call.guest.read_struct(addr, ctype)
         _write_status(call, addr + status_offset, _copy_one(call, op))

@@ -2,7 +2,10 @@
 
 block and poll sleep in the calling vCPU's thread (``VcpuRunner.block``),
 which uses no CPU until an upcall, a poll match, the timeout, a pause or a
-stop wakes it.  yield gives the host CPU away once.  The watchdog uses the
+stop wakes it.  poll arms its wake-up (``begin_block``) and joins the
+domain's pollers before it checks the ports, as Xen's do_poll sets the poll
+mask and _VPF_blocked first: a port becoming pending after the check wakes
+the coming sleep instead of being lost.  yield gives the host CPU away once.  The watchdog uses the
 hypervisor's timer service.  pin_override is the hardware domain's only
 (-EPERM here: there is no hardware domain guest).
 """
@@ -43,9 +46,9 @@ def do_sched_op(call: Call, cmd: int, arg: int, *_: int) -> int:
         if vcpu.dispatcher is not None:
             vcpu.dispatcher.yielded(vcpu)  # the loop waits for a pCPU if it lost its own
             return 0
-        vcpu.set_runstate(RunstateState.runnable)
+        vcpu.time.set_runstate(RunstateState.runnable)
         os.sched_yield()
-        vcpu.set_runstate(RunstateState.running)
+        vcpu.time.set_runstate(RunstateState.running)
         return 0
     if cmd == SchedOp.block:
         vcpu = call.vcpu
@@ -81,6 +84,9 @@ def _poll(call: Call, arg: int) -> int:
         return -XenErrno.EINVAL
     vcpu = call.vcpu
     domain = call.domain
+    # As Xen's do_poll: the vCPU is marked blocked and polling *before* the
+    # ports are checked, so a send between the check and the sleep wakes it.
+    vcpu.begin_block()
     vcpu.poll_port = -1
     domain.pollers.add(vcpu)
     try:
@@ -96,7 +102,7 @@ def _poll(call: Call, arg: int) -> int:
                 return 0
         if nr_ports == 1:
             vcpu.poll_port = port
-        vcpu.block(int(p.timeout) or None, until_deliverable=True)
+        vcpu.block(int(p.timeout) or None, until_deliverable=True, prepared=True)
         return 0
     finally:
         domain.pollers.discard(vcpu)
@@ -154,11 +160,11 @@ def do_set_timer_op(call: Call, a1: int, a2: int, *_: int) -> int:
         timeout -= 1 << 64
     vcpu = call.vcpu
     if timeout == 0:
-        vcpu.singleshot.cancel()
+        vcpu.time.singleshot.cancel()
         return 0
     now = call.domain.hv.system_time_ns()
     if timeout < 0 or timeout > now + TIMER_MAX_AHEAD_NS:
         timeout = now + TIMER_FALLBACK_NS
-    vcpu.singleshot.arm(timeout)
+    vcpu.time.singleshot.arm(timeout)
     return 0
 

@@ -35,6 +35,7 @@ from pyxen.hv.dispatch import Call, signed32
 from pyxen.hv.errors import HypercallError
 from pyxen.hv.shared_info import UPCALL_MASK, UPCALL_PENDING, VCPU_INFO_SIZE
 from pyxen.hv.vcpu import VcpuRunner
+from pyxen.hv.vcpu_control import Req
 from pyxen.kvm import structs as ks
 from pyxen.memory import PAGE_SIZE, Gfn, GuestFault, PageKind
 
@@ -61,7 +62,7 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
             if not v.initialised:
                 return -XenErrno.EINVAL
             v.online = True
-        v.notify()
+        v.request(Req.STATE)
         return 0
     if cmd == VcpuOp.down:
         v.take_down()  # asynchronous for another vCPU; the last one down is a poweroff
@@ -70,27 +71,27 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
         return 1 if v.online else 0
     if cmd == VcpuOp.get_runstate_info:
         now = domain.hv.system_time_ns()
-        call.guest.write_struct(arg, v.runstate.snapshot(call.compat, now))
+        call.guest.write_struct(arg, v.time.runstate.snapshot(call.compat, now))
         return 0
     if cmd == VcpuOp.register_runstate_memory_area:
         a = call.guest.read_struct(arg, compat_vcpu_register_runstate_memory_area
                                    if call.compat else vcpu_register_runstate_memory_area)
         gva = int(a.addr.h)
-        v.runstate_gva = gva
+        v.time.runstate_gva = gva
         at = None if v is call.vcpu else domain.hv.system_time_ns()
         with contextlib.suppress(*GuestFault):  # Xen copies without checking the result
-            call.guest.write_struct(gva, v.runstate.snapshot(call.compat, at))
+            call.guest.write_struct(gva, v.time.runstate.snapshot(call.compat, at))
         return 0
     if cmd == VcpuOp.set_periodic_timer:
         period = int(call.guest.read_struct(arg, vcpu_set_periodic_timer).period_ns)
         if period < PERIOD_MIN_NS or period > PERIOD_MAX_NS:
             return -XenErrno.EINVAL
-        v.periodic_period = period
-        v.periodic.arm(domain.hv.system_time_ns() + period)
+        v.time.periodic_period = period
+        v.time.periodic.arm(domain.hv.system_time_ns() + period)
         return 0
     if cmd == VcpuOp.stop_periodic_timer:
-        v.periodic_period = 0
-        v.periodic.cancel()
+        v.time.periodic_period = 0
+        v.time.periodic.cancel()
         return 0
     if cmd == VcpuOp.set_singleshot_timer:
         if v is not call.vcpu:
@@ -100,12 +101,12 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
         deadline = int(t.timeout_abs_ns)
         if t.flags & VCPU_SSHOTTMR_future and deadline < domain.hv.system_time_ns():
             return -XenErrno.ETIME
-        v.singleshot.arm(deadline)
+        v.time.singleshot.arm(deadline)
         return 0
     if cmd == VcpuOp.stop_singleshot_timer:
         if v is not call.vcpu:
             return -XenErrno.EINVAL
-        v.singleshot.cancel()
+        v.time.singleshot.cancel()
         return 0
     if cmd == VcpuOp.register_vcpu_info:
         info = call.guest.read_struct(arg, vcpu_register_vcpu_info)
@@ -114,18 +115,16 @@ def do_vcpu_op(call: Call, cmd: int, vcpuid: int, arg: int, *_: int) -> int:
     if cmd == VcpuOp.send_nmi:
         if arg:
             return -XenErrno.EINVAL
-        if not v.nmi_pending:
-            v.nmi_pending = True
-            v.notify()
+        v.request(Req.NMI)
         return 0
     if cmd == VcpuOp.get_physid:
         return -XenErrno.EINVAL  # only pinned vCPUs of the hardware domain have one
     if cmd == VcpuOp.register_vcpu_time_memory_area:
         a = call.guest.read_struct(arg, compat_vcpu_register_time_memory_area
                                    if call.compat else vcpu_register_time_memory_area)
-        v.time_area_gva = int(a.addr.h)
+        v.time.time_area_gva = int(a.addr.h)
         if v is call.vcpu:
-            v.write_time_area(call.guest)
+            v.time.write_time_area(call.guest)
         else:
             domain.publish_time(v)  # written by that vCPU at its next exit
         return 0

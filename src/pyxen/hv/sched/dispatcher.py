@@ -14,11 +14,16 @@ it.  Events reach the dispatcher from three places:
 - tickles returned by the scheduler from wake/sleep: an idle pCPU picks at
   once; a busy one has its vCPU preempted first.
 
-Preemption is a request: the dispatcher sets the vCPU's ``preempt`` flag and
-notifies it (signal + immediate_exit, as for any request); the thread leaves
-KVM_RUN, calls ``preempted`` from its attend step, and only then is the pCPU
-re-picked.  So a pCPU is never handed on while its vCPU may still be in the
-guest.
+Preemption is a request: the dispatcher publishes ``Req.PREEMPT`` in the
+vCPU's request word (hv/vcpu_control.py: immediate_exit and a signal, as for
+any request; a request already pending is not sent again); the thread leaves
+KVM_RUN -- or a long hypercall at its next preemption point, through a
+continuation -- calls ``preempted`` from its attend step, and only then is the
+pCPU re-picked.  So a pCPU is never handed on while its vCPU may still be in
+the guest.  A vCPU thread waiting for a grant sleeps on its own condition
+(``VcpuRunner.wait_for_grant``); ``grant_changed`` wakes it.  The dispatcher
+calls into a vCPU's control with its own lock held; a vCPU thread never holds
+its control lock while calling the dispatcher.
 
 Invariants (under the lock): ``_running[p]`` is the runner holding pCPU p
 or None; a runner's ``grant`` is p exactly when ``_running[p]`` is it; no
@@ -38,6 +43,7 @@ from pyxen.abi.vcpu import RunstateState
 from pyxen.hv.sched.interface import Scheduler, SchedulerTimer, SchedVcpu
 from pyxen.hv.sched.trace import SchedTrace
 from pyxen.hv.timers import Timer, TimerService
+from pyxen.hv.vcpu_control import Req
 
 if TYPE_CHECKING:
     from pyxen.hv.vcpu import VcpuRunner
@@ -101,7 +107,7 @@ class Dispatcher:
                     self._tickle(p, self.clock())
                 self._after()
             if runner.grant is None:
-                runner.set_runstate(RunstateState.runnable)
+                runner.time.set_runstate(RunstateState.runnable)
         got = runner.wait_for_grant()
         if got is not None and self.pin:
             self._pin(runner, got)
@@ -127,7 +133,6 @@ class Dispatcher:
     def preempted(self, runner: VcpuRunner) -> None:
         """The vCPU left the guest as asked: its pCPU decides again (maybe the same vCPU)."""
         with self._lock:
-            runner.preempt = False
             pcpu = runner.grant
             if pcpu is not None:
                 self._repick(pcpu, self.clock())
@@ -159,9 +164,8 @@ class Dispatcher:
         current = self._running.get(pcpu)
         if current is None:
             self._repick(pcpu, now)
-        elif not current.preempt:
-            current.preempt = True
-            current.notify()
+        else:
+            current.request(Req.PREEMPT)
 
     def _repick(self, pcpu: int, now: int) -> None:
         decision = self.scheduler.pick_next(pcpu, now)
@@ -209,9 +213,7 @@ class Dispatcher:
             current = self._running.get(pcpu)
             if current is None:
                 return
-            if not current.preempt:
-                current.preempt = True
-                current.notify()
+            current.request(Req.PREEMPT)
 
     def _pin(self, runner: VcpuRunner, pcpu: int) -> None:
         if runner.pinned_to != pcpu:

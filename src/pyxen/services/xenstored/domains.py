@@ -56,7 +56,3 @@ class Domain:
     shutdown: bool = False
 
 
-#: DOMID_SELF: IS_DOMAIN_INTRODUCED answers "T" for it (C xenstored).
-DOMID_SELF = 0x7FF0
-#: Domain ids from here on are reserved (DOMID_FIRST_RESERVED).
-DOMID_FIRST_RESERVED = 0x7FF0

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyxen.abi.xen import DOMID_FIRST_RESERVED, DOMID_SELF
 from pyxen.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XENSTORE_REL_PATH_MAX, XsdSockmsgType
 
 from . import access
 from .connection import Connection
 from .control import control
 from .core import Xenstore
-from .domains import DOMID_FIRST_RESERVED, DOMID_SELF
 from .errors import XenstoreError
 from .paths import canonicalize, decode, is_valid_nodename
 from .permissions import OWNER, READ, WRITE, Perms, access_for, format_perms, parse_perm

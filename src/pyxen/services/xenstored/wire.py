@@ -15,14 +15,13 @@ after the last NUL are not a string, ``atoi("junk")`` is 0.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from pyxen.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XsdSockmsgType
+from pyxen.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XSD_SOCKMSG, XsdSockmsgType
 
 from .errors import ProtocolError
 
-HEADER = struct.Struct("<IIII")
+HEADER = XSD_SOCKMSG
 HEADER_SIZE = HEADER.size
 
 

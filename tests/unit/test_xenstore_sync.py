@@ -1,0 +1,106 @@
+"""control/xenstore_sync.py: a domain that ends while it is being introduced.
+
+The race is between a guest vCPU powering off and the reconcile thread's
+INTRODUCE, a window of a few milliseconds that a real guest hits only now and
+then; here the xenstore client ends the domain inside ``introduce`` (as the
+guest would), so the interleaving is the same every run.  Everything else is
+the real XenstoreSync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pyxen.control.protocol import ControlError
+from pyxen.control.xenstore import XenstoreError
+from pyxen.control.xenstore_sync import XenstoreSync
+
+
+class _Domain:
+    def __init__(self, domid: int) -> None:
+        self.domid = domid
+        self.name = f"d{domid}"
+        self.handle = bytes(16)
+        self.params = {i: 0 for i in range(64)}
+        self.max_pages = self.tot_pages = 4096
+        self.shutdown_reason: int | None = None
+        self.dying = False
+
+
+class _Managed:
+    def __init__(self, domain: _Domain) -> None:
+        self.domain = domain
+
+
+class _Console:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, text: str) -> None:
+        self.lines.append(text)
+
+
+class _Hv:
+    def __init__(self) -> None:
+        self.console = _Console()
+
+
+class _Manager:
+    def __init__(self, domains: list[_Domain]) -> None:
+        self.domains = {d.domid: d for d in domains}
+        self.hv = _Hv()
+
+    def domids(self) -> list[int]:
+        return sorted(self.domains)
+
+    def get(self, domid: int) -> _Managed:
+        if domid not in self.domains:
+            raise ControlError("ESRCH", f"domain {domid} does not exist")
+        return _Managed(self.domains[domid])
+
+
+class _Client:
+    """xenstored's side: ``fail`` maps a domid to what happens at its INTRODUCE."""
+
+    def __init__(self, manager: _Manager, fail: dict[int, str]) -> None:
+        self.manager, self.fail = manager, fail
+        self.introduced: set[int] = set()
+
+    def is_introduced(self, domid: int) -> bool:
+        return domid in self.introduced
+
+    def introduce(self, domid: int, mfn: int, evtchn: int) -> None:
+        how = self.fail.get(domid)
+        if how == "powers off":  # the guest shut down and on_poweroff destroyed it
+            self.manager.domains.pop(domid).shutdown_reason = 0
+        if how is not None:
+            raise XenstoreError("EINVAL", f"introduce {domid}")
+        self.introduced.add(domid)
+
+    def request(self, *args: Any) -> bytes:
+        return b""
+
+    def __getattr__(self, name: str) -> Any:  # write, mkdir, rm, set_perms, release, close
+        return lambda *args: None
+
+
+def _sync(manager: _Manager, client: _Client) -> XenstoreSync:
+    sync = XenstoreSync(manager, Path("/nonexistent"))  # type: ignore[arg-type]
+    sync._client = lambda: client  # type: ignore[method-assign, assignment, return-value]
+    return sync
+
+
+def test_a_domain_gone_before_its_introduction_is_not_an_error() -> None:
+    quick, other = _Domain(1), _Domain(2)
+    manager = _Manager([quick, other])
+    client = _Client(manager, {1: "powers off"})
+    _sync(manager, client).reconcile()
+    assert manager.hv.console.lines == []
+    assert client.introduced == {2}  # the rest of the round went on
+
+
+def test_an_introduce_failure_of_a_live_domain_is_still_reported() -> None:
+    manager = _Manager([_Domain(3)])
+    _sync(manager, _Client(manager, {3: "refused"})).reconcile()
+    assert manager.hv.console.lines == ["xenstore: reconcile failed: introduce 3: EINVAL"]
