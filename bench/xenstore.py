@@ -15,6 +15,17 @@ one at a time, and waits for each reply:
     xs directory  XS_DIRECTORY of a node with 16 children
 
 Rounds are interleaved; medians are printed with their ratio to the echo.
+
+Then, persistence (``--state-nodes``, default 10,000; 0 skips it): two
+xenstored processes load the same state file of that many nodes and serve
+``--state`` writes (XS_WRITE of one node, each saved before its reply):
+
+    journal         what xenstored does: one line appended per change
+    full rewrite    the previous behaviour, a snapshot of the whole store
+                    per change (xenstored with ``StateJournal.save``
+                    replaced by ``persistence.save``, in this bench only)
+
+Both run in the same run, rounds interleaved (``--state-n`` writes each).
 """
 
 from __future__ import annotations
@@ -87,11 +98,86 @@ def xs_rate(client: XenstoreClient, n: int, op: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
+# xenstored, optionally with the previous save (a full snapshot per change).
+XENSTORED = r"""
+import sys
+from pyxen.services.xenstored import cli, persistence
+if sys.argv[1] == "full":
+    def full_rewrite(self, xs):
+        persistence.save(self.path, xs)
+    persistence.StateJournal.save = full_rewrite
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def state_rates(base: Path, env: dict[str, str], nodes: int, n: int,
+                rounds: int) -> dict[str, list[float]]:
+    """writes/s of xenstored with ``--state`` at ``nodes`` nodes, per mode."""
+    from pyxen.services.xenstored import persistence
+    from pyxen.services.xenstored.core import Xenstore
+    from pyxen.services.xenstored.permissions import DEFAULT_PERMS
+    from pyxen.services.xenstored.tree import Node
+
+    store = Xenstore()
+    tree = store.tree
+    per_dir = 100
+    for d in range(nodes // per_dir):
+        parent = f"/bench/{d}"
+        for p in ("/bench", parent):
+            if tree.peek(p) is None:
+                up = tree.nodes[p.rsplit("/", 1)[0] or "/"]
+                tree.put(p.rsplit("/", 1)[0] or "/",
+                         Node(up.value, up.perms, (*up.children, p.rsplit("/", 1)[1])))
+                tree.put(p, Node(b"", DEFAULT_PERMS))
+        children = tuple(f"k{i}" for i in range(per_dir))
+        tree.put(parent, Node(b"", DEFAULT_PERMS, children))
+        for c in children:
+            tree.put(f"{parent}/{c}", Node(b"some value", DEFAULT_PERMS))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    clients: dict[str, XenstoreClient] = {}
+    rates: dict[str, list[float]] = {"journal": [], "full rewrite": []}
+    try:
+        for mode in rates:
+            state = base / f"state-{mode.replace(' ', '-')}.json"
+            persistence.save(str(state), store)
+            sock = base / f"xs-{mode.replace(' ', '-')}.sock"
+            procs[mode] = subprocess.Popen(
+                [sys.executable, "-c", XENSTORED, "full" if mode == "full rewrite" else "new",
+                 "--socket", str(sock), "--state", str(state), "--log", str(base / "xs.log")],
+                env=env)
+            _wait_socket(sock)
+            clients[mode] = XenstoreClient(sock)
+        for rnd in range(rounds):
+            for mode, client in clients.items():
+                t0 = time.perf_counter()
+                for i in range(n):
+                    client.write(f"/bench/{i % (nodes // per_dir)}/k{i % per_dir}", f"v{rnd}-{i}")
+                rates[mode].append(n / (time.perf_counter() - t0))
+            print(f"state round {rnd + 1}/{rounds}: " + ", ".join(
+                f"{k} {v[-1]:,.0f} writes/s" for k, v in rates.items()), file=sys.stderr)
+        for client in clients.values():
+            client.close()
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(10)
+    sizes = {p.name: p.stat().st_size for p in base.glob("state-*")}
+    print(f"\nxenstored --state writes with {len(tree.nodes):,} nodes, n={n} per run, "
+          f"{rounds} interleaved rounds; files at the end: {sizes}")
+    print(f"{'save per change':<16}{'writes/s':>10}{'ms each':>9}")
+    for mode, values in rates.items():
+        med = statistics.median(values)
+        print(f"{mode:<16}{med:>10,.0f}{1e3 / med:>9.2f}")
+    return rates
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--state-nodes", type=int, default=10_000)
+    ap.add_argument("--state-n", type=int, default=200)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pyxen-xsbench-"))
     env = dict(os.environ)
@@ -131,6 +217,8 @@ def main() -> int:
     for key, values in rates.items():
         med = statistics.median(values)
         print(f"{key:<14}{med:>11,.0f}{1e6 / med:>9.1f}{med / ref:>8.2f}")
+    if args.state_nodes:
+        state_rates(base, env, args.state_nodes, args.state_n, args.rounds)
     return 0
 
 

@@ -1,4 +1,8 @@
-/* console: console_io (hypercall 18) and the port 0xE9 debug console. */
+/*
+ * console: console_io (hypercall 18) and the port 0xE9 debug console.
+ * flood=N then writes N more lines through console_io and N through port
+ * 0xE9 (a guest flooding the console, for the rate-limit test).
+ */
 #include "rt.h"
 
 const char rt_prog_name[] = "console";
@@ -27,4 +31,13 @@ void test_main(const struct hvm_start_info *si)
     expect_eq(console_io(CONSOLEIO_write, sizeof(ctl_msg) - 1, ctl_msg), 0,
               "write with control characters -> 0");
     e9_puts("e9 works\n");
+
+    unsigned long flood = cmdline_get_ulong("flood", 0);
+    char line[64];
+    for (unsigned long i = 0; i < flood; i++) {
+        int n = snprintf(line, sizeof(line), "console flood line %lu\n", i);
+        console_io(CONSOLEIO_write, n, line);
+        snprintf(line, sizeof(line), "e9 flood line %lu\n", i);
+        e9_puts(line);
+    }
 }

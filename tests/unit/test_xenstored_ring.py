@@ -116,7 +116,7 @@ def test_server_features_advertise_reconnection(setup: tuple[Xenstore, Guest,
 def test_requests_and_replies_across_the_index_wrap(setup: tuple[Xenstore, Guest,
                                                                  GuestConnection]) -> None:
     xs, guest, conn = setup
-    xs.tree.dirty = False
+    xs.mark_clean()
     assert guest.send_bytes(encode(T.GET_DOMAIN_PATH, 7, 0, b"5\0")) == 18
     serve(conn)
     assert guest.signalled()

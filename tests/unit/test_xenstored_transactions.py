@@ -156,3 +156,43 @@ def test_entries_quota_checked_at_commit() -> None:
         guest.end(tx)
     with pytest.raises(XsError, match="ENOENT"):
         c.read("/local/domain/5/n0")
+
+
+def test_start_copies_nothing_and_keeps_only_needed_versions() -> None:
+    # Copy-on-write: a transaction over a 10,000-node store holds no copy of
+    # the node map, and the store keeps one old record per path changed
+    # while it is open (fails with the old design, which copied the map).
+    xs = Xenstore()
+    c = Client(xs)
+    for i in range(10_000):
+        xs.tree.put(f"/n{i}", xs.tree.nodes["/tool"])
+    tx = c.start()
+    view = c.conn.transactions[tx].tree
+    held = sum(len(v) for v in vars(view).values() if isinstance(v, (dict, set, list)))
+    assert held == 0
+    for i in range(3):
+        c.write("/n1", f"v{i}")  # three changes of one path outside
+    c.write("/n2", "x")
+    assert len(xs.tree.history) == 2  # one version per changed path
+    assert c.read("/n1", tx) == b""  # the transaction still sees the start
+    c.end(tx, commit=False)
+    assert len(xs.tree.history) == 0  # nobody needs the versions any more
+
+
+def test_overlapping_transactions_each_see_their_start(c: Client) -> None:
+    first = c.start()
+    c.write("/t/a", "after-first")
+    c.rm("/t/b")
+    second = c.start()
+    c.write("/t/a", "after-second")
+    c.write("/t/b", "back")
+    assert c.read("/t/a", first) == b"1"
+    assert c.read("/t/b", first) == b"2"
+    assert c.read("/t/a", second) == b"after-first"
+    with pytest.raises(XsError, match="ENOENT"):
+        c.read("/t/b", second)
+    c.end(first, commit=False)
+    assert c.read("/t/a", second) == b"after-first"  # trimming kept its versions
+    with pytest.raises(XsError, match="EAGAIN"):
+        c.end(second)
+    assert len(c.xs.tree.history) == 0

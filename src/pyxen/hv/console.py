@@ -5,6 +5,11 @@ domain and source, stripped of non-printable characters (tab is kept) and
 printed as ``(dN) text`` on the guest stream, as Xen prints guest lines.
 The hypervisor's own messages are printed as ``(XEN) text`` on the log
 stream.  Every line also goes into a bounded ring for ``dmesg``.
+
+Guest lines pass :mod:`.console_limit` first (``guest_loglvl`` thresholds
+and a per-domain rate limit); what it suppresses is counted and reported
+as a ``(XEN)`` line when the domain's output gets through again or the
+domain is destroyed.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from __future__ import annotations
 import collections
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import TextIO
+
+from pyxen.hv.console_limit import GUEST_LINE_LEVEL, DomainBucket, LogPolicy
 
 # Longest line kept before it is flushed without a newline.
 LINE_MAX = 256
@@ -23,9 +32,14 @@ _DROP = bytes(c for c in range(256) if c not in _PRINTABLE and c != 0x0A)
 
 
 class HypervisorConsole:
-    def __init__(self, guest_stream: TextIO | None = None, log_stream: TextIO | None = None):
+    def __init__(self, guest_stream: TextIO | None = None, log_stream: TextIO | None = None,
+                 policy: LogPolicy | None = None,
+                 clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000):
         self.guest_stream = guest_stream or sys.stdout
         self.log_stream = log_stream or sys.stderr
+        self.policy = policy or LogPolicy()
+        self._clock_ms = clock_ms
+        self._buckets: dict[int, DomainBucket] = {}
         self.ring: collections.deque[str] = collections.deque(maxlen=RING_LINES)
         self._partial: dict[tuple[int, str], bytearray] = {}
         self._just_split: set[tuple[int, str]] = set()
@@ -61,6 +75,10 @@ class HypervisorConsole:
                 buf = self._partial.pop(key)
                 if buf:
                     self._emit_guest(domid, buf)
+            bucket = self._buckets.pop(domid, None)
+            report = bucket.take_report(domid) if bucket else None
+            if report:
+                self._emit_log(report)
 
     def _write(self, stream: TextIO, text: str) -> None:
         """Print to a stream unless it is gone: a closed pipe (``create -F | head``)
@@ -74,6 +92,20 @@ class HypervisorConsole:
             self._gone.add(stream)
 
     def _emit_guest(self, domid: int, line: bytes | bytearray) -> None:
+        verdict = self.policy.verdict(GUEST_LINE_LEVEL)
+        if verdict != "print":
+            now = self._clock_ms()
+            bucket = self._buckets.get(domid)
+            if bucket is None:
+                bucket = self._buckets[domid] = DomainBucket(self.policy, now)
+            if verdict == "drop":
+                bucket.suppress(len(line) + 1)
+                return
+            if not bucket.admit(self.policy, now, len(line) + 1):
+                return
+            report = bucket.take_report(domid)
+            if report:
+                self._emit_log(report)
         text = f"(d{domid}) {line.decode('ascii', 'replace')}"
         self.ring.append(text)
         self._write(self.guest_stream, text + "\n")
@@ -82,6 +114,9 @@ class HypervisorConsole:
         """A hypervisor message, printed as ``(XEN) message``."""
         with self._lock:
             for line in message.splitlines() or [""]:
-                text = f"(XEN) {line}"
-                self.ring.append(text)
-                self._write(self.log_stream, text + "\n")
+                self._emit_log(line)
+
+    def _emit_log(self, line: str) -> None:
+        text = f"(XEN) {line}"
+        self.ring.append(text)
+        self._write(self.log_stream, text + "\n")

@@ -25,6 +25,7 @@ from typing import TextIO
 from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED, NR_VIRQS, Virq
 from pyxen.hv import event_channel, pvclock
 from pyxen.hv.console import HypervisorConsole
+from pyxen.hv.console_limit import LogPolicy
 from pyxen.hv.control_ports import ControlPorts
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.domain import Domain
@@ -38,9 +39,10 @@ FIRST_DOMU = 1
 
 class Hypervisor:
     def __init__(self, guest_stream: TextIO | None = None,
-                 log_stream: TextIO | None = None, realtime_timers: bool = False) -> None:
+                 log_stream: TextIO | None = None, realtime_timers: bool = False,
+                 console_policy: LogPolicy | None = None) -> None:
         self.kvm = System()
-        self.console = HypervisorConsole(guest_stream, log_stream)
+        self.console = HypervisorConsole(guest_stream, log_stream, console_policy)
         self.hypercalls = HypercallTable()
         register_all(self.hypercalls)
         self.domains: dict[int, Domain] = {}

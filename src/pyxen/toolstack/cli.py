@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 
 from pyxen.control.paths import InstancePaths
+from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--sched", default=None,
                    help="vCPU scheduler: credit2 (default, as Xen 4.12), credit, rtds, null, "
                         "or host (leave the threads to the Linux scheduler)")
+    h.add_argument("--guest-loglvl", default=DEFAULT_LOGLVL, metavar="LEVEL[/LIMITED]",
+                   help="Xen's guest_loglvl for guest console lines (logged at debug "
+                        f"level): none, error, warning, info, debug, all (default {DEFAULT_LOGLVL}:"
+                        " print them, rate limited)")
+    h.add_argument("--guest-ratelimit", default=DEFAULT_RATELIMIT, metavar="BURST/MS",
+                   help="per-domain console rate limit: BURST lines, then one per MS "
+                        f"milliseconds (default {DEFAULT_RATELIMIT})")
 
     c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
@@ -168,9 +176,16 @@ def _discard_stdout() -> None:
 def _command(args: argparse.Namespace) -> int:
     paths = InstancePaths.resolve(args.run_dir, args.log_dir)
     if args.command == "hypervisor":
+        from pyxen.hv.console_limit import make_policy
         from pyxen.toolstack.daemon import DEFAULT_SCHEDULER, run_hypervisor
 
-        return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER)
+        try:
+            policy = make_policy(args.guest_loglvl, args.guest_ratelimit)
+        except ValueError as e:
+            print(f"pyxen hypervisor: {e}", file=sys.stderr)
+            return 2
+        return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER,
+                              policy)
     if args.command == "create":
         from pyxen.toolstack.create import create_command
 

@@ -25,6 +25,7 @@ from pyxen.control.paths import InstancePaths
 from pyxen.control.server import ControlServer
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import parse_cpu_list
+from pyxen.hv.console_limit import LogPolicy
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched import SCHEDULERS
 from pyxen.hv.vcpu import install_kick_handler
@@ -46,7 +47,7 @@ def _running(paths: InstancePaths) -> bool:
 
 
 def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
-                   sched: str = DEFAULT_SCHEDULER) -> int:
+                   sched: str = DEFAULT_SCHEDULER, console_policy: LogPolicy | None = None) -> int:
     if _running(paths):
         print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
               file=sys.stderr)
@@ -67,8 +68,8 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
               f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
         return 2
     if daemon:
-        return _daemonize(paths, pcpus, sched)
-    return _serve(paths, sys.stdout, sys.stderr, pcpus, sched)
+        return _daemonize(paths, pcpus, sched, console_policy)
+    return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, console_policy)
 
 
 def _pcpus(cpus: str | None) -> list[int]:
@@ -84,7 +85,8 @@ def _pcpus(cpus: str | None) -> list[int]:
     return chosen
 
 
-def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str) -> int:
+def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
+               console_policy: LogPolicy | None = None) -> int:
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the intermediate child exits at once
@@ -106,16 +108,16 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str) -> int:
     os.dup2(log.fileno(), 2)
     os.close(devnull)
     try:
-        status = _serve(paths, log, log, pcpus, sched)
+        status = _serve(paths, log, log, pcpus, sched, console_policy)
     except BaseException:
         status = 1
     os._exit(status)
 
 
 def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
-           sched: str) -> int:
+           sched: str, console_policy: LogPolicy | None = None) -> int:
     try:
-        hv = Hypervisor(out, err, realtime_timers=True)
+        hv = Hypervisor(out, err, realtime_timers=True, console_policy=console_policy)
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1

@@ -11,7 +11,9 @@ Output read from a ring goes to ``<log-dir>/console/guest-NAME.log`` (xl's
 name) and to every viewer attached to that domain.  Viewers connect to
 ``<run-dir>/console.sock``, send the domain id as one text line, get
 ``OK\\n`` (or ``ERR reason\\n``) and then a raw byte stream both ways; their
-bytes become the guest's keyboard input.
+bytes become the guest's keyboard input.  Viewer sockets are non-blocking
+with a bounded backlog each (:mod:`.viewers`): a viewer that stops reading
+is disconnected, and never holds up the other viewers, the log or the guest.
 
 Restarts: if consoled dies, the hypervisor releases its event-channel ends
 with its control connection, so a new consoled binds the same ports again
@@ -37,17 +39,11 @@ from pyxen.control.client import ControlClient, MappedPage, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.services.consoled.ring import ConsoleRing
+from pyxen.services.consoled.viewers import Viewer
 
 REFRESH_SECONDS = 0.5
 MAX_PENDING_INPUT = 64 * 1024
 VIEWER_HELLO_MAX = 64
-
-
-@dataclass(eq=False)
-class Viewer:
-    sock: socket.socket
-    domid: int | None = None
-    hello: bytearray = field(default_factory=bytearray)
 
 
 @dataclass(eq=False)
@@ -64,9 +60,9 @@ class GuestConsole:
 
 
 class Consoled:
-    def __init__(self, paths: InstancePaths) -> None:
+    def __init__(self, paths: InstancePaths, client: ControlClient | None = None) -> None:
         self.paths = paths
-        self.client = ControlClient.connect(paths)
+        self.client = client or ControlClient.connect(paths)
         self.sel = selectors.DefaultSelector()
         self.consoles: dict[int, GuestConsole] = {}
         self.failed: set[int] = set()  # domains whose console could not be attached
@@ -148,10 +144,7 @@ class Consoled:
         if data:
             console.log.write(data)
             for viewer in list(console.viewers):
-                try:
-                    viewer.sock.sendall(data)
-                except OSError:
-                    self.drop_viewer(viewer)
+                self.send(viewer, data)
         if console.pending_input:
             done = console.ring.write_input(bytes(console.pending_input))
             del console.pending_input[:done]
@@ -165,13 +158,35 @@ class Consoled:
     def accept(self) -> None:
         with contextlib.suppress(BlockingIOError):
             sock, _ = self.listener.accept()
-            sock.setblocking(True)
-            sock.settimeout(5)
+            sock.setblocking(False)
             self.sel.register(sock, selectors.EVENT_READ, Viewer(sock))
+
+    def send(self, viewer: Viewer, data: bytes) -> None:
+        """Send to a viewer without blocking; drop it if it cannot keep up."""
+        if not viewer.send(data):
+            print(f"consoled: dropped a viewer of d{viewer.domid}: it stopped reading",
+                  file=sys.stderr)
+            self.drop_viewer(viewer)
+            return
+        self._watch(viewer)
+
+    def viewer_writable(self, viewer: Viewer) -> None:
+        if viewer.flush():
+            self._watch(viewer)
+        else:
+            self.drop_viewer(viewer)
+
+    def _watch(self, viewer: Viewer) -> None:
+        """Watch a viewer for writability exactly while it has a backlog."""
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if viewer.wants_write() else 0)
+        if self.sel.get_key(viewer.sock).events != events:
+            self.sel.modify(viewer.sock, events, viewer)
 
     def viewer_readable(self, viewer: Viewer) -> None:
         try:
             data = viewer.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             data = b""
         if not data:
@@ -188,12 +203,14 @@ class Consoled:
             console = self.consoles.get(int(text)) if text.isdigit() else None
             if console is None:
                 with contextlib.suppress(OSError):
-                    viewer.sock.sendall(f"ERR no console for domain {text}\n".encode())
+                    viewer.sock.send(f"ERR no console for domain {text}\n".encode())
                 self.drop_viewer(viewer)
                 return
             viewer.domid = console.domid
             console.viewers.add(viewer)
-            viewer.sock.sendall(b"OK\n")
+            self.send(viewer, b"OK\n")
+            if viewer.sock.fileno() < 0:
+                return
             data = rest
         console = self.consoles.get(viewer.domid)
         if console is None:
@@ -219,14 +236,21 @@ class Consoled:
             if now >= next_refresh:
                 self.refresh()
                 next_refresh = now + REFRESH_SECONDS
-            for key, _ in self.sel.select(max(next_refresh - time.monotonic(), 0)):
-                data: Any = key.data
-                if data == "listener":
-                    self.accept()
-                elif isinstance(data, GuestConsole):
-                    if data.domid in self.consoles:
-                        self.pump(data)
-                elif isinstance(data, Viewer):
+            self.serve_once(max(next_refresh - time.monotonic(), 0))
+
+    def serve_once(self, timeout: float) -> None:
+        """Handle what is ready within ``timeout`` seconds (one select round)."""
+        for key, mask in self.sel.select(timeout):
+            data: Any = key.data
+            if data == "listener":
+                self.accept()
+            elif isinstance(data, GuestConsole):
+                if data.domid in self.consoles:
+                    self.pump(data)
+            elif isinstance(data, Viewer):
+                if mask & selectors.EVENT_WRITE and data.sock.fileno() >= 0:
+                    self.viewer_writable(data)
+                if mask & selectors.EVENT_READ and data.sock.fileno() >= 0:
                     self.viewer_readable(data)
 
     def close(self) -> None:

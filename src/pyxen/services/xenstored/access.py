@@ -1,4 +1,5 @@
-"""Permission-checked operations on a :class:`~.tree.Tree`, with quotas.
+"""Permission-checked operations on a :class:`~.tree.NodeStore` (the
+global tree or a transaction's view), with quotas.
 
 These are the semantics of C xenstored's ``get_node``, ``create_node``,
 ``do_write``, ``do_mkdir``, ``do_rm`` and ``do_set_perms``
@@ -24,10 +25,10 @@ from .errors import XenstoreError
 from .paths import ROOT, ancestors, basename, parent_of
 from .permissions import OWNER, READ, WRITE, Caller, Perm, Perms, access_for
 from .quotas import Quotas
-from .tree import Node, Tree
+from .tree import Node, NodeStore, subtree
 
 
-def lookup(tree: Tree, caller: Caller, path: str, need: int) -> Node:
+def lookup(tree: NodeStore, caller: Caller, path: str, need: int) -> Node:
     """The node at ``path`` if ``caller`` has every bit of ``need`` on it."""
     node = tree.get(path)
     if node is not None and access_for(caller, node.perms) & need == need:
@@ -42,12 +43,12 @@ def lookup(tree: Tree, caller: Caller, path: str, need: int) -> Node:
     raise XenstoreError("EACCES", path)
 
 
-def _check_size(tree: Tree, caller: Caller, quotas: Quotas, node: Node) -> None:
+def _check_size(tree: NodeStore, caller: Caller, quotas: Quotas, node: Node) -> None:
     if not caller.privileged and node.record_size() >= quotas.max_entry_size:
         raise XenstoreError("ENOSPC", "node record too large")
 
 
-def _create(tree: Tree, caller: Caller, quotas: Quotas, path: str, value: bytes) -> None:
+def _create(tree: NodeStore, caller: Caller, quotas: Quotas, path: str, value: bytes) -> None:
     missing = [path]
     parent_path = parent_of(path)
     parent = tree.get(parent_path)
@@ -71,7 +72,7 @@ def _create(tree: Tree, caller: Caller, quotas: Quotas, path: str, value: bytes)
         tree.put(p, node)
 
 
-def write(tree: Tree, caller: Caller, quotas: Quotas, path: str, value: bytes) -> None:
+def write(tree: NodeStore, caller: Caller, quotas: Quotas, path: str, value: bytes) -> None:
     """XS_WRITE: set the value, creating the node and missing parents."""
     try:
         node = lookup(tree, caller, path, WRITE)
@@ -85,7 +86,7 @@ def write(tree: Tree, caller: Caller, quotas: Quotas, path: str, value: bytes) -
     tree.put(path, new)
 
 
-def mkdir(tree: Tree, caller: Caller, quotas: Quotas, path: str) -> bool:
+def mkdir(tree: NodeStore, caller: Caller, quotas: Quotas, path: str) -> bool:
     """XS_MKDIR: create an empty node; an existing node is fine (False)."""
     try:
         lookup(tree, caller, path, WRITE)
@@ -97,7 +98,7 @@ def mkdir(tree: Tree, caller: Caller, quotas: Quotas, path: str) -> bool:
     return False
 
 
-def removable(tree: Tree, caller: Caller, path: str) -> bool:
+def removable(tree: NodeStore, caller: Caller, path: str) -> bool:
     """Check an XS_RM; False when there is nothing to remove (an absent node
     whose parent exists is fine), True when :func:`remove` must run."""
     try:
@@ -111,10 +112,10 @@ def removable(tree: Tree, caller: Caller, path: str) -> bool:
     return True
 
 
-def remove(tree: Tree, path: str) -> list[str]:
+def remove(tree: NodeStore, path: str) -> list[str]:
     """Remove ``path`` and everything below it (checked by
     :func:`removable`); returns the removed paths, parents first."""
-    removed = tree.subtree(path)
+    removed = subtree(tree, path)
     for p in removed:
         tree.delete(p)
     parent_path = parent_of(path)
@@ -126,7 +127,7 @@ def remove(tree: Tree, path: str) -> list[str]:
     return removed
 
 
-def set_perms(tree: Tree, caller: Caller, quotas: Quotas, path: str, perms: Perms) -> Perms:
+def set_perms(tree: NodeStore, caller: Caller, quotas: Quotas, path: str, perms: Perms) -> Perms:
     """XS_SET_PERMS on a node: owner or privileged only; an unprivileged
     owner may not give the node away (C: EPERM, sent as EINVAL).  Returns
     the old permissions."""

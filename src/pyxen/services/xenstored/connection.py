@@ -2,22 +2,28 @@
 
 The :class:`Connection` holds what C xenstored keeps per connection: the
 caller's identity, its watches, its open transactions and the queue of
-encoded messages waiting to be sent.  Transports (:mod:`.server` for
-sockets, :mod:`.guest` for rings) subclass it and implement :meth:`flush`.
+encoded messages waiting to be sent (:class:`~.output.OutputQueue`, which
+bounds the watch events queued for a client that does not read them).
+Transports (:mod:`.server` for sockets, :mod:`.guest` for rings) subclass it
+and implement :meth:`flush`.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import logging
 
+from pyxen.abi.xs_wire import XENSTORE_PAYLOAD_MAX
+
+from .output import OUTPUT_HIGH_WATER, OutputQueue
 from .paths import domain_path
 from .permissions import Caller
 from .transactions import Transaction
 from .watches import Watch
+from .wire import HEADER_SIZE, watch_event
 
-#: Stop reading requests from a connection while this much output waits
-#: (back-pressure on a client that does not read its replies).
-OUTPUT_HIGH_WATER = 256 * 1024
+log = logging.getLogger("pyxen.xenstored")
+
+__all__ = ["OUTPUT_HIGH_WATER", "Connection"]
 
 
 class Connection:
@@ -29,8 +35,8 @@ class Connection:
         self.watches: list[Watch] = []
         self.transactions: dict[int, Transaction] = {}
         self._next_tx_id = 1
-        self._out: deque[bytes] = deque()
-        self._out_bytes = 0
+        self.output = OutputQueue()
+        self._dropping_since = -1  # output.dropped_over_quota when dropping began
         #: set after a protocol violation: no more requests are read and no
         #: output is sent until the client reconnects (C ``ignore_connection``)
         self.ignored = False
@@ -48,35 +54,46 @@ class Connection:
 
     # -- output -----------------------------------------------------------
     def send(self, data: bytes) -> None:
-        """Queue an encoded message."""
+        """Queue an encoded reply."""
         if self.closed or self.ignored:
             return
-        self._out.append(data)
-        self._out_bytes += len(data)
+        self.output.push_reply(data)
+
+    def send_event(self, path: bytes, token: bytes) -> None:
+        """Queue an ``XS_WATCH_EVENT`` (payload path\\0token\\0), unless the
+        output queue's rules drop it (a duplicate, or over the quota)."""
+        if self.closed or self.ignored:
+            return
+        if len(path) + len(token) + 2 > XENSTORE_PAYLOAD_MAX:
+            return  # C xenstored drops over-long events too
+        data = watch_event(path, token)
+        payload = data[HEADER_SIZE:]
+        out = self.output
+        over_quota = out.dropped_over_quota
+        if out.push_event(data, payload, special=path.startswith(b"@")):
+            if self._dropping_since >= 0:
+                log.warning("%s: read its events again; %d were dropped meanwhile",
+                            self.label, out.dropped_over_quota - self._dropping_since)
+                self._dropping_since = -1
+        elif out.dropped_over_quota != over_quota and self._dropping_since < 0:
+            self._dropping_since = over_quota
+            log.warning("%s: %d watch events queued unread: dropping its further events "
+                        "until it reads them (XSA-326)", self.label, out.events_queued)
 
     @property
     def output_pending(self) -> int:
-        return self._out_bytes
+        return self.output.bytes
 
     def take_output(self) -> bytes:
         """Everything queued, removed from the queue."""
-        data = b"".join(self._out)
-        self._out.clear()
-        self._out_bytes = 0
-        return data
-
-    def unread_output(self, data: bytes) -> None:
-        """Put back the part of :meth:`take_output` that could not be sent."""
-        if data:
-            self._out.appendleft(data)
-            self._out_bytes += len(data)
+        return self.output.take_all()
 
     def flush(self) -> None:
         """Send queued output as far as the transport allows."""
 
     @property
     def wants_input(self) -> bool:
-        return not (self.closed or self.ignored) and self._out_bytes < OUTPUT_HIGH_WATER
+        return not (self.closed or self.ignored) and self.output.bytes < OUTPUT_HIGH_WATER
 
     # -- state ------------------------------------------------------------
     def new_transaction_id(self) -> int:
@@ -87,11 +104,16 @@ class Connection:
             if tx_id not in self.transactions:
                 return tx_id
 
+    def end_transaction(self, tx_id: int) -> None:
+        """Forget transaction ``tx_id`` (its end, or the connection's)."""
+        self.transactions.pop(tx_id).close()
+
     def drop_state(self) -> None:
         """Forget watches and transactions (RESET_WATCHES, reconnection)."""
         self.watches.clear()
-        self.transactions.clear()
+        for tx_id in list(self.transactions):
+            self.end_transaction(tx_id)
 
     def drop_output(self) -> None:
-        self._out.clear()
-        self._out_bytes = 0
+        self.output.clear()
+        self._dropping_since = -1

@@ -21,8 +21,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from pyxen.abi.xs_wire import XENSTORE_PAYLOAD_MAX
-
 from .connection import Connection
 from .domains import ConnectDomain, Domain, DomainChannel, no_ring
 from .errors import XenstoreError
@@ -32,7 +30,7 @@ from .permissions import DEFAULT_PERMS, DOM0, READ, Caller, Perms, access_for
 from .quotas import DEFAULT_QUOTAS, Quotas
 from .ring import XenstoreRing
 from .tree import Node, Tree
-from .wire import Message, watch_event
+from .wire import Message
 
 log = logging.getLogger("pyxen.xenstored")
 
@@ -71,6 +69,7 @@ class Xenstore:
 
     # -- connections ------------------------------------------------------
     def add_connection(self, conn: Connection) -> Connection:
+        conn.output.event_quota = self.quotas.watch_events_per_connection
         self.connections.append(conn)
         return conn
 
@@ -92,7 +91,7 @@ class Xenstore:
         return self.tree.dirty or self.domains_dirty
 
     def mark_clean(self) -> None:
-        self.tree.dirty = False
+        self.tree.changed.clear()
         self.domains_dirty = False
 
     # -- watches ----------------------------------------------------------
@@ -135,10 +134,7 @@ class Xenstore:
                 path = watch.match(name, removal)
                 if path is None or not self.may_see(conn.caller, path, views, old_perms):
                     continue
-                shown = encode(watch.event_path(path))
-                if len(shown) + len(watch.token) + 2 > XENSTORE_PAYLOAD_MAX:
-                    continue  # C xenstored drops over-long events too
-                conn.send(watch_event(shown, watch.token))
+                conn.send_event(encode(watch.event_path(path)), watch.token)
 
     # -- domains ----------------------------------------------------------
     def introduce(self, domid: int, mfn: int, evtchn: int, *, restoring: bool = False) -> None:

@@ -79,15 +79,20 @@ class GuestConnection(Connection):
         return self.wants_input
 
     def flush(self) -> None:
-        if self.closed or self.ignored or not self.output_pending:
-            return
-        data = self.take_output()
-        try:
-            sent = self.ring.write(data)
-        except ProtocolError as err:
-            self.ignore(str(err))
-            return
-        self.unread_output(data[sent:])
+        """Move queued output into the response ring, as much as it has room
+        for; each chunk is built from the queue's front only (see
+        :mod:`.output`)."""
+        out = self.output
+        while not (self.closed or self.ignored) and out.bytes:
+            try:
+                room = self.ring.write_space()
+                if room == 0:
+                    return
+                sent = self.ring.write(out.peek(room))
+            except ProtocolError as err:
+                self.ignore(str(err))
+                return
+            out.consume(sent)
 
     def ignore(self, why: str) -> None:
         log.warning("domain %d: ignoring its ring until it reconnects: %s", self.domid, why)

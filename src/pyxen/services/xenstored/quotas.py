@@ -3,7 +3,8 @@
 
 They bind unprivileged domains only: domain 0 (every socket connection) is
 exempt, as in C xenstored, where the checks go through
-``domain_is_unprivileged``.
+``domain_is_unprivileged`` -- except the watch-event quota, which binds
+every connection.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Quotas:
     transactions_per_connection: int = 10
     #: Permission entries a SET_PERMS may carry (more is ENOSPC).
     perms_per_node: int = 5
+    #: Watch events queued unread for one connection; further events are
+    #: dropped (XSA-326; see :mod:`.output`).  Unlike the others it binds
+    #: socket clients too: a dom0 tool that stops reading must not grow
+    #: xenstored without bound either.
+    watch_events_per_connection: int = 1024
 
 
 DEFAULT_QUOTAS = Quotas()

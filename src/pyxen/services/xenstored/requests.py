@@ -2,7 +2,7 @@
 
 Each handler validates its payload the way C xenstored does (argument
 counts, ``atoi``), does the work on the request's tree (the transaction's
-snapshot when ``tx_id`` names one, else the global tree) and returns the
+copy-on-write view when ``tx_id`` names one, else the global tree) and returns the
 reply payload, or raises :class:`XenstoreError`.  The dispatcher
 (:func:`dispatch`) applies the per-type rules of C xenstored's
 ``wire_funcs`` table first: unknown type -> ENOSYS, privileged-only type
@@ -32,7 +32,7 @@ from .errors import XenstoreError
 from .paths import canonicalize, decode, is_valid_nodename
 from .permissions import OWNER, READ, WRITE, Perms, access_for, format_perms, parse_perm
 from .transactions import Transaction
-from .tree import Tree
+from .tree import NodeStore
 from .watches import Watch
 from .wire import Message, as_u32, c_atoi, count_strings, encode, get_strings, one_arg
 
@@ -50,11 +50,12 @@ class Request:
     conn: Connection
     msg: Message
     tx: Transaction | None
-    #: messages to send after the reply (the first event of a new watch)
-    after: list[bytes] = field(default_factory=list)
+    #: watch events (path, token) to send after the reply (the first
+    #: event of a new watch)
+    after: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
-    def tree(self) -> Tree:
+    def tree(self) -> NodeStore:
         return self.tx.tree if self.tx is not None else self.xs.tree
 
     def path(self, raw: bytes | None) -> str:
@@ -202,8 +203,7 @@ def do_watch(req: Request) -> bytes:
         raise XenstoreError("E2BIG", "watch quota")
     watch = Watch(name, token, relative_to)
     conn.watches.append(watch)
-    req.after.append(encode(T.WATCH_EVENT, 0, 0, watch.event_path(name).encode("latin-1")
-                            + b"\0" + token + b"\0"))
+    req.after.append((watch.event_path(name).encode("latin-1"), token))
     return OK
 
 
@@ -245,7 +245,7 @@ def do_transaction_end(req: Request) -> bytes:
     tx = req.tx
     if tx is None:
         raise XenstoreError("ENOENT", "no transaction")
-    del req.conn.transactions[tx.id]
+    req.conn.end_transaction(tx.id)
     if arg == b"T":
         xs = req.xs
         privileged = frozenset(d for d, dom in xs.domains.items()
@@ -358,7 +358,7 @@ def _lookup_tx(conn: Connection, msg: Message, flags: int) -> Transaction | None
 
 def dispatch(xs: Xenstore, conn: Connection, msg: Message) -> None:
     """Handle ``msg`` from ``conn`` and queue the reply; never raises."""
-    after: list[bytes] = []
+    after: list[tuple[bytes, bytes]] = []
     try:
         entry = HANDLERS.get(msg.type)
         if entry is None:
@@ -379,8 +379,8 @@ def dispatch(xs: Xenstore, conn: Connection, msg: Message) -> None:
     except Exception:  # a bug must not take the daemon down
         log.exception("%s: %s failed", conn.label, _type_name(msg.type))
         conn.send(encode(T.ERROR, msg.req_id, msg.tx_id, b"EIO\0"))
-    for data in after:
-        conn.send(data)
+    for path, token in after:
+        conn.send_event(path, token)
 
 
 def _type_name(msg_type: int) -> str:

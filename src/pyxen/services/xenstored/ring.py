@@ -116,13 +116,22 @@ class XenstoreRing:
         self._notify()
         return data
 
-    def write(self, data: bytes) -> int:
-        """Produce as much of ``data`` as fits; returns the bytes written."""
+    def _used(self) -> tuple[int, int]:
+        """(rsp_prod, bytes in the response ring), checked."""
         cons = self._get(RSP_CONS)
         prod = self._get(RSP_PROD)
         used = (prod - cons) & 0xFFFFFFFF
         if used > XENSTORE_RING_SIZE:
             raise RingError(f"response ring indices cons={cons:#x} prod={prod:#x}")
+        return prod, used
+
+    def write_space(self) -> int:
+        """Bytes the response ring can take now."""
+        return XENSTORE_RING_SIZE - self._used()[1]
+
+    def write(self, data: bytes) -> int:
+        """Produce as much of ``data`` as fits; returns the bytes written."""
+        prod, used = self._used()
         n = min(len(data), XENSTORE_RING_SIZE - used)
         if n == 0:
             return 0

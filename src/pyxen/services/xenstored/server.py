@@ -11,7 +11,8 @@ One loop iteration:
 2. read what is ready and handle complete requests; replies and watch
    events are only *queued*;
 3. if the tree or the domain table changed and ``--state`` was given, save
-   the state (atomically);
+   the changes (one line appended to the state journal, or a compaction:
+   :mod:`.persistence`);
 4. send the queued output: so a reply is never sent before the change it
    acknowledges is on disk.
 
@@ -38,12 +39,14 @@ from .core import Xenstore
 from .errors import ProtocolError
 from .guest import GuestConnection
 from .permissions import DOM0
-from .persistence import save
+from .persistence import StateJournal
 from .wire import MessageReader
 
 log = logging.getLogger("pyxen.xenstored")
 
 RECV_SIZE = 64 * 1024
+#: Bytes offered to a socket per send() call.
+SEND_CHUNK = 64 * 1024
 
 
 class SocketConnection(Connection):
@@ -55,18 +58,20 @@ class SocketConnection(Connection):
         self.reader = MessageReader()
 
     def flush(self) -> None:
-        if self.closed or not self.output_pending:
-            return
-        data = self.take_output()
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as err:
-            log.info("%s: send failed: %s", self.label, err)
-            self.closed = True
-            return
-        self.unread_output(data[sent:])
+        """Send what the socket takes now, a bounded chunk at a time."""
+        out = self.output
+        while not self.closed and out.bytes:
+            try:
+                sent = self.sock.send(out.peek(SEND_CHUNK))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.info("%s: send failed: %s", self.label, err)
+                self.closed = True
+                return
+            out.consume(sent)
+            if sent < SEND_CHUNK:
+                return  # the socket buffer is full
 
 
 class Server:
@@ -76,6 +81,7 @@ class Server:
         self.xs = xs
         self.socket_path = socket_path
         self.state_path = state_path
+        self.journal = StateJournal(state_path) if state_path is not None else None
         self.selector = selectors.DefaultSelector()
         self.busy: set[GuestConnection] = set()
         self._sockets: dict[int, SocketConnection] = {}
@@ -242,10 +248,10 @@ class Server:
         conn.sock.close()
 
     def _save(self) -> None:
-        if self.state_path is None or not self.xs.dirty:
+        if self.journal is None or not self.xs.dirty:
             return
         try:
-            save(self.state_path, self.xs)
+            self.journal.save(self.xs)
         except OSError as err:
             # Keep serving; the next change tries again.
             log.error("cannot save the state to %s: %s", self.state_path, err)

@@ -8,15 +8,19 @@ Design:
   :class:`GenerationCounter` each time the record is rewritten (value,
   permissions or child list).  DIRECTORY_PART reports it, and transactions
   detect conflicts by comparing generations.
-* Records are frozen, so copying the map (``dict(nodes)``) is a consistent
-  snapshot that shares every record: a transaction starts with such a copy
-  and works on it privately.  A snapshot :class:`Tree` created with
-  ``track=True`` remembers, for every path it touched (read, write or
-  delete, existing or not), the generation the path had when the
-  transaction started (``None`` for an absent node) and which paths it
-  modified.
+* Records are frozen, so a transaction never needs a copy of the map: it
+  reads the global :class:`Tree` through a view (:mod:`.transactions`).
+  While transactions are open, the tree keeps the record each changed path
+  had before the change in its :class:`~.versions.VersionHistory`, so a
+  view can still see the store as it was when its transaction started.
 * ``owners`` counts nodes per owning domain (``perms[0].domid``) for the
-  entries quota; it is kept exact by :meth:`put` and :meth:`delete`.
+  entries quota; it is kept exact by :meth:`Tree.put` and
+  :meth:`Tree.delete`.
+* ``changed`` collects the paths rewritten or removed since the state was
+  last saved, for the incremental state journal (:mod:`.persistence`).
+
+:class:`NodeStore` is what request handlers and :mod:`.access` work on:
+the global tree, or a transaction's view of it.
 
 Invariants: the root exists; every non-root node's parent exists and lists
 it exactly once among its children; ``owners`` matches the records.
@@ -27,10 +31,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from .paths import ROOT, basename, join, parent_of
 from .permissions import DEFAULT_PERMS, Perms
 from .quotas import RECORD_HEADER_SIZE, RECORD_PERM_SIZE
+from .versions import VersionHistory
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +75,46 @@ class GenerationCounter:
 INITIAL_PATHS = (ROOT, "/tool", "/tool/xenstored")
 
 
+class NodeStore(Protocol):
+    """Node access shared by the global tree and a transaction's view."""
+
+    counter: GenerationCounter
+
+    def get(self, path: str) -> Node | None:
+        """The record at ``path`` (a transaction records the access)."""
+
+    def peek(self, path: str) -> Node | None:
+        """The record at ``path``, not recorded as an access."""
+
+    def put(self, path: str, node: Node) -> Node:
+        """Store ``node`` at ``path`` with a fresh generation; returns it."""
+
+    def delete(self, path: str) -> None:
+        """Remove the record at ``path`` (children and parent untouched)."""
+
+    def owned_by(self, domid: int) -> int:
+        """Nodes owned by ``domid``."""
+
+
 class Tree:
-    """Path -> Node map with generations, owner counts and access tracking."""
+    """The global path -> Node map, with generations and owner counts."""
 
     def __init__(self, nodes: dict[str, Node], counter: GenerationCounter,
-                 owners: Counter[int] | None = None, track: bool = False) -> None:
+                 owners: Counter[int] | None = None) -> None:
         self.nodes = nodes
         self.counter = counter
         if owners is None:
             owners = Counter(n.perms[0].domid for n in nodes.values())
         self.owners = owners
-        self.track = track
-        #: path -> generation at snapshot time (None: absent); tracked trees only
-        self.first_seen: dict[str, int | None] = {}
-        #: modified paths in order of first modification; tracked trees only
-        self.modified: dict[str, None] = {}
-        #: set when a record changes; the server saves the state and clears it
-        self.dirty = False
+        #: start-time versions for the open transactions
+        self.history = VersionHistory()
+        #: paths rewritten or removed since the last save
+        self.changed: set[str] = set()
+
+    @property
+    def dirty(self) -> bool:
+        """Records changed since the state was last saved."""
+        return bool(self.changed)
 
     @classmethod
     def initial(cls, counter: GenerationCounter | None = None) -> Tree:
@@ -99,60 +128,49 @@ class Tree:
                                                                    basename(path)))
         return cls(nodes, counter)
 
-    def snapshot(self) -> Tree:
-        """A private, tracking copy (a transaction's view)."""
-        return Tree(dict(self.nodes), self.counter, Counter(self.owners), track=True)
-
-    def _touch(self, path: str) -> None:
-        if self.track and path not in self.first_seen:
-            node = self.nodes.get(path)
-            self.first_seen[path] = None if node is None else node.generation
-
     def get(self, path: str) -> Node | None:
-        """The record at ``path`` (an access, for a tracking tree)."""
-        self._touch(path)
         return self.nodes.get(path)
 
     def peek(self, path: str) -> Node | None:
-        """The record at ``path``, not recorded as an access."""
         return self.nodes.get(path)
 
     def put(self, path: str, node: Node) -> Node:
-        """Store ``node`` at ``path`` with a fresh generation; returns it."""
-        self._touch(path)
         old = self.nodes.get(path)
+        generation = self.counter.next()
+        if self.history.active:
+            self.history.record(path, old, generation)
         if old is not None:
             self.owners[old.perms[0].domid] -= 1
-        node = replace(node, generation=self.counter.next())
+        node = replace(node, generation=generation)
         self.nodes[path] = node
         self.owners[node.perms[0].domid] += 1
-        if self.track:
-            self.modified[path] = None
-        self.dirty = True
+        self.changed.add(path)
         return node
 
     def delete(self, path: str) -> None:
-        """Remove the record at ``path`` (children and parent untouched)."""
-        self._touch(path)
         old = self.nodes.pop(path, None)
-        if old is not None:
-            self.owners[old.perms[0].domid] -= 1
-        if self.track:
-            self.modified[path] = None
-        self.dirty = True
+        if old is None:
+            return
+        if self.history.active:
+            # Stamped with the last generation given out: every transaction
+            # started before this deletion took a number at or below it.
+            self.history.record(path, old, self.counter.value)
+        self.owners[old.perms[0].domid] -= 1
+        self.changed.add(path)
 
     def owned_by(self, domid: int) -> int:
         return self.owners.get(domid, 0)
 
-    def subtree(self, path: str) -> list[str]:
-        """``path`` and every node below it, parents before children."""
-        out: list[str] = []
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            node = self.nodes.get(p)
-            if node is None:
-                continue
-            out.append(p)
-            stack.extend(join(p, c) for c in reversed(node.children))
-        return out
+
+def subtree(store: NodeStore, path: str) -> list[str]:
+    """``path`` and every node below it in ``store``, parents before children."""
+    out: list[str] = []
+    stack = [path]
+    while stack:
+        p = stack.pop()
+        node = store.peek(p)
+        if node is None:
+            continue
+        out.append(p)
+        stack.extend(join(p, c) for c in reversed(node.children))
+    return out
