@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pyxen.control.client import MappedPage
 from pyxen.control.paths import InstancePaths
 from pyxen.services.consoled.ring import OUT_CONS, OUT_OFFSET, OUT_PROD, OUT_SIZE, ConsoleRing
 from pyxen.services.consoled.service import Consoled, GuestConsole
@@ -33,7 +34,7 @@ class Hypervisor:
         self.notified = 0
 
     def call(self, op: str, **args: Any) -> Any:
-        assert op in ("evtchn_notify", "evtchn_unbind"), op
+        assert op in ("evtchn_notify", "evtchn_unbind", "foreign_unmap"), op
         self.notified += op == "evtchn_notify"
         return {}
 
@@ -45,11 +46,14 @@ class Hypervisor:
 def consoled(tmp_path: Path) -> Iterator[tuple[Consoled, GuestConsole]]:
     paths = InstancePaths(tmp_path / "run", tmp_path / "log")
     paths.run_dir.mkdir()
-    service = Consoled(paths, client=Hypervisor())  # type: ignore[arg-type]
+    hypervisor = Hypervisor()
+    service = Consoled(paths, client=hypervisor)  # type: ignore[arg-type]
     page = mmap.mmap(-1, mmap.PAGESIZE)
-    console = GuestConsole(1, "g", page, ConsoleRing(memoryview(page)), 5,
-                           os.eventfd(0, os.EFD_NONBLOCK),
-                           open(paths.console_log("g"), "ab", buffering=0), None)  # noqa: SIM115
+    mapping = MappedPage(hypervisor, "foreign", 1, 0, page)  # type: ignore[arg-type]
+    console = GuestConsole(domid=1, name="g", mapping=mapping,
+                           ring=ConsoleRing(memoryview(page)), local_port=5,
+                           eventfd=os.eventfd(0, os.EFD_NONBLOCK),
+                           log=open(paths.console_log("g"), "ab", buffering=0))  # noqa: SIM115
     service.consoles[1] = console
     service.sel.register(console.eventfd, 1, console)  # EVENT_READ
     yield service, console
