@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+from pyxen.hv.argo.config import ArgoConfig
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypervisor import Hypervisor
@@ -23,11 +24,11 @@ RESULT_RE = re.compile(r"^\(d(\d+)\) RESULT (\S+): (PASS|FAIL)\b.*$", re.MULTILI
 
 
 class Host:
-    def __init__(self) -> None:
+    def __init__(self, argo: ArgoConfig | None = None) -> None:
         install_kick_handler()
         self.out = io.StringIO()
         self.log = io.StringIO()
-        self.hv = Hypervisor(self.out, self.log)
+        self.hv = Hypervisor(self.out, self.log, argo=argo)
 
     def build(self, prog: str, cmdline: str = "", vcpus: int = 1, memory: int = 16,
               domid: int | None = None) -> Domain:

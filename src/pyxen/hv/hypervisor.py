@@ -24,6 +24,7 @@ from typing import TextIO
 
 from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED, NR_VIRQS, Virq
 from pyxen.hv import event_channel, pvclock
+from pyxen.hv.argo.config import ArgoConfig
 from pyxen.hv.console import HypervisorConsole
 from pyxen.hv.console_limit import LogPolicy
 from pyxen.hv.control_ports import ControlPorts
@@ -40,8 +41,10 @@ FIRST_DOMU = 1
 class Hypervisor:
     def __init__(self, guest_stream: TextIO | None = None,
                  log_stream: TextIO | None = None, realtime_timers: bool = False,
-                 console_policy: LogPolicy | None = None) -> None:
+                 console_policy: LogPolicy | None = None,
+                 argo: ArgoConfig | None = None) -> None:
         self.kvm = System()
+        self.argo_config = argo or ArgoConfig()
         self.console = HypervisorConsole(guest_stream, log_stream, console_policy)
         self.hypercalls = HypercallTable()
         register_all(self.hypercalls)
