@@ -53,8 +53,11 @@ class Memory:
         struct.pack_into("<I", self.maps[ring], 0, rx)
 
 
+ON = ArgoConfig(enabled=True, mac_permissive=True)
+
+
 class World:
-    def __init__(self, config: ArgoConfig = ArgoConfig(True, True),
+    def __init__(self, config: ArgoConfig = ON,
                  policy: FlaskPolicy | None = None) -> None:
         self.log: list[str] = []
         self.domains = {0, 1, 2, 3}
