@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.abi.xen import DOMID_FIRST_RESERVED
-from pyxen.control import page_ops
+from pyxen.control import argo_ops, page_ops
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import (
     MAX_MESSAGE,
@@ -497,6 +497,7 @@ OPS: dict[str, Handler] = {
     "grant_map": page_ops.grant_map, "grant_unmap": page_ops.grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
     "cpupool": _cpupool,
+    **argo_ops.OPS,
 }
 
 # What a service connection may do: look domains up, read HVM params, serve
@@ -616,7 +617,8 @@ class ControlServer:
             self._release(session)
 
     def _release(self, session: Session) -> None:
-        """What a closed /dev/xen/evtchn and gntdev would release."""
+        """What a closed /dev/xen/evtchn and gntdev would release, and the
+        connection's domain 0 Argo rings."""
         for local in session.ports:
             with contextlib.suppress(HypercallError):
                 self.hv.control_ports.unbind(local)
@@ -627,6 +629,11 @@ class ControlServer:
                 self.hv.console.log(f"control: pyxen bug releasing a page mapping:\n"
                                     f"{traceback.format_exc()}")
         session.mappings.clear()
+        try:
+            argo_ops.release(self, session)
+        except Exception:
+            self.hv.console.log(f"control: pyxen bug releasing Argo rings:\n"
+                                f"{traceback.format_exc()}")
 
     def handle(self, request: dict[str, Any], session: Session | None = None
                ) -> tuple[dict[str, Any], list[int]]:

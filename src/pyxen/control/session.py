@@ -2,7 +2,8 @@
 
 A connection's ``Role`` is fixed when it is accepted (see control/server.py
 for how a connection gets one); ``Session`` holds what the connection has
-taken from the hypervisor -- dom0's ends of event channels, page mappings --
+taken from the hypervisor -- dom0's ends of event channels, page mappings,
+domain 0's Argo rings (control/argo_ops.py) --
 which the server releases when the connection closes, as closing
 /dev/xen/evtchn or gntdev would in Xen's dom0.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from pyxen.control.argo_ops import ArgoSession
     from pyxen.hv.domain import Domain
     from pyxen.hv.grant_table import GrantMapping
     from pyxen.hv.page_export import PageExport
@@ -69,6 +71,7 @@ class Session:
     mappings: dict[int, PageMapping] = field(default_factory=dict)
     next_handle: int = 1
     received_fds: list[int] = field(default_factory=list)  # those of the current request
+    argo: ArgoSession | None = None  # domain 0's Argo rings, events, transmit buffer
 
     def add_mapping(self, mapping: PageMapping) -> int:
         handle = self.next_handle

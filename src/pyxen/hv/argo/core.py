@@ -268,13 +268,22 @@ class Argo:
             old.buffer, old.release, old.tx = buffer, release, tx
         old_release()
 
-    def unregister(self, domid: int, aport: int, partner: int, pad: int) -> None:
-        """XEN_ARGO_OP_unregister_ring."""
+    def unregister(self, domid: int, aport: int, partner: int, pad: int,
+                   release: Callable[[], None] | None = None) -> None:
+        """XEN_ARGO_OP_unregister_ring.  ``release`` (the host endpoint, where several
+        clients share domain 0): remove the ring only if it is the one registered
+        with that ``release``, else -ENOENT, so a client never removes a ring that
+        replaced its own (after a partner's teardown retired it)."""
         if pad != 0:
             raise HypercallError(XenErrno.EINVAL)
         me = self._caller(domid)
+        key = RingKey(aport, partner)
         with me.lock:
-            ring = me.rings.pop(RingKey(aport, partner), None)
+            ring = me.rings.get(key)
+            if ring is not None and release is not None and ring.release != release:
+                ring = None
+            if ring is not None:
+                del me.rings[key]
         if ring is None:
             raise HypercallError(XenErrno.ENOENT)
         _retire(ring)
