@@ -234,14 +234,22 @@ def argo_unregister(server: ControlServer, session: Session, args: dict[str, Any
         raise ControlError("ENOENT", f"{_ring_name(aport, partner)} is not registered by "
                                      "this connection")
     del state.rings[(aport, partner)]
-    _unregister(server.hv.argo, aport, partner, memory)
+    if not _unregister(server.hv.argo, aport, partner, memory):
+        raise ControlError("ENOENT", f"{_ring_name(aport, partner)} is gone already: its "
+                                     "partner domain was destroyed")
     return None
 
 
-def _unregister(argo: Argo, aport: int, partner: int, memory: SharedMemory) -> None:
-    with contextlib.suppress(HypercallError):  # ENOENT: already retired (and released)
+def _unregister(argo: Argo, aport: int, partner: int, memory: SharedMemory) -> bool:
+    """Take the ring out of Argo and free its memory; False if it was gone already
+    (retired by its partner's teardown, which freed it)."""
+    try:
         argo.unregister(CONTROL_DOMID, aport, partner, 0, memory.close)
-    memory.close()  # out of Argo's tables now, whichever way it left
+    except HypercallError:  # ENOENT
+        return False
+    finally:
+        memory.close()  # out of Argo's tables now, whichever way it left
+    return True
 
 
 def argo_events(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
