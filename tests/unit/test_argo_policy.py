@@ -94,5 +94,5 @@ def test_xl_cfg_seclabel(tmp_path: Path) -> None:
 
     assert load("").seclabel == "system_u:system_r:domU_t"
     assert load('seclabel = "system_u:system_r:red_t"\n').seclabel == "system_u:system_r:red_t"
-    with pytest.raises(XlCfgError, match="seclabel.*user:role:type"):
+    with pytest.raises(XlCfgError, match=r"seclabel.*user:role:type"):
         load('seclabel = "a b"\n')
