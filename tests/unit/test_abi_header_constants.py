@@ -47,7 +47,7 @@ PREFIXES = {
     "SchedOp": "SCHEDOP_", "VcpuOp": "VCPUOP_", "RunstateState": "RUNSTATE_",
     "XenVer": "XENVER_", "XenFeat": "XENFEAT_", "ShutdownReason": "SHUTDOWN_",
     "Virq": "VIRQ_", "XsdSockmsgType": "XS_", "XenErrno": "XEN_", "ConsoleIo": "CONSOLEIO_",
-    "XenElfNote": "XEN_ELFNOTE_",
+    "XenElfNote": "XEN_ELFNOTE_", "ArgoOp": "XEN_ARGO_OP_", "ArgoRingFlags": "XEN_ARGO_RING_",
 }
 # Enums that are not in Xen's public headers at all.
 NOT_XEN_ENUMS = {
@@ -67,7 +67,7 @@ OTHER_VIEWS: list[tuple[list[str], dict[str, str]]] = [
 NOT_IN_HEADERS: dict[str, str] = {}
 
 
-def _c_name(enum_cls: type[enum.IntEnum], member: str) -> str:
+def _c_name(enum_cls: type[enum.IntEnum | enum.IntFlag], member: str) -> str:
     return PREFIXES[enum_cls.__name__] + member.rstrip("_")  # SchedOp.yield_
 
 
@@ -78,7 +78,7 @@ def _xen_names() -> tuple[dict[str, int], dict[str, int]]:
     for info in pkgutil.iter_modules(pyxen.abi.__path__):
         module = importlib.import_module(f"pyxen.abi.{info.name}")
         for name, obj in vars(module).items():
-            if isinstance(obj, type) and issubclass(obj, enum.IntEnum) \
+            if isinstance(obj, type) and issubclass(obj, (enum.IntEnum, enum.IntFlag)) \
                     and obj.__module__ == module.__name__ and obj.__name__ not in NOT_XEN_ENUMS:
                 for member, value in obj.__members__.items():
                     required[_c_name(obj, member)] = int(value)
@@ -175,6 +175,6 @@ def test_tables_name_real_enums() -> None:
     for info in pkgutil.iter_modules(pyxen.abi.__path__):
         module: Any = importlib.import_module(f"pyxen.abi.{info.name}")
         enums |= {n for n, o in vars(module).items()
-                  if isinstance(o, type) and issubclass(o, enum.IntEnum)
+                  if isinstance(o, type) and issubclass(o, (enum.IntEnum, enum.IntFlag))
                   and o.__module__ == module.__name__}
     assert enums == set(PREFIXES) | set(NOT_XEN_ENUMS)

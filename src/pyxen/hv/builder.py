@@ -38,6 +38,7 @@ from pyxen.boot import (
     start_info_size,
 )
 from pyxen.hv import event_channel
+from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL
 from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
@@ -68,6 +69,7 @@ class BuildSpec:
     maxvcpus: int = 1
     max_event_channels: int = DEFAULT_MAX_EVTCHN_PORT
     domid: int | None = None  # one from Hypervisor.allocate_domid(), or None for the next
+    seclabel: str = DEFAULT_DOMU_LABEL  # xl.cfg seclabel (the XSM policy's view of the domain)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -112,6 +114,7 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
     except BaseException:
         domain.destroy()
         raise
+    domain.seclabel = spec.seclabel
     hv.add(domain)
     return domain
 

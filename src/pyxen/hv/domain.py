@@ -61,6 +61,7 @@ from pyxen.abi.sched import NR_DOMAIN_WATCHDOG_TIMERS
 from pyxen.abi.xen import ShutdownReason, Virq
 from pyxen.boot.e820 import E820Entry
 from pyxen.hv import event_channel
+from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, TWO_LEVEL, EventChannels, PortOps
 from pyxen.hv.grant_table import MAX_MAPTRACK, SLOT_RESERVE, GrantTable, status_frames_for
@@ -113,6 +114,7 @@ class Domain:
         self.name = name
         self.handle = uuid.uuid4().bytes
         self.privileged = False
+        self.seclabel = DEFAULT_DOMU_LABEL  # xl.cfg seclabel: its type is the XSM policy's
         self.vm = Vm(hv.kvm)
         # The x2APIC MSRs bypass KVM's filter and fail in KVM: they arrive as
         # "invalid" exits, so every MSR KVM refuses is answered by pyxen (#GP).
@@ -470,6 +472,7 @@ class Domain:
             runner.request_stop()
         for runner in self.vcpus:
             runner.join()
+        self.hv.argo.detach(self.domid)  # no ring copy reaches this memory after this
         # No slot of another domain may point into this pool once it is unmapped.
         self.grants.teardown()
         self.hv.domain_destroyed(self)

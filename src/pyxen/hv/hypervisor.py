@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED, NR_VIRQS, Virq
 from pyxen.hv import event_channel, pvclock
 from pyxen.hv.argo.config import ArgoConfig
+from pyxen.hv.argo.core import Argo
+from pyxen.hv.argo.policy import DOM0_LABEL, Policy
 from pyxen.hv.console import HypervisorConsole
 from pyxen.hv.console_limit import LogPolicy
 from pyxen.hv.control_ports import ControlPorts
@@ -42,9 +45,8 @@ class Hypervisor:
     def __init__(self, guest_stream: TextIO | None = None,
                  log_stream: TextIO | None = None, realtime_timers: bool = False,
                  console_policy: LogPolicy | None = None,
-                 argo: ArgoConfig | None = None) -> None:
+                 argo: ArgoConfig | None = None, xsm_policy: Policy | None = None) -> None:
         self.kvm = System()
-        self.argo_config = argo or ArgoConfig()
         self.console = HypervisorConsole(guest_stream, log_stream, console_policy)
         self.hypercalls = HypercallTable()
         register_all(self.hypercalls)
@@ -57,6 +59,12 @@ class Hypervisor:
         self.event_lock = threading.RLock()
         self.virq_handlers: dict[int, int] = {}
         self.control_ports = ControlPorts(self)
+        self.argo = Argo(argo or ArgoConfig(), self.console.log, self.domain_exists)
+        if xsm_policy is not None:
+            self.argo.set_policy(xsm_policy)
+        # Domain 0's VIRQ_ARGO: every host Argo socket (pyxen.argo) listening.
+        self.argo_listeners: set[Callable[[], None]] = set()
+        self.argo.attach(CONTROL_DOMID, DOM0_LABEL, self._signal_argo_listeners)
         # Set by whoever runs pyxen's own pCPU scheduling (the daemon);
         # None leaves the vCPU threads to the host kernel's scheduler.
         self.dispatcher: Dispatcher | None = None
@@ -116,6 +124,12 @@ class Hypervisor:
         with self._lock:
             self.domains[domain.domid] = domain
             self._reserved_domids.discard(domain.domid)
+        self.argo.attach(domain.domid, domain.seclabel,
+                         lambda: event_channel.send_global_virq(domain, Virq.ARGO))
+
+    def _signal_argo_listeners(self) -> None:
+        for listener in list(self.argo_listeners):
+            listener()
 
     def remove(self, domain: Domain) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ import ctypes
 from typing import TypeVar
 
 from pyxen.memory.addr import PAGE_SIZE, Gla, Gpa
-from pyxen.memory.paging import PagingState, translate
+from pyxen.memory.paging import PagingState, translate, translate_leaf
 from pyxen.memory.physmap import GuestMemory
 
 T = TypeVar("T", bound=ctypes.Structure)
@@ -35,6 +35,24 @@ class GuestAccess:
             chunk = min(size, PAGE_SIZE - (gla & (PAGE_SIZE - 1)))
             gpa = translate(self.mem, self.paging, Gla(gla), write, self.user)
             spans.append((gpa, chunk))
+            gla = (gla + chunk) & _U64_MASK
+            size -= chunk
+        return spans
+
+    def host_spans(self, gla: int, size: int) -> list[tuple[int, int]]:
+        """Where ``size`` bytes at ``gla`` are, for reading: host (address, length)
+        ranges in order, each as long as the guest's own page mappings and the
+        p2m allow (one walk per guest page, large pages included)."""
+        spans: list[tuple[int, int]] = []
+        gla &= _U64_MASK
+        while size > 0:
+            gpa, leaf = translate_leaf(self.mem, self.paging, Gla(gla), False, self.user)
+            chunk = min(size, leaf - (gla & (leaf - 1)))
+            for addr, n in self.mem.host_ranges(gpa, chunk):
+                if spans and spans[-1][0] + spans[-1][1] == addr:
+                    spans[-1] = (spans[-1][0], spans[-1][1] + n)
+                else:
+                    spans.append((addr, n))
             gla = (gla + chunk) & _U64_MASK
             size -= chunk
         return spans

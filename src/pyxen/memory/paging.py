@@ -38,6 +38,7 @@ _RW = 1 << 1
 _US = 1 << 2
 _PS = 1 << 7
 _ADDR = 0x000F_FFFF_FFFF_F000
+_NO_PAGING_LEAF = 1 << 30
 
 
 class PhysReader(Protocol):
@@ -61,8 +62,16 @@ class PagingState:
 
 def translate(mem: PhysReader, st: PagingState, gla: Gla, write: bool, user: bool = False) -> Gpa:
     """The guest-physical address of ``gla``, or PageFault."""
+    return translate_leaf(mem, st, gla, write, user)[0]
+
+
+def translate_leaf(mem: PhysReader, st: PagingState, gla: Gla, write: bool,
+                   user: bool = False) -> tuple[Gpa, int]:
+    """``translate``, and the size of the page that maps ``gla`` (4 KiB, 2/4 MiB or
+    1 GiB; 1 GiB without paging): the bytes from ``gla`` to the end of that page
+    are physically contiguous."""
     if not st.cr0 & CR0_PG:
-        return Gpa(gla)
+        return Gpa(gla), _NO_PAGING_LEAF
     check_rw = write and (user or bool(st.cr0 & CR0_WP))
     if st.efer & EFER_LMA:
         return _walk_long(mem, st, gla, check_rw, user)
@@ -87,7 +96,8 @@ def _read_entry(mem: PhysReader, gpa: int, gla: int) -> int:
         raise PageFault(gla, f"page table at {gpa:#x} is not in RAM ({e})") from None
 
 
-def _walk_long(mem: PhysReader, st: PagingState, gla: int, check_rw: bool, user: bool) -> Gpa:
+def _walk_long(mem: PhysReader, st: PagingState, gla: int, check_rw: bool,
+               user: bool) -> tuple[Gpa, int]:
     levels = 5 if st.cr4 & CR4_LA57 else 4
     va_bits = 12 + 9 * levels
     top = gla >> (va_bits - 1)
@@ -100,22 +110,23 @@ def _walk_long(mem: PhysReader, st: PagingState, gla: int, check_rw: bool, user:
         _check(entry, gla, check_rw, user, level)
         if level == 1 or (level in (2, 3) and entry & _PS):
             base = entry & _ADDR & ~((1 << shift) - 1)
-            return Gpa(base | (gla & ((1 << shift) - 1)))
+            return Gpa(base | (gla & ((1 << shift) - 1))), 1 << shift
         table = entry & _ADDR
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _walk_pae(mem: PhysReader, st: PagingState, gla: int, check_rw: bool, user: bool) -> Gpa:
+def _walk_pae(mem: PhysReader, st: PagingState, gla: int, check_rw: bool,
+              user: bool) -> tuple[Gpa, int]:
     pdpte = _read_entry(mem, (st.cr3 & 0xFFFF_FFE0) + (gla >> 30) * 8, gla)
     if not pdpte & _P:
         raise PageFault(gla, "not present at level 3")
     pde = _read_entry(mem, (pdpte & _ADDR) + ((gla >> 21) & 0x1FF) * 8, gla)
     _check(pde, gla, check_rw, user, 2)
     if pde & _PS:
-        return Gpa((pde & _ADDR & ~0x1FFFFF) | (gla & 0x1FFFFF))
+        return Gpa((pde & _ADDR & ~0x1FFFFF) | (gla & 0x1FFFFF)), 1 << 21
     pte = _read_entry(mem, (pde & _ADDR) + ((gla >> 12) & 0x1FF) * 8, gla)
     _check(pte, gla, check_rw, user, 1)
-    return Gpa((pte & _ADDR) | (gla & 0xFFF))
+    return Gpa((pte & _ADDR) | (gla & 0xFFF)), 1 << 12
 
 
 def _read_entry32(mem: PhysReader, gpa: int, gla: int) -> int:
@@ -125,11 +136,12 @@ def _read_entry32(mem: PhysReader, gpa: int, gla: int) -> int:
         raise PageFault(gla, f"page table at {gpa:#x} is not in RAM ({e})") from None
 
 
-def _walk_32(mem: PhysReader, st: PagingState, gla: int, check_rw: bool, user: bool) -> Gpa:
+def _walk_32(mem: PhysReader, st: PagingState, gla: int, check_rw: bool,
+             user: bool) -> tuple[Gpa, int]:
     pde = _read_entry32(mem, (st.cr3 & 0xFFFF_F000) + (gla >> 22) * 4, gla)
     _check(pde, gla, check_rw, user, 2)
     if pde & _PS and st.cr4 & CR4_PSE:
-        return Gpa((pde & 0xFFC0_0000) | (gla & 0x3F_FFFF))
+        return Gpa((pde & 0xFFC0_0000) | (gla & 0x3F_FFFF)), 1 << 22
     pte = _read_entry32(mem, (pde & 0xFFFF_F000) + ((gla >> 12) & 0x3FF) * 4, gla)
     _check(pte, gla, check_rw, user, 1)
-    return Gpa((pte & 0xFFFF_F000) | (gla & 0xFFF))
+    return Gpa((pte & 0xFFFF_F000) | (gla & 0xFFF)), 1 << 12

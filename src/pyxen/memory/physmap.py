@@ -275,6 +275,25 @@ class GuestMemory:
         """The hypervisor's address of a byte of guest RAM or heap (else MemoryFault)."""
         return self.host_base + _offset(self._p2m, gpa)
 
+    def host_ranges(self, gpa: int, size: int) -> list[tuple[int, int]]:
+        """Host (address, length) ranges holding guest-physical [gpa, gpa+size), one
+        per extent crossed; MemoryFault if any byte is a hole or a foreign frame.
+        The addresses stay valid until this memory is closed (a page freed
+        meanwhile reads as zero)."""
+        p2m = self._p2m
+        out: list[tuple[int, int]] = []
+        while size > 0:
+            e = p2m.find(gpa >> PAGE_SHIFT)
+            if e is None or e.kind is PageKind.FOREIGN:
+                raise MemoryFault(gpa)
+            end = (e.gfn + e.pages) << PAGE_SHIFT
+            n = min(size, end - gpa)
+            out.append((self.host_base + (e.pool_page << PAGE_SHIFT) + gpa - (e.gfn << PAGE_SHIFT),
+                        n))
+            gpa += n
+            size -= n
+        return out
+
     def read(self, gpa: Gpa, size: int) -> bytes:
         """Read ``size`` bytes at ``gpa``; MemoryFault if any byte is not populated."""
         p2m = self._p2m

@@ -34,8 +34,8 @@ class ArgoConfig:
             name, sep, value = item.partition("=")
             flag = _flag("mac-permissive", name, sep, value)
             if flag is None:
-                raise ArgoOptionError(
-                    f"argo option {item!r} is not understood: use argo=<bool>[,mac-permissive=<bool>]")
+                raise ArgoOptionError(f"argo option {item!r} is not understood: "
+                                      "use argo=<bool>[,mac-permissive=<bool>]")
             mac = flag
         return cls(enabled, mac)
 

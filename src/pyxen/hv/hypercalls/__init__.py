@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyxen.abi.xen import Hypercall
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.hypercalls import (
+    argo_op,
     console_io,
     event_channel_op,
     grant_table_op,
@@ -25,4 +26,5 @@ def register_all(table: HypercallTable) -> None:
     table.register(Hypercall.event_channel_op, event_channel_op.do_event_channel_op)
     table.register(Hypercall.vcpu_op, vcpu_op.do_vcpu_op)
     table.register(Hypercall.set_timer_op, sched_op.do_set_timer_op)
+    table.register(Hypercall.argo_op, argo_op.do_argo_op)
     table.register(Hypercall.grant_table_op, grant_table_op.do_grant_table_op)
