@@ -4,7 +4,9 @@
  *     registers ring (aport 1000, partner peer) and sends every message back
  *     to its source (same message_type, same payload) from aport 1000; ends
  *     after n messages, on the client's goodbye (message_type ECHO_BYE), or
- *     after secs seconds.
+ *     after secs seconds.  linger=1: then waits until the client's domain
+ *     is gone (sendv to it -ESRCH) and checks that its ring went with it
+ *     (unregister -ENOENT: a unicast ring dies with its partner).
  *   role=client peer=<server domid> n=<count> size=<bytes> [window=1]
  *               [rtt=0] [ringlen=4096]
  *     registers its ring (aport 1001, partner peer), waits until notify
@@ -30,7 +32,7 @@ static uint8_t pattern[4096 + 64];
 static struct argo_ring ring;
 static struct hist rtt_hist;
 
-static void server(uint16_t peer, unsigned long n, uint64_t secs)
+static void server(uint16_t peer, unsigned long n, uint64_t secs, int linger)
 {
     uint8_t *buf = argo_alloc_pages(argo_ring_npages(ring.len));
     uint64_t end = now_ns() + secs * NS_PER_SEC;
@@ -72,7 +74,19 @@ static void server(uint16_t peer, unsigned long n, uint64_t secs)
         expect_eq(echoed, n, "server: echoed n messages");
     else
         check(bye && echoed > 0, "server: echoed %lu messages until the goodbye", echoed);
-    expect_eq(argo_ring_unregister(&ring), 0, "server: unregister");
+    if (!linger) {
+        expect_eq(argo_ring_unregister(&ring), 0, "server: unregister");
+        return;
+    }
+    /* No ring at aport 0xDEAD: -ECONNREFUSED while the peer lives, -ESRCH after. */
+    long rc;
+    uint64_t give_up = now_ns() + 60 * NS_PER_SEC;
+    while ((rc = argo_send(SERVER_APORT, peer, 0xDEAD, NULL, 0, 0)) == -XEN_ECONNREFUSED &&
+           now_ns() < give_up)
+        sleep_ns(10 * NS_PER_MS);
+    expect_eq(rc, -XEN_ESRCH, "server: the client's domain went away (sendv -ESRCH)");
+    expect_eq(argo_ring_unregister(&ring), -XEN_ENOENT,
+              "server: our ring for it went with it (unregister -ENOENT)");
 }
 
 static void fill(uint8_t *buf, uint32_t seq, uint32_t size)
@@ -188,7 +202,8 @@ void test_main(const struct hvm_start_info *si)
         return;
     printf("argoecho: %s d%u <-> d%ld ringlen=%u\n", role, rt_domid, peer, ringlen);
     if (is_server) {
-        server((uint16_t)peer, cmdline_get_ulong("n", 0), cmdline_get_ulong("secs", 60));
+        server((uint16_t)peer, cmdline_get_ulong("n", 0), cmdline_get_ulong("secs", 60),
+               (int)cmdline_get_ulong("linger", 0));
         return;
     }
     unsigned long n = cmdline_get_ulong("n", 100);

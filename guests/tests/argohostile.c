@@ -263,6 +263,11 @@ static void test_bad_iovs(void)
     expect_eq(argo_notify(rd), -XEN_EFAULT, "notify, entry 2 past the end of RAM -> -EFAULT");
     check(rd->data[0].flags & XEN_ARGO_RING_EXISTS, "  entry 1 answered first (flags 0x%x)",
           rd->data[0].flags);
+    /* Xen copies the whole 8-byte xen_argo_ring_data header (nent, pad). */
+    uint32_t *last = ptr(LOW_RAM_END - 4);
+    *last = 0;
+    expect_eq(argo_notify(ptr(LOW_RAM_END - 4)), -XEN_EFAULT,
+              "notify, ring_data header straddling the end of RAM (nent 0) -> -EFAULT");
 }
 
 static void test_notify_storm(void)

@@ -482,6 +482,43 @@ static void test_wildcard(int mac)
     expect_eq(argo_ring_unregister(&w), 0, "unregister the wildcard ring");
 }
 
+/* ---- a ring's pages in the order of the gfn list, not of the addresses ---- */
+static uint8_t *ring_byte(const uint64_t *gfns, uint32_t off)
+{
+    uint32_t b = 64 + off;
+    return (uint8_t *)(uintptr_t)((gfns[b / PAGE_SIZE] << 12) + b % PAGE_SIZE);
+}
+
+static void test_page_order(void)
+{
+    uint8_t *p = argo_alloc_pages(2);
+    if (!p)
+        return;
+    uint64_t g[2] = {((uintptr_t)p >> 12) + 1, (uintptr_t)p >> 12};   /* reversed */
+    const uint32_t len = 2 * PAGE_SIZE - 64;
+    struct xen_argo_register_ring reg = {.aport = 400, .partner_id = me, .len = len};
+    expect_eq(argo_register_ring(&reg, g, 2, 0), 0, "register a 2-page ring, gfns in reverse order");
+    volatile struct xen_argo_ring *h = (volatile struct xen_argo_ring *)(p + PAGE_SIZE);
+    expect_eq(argo_send(1, me, 400, pattern, 3900, 1), 3900, "sendv 3900 bytes");
+    check(h->tx_ptr == 3920 && argo_memeq(ring_byte(g, 16), pattern, 3900),
+          "  header page is the first gfn (tx_ptr %u), payload after it", h->tx_ptr);
+    h->rx_ptr = h->tx_ptr;
+    expect_eq(argo_send(2, me, 400, pattern + 100, 300, 2), 300,
+              "sendv 300 bytes across the page boundary");
+    struct xen_argo_ring_message_header mh;
+    memcpy(&mh, ring_byte(g, 3920), sizeof(mh));
+    uint32_t first = PAGE_SIZE - (64 + 3920 + 16);    /* payload bytes left in page 0 */
+    check(mh.len == 316 && mh.source.aport == 2 && mh.message_type == 2,
+          "  its header at ring offset 3920 (len %u)", mh.len);
+    check(argo_memeq(ring_byte(g, 3936), pattern + 100, first) &&
+              argo_memeq(p, pattern + 100 + first, 300 - first),
+          "  the payload continues at the start of the second gfn's page (%u + %u bytes)", first,
+          300 - first);
+    expect_eq(h->tx_ptr, 3920 + 16 + 304, "  tx_ptr 4240");
+    struct xen_argo_unregister_ring u = {.aport = 400, .partner_id = me};
+    expect_eq(argo_unregister_ring(&u), 0, "unregister it");
+}
+
 static void test_unregister(void)
 {
     uint16_t flags = 0xFF;
@@ -525,5 +562,6 @@ void test_main(const struct hvm_start_info *si)
     test_reregister_bad_tx();
     test_ring_limit();
     test_wildcard((int)cmdline_get_ulong("mac", 1));
+    test_page_order();
     test_unregister();
 }

@@ -69,6 +69,27 @@ def test_argo_echo_pipelined_small_rings(argo_host: Host) -> None:
 
 
 @pytest.mark.kvm
+def test_argo_ring_dies_with_its_partner(argo_host: Host) -> None:
+    """The server's unicast ring for the client is removed when the client's
+    domain is destroyed (Xen's partner_rings_remove)."""
+    server_id = argo_host.hv.allocate_domid()
+    client_id = argo_host.hv.allocate_domid()
+    server = argo_host.build("argoecho", f"role=server peer={client_id} linger=1",
+                             domid=server_id)
+    client = argo_host.build("argoecho", f"role=client peer={server_id} n=20 size=32",
+                             domid=client_id)
+    server.start()
+    client.start()
+    assert argo_host.wait_all([client], timeout=60) == [ShutdownReason.poweroff], \
+        argo_host.describe()
+    assert argo_host.result(client_id, "argoecho") == "PASS", argo_host.describe()
+    client.destroy()
+    assert argo_host.wait_all([server], timeout=60) == [ShutdownReason.poweroff], \
+        argo_host.describe()
+    assert argo_host.result(server_id, "argoecho") == "PASS", argo_host.describe()
+
+
+@pytest.mark.kvm
 def test_argo_wildcard_ring(argo_host: Host) -> None:
     recv_id = argo_host.hv.allocate_domid()
     send_ids = [argo_host.hv.allocate_domid() for _ in range(3)]
