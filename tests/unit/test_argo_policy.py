@@ -78,3 +78,21 @@ def test_load_names_the_file(tmp_path: Path) -> None:
     f = tmp_path / "ok.te"
     f.write_text("allow domain_type xen_t:argo enable;\n")
     assert FlaskPolicy.load(f).allows(Perm.enable, DOMU, "xen_t")
+
+
+def test_xl_cfg_seclabel(tmp_path: Path) -> None:
+    from pyxen.toolstack.domain_config import DomainConfig
+    from pyxen.toolstack.xlcfg import XlCfgError, parse_xl_cfg
+
+    kernel = tmp_path / "k.elf"
+    kernel.write_bytes(b"")
+    cfg = tmp_path / "d.cfg"
+
+    def load(extra: str) -> DomainConfig:
+        text = f'name = "d"\nkernel = "{kernel}"\n{extra}'
+        return DomainConfig.from_xl(parse_xl_cfg(text, str(cfg)), cfg)
+
+    assert load("").seclabel == "system_u:system_r:domU_t"
+    assert load('seclabel = "system_u:system_r:red_t"\n').seclabel == "system_u:system_r:red_t"
+    with pytest.raises(XlCfgError, match=r"seclabel.*user:role:type"):
+        load('seclabel = "a b"\n')

@@ -28,6 +28,7 @@ from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import MAX_CPUS
+from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
@@ -376,6 +377,13 @@ def host_memory_mib() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
+def _seclabel(args: dict[str, Any]) -> str:
+    label = args.get("seclabel", DEFAULT_DOMU_LABEL)
+    if not isinstance(label, str) or not SECLABEL_RE.fullmatch(label):
+        raise ControlError("EINVAL", "config field 'seclabel' must be a label user:role:type")
+    return label
+
+
 def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     """Validate a create request's config object into a DomainRequest."""
     def text(key: str, default: str | None = None, limit: int = 4096) -> str:
@@ -420,7 +428,7 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
         max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
-        domid=domid,
+        domid=domid, seclabel=_seclabel(args),
     )
     def cpu_set(key: str) -> frozenset[int] | None:
         value = args.get(key)

@@ -39,6 +39,10 @@ Keys and rules:
 ``max_event_channels``
     The highest event-channel port the guest may use (libxl's
     max_evtchn_port); default 1023.
+``seclabel``
+    The domain's security label, ``user:role:type``; its type is what the
+    XSM policy (``pyxen hypervisor --flask-policy``) matches.  Default
+    ``system_u:system_r:domU_t``.
 
 Numbers may be written unquoted or quoted (xl reads both with ``strtol``, so
 ``memory = "0x40"`` is 64); strings may be written as numbers
@@ -59,6 +63,7 @@ from pathlib import Path
 
 from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
+from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
 __all__ = [
@@ -99,7 +104,7 @@ IMPLEMENTED_KEYS = frozenset(
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
-        "cpus", "cpus_soft", "cpu_weight", "cap", "pool",
+        "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel",
     }
 )  # fmt: skip
 
@@ -108,7 +113,7 @@ _UNIMPLEMENTED_XL_KEYS = frozenset(
     """
     period slice latency extratime vnuma
     on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
-    uuid seclabel init_seclabel max_grant_frames max_maptrack_frames max_grant_version
+    uuid init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
     vmtrace_buf_kb vpmu disk vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
     usbdev pci pci_permissive pci_msitranslate pci_seize pci_power_mgmt rdm
@@ -158,6 +163,7 @@ class DomainConfig:
     cpu_weight: int | None = None  # scheduler weight (credit, credit2)
     cap: int | None = None  # percent of one pCPU (credit, credit2); 0 = none
     pool: str | None = None  # the cpupool (None: Pool-0)
+    seclabel: str = DEFAULT_DOMU_LABEL
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -251,11 +257,21 @@ class _Builder:
             cpu_weight=self.optional_range("cpu_weight", "a weight", 1, 65535),
             cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
             pool=self.string("pool"),
+            seclabel=self.seclabel(),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
             warnings=tuple(self.warnings),
         )
+
+    def seclabel(self) -> str:
+        label = self.string("seclabel")
+        if label is None:
+            return DEFAULT_DOMU_LABEL
+        if not SECLABEL_RE.fullmatch(label):
+            raise self.fail("seclabel", f"'{label}' is not a security label: use "
+                                        "user:role:type, e.g. system_u:system_r:domU_t")
+        return label
 
     def domain_type(self) -> str:
         # xl_parse.c matches a prefix: strncmp(buf, "hvm", strlen(buf)).

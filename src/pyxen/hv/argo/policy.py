@@ -42,6 +42,8 @@ XEN_TYPE = "xen_t"
 DOMAIN_TYPE = "domain_type"
 DEFAULT_DOMU_LABEL = "system_u:system_r:domU_t"
 DOM0_LABEL = "system_u:system_r:dom0_t"
+# user:role:type, as xl.cfg's seclabel is written (the type may stand alone).
+SECLABEL_RE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*:){0,2}[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Perm(enum.Enum):

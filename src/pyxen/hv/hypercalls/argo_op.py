@@ -126,7 +126,7 @@ def _notify(call: Call, argo: Argo, data_addr: int) -> int:
     argo.notify_pending(domid)
     if data_addr == 0:
         return 0
-    nent = call.guest.read_u32(data_addr)
+    nent = call.guest.read_struct(data_addr, a.xen_argo_ring_data).nent  # all 8 bytes, as Xen
     if nent > R.MAX_NOTIFY_COUNT:
         return -XenErrno.EACCES
     for i in range(nent):
