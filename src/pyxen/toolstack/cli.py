@@ -20,9 +20,15 @@ import os
 import select
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pyxen.control.paths import InstancePaths
 from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT
+from pyxen.toolstack import argo_cmd
+
+if TYPE_CHECKING:
+    from pyxen.hv.argo.config import ArgoConfig
+    from pyxen.hv.argo.policy import FlaskPolicy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--guest-ratelimit", default=DEFAULT_RATELIMIT, metavar="BURST/MS",
                    help="per-domain console rate limit: BURST lines, then one per MS "
                         f"milliseconds (default {DEFAULT_RATELIMIT})")
+    h.add_argument("--argo", nargs="?", const="1", default=None, metavar="OPTIONS",
+                   help="turn Argo on (mac-permissive off); or Xen's boot option, "
+                        "e.g. --argo=1,mac-permissive=1")
+    h.add_argument("--flask-policy", metavar="FILE",
+                   help="a FLASK policy file for Argo's XSM checks (default: Xen's dummy "
+                        "policy, which allows everything)")
 
     c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
@@ -127,11 +139,35 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("action", choices=("start", "stop", "export", "plot"))
     tr.add_argument("--format", choices=("perfetto", "csv"), default="perfetto")
     tr.add_argument("-o", "--output", help="the file to write (export, plot)")
+    argo_cmd.add_parsers(sub)
     t = sub.add_parser("top", help="a live table of domains (as xentop)")
     t.add_argument("-b", "--batch", action="store_true", help="plain output, no screen control")
     t.add_argument("-i", "--iterations", type=int, help="stop after this many updates")
     t.add_argument("-d", "--delay", type=float, default=3.0, help="seconds between updates")
     return p
+
+
+def _argo_options(argo: str | None, flask_policy: str | None
+                  ) -> tuple[ArgoConfig | None, FlaskPolicy | None]:
+    """--argo and --flask-policy; ValueError names what to fix."""
+    from pathlib import Path
+
+    from pyxen.hv.argo.config import ArgoConfig, ArgoOptionError
+    from pyxen.hv.argo.policy import FlaskPolicy, PolicyError
+
+    config = None
+    if argo is not None:
+        try:
+            config = ArgoConfig.parse(argo)
+        except ArgoOptionError as e:
+            raise ValueError(f"--argo: {e}") from None
+    policy = None
+    if flask_policy is not None:
+        try:
+            policy = FlaskPolicy.load(Path(flask_policy))
+        except PolicyError as e:
+            raise ValueError(f"--flask-policy: {e}") from None
+    return config, policy
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command SIGPIPE killed
@@ -181,11 +217,14 @@ def _command(args: argparse.Namespace) -> int:
 
         try:
             policy = make_policy(args.guest_loglvl, args.guest_ratelimit)
+            argo, xsm = _argo_options(args.argo, args.flask_policy)
         except ValueError as e:
             print(f"pyxen hypervisor: {e}", file=sys.stderr)
             return 2
         return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER,
-                              policy)
+                              policy, argo, xsm)
+    if args.command == "argo":
+        return argo_cmd.cmd_argo(args, paths)
     if args.command == "create":
         from pyxen.toolstack.create import create_command
 

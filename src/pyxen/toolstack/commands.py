@@ -23,6 +23,7 @@ from typing import Any
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
 from pyxen.cpulist import parse_cpu_list
+from pyxen.toolstack import argo_cmd
 from pyxen.toolstack.terminal import ConsoleTerminal, write_all
 
 SHUTDOWN_LETTERS = "-rscwS"
@@ -603,3 +604,7 @@ def relay_console(sock: socket.socket) -> int:
                             return 0
     finally:
         term.restore()
+
+
+# xl loadpolicy (with the Argo commands, whose XSM checks it sets).
+cmd_loadpolicy = argo_cmd.cmd_loadpolicy

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.cpupools import CpuPools
@@ -25,6 +25,8 @@ from pyxen.control.paths import InstancePaths
 from pyxen.control.server import ControlServer
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import parse_cpu_list
+from pyxen.hv.argo.config import ArgoConfig
+from pyxen.hv.argo.policy import Policy
 from pyxen.hv.console_limit import LogPolicy
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched import SCHEDULERS
@@ -33,6 +35,14 @@ from pyxen.kvm import KvmError
 from pyxen.toolstack.services import ServiceSupervisor
 
 READY_TIMEOUT = 30.0
+
+
+class HvOptions(NamedTuple):
+    """What the hypervisor is built with beyond its CPUs and scheduler."""
+
+    console_policy: LogPolicy | None = None
+    argo: ArgoConfig | None = None  # Xen's argo= boot option (None: off)
+    xsm_policy: Policy | None = None  # None: Xen's dummy XSM module
 # Xen 4.12's default scheduler is Credit2; "host" leaves vCPU threads to Linux.
 DEFAULT_SCHEDULER = "credit2"
 
@@ -47,7 +57,8 @@ def _running(paths: InstancePaths) -> bool:
 
 
 def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
-                   sched: str = DEFAULT_SCHEDULER, console_policy: LogPolicy | None = None) -> int:
+                   sched: str = DEFAULT_SCHEDULER, console_policy: LogPolicy | None = None,
+                   argo: ArgoConfig | None = None, xsm_policy: Policy | None = None) -> int:
     if _running(paths):
         print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
               file=sys.stderr)
@@ -67,9 +78,10 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
         print(f"pyxen hypervisor: unknown scheduler '{sched}' (choose from "
               f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
         return 2
+    options = HvOptions(console_policy, argo, xsm_policy)
     if daemon:
-        return _daemonize(paths, pcpus, sched, console_policy)
-    return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, console_policy)
+        return _daemonize(paths, pcpus, sched, options)
+    return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, options)
 
 
 def _pcpus(cpus: str | None) -> list[int]:
@@ -86,7 +98,7 @@ def _pcpus(cpus: str | None) -> list[int]:
 
 
 def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
-               console_policy: LogPolicy | None = None) -> int:
+               options: HvOptions) -> int:
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the intermediate child exits at once
@@ -108,16 +120,17 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
     os.dup2(log.fileno(), 2)
     os.close(devnull)
     try:
-        status = _serve(paths, log, log, pcpus, sched, console_policy)
+        status = _serve(paths, log, log, pcpus, sched, options)
     except BaseException:
         status = 1
     os._exit(status)
 
 
 def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
-           sched: str, console_policy: LogPolicy | None = None) -> int:
+           sched: str, options: HvOptions) -> int:
     try:
-        hv = Hypervisor(out, err, realtime_timers=True, console_policy=console_policy)
+        hv = Hypervisor(out, err, realtime_timers=True, console_policy=options.console_policy,
+                        argo=options.argo, xsm_policy=options.xsm_policy)
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1
@@ -137,6 +150,10 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
     server.start()
     hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}, "
                    f"scheduler {sched} on CPUs {','.join(map(str, pcpus))}")
+    if options.argo is not None and options.argo.enabled:
+        hv.console.log(f"argo: on, mac-permissive "
+                       f"{'on' if options.argo.mac_permissive else 'off'}, XSM policy "
+                       f"{hv.argo.policy.name}")
     services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log,
                                   server.attach_service)
                 for name in ("xenstored", "consoled")]
