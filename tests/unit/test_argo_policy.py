@@ -96,3 +96,12 @@ def test_xl_cfg_seclabel(tmp_path: Path) -> None:
     assert load('seclabel = "system_u:system_r:red_t"\n').seclabel == "system_u:system_r:red_t"
     with pytest.raises(XlCfgError, match=r"seclabel.*user:role:type"):
         load('seclabel = "a b"\n')
+
+
+def test_a_policy_cannot_make_millions_of_rules() -> None:
+    names = " ".join(f"t{i}" for i in range(2000))
+    with pytest.raises(PolicyError, match="more than"):
+        FlaskPolicy.parse(f"allow {{ {names} }} {{ {names} }}:argo send;")
+    many = "".join(f"allow {{ {names} }} x{i}:argo send;\n" for i in range(40))
+    with pytest.raises(PolicyError, match=":33: more than"):
+        FlaskPolicy.parse(many)

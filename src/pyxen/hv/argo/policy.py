@@ -124,12 +124,18 @@ class FlaskPolicy(Policy):
                 policy.attributes.setdefault(names[0], set()).update(names[1:])
             elif words[0] == "allow":
                 policy.rules |= _allow(stmt, where)
+                if len(policy.rules) > MAX_RULES:
+                    raise PolicyError(f"{where}: more than {MAX_RULES} Argo rules")
             else:
                 raise PolicyError(f"{where}: '{words[0]}' is not a statement this policy "
                                   "reader knows (type, attribute, allow)")
         return policy
 
 
+# Rules a policy may make (a few dozen in practice).  An allow statement makes
+# sources x targets x permissions of them: without a bound, two sets of 10,000
+# names in a loadpolicy request would make 10^8 and take the hypervisor's memory.
+MAX_RULES = 1 << 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ALLOW = re.compile(r"allow\s+(?P<src>\{[^}]*\}|\S+)\s+(?P<tgt>\{[^}]*\}|[^\s:]+)\s*:\s*"
                     r"(?P<cls>\w+)\s+(?P<perms>\{[^}]*\}|\w+)\s*$", re.DOTALL)
@@ -167,6 +173,8 @@ def _allow(stmt: str, where: str) -> set[tuple[str, str, Perm]]:
         raise PolicyError(f"{where}: '{e}' is not a valid name") from None
     if m["cls"] != "argo":
         return set()  # another class: not Argo's business
+    if len(sources) * len(targets) * len(perms) > MAX_RULES:  # before building them all
+        raise PolicyError(f"{where}: more than {MAX_RULES} Argo rules")
     out = set()
     for p in perms:
         try:
