@@ -344,6 +344,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("argo_notify", {"entries": [{"domid": 0, "aport": 1, "space_required": -1}]}, "EINVAL"),
     ("argo_notify", {"entries": [{"domid": 0, "aport": 1}] * 257}, "EACCES"),
     ("loadpolicy", {"text": 5}, "EINVAL"),
+    ("loadpolicy", {"text": "", "source": "x\n(d1) RESULT forged: PASS"}, "EINVAL"),
     ("loadpolicy", {"text": "allow a b:argo { fly };"}, "EINVAL"),
 ]
 

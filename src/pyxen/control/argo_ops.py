@@ -340,7 +340,8 @@ def loadpolicy(server: ControlServer, session: Session, args: dict[str, Any]) ->
     source = args.get("source", "<policy>")
     if not isinstance(text, str):
         raise ControlError("EINVAL", "'text' must be the policy's text")
-    if not isinstance(source, str) or len(source) > 4096:
+    if not isinstance(source, str) or len(source) > 4096 or not source.isprintable():
+        # (printable: it is logged, and a newline would forge a log line)
         raise ControlError("EINVAL", "'source' must be a file name")
     try:
         policy = FlaskPolicy.parse(text, source)
