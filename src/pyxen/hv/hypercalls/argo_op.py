@@ -83,7 +83,10 @@ def _register(call: Call, argo: Argo, reg_addr: int, gfns_addr: int, npages: int
 
 def pin_ring_pages(domain: Domain, gfns: list[int]) -> tuple[list[int], Callable[[], None]]:
     """Host addresses of the pages at ``gfns``, each pinned for the ring (Xen's
-    get_page_and_type): -EINVAL unless every one is ordinary RAM."""
+    get_page_and_type): -EINVAL unless every one is the domain's own writable
+    memory.  That includes the hypervisor pages it mapped (shared_info, grant
+    frames), which Xen shares with the guest as writable pages and accepts
+    too; a grant-mapped frame of another domain is refused."""
     pinned: list[int] = []
 
     def release() -> None:
@@ -93,7 +96,7 @@ def pin_ring_pages(domain: Domain, gfns: list[int]) -> tuple[list[int], Callable
     with domain.lock:
         for gfn in gfns:
             found = domain.memory.lookup(Gfn(gfn)) if 0 <= gfn < domain.max_gfn else None
-            if found is None or found[1] is not PageKind.RAM:
+            if found is None or found[1] is PageKind.FOREIGN:
                 release()
                 raise HypercallError(XenErrno.EINVAL)
             domain.grants.hold_page(found[0])
