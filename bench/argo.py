@@ -25,8 +25,8 @@ warm ring whose reader keeps up (no exit, guest or control request).
 Round trips of 64-byte messages (host<->host, guest<->guest,
 host<->guest) are printed beside a Python ping-pong over a Unix socketpair
 between two processes (the least a Python IPC round trip costs).  On this
-nested KVM every guest instruction is emulated (bench/README.md): guest rows are dominated by that, and only
-ratios within one run mean anything.
+nested KVM every guest instruction is emulated (bench/README.md): guest
+rows are dominated by that, and only ratios within one run mean anything.
 """
 
 from __future__ import annotations
