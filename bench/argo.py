@@ -410,6 +410,8 @@ def main() -> int:
     sizes = [int(s) for s in a.sizes.split(",")]
     scale = 10 if a.quick else 1
     rtt_n = max(20, a.rtt // scale)
+    # A SIGTERM (a killed benchmark) unwinds like Ctrl-C, so the daemon goes too.
+    signal.signal(signal.SIGTERM, lambda signo, frame: sys.exit(143))
     base = Path(tempfile.mkdtemp(prefix="pyxen-bench-argo-"))
     rows: dict[int, dict[str, float]] = {}
     d = Daemon(base)
