@@ -18,6 +18,7 @@ from pyxen.hv.dom0_mem import (
     avail_from_meminfo,
     host_avail_bytes,
     hypervisor_reserve_bytes,
+    size_dom0,
 )
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -285,3 +286,15 @@ def test_host_avail_reads_meminfo(tmp_path: Path) -> None:
     host = 24314128 * 1024
     assert host_avail_bytes(meminfo) == host - hypervisor_reserve_bytes(host)
     assert host_avail_bytes() >= 0  # this host's /proc/meminfo
+
+
+def test_size_dom0() -> None:
+    assert size_dom0(None) is None
+    sizing = size_dom0("dom0_mem=1G+25%", 256 * GiB)
+    assert sizing is not None and sizing.size.bytes == 65 * GiB
+    assert sizing.describe() == ("dom0_mem=1G+25%: the control domain has 66560 MiB of "
+                                 "262144 MiB available")
+    here = size_dom0("10%")  # against this host's avail
+    assert here is not None and here.size.pages == here.size.avail_pages * 10 // 100
+    with pytest.raises(Dom0MemError):
+        size_dom0("-2T", 16 * GiB)

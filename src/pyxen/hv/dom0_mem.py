@@ -330,3 +330,26 @@ def avail_from_meminfo(fields: dict[str, int]) -> int:
 def host_avail_bytes(path: Path = Path("/proc/meminfo")) -> int:
     """pyxen's avail now: the memory the hypervisor may give the control domain."""
     return avail_from_meminfo(read_meminfo(path))
+
+
+@dataclass(frozen=True)
+class Dom0Sizing:
+    """A control domain's size and what it came from (for logs and ``pyxen info``)."""
+
+    spec: Dom0Mem
+    size: Dom0Size
+
+    def describe(self) -> str:
+        return (f"dom0_mem={self.spec}: the control domain has {self.size.bytes >> 20} MiB of "
+                f"{self.size.avail_pages >> (20 - PAGE_SHIFT)} MiB available")
+
+
+def size_dom0(option: str | None, avail_bytes: int | None = None,
+              config: str = CONFIG_DOM0_MEM) -> Dom0Sizing | None:
+    """Parse the option (else ``config``) and size against ``avail_bytes``
+    (default: ``host_avail_bytes()`` now); None when no dom0_mem applies."""
+    spec = Dom0Mem.from_option(option, config)
+    if spec is None:
+        return None
+    return Dom0Sizing(spec, spec.compute(host_avail_bytes() if avail_bytes is None
+                                         else avail_bytes))
