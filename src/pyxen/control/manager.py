@@ -30,6 +30,7 @@ from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.dom0_mem import Dom0Sizing
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
@@ -89,6 +90,7 @@ class DomainManager:
         self._emulated_by_destroyed = 0
         self.xenstore: XenstoreSync | None = None  # set by the daemon when it runs xenstored
         self.pools: CpuPools | None = None  # set by the daemon when it schedules vCPUs
+        self.dom0: Dom0Sizing | None = None  # set by the daemon from dom0_mem
 
     # -- lookups -------------------------------------------------------------------
 

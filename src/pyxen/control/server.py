@@ -169,10 +169,14 @@ def _wait(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
 
 
 def _dom0_info(server: ControlServer) -> dict[str, Any]:
-    """Domain 0 is this process: its memory, CPU time and the host's CPUs."""
+    """Domain 0 is this process: its memory (dom0_mem's size if given), CPU time
+    and the host's CPUs."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    dom0 = server.manager.dom0
+    memkb, max_memkb = ((usage.ru_maxrss, usage.ru_maxrss) if dom0 is None
+                        else (dom0.size.kib, dom0.size.max_kib))
     return {"domid": 0, "name": "Domain-0", "uuid": "00" * 16,
-            "current_memkb": usage.ru_maxrss, "max_memkb": usage.ru_maxrss,
+            "current_memkb": memkb, "max_memkb": max_memkb,
             "vcpus": os.cpu_count() or 1, "vcpu_online": os.cpu_count() or 1,
             "running": True, "blocked": False, "paused": False, "shutdown": False,
             "shutdown_reason": None, "dying": False,
@@ -269,7 +273,15 @@ def _info(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
         "started": server.manager.started, "nr_domains": server.manager.nr_domains(),
         "scheduler": server.manager.scheduler(),
         "emulated": server.manager.emulated_total(),
+        **_dom0_mem_info(server),
     }
+
+
+def _dom0_mem_info(server: ControlServer) -> dict[str, Any]:
+    dom0 = server.manager.dom0
+    if dom0 is None:
+        return {}
+    return {"dom0_mem": str(dom0.spec), "dom0_memory_mib": dom0.size.bytes >> 20}
 
 
 def _param(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--flask-policy", metavar="FILE",
                    help="a FLASK policy file for Argo's XSM checks (default: Xen's dummy "
                         "policy, which allows everything)")
+    h.add_argument("--dom0-mem", metavar="SPEC",
+                   help="the control domain's size as Xen's dom0_mem= (also accepted as "
+                        "dom0_mem=SPEC), e.g. 1G+10%%, -2G, min:1G,max:4G,10%%; no unit is KiB")
 
     c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
@@ -213,16 +216,18 @@ def _command(args: argparse.Namespace) -> int:
     paths = InstancePaths.resolve(args.run_dir, args.log_dir)
     if args.command == "hypervisor":
         from pyxen.hv.console_limit import make_policy
+        from pyxen.hv.dom0_mem import size_dom0
         from pyxen.toolstack.daemon import DEFAULT_SCHEDULER, run_hypervisor
 
         try:
             policy = make_policy(args.guest_loglvl, args.guest_ratelimit)
             argo, xsm = _argo_options(args.argo, args.flask_policy)
+            dom0 = size_dom0(args.dom0_mem)
         except ValueError as e:
             print(f"pyxen hypervisor: {e}", file=sys.stderr)
             return 2
         return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER,
-                              policy, argo, xsm)
+                              policy, argo, xsm, dom0)
     if args.command == "argo":
         return argo_cmd.cmd_argo(args, paths)
     if args.command == "create":

@@ -161,6 +161,11 @@ def cmd_dmesg(args: argparse.Namespace, client: ControlClient) -> int:
     return 0
 
 
+def _commandline(info: dict[str, Any]) -> str:
+    """Xen's boot options the hypervisor was started with, as xl info shows them."""
+    return f"dom0_mem={info['dom0_mem']}" if "dom0_mem" in info else ""
+
+
 def cmd_info(args: argparse.Namespace, client: ControlClient) -> int:
     i = client.call("info")
     fields = [
@@ -171,12 +176,15 @@ def cmd_info(args: argparse.Namespace, client: ControlClient) -> int:
         ("xen_extra", i["xen_extra"]), ("xen_version",
                                         f"{i['xen_major']}.{i['xen_minor']}{i['xen_extra']}"),
         ("xen_caps", "hvm-3.0-x86_64 hvm-3.0-x86_32p"), ("xen_scheduler", i["scheduler"]),
-        ("xen_pagesize", 4096), ("xen_commandline", ""), ("nr_domains", i["nr_domains"]),
+        ("xen_pagesize", 4096), ("xen_commandline", _commandline(i)),
+        ("nr_domains", i["nr_domains"]),
         ("xend_config_format", 4),
         # pyxen's own: instructions KVM could not emulate and pyxen carried out
         # (per domain and mnemonic: `pyxen list -l`, column EMUL of `pyxen top`).
         ("emulated_instructions", i.get("emulated", 0)),
     ]
+    if "dom0_mem" in i:  # pyxen's own: the control domain's size (hv/dom0_mem.py)
+        fields += [("dom0_mem", i["dom0_mem"]), ("dom0_memory", i["dom0_memory_mib"])]
     for key, value in fields:
         if args.field and key != args.field:
             continue

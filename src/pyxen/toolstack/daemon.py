@@ -28,6 +28,7 @@ from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.config import ArgoConfig
 from pyxen.hv.argo.policy import Policy
 from pyxen.hv.console_limit import LogPolicy
+from pyxen.hv.dom0_mem import Dom0Sizing
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.sched import SCHEDULERS
 from pyxen.hv.vcpu import install_kick_handler
@@ -43,6 +44,7 @@ class HvOptions(NamedTuple):
     console_policy: LogPolicy | None = None
     argo: ArgoConfig | None = None  # Xen's argo= boot option (None: off)
     xsm_policy: Policy | None = None  # None: Xen's dummy XSM module
+    dom0: Dom0Sizing | None = None  # dom0_mem (None: Domain-0 is this process)
 # Xen 4.12's default scheduler is Credit2; "host" leaves vCPU threads to Linux.
 DEFAULT_SCHEDULER = "credit2"
 
@@ -58,7 +60,8 @@ def _running(paths: InstancePaths) -> bool:
 
 def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
                    sched: str = DEFAULT_SCHEDULER, console_policy: LogPolicy | None = None,
-                   argo: ArgoConfig | None = None, xsm_policy: Policy | None = None) -> int:
+                   argo: ArgoConfig | None = None, xsm_policy: Policy | None = None,
+                   dom0: Dom0Sizing | None = None) -> int:
     if _running(paths):
         print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
               file=sys.stderr)
@@ -78,7 +81,7 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
         print(f"pyxen hypervisor: unknown scheduler '{sched}' (choose from "
               f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
         return 2
-    options = HvOptions(console_policy, argo, xsm_policy)
+    options = HvOptions(console_policy, argo, xsm_policy, dom0)
     if daemon:
         return _daemonize(paths, pcpus, sched, options)
     return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, options)
@@ -145,6 +148,7 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
     signal.signal(signal.SIGINT, on_signal)
     manager = DomainManager(hv)
     manager.pools = pools
+    manager.dom0 = options.dom0
     server = ControlServer(hv, manager, paths.control_socket)
     paths.pid_file.write_text(f"{os.getpid()}\n")
     server.start()
@@ -154,6 +158,8 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
         hv.console.log(f"argo: on, mac-permissive "
                        f"{'on' if options.argo.mac_permissive else 'off'}, XSM policy "
                        f"{hv.argo.policy.name}")
+    if options.dom0 is not None:
+        hv.console.log(options.dom0.describe())
     services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log,
                                   server.attach_service)
                 for name in ("xenstored", "consoled")]
