@@ -59,6 +59,8 @@ class DomainRequest:
     cpus_soft: frozenset[int] | None = None
     sched_params: tuple[tuple[str, int], ...] = ()  # e.g. (("weight", 512), ("cap", 50))
     pool: str | None = None  # the cpupool (None: Pool-0)
+    # Per-vCPU hard affinity over ``cpus`` (dom0less xen,vcpu nodes): (vcpu, CPUs).
+    vcpu_hard: tuple[tuple[int, frozenset[int]], ...] = ()
 
     def action_for(self, reason: int) -> str:
         actions: dict[int, str] = {
@@ -173,7 +175,8 @@ class DomainManager:
         elif request.pool not in (None, POOL0):
             raise ControlError("EINVAL", "cpupools need pyxen's scheduler (not --sched host)")
         dispatcher = domain.vcpus[0].dispatcher if domain.vcpus else None
-        wanted = bool(request.cpus or request.cpus_soft or request.sched_params)
+        wanted = bool(request.cpus or request.cpus_soft or request.sched_params
+                      or request.vcpu_hard)
         if dispatcher is None:
             if wanted:
                 self.hv.console.log(f"d{domain.domid}: cpus/cpu_weight/cap ignored: this "
@@ -187,6 +190,13 @@ class DomainManager:
         for runner in domain.vcpus:
             runner.affinity_hard = request.cpus & pcpus if request.cpus else None
             runner.affinity_soft = request.cpus_soft & pcpus if request.cpus_soft else None
+        for vcpu, chosen in request.vcpu_hard:
+            if not chosen & pcpus:
+                raise ControlError("EINVAL", f"vCPU {vcpu}'s hard affinity: none of CPUs "
+                                             f"{sorted(chosen)} is one of this hypervisor's "
+                                             f"({sorted(pcpus)})")
+            if vcpu < len(domain.vcpus):
+                domain.vcpus[vcpu].affinity_hard = chosen & pcpus
         if request.sched_params:
             try:
                 dispatcher.set_domain_params(domain.domid, dict(request.sched_params))

@@ -91,6 +91,8 @@ class XenstoreSync:
                     with contextlib.suppress(ControlError):  # destroyed meanwhile
                         live[d] = self.manager.get(d).domain
                 for domid, domain in live.items():
+                    if not domain.params[HvmParam.STORE_PFN]:
+                        continue  # no xenstore (a dom0less domain without xen,enhanced)
                     if domain.shutdown_reason is None and not domain.dying \
                             and not client.is_introduced(domid):
                         try:

@@ -10,7 +10,8 @@ Steps (as libxl/libxc do them for a PVH domU):
    backends in the reserved grant entries (GNTTAB_RESERVED_CONSOLE = 0 and
    GNTTAB_RESERVED_XENSTORE = 1, permit_access to domain 0, as libxl's
    xc_dom_gnttab_seed does; the backends are services of the hypervisor
-   process, which plays dom0);
+   process, which plays dom0); a dom0less domain without ``xen,enhanced``
+   gets none of this step, one with "no-xenstore" the console only;
 5. create the vCPUs with Xen's CPUID; vCPU 0 starts at the PVH entry in
    32-bit flat protected mode with EBX = start info.
 """
@@ -70,6 +71,10 @@ class BuildSpec:
     max_event_channels: int = DEFAULT_MAX_EVTCHN_PORT
     domid: int | None = None  # one from Hypervisor.allocate_domid(), or None for the next
     seclabel: str = DEFAULT_DOMU_LABEL  # xl.cfg seclabel (the XSM policy's view of the domain)
+    # PV interfaces (dom0less xen,enhanced): "enabled" = xenstore and PV console
+    # (libxl's domains always), "no-xenstore" = PV console only, "disabled" =
+    # neither (no special pages, params 0; console_io and port 0xE9 remain).
+    enhanced: str = "enabled"
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -142,16 +147,20 @@ def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment
     base = place_after(end, size, ram)
     mem.write(Gpa(base), build_start_info(base, cmdline, modules, domain.e820))
     domain.start_info_gpa = base
+    if spec.enhanced == "disabled":
+        return  # no PV interfaces: the params stay 0, which services read as "none"
+    xenstore = spec.enhanced == "enabled"
     domain.populate_range(SPECIAL_PFN_PAGING, NR_SPECIAL_PAGES)
-    domain.params[P.STORE_PFN] = SPECIAL_PFN_XENSTORE
     domain.params[P.CONSOLE_PFN] = SPECIAL_PFN_CONSOLE
     domain.grants.seed(GNTTAB_RESERVED_CONSOLE, CONTROL_DOMID, SPECIAL_PFN_CONSOLE)
-    domain.grants.seed(GNTTAB_RESERVED_XENSTORE, CONTROL_DOMID, SPECIAL_PFN_XENSTORE)
+    if xenstore:
+        domain.params[P.STORE_PFN] = SPECIAL_PFN_XENSTORE
+        domain.grants.seed(GNTTAB_RESERVED_XENSTORE, CONTROL_DOMID, SPECIAL_PFN_XENSTORE)
     # libxl offers the xenstore and console ports to their backends in dom0.
     with domain.hv.event_lock:
-        store = event_channel.alloc_unbound(domain, CONTROL_DOMID)
+        store = event_channel.alloc_unbound(domain, CONTROL_DOMID) if xenstore else 0
         console = event_channel.alloc_unbound(domain, CONTROL_DOMID)
-    assert (store, console) == (STORE_EVTCHN, CONSOLE_EVTCHN)
+    assert (store, console) == ((STORE_EVTCHN, CONSOLE_EVTCHN) if xenstore else (0, 1))
     domain.params[P.STORE_EVTCHN] = store
     domain.params[P.CONSOLE_EVTCHN] = console
 

@@ -97,6 +97,9 @@ class Consoled:
         try:
             pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
             port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
+            if not port:  # no PV console (a dom0less domain without xen,enhanced)
+                self.failed.add(domid)
+                return
             mapping = self._map_ring(domid, pfn)
         except (ControlError, OSError, KeyError) as e:
             self.failed.add(domid)
