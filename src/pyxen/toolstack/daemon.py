@@ -129,16 +129,77 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
     os._exit(status)
 
 
+class ControlPlane:
+    """The hypervisor and its control plane: the domain manager, the control
+    socket, the pid file and (``start_services``) xenstored, consoled and the
+    xenstore sync.  ``pyxen hypervisor`` serves one until a signal;
+    ``pyxen boot`` runs one in the foreground around its tree's domains."""
+
+    def __init__(self, paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
+                 sched: str, options: HvOptions) -> None:
+        self.paths = paths
+        self.err = err
+        self.sched = sched
+        self.pcpus = pcpus
+        self.options = options
+        self.hv = Hypervisor(out, err, realtime_timers=True,
+                             console_policy=options.console_policy, argo=options.argo,
+                             xsm_policy=options.xsm_policy)  # KvmError: the caller's
+        pools = None if sched == "host" else CpuPools(self.hv, pcpus, sched)
+        install_kick_handler()
+        self.manager = DomainManager(self.hv)
+        self.manager.pools = pools
+        self.manager.dom0 = options.dom0
+        self.server = ControlServer(self.hv, self.manager, paths.control_socket)
+        self.services: list[ServiceSupervisor] = []
+
+    def start(self) -> None:
+        """Serve the control socket (and write the pid file)."""
+        hv, options = self.hv, self.options
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        self.server.start()
+        hv.console.log(f"pyxen hypervisor {os.getpid()} serving {self.paths.control_socket}, "
+                       f"scheduler {self.sched} on CPUs {','.join(map(str, self.pcpus))}")
+        if options.argo is not None and options.argo.enabled:
+            hv.console.log(f"argo: on, mac-permissive "
+                           f"{'on' if options.argo.mac_permissive else 'off'}, XSM policy "
+                           f"{hv.argo.policy.name}")
+        if options.dom0 is not None:
+            hv.console.log(options.dom0.describe())
+
+    def start_services(self, names: tuple[str, ...] = ("xenstored", "consoled")) -> None:
+        """Start the service processes (and, with xenstored, the xenstore sync)."""
+        self.services = [ServiceSupervisor(name, f"pyxen.services.{name}", self.paths,
+                                           self.err, self.hv.console.log,
+                                           self.server.attach_service)
+                         for name in names]
+        if "xenstored" in names:
+            self.manager.xenstore = XenstoreSync(self.manager, self.paths.xenstored_socket)
+            self.manager.xenstore.start()
+        for service in self.services:
+            service.start()
+
+    def close(self) -> None:
+        """Destroy every domain, stop the services, remove the socket and pid file."""
+        self.hv.console.log("shutting down: destroying every domain")
+        if self.manager.xenstore is not None:
+            self.manager.xenstore.stop()
+        for service in self.services:
+            service.stop()
+        self.server.close()
+        self.manager.close()
+        self.hv.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.pid_file.unlink()
+
+
 def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
            sched: str, options: HvOptions) -> int:
     try:
-        hv = Hypervisor(out, err, realtime_timers=True, console_policy=options.console_policy,
-                        argo=options.argo, xsm_policy=options.xsm_policy)
+        plane = ControlPlane(paths, out, err, pcpus, sched, options)
     except KvmError as e:
         print(f"pyxen hypervisor: {e}", file=err)
         return 1
-    pools = None if sched == "host" else CpuPools(hv, pcpus, sched)
-    install_kick_handler()
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -146,38 +207,11 @@ def _serve(paths: InstancePaths, out: TextIO, err: TextIO, pcpus: list[int],
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    manager = DomainManager(hv)
-    manager.pools = pools
-    manager.dom0 = options.dom0
-    server = ControlServer(hv, manager, paths.control_socket)
-    paths.pid_file.write_text(f"{os.getpid()}\n")
-    server.start()
-    hv.console.log(f"pyxen hypervisor {os.getpid()} serving {paths.control_socket}, "
-                   f"scheduler {sched} on CPUs {','.join(map(str, pcpus))}")
-    if options.argo is not None and options.argo.enabled:
-        hv.console.log(f"argo: on, mac-permissive "
-                       f"{'on' if options.argo.mac_permissive else 'off'}, XSM policy "
-                       f"{hv.argo.policy.name}")
-    if options.dom0 is not None:
-        hv.console.log(options.dom0.describe())
-    services = [ServiceSupervisor(name, f"pyxen.services.{name}", paths, err, hv.console.log,
-                                  server.attach_service)
-                for name in ("xenstored", "consoled")]
-    manager.xenstore = XenstoreSync(manager, paths.xenstored_socket)
-    manager.xenstore.start()
-    for service in services:
-        service.start()
+    plane.start()
+    plane.start_services()
     try:
         while not stop.wait(1.0):
             pass
     finally:
-        hv.console.log("shutting down: destroying every domain")
-        manager.xenstore.stop()
-        for service in services:
-            service.stop()
-        server.close()
-        manager.close()
-        hv.close()
-        with contextlib.suppress(FileNotFoundError):
-            paths.pid_file.unlink()
+        plane.close()
     return 0
