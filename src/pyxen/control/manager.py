@@ -225,6 +225,12 @@ class DomainManager:
                 raise ControlError("ESRCH", f"domain {domid} does not exist")
         return managed.domain.wait(timeout)
 
+    def ended_reason(self, domid: int) -> int | None:
+        """The shutdown reason of a domain that has gone after shutting down; None if
+        it is unknown (destroyed without a shutdown, or forgotten)."""
+        with self._lock:
+            return self._ended.get(domid)
+
     def shutdown(self, domid: int, reason: int, force: bool, timeout: float) -> bool:
         """Shut a domain down; cooperatively through xenstore when the guest supports it.
 

@@ -154,6 +154,10 @@ class Domain:
         self.callback_vector: int | None = None
         self.pollers: set[VcpuRunner] = set()
         self.dying = False
+        # destroy() runs once; a concurrent second call (the daemon closing while a
+        # shutdown action destroys the domain) waits for the first to finish.
+        self._destroy_lock = threading.Lock()
+        self.destroyed = False
         self.pause_count = 0
         self._quiesce = threading.Condition()
         self.time_lock = threading.Lock()
@@ -456,7 +460,13 @@ class Domain:
         return self.shutdown_reason
 
     def destroy(self) -> None:
-        """Stop the vCPUs and release every resource (threads, fds, memory)."""
+        """Stop the vCPUs and release every resource (threads, fds, memory); once."""
+        with self._destroy_lock:
+            if not self.destroyed:
+                self._destroy()
+                self.destroyed = True
+
+    def _destroy(self) -> None:
         if self.shutdown_reason is None:
             with self.lock:
                 self.shutdown_reason = ShutdownReason.poweroff

@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="the control domain's size as Xen's dom0_mem= (also accepted as "
                         "dom0_mem=SPEC), e.g. 1G+10%%, -2G, min:1G,max:4G,10%%; no unit is KiB")
 
+    b = sub.add_parser("boot", help="boot a system of domains from a device tree (Xen's "
+                                    "dom0less), in the foreground")
+    b.add_argument("tree", metavar="FILE.dts|FILE.dtb", help="the device tree")
+    b.add_argument("--cpus", help="host CPUs to schedule vCPUs on, e.g. 0-1 (default: all)")
+    b.add_argument("--sched", default=None,
+                   help="vCPU scheduler (default: the tree's sched= option, else credit2)")
+
     c = sub.add_parser("create", help="create a domain from an xl.cfg file")
     c.add_argument("-F", dest="foreground", action="store_true",
                    help="stay in the foreground until the domain is gone")
@@ -228,6 +235,12 @@ def _command(args: argparse.Namespace) -> int:
             return 2
         return run_hypervisor(paths, args.daemon, args.cpus, args.sched or DEFAULT_SCHEDULER,
                               policy, argo, xsm, dom0)
+    if args.command == "boot":
+        from pathlib import Path
+
+        from pyxen.toolstack.boot import boot_command
+
+        return boot_command(Path(args.tree), paths, args.cpus, args.sched)
     if args.command == "argo":
         return argo_cmd.cmd_argo(args, paths)
     if args.command == "create":

@@ -181,7 +181,8 @@ class ControlPlane:
 
     def close(self) -> None:
         """Destroy every domain, stop the services, remove the socket and pid file."""
-        self.hv.console.log("shutting down: destroying every domain")
+        if self.manager.domids():
+            self.hv.console.log("shutting down: destroying every domain")
         if self.manager.xenstore is not None:
             self.manager.xenstore.stop()
         for service in self.services:
