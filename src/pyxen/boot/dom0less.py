@@ -186,13 +186,13 @@ class _Binding:
                                    '"xen,domain" for a domain, or "multiboot,kernel", '
                                    '"multiboot,module" for dom0\'s kernel')
             compatible = child.strings("compatible")
+            if "xen,xsm-policy" in compatible:
+                raise BindingError(child.path, "compatible", "xen,xsm-policy modules are not "
+                                   "supported: pass a FLASK policy with pyxen loadpolicy")
             if "xen,domain" in compatible:
                 domus.append(self._domu(child))
             elif _is_module(compatible):
                 modules.append(child)
-            elif "xen,xsm-policy" in compatible:
-                raise BindingError(child.path, "compatible", "xen,xsm-policy modules are not "
-                                   "supported: pass a FLASK policy with pyxen loadpolicy")
             else:
                 raise BindingError(child.path, "compatible", f"{', '.join(compatible)!r} is "
                                    'not a Xen boot node: expected "xen,domain" or '
