@@ -286,3 +286,16 @@ def test_plan_names_the_file_and_property(tmp_path: Path) -> None:
     path = _tree(tmp_path, DOM0 % "" + _domain(name="dom0"), "d.dts")
     with pytest.raises(BootError, match="/chosen/dom0: name: 'dom0' names the tree's dom0"):
         plan_boot(path, avail_bytes=16 * GIB)
+
+
+def test_cli_bad_tree_is_one_line_and_status_2(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from pyxen.toolstack.cli import main
+
+    path = _tree(tmp_path, _domain().replace("cpus = <1>;", "cpus = <1 2>;"))
+    assert main(["--run-dir", str(tmp_path / "run"), "--log-dir", str(tmp_path / "log"),
+                 "boot", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"pyxen boot: {path}: /chosen/d1: cpus: must be one 32-bit cell, e.g. <1> "
+                   "(it is 8 bytes)\n")

@@ -196,19 +196,19 @@ class _Boot:
             DEFAULT_SCHEDULER,
             ControlPlane,
             HvOptions,
-            _pcpus,
-            _running,
+            host_pcpus,
+            hypervisor_running,
         )
 
         err = sys.stderr
         paths = self.paths
-        if _running(paths):
+        if hypervisor_running(paths):
             print(f"pyxen boot: a hypervisor is already running at {paths.control_socket} "
                   "(stop it, or choose another --run-dir)", file=err)
             return EXIT_FAILED
         try:
             paths.make()
-            pcpus = _pcpus(self.cpus)
+            pcpus = host_pcpus(self.cpus)
         except OSError as e:
             print(f"pyxen boot: cannot create {paths.run_dir} or {paths.log_dir}: "
                   f"{e.strerror} (choose others with --run-dir/--log-dir)", file=err)

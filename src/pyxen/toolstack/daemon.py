@@ -49,7 +49,7 @@ class HvOptions(NamedTuple):
 DEFAULT_SCHEDULER = "credit2"
 
 
-def _running(paths: InstancePaths) -> bool:
+def hypervisor_running(paths: InstancePaths) -> bool:
     try:
         with ControlClient(paths.control_socket) as client:
             client.call("hello")
@@ -62,7 +62,7 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
                    sched: str = DEFAULT_SCHEDULER, console_policy: LogPolicy | None = None,
                    argo: ArgoConfig | None = None, xsm_policy: Policy | None = None,
                    dom0: Dom0Sizing | None = None) -> int:
-    if _running(paths):
+    if hypervisor_running(paths):
         print(f"pyxen hypervisor: one is already running at {paths.control_socket}",
               file=sys.stderr)
         return 1
@@ -73,7 +73,7 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
               f"{e.strerror} (choose others with --run-dir/--log-dir)", file=sys.stderr)
         return 1
     try:
-        pcpus = _pcpus(cpus)
+        pcpus = host_pcpus(cpus)
     except ValueError as e:
         print(f"pyxen hypervisor: --cpus: {e}", file=sys.stderr)
         return 2
@@ -87,7 +87,7 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
     return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, options)
 
 
-def _pcpus(cpus: str | None) -> list[int]:
+def host_pcpus(cpus: str | None) -> list[int]:
     """The host CPUs to schedule on: --cpus, else every CPU this process may use."""
     allowed = sorted(os.sched_getaffinity(0))
     if cpus is None:
@@ -107,7 +107,7 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
         os.waitpid(pid, 0)  # the intermediate child exits at once
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            if _running(paths):
+            if hypervisor_running(paths):
                 return 0
             time.sleep(0.05)
         print(f"pyxen hypervisor: the daemon did not start; see {paths.hypervisor_log}",
