@@ -12,17 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pyxen.abi.hvm import HvmParam
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreError
 from pyxen.control.xenstore_sync import XenstoreSync
 
 
 class _Domain:
-    def __init__(self, domid: int) -> None:
+    def __init__(self, domid: int, xenstore: bool = True) -> None:
         self.domid = domid
         self.name = f"d{domid}"
         self.handle = bytes(16)
         self.params = {i: 0 for i in range(64)}
+        if xenstore:  # as the builder sets a domain up (HVM_PARAM_STORE_PFN/_EVTCHN)
+            self.params[HvmParam.STORE_PFN] = 0xFEFFC
+            self.params[HvmParam.STORE_EVTCHN] = 1
         self.max_pages = self.tot_pages = 4096
         self.shutdown_reason: int | None = None
         self.dying = False
@@ -104,3 +108,12 @@ def test_an_introduce_failure_of_a_live_domain_is_still_reported() -> None:
     manager = _Manager([_Domain(3)])
     _sync(manager, _Client(manager, {3: "refused"})).reconcile()
     assert manager.hv.console.lines == ["xenstore: reconcile failed: introduce 3: EINVAL"]
+
+
+def test_a_domain_without_xenstore_is_not_introduced() -> None:
+    """A dom0less domain without xen,enhanced has no store page (STORE_PFN 0)."""
+    manager = _Manager([_Domain(4, xenstore=False), _Domain(5)])
+    client = _Client(manager, {})
+    _sync(manager, client).reconcile()
+    assert client.introduced == {5}
+    assert manager.hv.console.lines == []
