@@ -24,7 +24,8 @@ hypervisor's own part alone: ``Argo.sendv`` called in this process into a
 warm ring whose reader keeps up (no exit, guest or control request).
 Round trips of 64-byte messages (host<->host, guest<->guest,
 host<->guest) are printed beside a Python ping-pong over a Unix socketpair
-between two processes (the least a Python IPC round trip costs).  On this
+between two processes (the least a Python IPC round trip costs) and the raw
+KVM exit of bench/hypercall.py's C reference program.  On this
 nested KVM every guest instruction is emulated (bench/README.md): guest
 rows are dominated by that, and only ratios within one run mean anything.
 """
@@ -189,6 +190,16 @@ def sendv_rate(size: int) -> float:
     hv_argo.unregister(2, 5, 1, 0)
     del anchors
     return n * size / min(times)
+
+
+def raw_exit_ns() -> float:
+    """ns of one port-I/O exit with synced registers, from bench/hypercall.py's C
+    reference program (a KVM_RUN round trip: the least any hypercall costs)."""
+    sys.path.insert(0, str(BENCH))
+    import hypercall  # bench/hypercall.py
+
+    hypercall.build()
+    return statistics.median(hypercall.run_c("syncregs", 20000, 2000)["ns"] for _ in range(3))
 
 
 def socketpair_rtt(count: int) -> int:
@@ -430,6 +441,7 @@ def main() -> int:
                 d.destroy_guests()
             rows[size] = row
         print("round trips ...", file=sys.stderr, flush=True)
+        raw_exit = raw_exit_ns()
         rtts = {"python socketpair (reference)": socketpair_rtt(rtt_n),
                 "host<->host": rtt_host_host(d, rtt_n)}
         if GUEST.exists():
@@ -457,8 +469,10 @@ def main() -> int:
     print()
     print(f"64-byte round trips, median of {rtt_n}:")
     ref = rtts["python socketpair (reference)"]
+    print(f"  {'raw KVM exit, C (reference)':<32}{raw_exit / 1000:10.1f} us")
     for label, ns in rtts.items():
-        print(f"  {label:<32}{ns / 1000:10.1f} us  x{ns / ref:6.1f} the socketpair")
+        print(f"  {label:<32}{ns / 1000:10.1f} us  x{ns / ref:6.1f} the socketpair"
+              f"  x{ns / raw_exit:7.1f} the raw exit")
     return 0
 
 

@@ -186,6 +186,10 @@ void test_main(const struct hvm_start_info *si)
         else
             send_stream((uint16_t)peer, size, count);
     }
-    if (recv || rtt)
-        expect_eq(argo_ring_unregister(&ring), 0, "unregister");
+    if (recv || rtt) {
+        /* A unicast ring goes with its partner (Xen's rule): if the peer's
+         * domain was destroyed first, the ring is already gone. */
+        long rc = argo_ring_unregister(&ring);
+        check(rc == 0 || rc == -XEN_ENOENT, "unregister: %ld", rc);
+    }
 }

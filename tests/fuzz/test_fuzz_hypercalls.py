@@ -18,6 +18,8 @@ them (``HypercallTable.call`` with a ``Call`` of vCPU 0, native or compat):
 * the vCPU's paging mode is flat (the PVH entry state), 4-level paging over
   an identity map in guest RAM, or 4-level paging with a random CR3.
 
+Argo is on (with mac-permissive), so argo_op reaches its handlers.
+
 The property: every call returns an int that is success (>= 0) or a Xen
 errno, and pyxen never reports a bug (the table logs "pyxen bug" and
 crashes the domain when a worker raises anything but a Xen error).
@@ -37,6 +39,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from fuzz.stats import count
+from pyxen.abi.argo import ArgoOp
 from pyxen.abi.console import ConsoleIo
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.event_channel import EvtchnOp
@@ -48,6 +51,7 @@ from pyxen.abi.vcpu import VcpuOp
 from pyxen.abi.version import XenVer
 from pyxen.abi.xen import DOMID_SELF, Hypercall
 from pyxen.hv import event_channel
+from pyxen.hv.argo.config import ArgoConfig
 from pyxen.hv.builder import BuildSpec, build_domain
 from pyxen.hv.dispatch import Call
 from pyxen.hv.domain import Domain
@@ -62,12 +66,13 @@ PML4 = 0x70_0000  # identity page tables: PML4, PDPT, PD (2 MiB pages, first 1 G
 ERRNOS = {int(e) for e in XenErrno}
 IMPLEMENTED = [Hypercall.xen_version, Hypercall.console_io, Hypercall.sched_op,
                Hypercall.memory_op, Hypercall.hvm_op, Hypercall.event_channel_op,
-               Hypercall.vcpu_op, Hypercall.set_timer_op, Hypercall.grant_table_op]
+               Hypercall.vcpu_op, Hypercall.set_timer_op, Hypercall.grant_table_op,
+               Hypercall.argo_op]
 
 SUBOPS = {Hypercall.xen_version: XenVer, Hypercall.console_io: ConsoleIo,
           Hypercall.sched_op: SchedOp, Hypercall.memory_op: XenMem, Hypercall.hvm_op: HvmOp,
           Hypercall.event_channel_op: EvtchnOp, Hypercall.vcpu_op: VcpuOp,
-          Hypercall.grant_table_op: GnttabOp}
+          Hypercall.grant_table_op: GnttabOp, Hypercall.argo_op: ArgoOp}
 # Stand for the example's own domid and its peer's (domids are not reused at
 # once), in arguments and in the scratch area; replaced before the call.
 OWN_DOMID = 0xD0D0_0000_0001
@@ -118,7 +123,7 @@ def hv() -> Iterator[tuple[Hypervisor, io.StringIO]]:
         pytest.skip(why)
     install_kick_handler()
     log = io.StringIO()
-    hv = Hypervisor(io.StringIO(), log)
+    hv = Hypervisor(io.StringIO(), log, argo=ArgoConfig(enabled=True, mac_permissive=True))
     try:
         yield hv, log
     finally:
