@@ -26,6 +26,7 @@ bench: guests
 	$(PYTHON) bench/events.py
 	$(PYTHON) bench/xenstore.py
 	$(PYTHON) bench/sched.py
+	$(PYTHON) bench/dom0less.py
 
 clean:
 	$(MAKE) -C guests clean
