@@ -16,8 +16,9 @@ Sequence
    list/console/destroy/...`` work while the boot runs; a hypervisor already
    serving that run directory is an error (exit 1).
 3. Create the domains at once: dom0 first if the tree has a dom0 kernel,
-   then the domUs in tree order; each starts as soon as it is built (the
-   manager's create), so the first ones run while the next are built.
+   then the domUs in tree order, each built paused (a few ms each); then
+   unpause them all together, as Xen does, so no domain runs before the
+   peers it may address exist.
    The xenstored/consoled processes start only if some domain asked for PV
    interfaces (``xen,enhanced``), in parallel with the creation.
 4. Show every domain's console prefixed ``(dN)``: console_io and port 0xE9
@@ -251,11 +252,15 @@ class _Boot:
         if services:
             plane.start_services(services)
         requests = self._requests()
+        # Every domain is built paused, then all are unpaused together, as Xen
+        # does: no domain runs before its peers exist (a ring partner, an
+        # event-channel peer named on its command line).
+        created = []
         for name, request, pv_console in requests:
             try:
                 log = self.paths.console_log(name)
                 offset = log.stat().st_size if log.exists() else 0
-                domain = plane.manager.create(request)
+                domain = plane.manager.create(request, paused=True)
             except ControlError as e:
                 return EXIT_FAILED, (f"cannot create {name}: {e.message}" +
                                      ("; the domains already created are destroyed"
@@ -266,6 +271,9 @@ class _Boot:
                 tail = _PvConsoleTail(plane, domain.domid, log, offset)
                 tail.start()
                 self.tails.append(tail)
+            created.append(domain)
+        for domain in created:
+            domain.unpause()
         return self._wait(plane)
 
     def _requests(self) -> list[tuple[str, DomainRequest, bool]]:
