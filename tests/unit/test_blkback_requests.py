@@ -193,11 +193,14 @@ def test_flush_and_barrier_fsync(disk: DiskImage, image: Path, abi: Abi,
     rsp = be.handle(rw(abi, BlkifOp.FLUSH_DISKCACHE, 0, []))
     assert response(abi, rsp) == (ID, BlkifOp.FLUSH_DISKCACHE, BlkifRsp.OKAY)
     assert len(synced) == 1
+    rsp = be.handle(rw(abi, BlkifOp.FLUSH_DISKCACHE, (1 << 64) - 1, []))  # no range: no check
+    assert response(abi, rsp)[2] == BlkifRsp.OKAY
+    assert len(synced) == 2
     rsp = be.handle(rw(abi, BlkifOp.WRITE_BARRIER, 0, [(5, 0, 0)]))
     assert response(abi, rsp) == (ID, BlkifOp.WRITE_BARRIER, BlkifRsp.OKAY)
     assert synced[-1] == b"B" * 512  # the barrier's data was on the image when synced
     rsp = be.handle(rw(abi, BlkifOp.WRITE, 0, [(5, 0, 0)]))
-    assert len(synced) == 2  # a plain write does not sync
+    assert len(synced) == 3  # a plain write does not sync
 
 
 def test_discard_punches_zeroes(disk: DiskImage, image: Path, abi: Abi) -> None:

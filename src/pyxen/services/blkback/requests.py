@@ -13,7 +13,8 @@ Design:
   rejected request is answered with its own id.  Rules: READ and WRITE
   carry 1..11 segments, FLUSH_DISKCACHE and WRITE_BARRIER 0..11; each
   segment has ``first_sect <= last_sect <= 7`` (a 4 KiB page); the
-  sectors, contiguous on disk from ``sector_number``, lie on the disk;
+  sectors, contiguous on disk from ``sector_number``, lie on the disk (a
+  flush without segments ignores ``sector_number``);
   INDIRECT has ``indirect_op`` READ or WRITE and 1..``max_indirect_segments``
   segments listed in ``ceil(n / 512)`` granted pages (read through the
   :class:`PageAccess`; a bad ref there is an error response too); DISCARD
@@ -174,7 +175,7 @@ def _segments(raw: Sequence[tuple[int, int, int]], sector_number: int,
             return f"segment {i}: sectors {first}..{last} are not within a page"
         segs.append(Segment(gref, first, last))
         total += last - first + 1
-    if sector_number + total > disk_sectors:
+    if total and sector_number + total > disk_sectors:  # a bare flush names no range
         return (f"sectors {sector_number}..{sector_number + total - 1} are beyond "
                 f"the disk's {disk_sectors}")
     return tuple(segs), total
