@@ -47,6 +47,7 @@ XEN_HEADERS = [
     "xen/xen.h", "xen/memory.h", "xen/event_channel.h", "xen/grant_table.h", "xen/vcpu.h",
     "xen/sched.h", "xen/version.h", "xen/hvm/hvm_op.h", "xen/hvm/hvm_vcpu.h",
     "xen/arch-x86/hvm/start_info.h", "xen/io/console.h", "xen/io/xs_wire.h", "xen/argo.h",
+    "xen/io/blkif.h",
     # The e820 record: Xen's public headers name it but define it only inside
     # the hypervisor; Linux's boot protocol header has the same packed record.
     "asm/bootparam.h",
@@ -66,6 +67,7 @@ ANONYMOUS = {
     "evtchn_status_unbound", "evtchn_status_interdomain", "evtchn_status_u", "evtchn_op_u",
     "grant_entry_v2_full_page", "grant_entry_v2_sub_page", "grant_entry_v2_transitive",
     "gnttab_copy_ptr_u", "vcpu_hvm_cpu_regs", "vcpu_register_runstate_memory_area_addr",
+    "blkif_sring_pvt",
 }
 
 # ctypes structure -> C type, where the tag differs.

@@ -8,11 +8,11 @@ Constants are ``IntEnum`` classes named after Xen's prefix, or plain ints.
 
 Modules: ``errno``, ``xen``, ``version``, ``memory``, ``hvm``, ``sched``,
 ``vcpu``, ``event_channel``, ``grant_table``, ``start_info``, ``elfnote``,
-``console``, ``cpuid``, ``xs_wire``; shared primitive types live in
-``_types``.  A header gets its module when a feature uses it: the mirrors of
-``argo.h``, ``io/blkif.h``, ``io/ring.h``, ``io/xenbus.h``, ``hvm/dm_op.h``
-and ``hvm/ioreq.h`` written ahead of their features were removed unused
-(git history has them, up to commit b08f657).
+``console``, ``cpuid``, ``xs_wire``, ``argo``, ``blkif`` (``io/blkif.h`` with
+its ``io/ring.h`` ring types); shared primitive types live in ``_types``.  A
+header gets its module when a feature uses it: the mirrors of
+``io/xenbus.h``, ``hvm/dm_op.h`` and ``hvm/ioreq.h`` written ahead of their
+features were removed unused (git history has them, up to commit b08f657).
 
 Every structure here is checked against Xen's real public headers, in both
 ABIs, by ``tests/unit/test_abi_headers.py``.

@@ -1,0 +1,7 @@
+"""blkback: the PV block device backend (blkif protocol, spec section 12).
+
+``ring`` is the generic shared ring; ``requests`` decodes, validates and
+executes blkif requests of either ABI against a disk image, reaching guest
+pages through a ``PageAccess``.  The service process (xenstore handshake,
+the hypervisor's control socket for grants and events) builds on them.
+"""
