@@ -69,7 +69,7 @@ def test_info_without_dom0_mem(fake: FakeDaemon, tmp_path: Path) -> None:
 
 
 def _server(dom0: Any) -> Any:
-    manager = SimpleNamespace(dom0=dom0, started=0.0, nr_domains=lambda: 0,
+    manager = SimpleNamespace(dom0=dom0, dom0_is_guest=False, started=0.0, nr_domains=lambda: 0,
                               scheduler=lambda: "credit2", emulated_total=lambda: 0)
     return SimpleNamespace(manager=manager, hv=SimpleNamespace(tsc=SimpleNamespace(hz=10**9)))
 
@@ -90,3 +90,14 @@ def test_domain0_without_dom0_mem_is_this_process() -> None:
     info = control_server._dom0_info(server)
     assert info["current_memkb"] == info["max_memkb"] > 0
     assert "dom0_mem" not in control_server._info(server, None, {})  # type: ignore[arg-type]
+
+
+def test_a_dom0_guest_has_the_size_not_domain0() -> None:
+    """pyxen boot with a dom0 kernel in the tree: the guest named dom0 is sized by
+    dom0_mem, so Domain-0's row is this process (the size is not listed twice)."""
+    server = _server(size_dom0("512M", 16 * GiB))
+    server.manager.dom0_is_guest = True
+    info = control_server._dom0_info(server)
+    assert info["current_memkb"] == info["max_memkb"] != 512 << 10
+    reply = control_server._info(server, None, {})  # type: ignore[arg-type]
+    assert reply["dom0_mem"] == "512M"

@@ -93,6 +93,9 @@ class DomainManager:
         self.xenstore: XenstoreSync | None = None  # set by the daemon when it runs xenstored
         self.pools: CpuPools | None = None  # set by the daemon when it schedules vCPUs
         self.dom0: Dom0Sizing | None = None  # set by the daemon from dom0_mem
+        # pyxen boot with a dom0 kernel in the tree: dom0_mem sizes that guest
+        # (named dom0), so Domain-0's row stays this process.
+        self.dom0_is_guest = False
 
     # -- lookups -------------------------------------------------------------------
 

@@ -169,11 +169,12 @@ def _wait(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
 
 
 def _dom0_info(server: ControlServer) -> dict[str, Any]:
-    """Domain 0 is this process: its memory (dom0_mem's size if given), CPU time
-    and the host's CPUs."""
+    """Domain 0 is this process: its memory (dom0_mem's size if given, unless a
+    dom0 guest of a booted device tree has that size), CPU time and the host's CPUs."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     dom0 = server.manager.dom0
-    memkb, max_memkb = ((usage.ru_maxrss, usage.ru_maxrss) if dom0 is None
+    memkb, max_memkb = ((usage.ru_maxrss, usage.ru_maxrss)
+                        if dom0 is None or server.manager.dom0_is_guest
                         else (dom0.size.kib, dom0.size.max_kib))
     return {"domid": 0, "name": "Domain-0", "uuid": "00" * 16,
             "current_memkb": memkb, "max_memkb": max_memkb,

@@ -230,6 +230,7 @@ class _Boot:
             print(f"pyxen boot: {e}", file=err)
             return EXIT_FAILED
         old_term = signal.signal(signal.SIGTERM, _interrupt)
+        plane.manager.dom0_is_guest = self.plan.tree.dom0 is not None
         try:
             plane.start()
             status, summary = self._boot(plane)
