@@ -262,3 +262,18 @@ def test_argo_off_and_policy() -> None:
     assert w.send(1, 2, 5, b"x") == 1
     # enable is asked on every call and at creation
     assert errno_of(lambda: w.argo.enabled_for(1)) == XenErrno.EPERM
+
+
+def test_failed_reregistration_drops_the_ring(world: World) -> None:
+    """Xen removes a ring whose re-registration fails, whatever the failure: a bad
+    page (-EINVAL) or a gfn list it cannot read (-EFAULT, a guest fault here)."""
+    from pyxen.memory import MemoryFault
+
+    for failure in (HypercallError(XenErrno.EINVAL), MemoryFault(0x1000)):
+        world.register(1, 1, 2, 256)
+
+        def broken(failure: Exception = failure) -> tuple[list[int], Callable[[], None]]:
+            raise failure
+        with pytest.raises(type(failure)):
+            world.argo.register(1, 1, 2, 0, 256, R.npages(256), False, broken)
+        assert errno_of(lambda: world.argo.unregister(1, 1, 2, 0)) == XenErrno.ENOENT

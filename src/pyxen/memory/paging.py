@@ -62,6 +62,8 @@ class PagingState:
 
 def translate(mem: PhysReader, st: PagingState, gla: Gla, write: bool, user: bool = False) -> Gpa:
     """The guest-physical address of ``gla``, or PageFault."""
+    if not st.cr0 & CR0_PG:  # the flat PVH entry state: no walk, no tuple
+        return Gpa(gla)
     return translate_leaf(mem, st, gla, write, user)[0]
 
 

@@ -249,7 +249,7 @@ class Argo:
                 raise HypercallError(XenErrno.EEXIST)
             try:
                 addrs, release = pages()
-            except HypercallError:
+            except BaseException:  # a bad page (-EINVAL) or an unreadable gfn list (-EFAULT)
                 if old is not None:  # Xen drops a ring whose re-registration failed
                     del me.rings[key]
                     _retire(old)
