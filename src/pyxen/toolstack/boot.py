@@ -18,7 +18,8 @@ Sequence
 3. Create the domains at once: dom0 first if the tree has a dom0 kernel,
    then the domUs in tree order, each built paused (a few ms each); then
    unpause them all together, as Xen does, so no domain runs before the
-   peers it may address exist.
+   peers it may address exist.  Domains with xenstore are held until
+   xenstored has introduced them (``_await_xenstore``).
    The xenstored/consoled processes start only if some domain asked for PV
    interfaces (``xen,enhanced``), in parallel with the creation.
 4. Show every domain's console prefixed ``(dN)``: console_io and port 0xE9
@@ -45,11 +46,13 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from pyxen.abi.hvm import HvmParam
 from pyxen.abi.xen import ShutdownReason
 from pyxen.boot.dom0less import BootTree, DomUNode, read_binding
 from pyxen.boot.fdt import FdtError, load_tree
@@ -64,6 +67,7 @@ from pyxen.hv.sched import SCHEDULERS
 if TYPE_CHECKING:
     from pyxen.control.manager import DomainRequest
     from pyxen.hv.builder import BuildSpec
+    from pyxen.hv.domain import Domain
     from pyxen.toolstack.daemon import ControlPlane
 
 EXIT_CONFIG = 2
@@ -71,6 +75,8 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DOM0_NAME_IN_TREE = "dom0"
 POLL_SECONDS = 0.05
+# How long xen,enhanced domains are held for xenstored to introduce them.
+XENSTORE_WAIT_SECONDS = 10.0
 TAIL_SECONDS = 0.05
 
 
@@ -273,9 +279,24 @@ class _Boot:
                 tail.start()
                 self.tails.append(tail)
             created.append(domain)
+        self._await_xenstore(plane, created)
         for domain in created:
             domain.unpause()
         return self._wait(plane)
+
+    @staticmethod
+    def _await_xenstore(plane: ControlPlane, domains: list[Domain]) -> None:
+        """Hold the domains with xenstore until xenstored has introduced them (at most
+        XENSTORE_WAIT_SECONDS): a guest then never talks to a ring nobody serves
+        yet, nor meets its introduction half-way through a request."""
+        sync = plane.manager.xenstore
+        wanted = {d.domid for d in domains if d.params[HvmParam.STORE_PFN]}
+        if sync is None or not wanted:
+            return
+        deadline = time.monotonic() + XENSTORE_WAIT_SECONDS
+        while not wanted <= sync.introduced and time.monotonic() < deadline:
+            sync.kick()
+            time.sleep(0.02)
 
     def _requests(self) -> list[tuple[str, DomainRequest, bool]]:
         from pyxen.control.manager import DomainRequest
