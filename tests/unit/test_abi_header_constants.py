@@ -48,7 +48,7 @@ PREFIXES = {
     "XenVer": "XENVER_", "XenFeat": "XENFEAT_", "ShutdownReason": "SHUTDOWN_",
     "Virq": "VIRQ_", "XsdSockmsgType": "XS_", "XenErrno": "XEN_", "ConsoleIo": "CONSOLEIO_",
     "XenElfNote": "XEN_ELFNOTE_", "ArgoOp": "XEN_ARGO_OP_", "ArgoRingFlags": "XEN_ARGO_RING_",
-    "BlkifOp": "BLKIF_OP_", "BlkifRsp": "BLKIF_RSP_",
+    "BlkifOp": "BLKIF_OP_", "BlkifRsp": "BLKIF_RSP_", "XenbusState": "XenbusState",
 }
 # Enums that are not in Xen's public headers at all.
 NOT_XEN_ENUMS = {

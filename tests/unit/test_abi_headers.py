@@ -47,7 +47,7 @@ XEN_HEADERS = [
     "xen/xen.h", "xen/memory.h", "xen/event_channel.h", "xen/grant_table.h", "xen/vcpu.h",
     "xen/sched.h", "xen/version.h", "xen/hvm/hvm_op.h", "xen/hvm/hvm_vcpu.h",
     "xen/arch-x86/hvm/start_info.h", "xen/io/console.h", "xen/io/xs_wire.h", "xen/argo.h",
-    "xen/io/blkif.h",
+    "xen/io/blkif.h", "xen/io/xenbus.h",
     # The e820 record: Xen's public headers name it but define it only inside
     # the hypervisor; Linux's boot protocol header has the same packed record.
     "asm/bootparam.h",

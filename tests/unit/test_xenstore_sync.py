@@ -10,6 +10,7 @@ the real XenstoreSync.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pyxen.abi.hvm import HvmParam
@@ -35,6 +36,7 @@ class _Domain:
 class _Managed:
     def __init__(self, domain: _Domain) -> None:
         self.domain = domain
+        self.request = SimpleNamespace(disks=())
 
 
 class _Console:

@@ -497,9 +497,13 @@ def test_sample_domain(guest_dir: Path) -> None:
         on_crash="preserve",
         source=guest_dir / "hello.cfg",
         unknown_keys=(),
-        ignored_keys=("vif", "disk"),
+        ignored_keys=("vif",),
         warnings=(),
         cpus=(0, 2, 3),  # "0-3,^1"
+        disks=({"vdev": "xvda", "devid": 51712, "target": "/dev/vg/guest-volume",
+                "format": "raw", "read_only": False, "cdrom": False, "discard": True},
+               {"vdev": "xvdb", "devid": 51728, "target": "/srv/data.img",
+                "format": "raw", "read_only": True, "cdrom": False, "discard": True}),
     )
 
 
@@ -643,7 +647,25 @@ def test_unknown_and_ignored_keys(guest_dir: Path) -> None:
     text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\nvnuma = 'x'\n"
     dom = domain(text, guest_dir)
     assert dom.unknown_keys == ("memroy", "Foo")
-    assert dom.ignored_keys == ("disk", "vif", "vnuma")
+    assert dom.ignored_keys == ("vif", "vnuma")
+
+
+def test_disk_key(guest_dir: Path) -> None:
+    dom = domain(MINIMAL + "disk = ['qcow2:img.q2,xvdb,r', 'vdev=hda, target=d.img']\n",
+                 guest_dir)
+    assert [(d["vdev"], d["devid"], d["format"], d["read_only"]) for d in dom.disks] == [
+        ("xvdb", 51728, "qcow2", True), ("hda", 768, "raw", False)]
+    assert all(d["target"].startswith("/") for d in dom.disks)
+    for spec, problem in (
+            ("'d.img,vhd,xvda'", "format vhd is not served"),
+            ("'d.img,raw,xvda', 'e.img,raw,xvda'", "vdev xvda is used twice"),
+            ("',,hdc:cdrom,r'", "empty cdrom drive"),
+            ("'backend=dd, vdev=xvda, target=d.img'", "driver domains"),
+            ("'vdev=xvda, script=block-iscsi, target=x'", "hotplug scripts"),
+            ("'d.img,raw'", "vdev"),
+    ):
+        assert problem in domain_error(MINIMAL + f"disk = [{spec}]\n", guest_dir), spec
+    assert "must be a list" in domain_error(MINIMAL + "disk = 'd.img,raw,xvda'\n", guest_dir)
 
 
 def test_scheduling_keys(guest_dir: Path) -> None:

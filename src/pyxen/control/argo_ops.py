@@ -44,9 +44,6 @@ not something a xenstored or consoled needs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
-import mmap
 import os
 import threading
 from dataclasses import dataclass, field
@@ -56,6 +53,7 @@ from pyxen.abi.argo import XEN_ARGO_DOMID_ANY
 from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED
 from pyxen.control.protocol import ControlError
 from pyxen.control.session import Session, WithFds
+from pyxen.control.shared_memory import SharedMemory
 from pyxen.hv.argo import ring as R
 from pyxen.hv.argo.policy import FlaskPolicy, PolicyError
 from pyxen.hv.errors import HypercallError
@@ -66,41 +64,6 @@ if TYPE_CHECKING:
 
 MAX_TX_BUFFER = R.MAX_RING_LEN  # the largest message fits in a 16 MiB ring anyway
 _U32 = 0xFFFF_FFFF
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
-
-
-class SharedMemory:
-    """A sealed memfd mapped in the hypervisor; ``address`` is where it starts.
-
-    ``close`` is idempotent and thread-safe: a ring's memory is released by
-    whichever comes first of its unregistration and its partner's teardown."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self.size = size
-        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(self.fd, size)
-            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, _SEALS)
-            self.map = mmap.mmap(self.fd, size, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError:
-            os.close(self.fd)
-            raise
-        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self.map)
-        self.address = ctypes.addressof(self._anchor)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._anchor is None:
-                return
-            self._anchor = None  # the mmap cannot close while a ctypes object holds it
-            self.map.close()
-            os.close(self.fd)
-
-    @property
-    def closed(self) -> bool:
-        return self._anchor is None
 
 
 class EventFd:

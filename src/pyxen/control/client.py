@@ -15,6 +15,8 @@ import itertools
 import mmap
 import os
 import socket
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -50,6 +52,7 @@ class ControlClient:
                 raise NoDaemon(f"no pyxen hypervisor is running at {path} ({e.strerror}); "
                                "start one with: pyxen hypervisor --daemon") from None
         self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # one request and its reply at a time
 
     @classmethod
     def connect(cls, paths: InstancePaths | None = None) -> ControlClient:
@@ -75,13 +78,14 @@ class ControlClient:
                  ) -> tuple[Any, list[int]]:
         """Like ``call`` for operations that take (``send_fds``, which stay open
         here) or hand out file descriptors."""
-        req_id = next(self._ids)
-        send(self._sock, {"v": PROTOCOL_VERSION, "id": req_id, "op": op, "args": args},
-             send_fds)
-        try:
-            reply, fds = receive(self._sock)
-        except EOFError:
-            raise ControlError("EPIPE", "the hypervisor closed the connection") from None
+        with self._lock:
+            req_id = next(self._ids)
+            send(self._sock, {"v": PROTOCOL_VERSION, "id": req_id, "op": op, "args": args},
+                 send_fds)
+            try:
+                reply, fds = receive(self._sock)
+            except EOFError:
+                raise ControlError("EPIPE", "the hypervisor closed the connection") from None
         if not reply.get("ok"):
             error = reply.get("error") or {}
             for fd in fds:
@@ -110,6 +114,28 @@ class ControlClient:
             for fd in fds:
                 os.close(fd)
         return MappedPage(self, kind, domid, int(result["handle"]), page)
+
+    def copy_buffer(self, size: int) -> CopyBuffer:
+        """A buffer of at least ``size`` bytes shared with the hypervisor, for grant_copy."""
+        result, fds = self.call_fds("copy_buffer", size=size)
+        try:
+            memory = mmap.mmap(fds[0], int(result["size"]))
+        except (OSError, IndexError) as e:
+            with contextlib.suppress(ControlError):
+                self.call("copy_buffer_free", buffer=result["buffer"])
+            raise ControlError("EIO", f"cannot map the buffer the hypervisor sent: {e}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return CopyBuffer(int(result["buffer"]), memory)
+
+    def grant_copy(self, domid: int, buffer: CopyBuffer, to_guest: bool,
+                   segments: list[tuple[int, int, int, int]]) -> list[int]:
+        """Copy (ref, offset, length, buffer_offset) segments between domain ``domid``'s
+        pages granted to domain 0 and ``buffer``; one GNTST status per segment."""
+        result = self.call("grant_copy", domid=domid, buffer=buffer.ident, to_guest=to_guest,
+                           segments=[list(s) for s in segments])
+        return [int(status) for status in result["status"]]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -145,3 +171,11 @@ class MappedPage:
         self.page.close()
         with contextlib.suppress(ControlError, OSError):
             self.client.call(f"{self.kind}_unmap", domid=self.domid, handle=self.handle)
+
+
+@dataclass(eq=False)
+class CopyBuffer:
+    """A grant_copy buffer: ``memory`` is this process's mapping of it."""
+
+    ident: int
+    memory: mmap.mmap

@@ -26,6 +26,7 @@ from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.protocol import ControlError
+from pyxen.control.vbd import Disk, disk_from_dict
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 POOL0 = "Pool-0"
 
 ENDED_KEPT = 256
+MAX_DISKS = 64
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
 SHUTDOWN_LETTERS = "-rscwS"  # xl list's letter per shutdown reason
 
@@ -61,6 +63,7 @@ class DomainRequest:
     pool: str | None = None  # the cpupool (None: Pool-0)
     # Per-vCPU hard affinity over ``cpus`` (dom0less xen,vcpu nodes): (vcpu, CPUs).
     vcpu_hard: tuple[tuple[int, frozenset[int]], ...] = ()
+    disks: tuple[Disk, ...] = ()  # xl.cfg disk=: written to xenstore before INTRODUCE
 
     def action_for(self, reason: int) -> str:
         actions: dict[int, str] = {
@@ -142,6 +145,13 @@ class DomainManager:
                                          "choose another name")
 
     def create(self, request: DomainRequest, paused: bool = False) -> Domain:
+        if request.disks and self.xenstore is None:
+            raise ControlError("EINVAL", "disk= needs xenstored and blkback, which run with "
+                                         "the daemon: start pyxen hypervisor --daemon")
+        for disk in request.disks:
+            if not os.path.exists(disk.target):
+                raise ControlError("ENOENT", f"disk {disk.vdev}: target {disk.target} does "
+                                             "not exist")
         with self._lock:
             self._check_name(request.spec.name)
             self._check_memory(request.spec.memory_mib)
@@ -466,6 +476,14 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     pool = args.get("pool")
     if pool is not None and (not isinstance(pool, str) or not pool):
         raise ControlError("EINVAL", "config field 'pool' must be a cpupool name")
+    disks = args.get("disks") or []
+    if not isinstance(disks, list) or len(disks) > MAX_DISKS:
+        raise ControlError("EINVAL", f"config field 'disks' must be a list of at most "
+                                     f"{MAX_DISKS} disks")
+    parsed = tuple(disk_from_dict(d) for d in disks)
+    if len({d.devid for d in parsed}) != len(parsed):
+        raise ControlError("EINVAL", "two disks have the same virtual device")
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
                          action("on_crash", "destroy"), action("on_watchdog", "destroy"),
-                         cpu_set("cpus"), cpu_set("cpus_soft"), sched_params, pool)
+                         cpu_set("cpus"), cpu_set("cpus_soft"), sched_params, pool,
+                         disks=parsed)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 SERVICE_FRAMES = (HvmParam.CONSOLE_PFN, HvmParam.STORE_PFN)
 
 
-def _guest_domain(server: ControlServer, args: dict[str, Any]) -> Domain:
+def guest_domain(server: ControlServer, args: dict[str, Any]) -> Domain:
     value = args.get("domid")
     if (not isinstance(value, int) or isinstance(value, bool)
             or not 0 < value < DOMID_FIRST_RESERVED):
@@ -70,7 +70,7 @@ def grant_map(server: ControlServer, session: Session, args: dict[str, Any]) -> 
     if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref < 1 << 32:
         raise ControlError("EINVAL", "'ref' must be a grant reference")
     readonly = _readonly(args)
-    domain = _guest_domain(server, args)
+    domain = guest_domain(server, args)
     _room(session)
     try:
         grant = map_grant(domain, ref, 0, readonly)
@@ -90,7 +90,7 @@ def foreign_map(server: ControlServer, session: Session, args: dict[str, Any]) -
     if not isinstance(gfn, int) or isinstance(gfn, bool) or gfn < 0:
         raise ControlError("EINVAL", "'gfn' must be a guest frame number")
     readonly = _readonly(args)
-    domain = _guest_domain(server, args)
+    domain = guest_domain(server, args)
     if session.role is Role.SERVICE and gfn not in {domain.params[p] for p in SERVICE_FRAMES}:
         raise ControlError("EPERM", f"a service may map only a domain's console and "
                                     f"xenstore frames, not frame {gfn:#x}")

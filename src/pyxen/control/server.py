@@ -25,8 +25,8 @@ Every connection has a ``Role``, fixed when it starts:
   inherits (``PYXEN_CONTROL_FD``, which ``ControlClient.connect`` uses).
   Nothing else can obtain one, so the role needs no token or check.  A
   service may run only ``SERVICE_OPS`` -- find domains, read HVM params,
-  bind event channels, map the pages granted to domain 0 and its rings'
-  frames -- and never create, destroy, rename, pause, shut down or
+  bind event channels, map (or grant_copy) the pages granted to domain 0
+  and map its rings' frames -- and never create, destroy, rename, pause, shut down or
   reconfigure a domain (EPERM).
 
 The services run as root today, so a service that went rogue could still
@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.abi.xen import DOMID_FIRST_RESERVED
-from pyxen.control import argo_ops, page_ops
+from pyxen.control import argo_ops, block_ops, grant_copy_ops, page_ops
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import (
     MAX_MESSAGE,
@@ -510,7 +510,7 @@ OPS: dict[str, Handler] = {
     "grant_map": page_ops.grant_map, "grant_unmap": page_ops.grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
     "cpupool": _cpupool,
-    **argo_ops.OPS,
+    **argo_ops.OPS, **grant_copy_ops.OPS, **block_ops.OPS,
 }
 
 # What a service connection may do: look domains up, read HVM params, serve
@@ -518,6 +518,7 @@ OPS: dict[str, Handler] = {
 SERVICE_OPS = frozenset({
     "hello", "list", "lookup", "param", "evtchn_bind", "evtchn_notify", "evtchn_unbind",
     "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
+    "copy_buffer", "copy_buffer_free", "grant_copy",
 })
 
 
@@ -647,6 +648,7 @@ class ControlServer:
         except Exception:
             self.hv.console.log(f"control: pyxen bug releasing Argo rings:\n"
                                 f"{traceback.format_exc()}")
+        grant_copy_ops.release(session)
 
     def handle(self, request: dict[str, Any], session: Session | None = None
                ) -> tuple[dict[str, Any], list[int]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from pyxen.control.argo_ops import ArgoSession
+    from pyxen.control.grant_copy_ops import CopyBuffers
     from pyxen.hv.domain import Domain
     from pyxen.hv.grant_table import GrantMapping
     from pyxen.hv.page_export import PageExport
@@ -72,6 +73,7 @@ class Session:
     next_handle: int = 1
     received_fds: list[int] = field(default_factory=list)  # those of the current request
     argo: ArgoSession | None = None  # domain 0's Argo rings, events, transmit buffer
+    copy_buffers: CopyBuffers | None = None  # grant_copy's buffers
 
     def add_mapping(self, mapping: PageMapping) -> int:
         handle = self.next_handle

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.hvm import HvmParam
 from pyxen.abi.xs_wire import XsdSockmsgType as T
+from pyxen.control import vbd
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient, XenstoreError
 
@@ -107,6 +108,7 @@ class XenstoreSync:
                     if client.is_introduced(domid):
                         client.release(domid)
                     client.rm(f"/local/domain/{domid}")
+                    vbd.remove_all(client, domid)
                     self.introduced.discard(domid)
             except Exception as e:  # a bad round must not end the loop: log, retry later
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
@@ -168,7 +170,17 @@ class XenstoreSync:
             client.write(f"{base}/control/{key}", "")
             client.set_perms(f"{base}/control/{key}", [f"n{domid}"])
         client.write(f"/vm/{domain.handle.hex()}/name", domain.name)
+        vbd.remove_all(client, domid)  # a domain id's earlier life
+        for disk in self.manager.get(domid).request.disks:
+            vbd.add(client, domid, disk)
         client.introduce(domid, params[HvmParam.STORE_PFN], params[HvmParam.STORE_EVTCHN])
+
+    def connect(self) -> XenstoreClient:
+        """A connection of one's own (for operations that wait, like block-detach)."""
+        client = self._client()
+        if client is None:
+            raise ControlError("EAGAIN", "xenstored is not running (yet): try again")
+        return client
 
     def set_target(self, domid: int, kib: int) -> bool:
         """Write memory/target (what a balloon driver follows); False if xenstored is away."""

@@ -520,7 +520,7 @@ def config_request(config: Any) -> dict[str, Any]:
         "cpus": list(config.cpus) if config.cpus else None,
         "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
         "cpu_weight": config.cpu_weight, "cap": config.cap, "pool": config.pool,
-        "seclabel": config.seclabel,
+        "seclabel": config.seclabel, "disks": list(config.disks),
     }
 
 

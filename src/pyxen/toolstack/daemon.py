@@ -167,7 +167,8 @@ class ControlPlane:
         if options.dom0 is not None:
             hv.console.log(options.dom0.describe())
 
-    def start_services(self, names: tuple[str, ...] = ("xenstored", "consoled")) -> None:
+    def start_services(self, names: tuple[str, ...] = ("xenstored", "consoled", "blkback")
+                       ) -> None:
         """Start the service processes (and, with xenstored, the xenstore sync)."""
         self.services = [ServiceSupervisor(name, f"pyxen.services.{name}", self.paths,
                                            self.err, self.hv.console.log,

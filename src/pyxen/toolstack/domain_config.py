@@ -49,8 +49,14 @@ Numbers may be written unquoted or quoted (xl reads both with ``strtol``, so
 (``name = 42`` is ``"42"``).  Where xl only warns and ignores a list given
 for a single value, pyxen refuses it.
 
+``disk``
+    A list of xl disk specifications (``['format=raw, vdev=xvda,
+    access=rw, target=disk.img']``, xl-disk-configuration(5)); each is
+    served by blkback (toolstack/disks.py says what it accepts).  A
+    relative target is taken from the current directory, as xl does.
+
 Other keys are not errors: xl.cfg keys pyxen does not implement yet
-(``disk``, ``vif``, ...) are listed in :attr:`DomainConfig.ignored_keys`,
+(``vif``, ``vfb``, ...) are listed in :attr:`DomainConfig.ignored_keys`,
 keys xl does not know either in :attr:`DomainConfig.unknown_keys`, so the
 CLI can warn about each.
 """
@@ -60,10 +66,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
+from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
+from pyxen.toolstack.disks import served_disk
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
 __all__ = [
@@ -104,7 +113,7 @@ IMPLEMENTED_KEYS = frozenset(
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
-        "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel",
+        "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel", "disk",
     }
 )  # fmt: skip
 
@@ -115,7 +124,7 @@ _UNIMPLEMENTED_XL_KEYS = frozenset(
     on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
     uuid init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
-    vmtrace_buf_kb vpmu disk vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
+    vmtrace_buf_kb vpmu vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
     usbdev pci pci_permissive pci_msitranslate pci_seize pci_power_mgmt rdm
     rdm_mem_boundary dtdev ioports iomem irqs dm_restrict
     device_model_user bootloader bootloader_args e820_host hap oos shadow_memory bios
@@ -164,6 +173,7 @@ class DomainConfig:
     cap: int | None = None  # percent of one pCPU (credit, credit2); 0 = none
     pool: str | None = None  # the cpupool (None: Pool-0)
     seclabel: str = DEFAULT_DOMU_LABEL
+    disks: tuple[dict[str, Any], ...] = ()  # disk=: control-request disk objects
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -258,11 +268,32 @@ class _Builder:
             cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
             pool=self.string("pool"),
             seclabel=self.seclabel(),
+            disks=self.disks(),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
             warnings=tuple(self.warnings),
         )
+
+    def disks(self) -> tuple[dict[str, Any], ...]:
+        if "disk" not in self.cfg:
+            return ()
+        value = self.cfg["disk"]
+        if not isinstance(value, list):
+            raise self.fail("disk", "disk must be a list: disk = ['DISKSPEC', ...]")
+        out: list[dict[str, Any]] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail("disk", f"disk entry {i + 1} must be a string (a disk spec)")
+            try:
+                disk = served_disk(parse_disk_spec(item))
+            except DiskSpecError as e:
+                raise self.fail("disk", f"disk entry {i + 1}: {e}") from None
+            if any(d["devid"] == disk["devid"] for d in out):
+                raise self.fail("disk", f"disk entry {i + 1}: vdev {disk['vdev']} is used "
+                                        "twice")
+            out.append(disk)
+        return tuple(out)
 
     def seclabel(self) -> str:
         label = self.string("seclabel")

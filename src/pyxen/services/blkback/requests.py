@@ -122,6 +122,19 @@ class PageAccess(Protocol):
         ...
 
 
+class Image(Protocol):
+    """What a request needs of a disk: sizes in 512-byte sectors, byte I/O."""
+
+    read_only: bool
+    sectors: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+    def write(self, offset: int, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def discard(self, offset: int, length: int) -> None: ...
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Segment:
     gref: int
@@ -326,7 +339,7 @@ _WRITES = (BlkifOp.WRITE, BlkifOp.WRITE_BARRIER, BlkifOp.FLUSH_DISKCACHE)
 class Backend:
     """One disk served to one frontend: slot in, response slot out."""
 
-    def __init__(self, disk: DiskImage, pages: PageAccess, abi: Abi, *,
+    def __init__(self, disk: Image, pages: PageAccess, abi: Abi, *,
                  discard: bool = True,
                  max_indirect_segments: int = MAX_INDIRECT_SEGMENTS) -> None:
         self.disk = disk

@@ -1,0 +1,5 @@
+import sys
+
+from pyxen.services.blkback.service import main
+
+sys.exit(main())
