@@ -35,6 +35,10 @@ Design:
   system cannot punch holes.  A read-only disk answers every operation but
   READ with BLKIF_RSP_ERROR.  An ``OSError`` from the image is
   BLKIF_RSP_ERROR, never a crash.
+* :class:`Image` is what a :class:`Backend` executes requests on (a raw
+  file is a :class:`DiskImage`).  Every image gives the same guarantees:
+  a completed write is visible to every later read, a completed flush made
+  every completed write durable, a discarded range reads as zeroes.
 * :class:`PageAccess` is how guest pages are reached by grant reference:
   batched copies in and out (one batch per request, so the real
   implementation, over the hypervisor's control socket, pays one round
@@ -247,6 +251,46 @@ def decode(abi: Abi, slot: bytes, disk_sectors: int, pages: PageAccess, *,
 
 # --- the disk image ------------------------------------------------------------
 
+
+class Image(Protocol):
+    """A disk a :class:`Backend` serves: ``sectors`` 512-byte sectors.
+
+    Offsets and lengths are in bytes and lie on the disk (:func:`decode`
+    checks them before anything reaches the image).  Every method raises
+    ``OSError`` on failure; the Backend turns that into BLKIF_RSP_ERROR.
+    """
+
+    @property
+    def read_only(self) -> bool:
+        """Writes, flushes and discards are refused (the Backend refuses them first)."""
+        ...
+
+    @property
+    def sectors(self) -> int:
+        """The disk's length in 512-byte sectors."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes from ``offset``."""
+        ...
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Store ``data`` at ``offset`` (durable once a later flush completes)."""
+        ...
+
+    def flush(self) -> None:
+        """Make every write completed so far durable."""
+        ...
+
+    def discard(self, offset: int, length: int) -> None:
+        """Deallocate where possible; the range then reads as zeroes."""
+        ...
+
+    def close(self) -> None:
+        """Release the image (idempotent)."""
+        ...
+
+
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -326,7 +370,7 @@ _WRITES = (BlkifOp.WRITE, BlkifOp.WRITE_BARRIER, BlkifOp.FLUSH_DISKCACHE)
 class Backend:
     """One disk served to one frontend: slot in, response slot out."""
 
-    def __init__(self, disk: DiskImage, pages: PageAccess, abi: Abi, *,
+    def __init__(self, disk: Image, pages: PageAccess, abi: Abi, *,
                  discard: bool = True,
                  max_indirect_segments: int = MAX_INDIRECT_SEGMENTS) -> None:
         self.disk = disk
