@@ -35,8 +35,11 @@ Design:
   system cannot punch holes.  A read-only disk answers every operation but
   READ with BLKIF_RSP_ERROR.  An ``OSError`` from the image is
   BLKIF_RSP_ERROR, never a crash.
-* :class:`Image` is what a :class:`Backend` executes requests on (a raw
-  file is a :class:`DiskImage`).  Every image gives the same guarantees:
+* :class:`Image` is what a :class:`Backend` executes requests on: a raw
+  file (:class:`DiskImage`) or any qemu format served by qemu-nbd
+  (:class:`pyxen.services.blkback.nbd.NbdImage`); :func:`open_image`
+  picks one from the disk's xl ``format`` (raw or qcow2; the others xl
+  names are refused).  Every image gives the same guarantees:
   a completed write is visible to every later read, a completed flush made
   every completed write durable, a discarded range reads as zeroes.
 * :class:`PageAccess` is how guest pages are reached by grant reference:
@@ -78,6 +81,7 @@ from pyxen.abi.blkif import (
     compat_blkif_response,
     compat_blkif_sring_entry,
 )
+from pyxen.services.blkback.nbd import open_nbd_image
 
 # What pyxen advertises in feature-max-indirect-segments (Linux's default).
 MAX_INDIRECT_SEGMENTS = 256
@@ -360,6 +364,21 @@ class DiskImage:
             chunk = min(len(zeroes), length - done)
             self.write(offset + done, zeroes[:chunk])
             done += chunk
+
+
+IMAGE_FORMATS = ("raw", "qcow2")  # the xl disk formats pyxen serves
+
+
+def open_image(path: str | os.PathLike[str], format: str = "raw", *,
+               read_only: bool = False) -> Image:
+    """The disk ``path`` in xl's ``format``: raw is a :class:`DiskImage`, qcow2
+    an :class:`~pyxen.services.blkback.nbd.NbdImage` on a new qemu-nbd."""
+    if format == "raw":
+        return DiskImage(path, read_only=read_only)
+    if format == "qcow2":
+        return open_nbd_image(path, "qcow2", read_only=read_only)
+    raise ValueError(f"disk format {format!r} is not supported: pyxen serves "
+                     f"{' and '.join(IMAGE_FORMATS)} images")
 
 
 # --- execution ------------------------------------------------------------------
