@@ -336,7 +336,7 @@ class NbdClient:
                 if isinstance(e, TimeoutError):
                     e = NbdError(f"no reply from the NBD server to {_CMD_NAMES[cmd]}",
                                  errno.ETIMEDOUT)
-                self._break(str(e))
+                self._break(e.strerror or str(e))
                 raise e from None
         if error:
             err = NBD_ERRNO.get(error, errno.EINVAL)  # unknown values count as EINVAL
@@ -509,7 +509,8 @@ class QemuNbd:
         Polls: the socket file appears at bind and refuses until listen;
         between attempts it waits on the process, so an early exit (a bad
         image, a lock held elsewhere) is reported at once, with qemu-nbd's
-        message.
+        message.  qemu-nbd listens *before* it opens the image, so a
+        handshake that fails while the process exits is that exit too.
         """
         deadline = time.monotonic() + start_timeout
         while True:
@@ -523,7 +524,17 @@ class QemuNbd:
                 sock.close()
                 raise
             else:
-                return NbdClient(sock)
+                try:
+                    return NbdClient(sock)
+                except OSError as e:
+                    # qemu-nbd listens before it opens the image: a failed
+                    # open resets the connection.  Say what qemu-nbd said.
+                    grace = max(0.0, min(5.0, deadline - time.monotonic()))
+                    try:
+                        code = self.process.wait(grace)
+                    except subprocess.TimeoutExpired:
+                        raise e from None
+                    raise self._failed(f"exited with status {code}") from e
             status = self.process.poll()
             if status is not None:
                 raise self._failed(f"exited with status {status}")
