@@ -250,6 +250,32 @@ def test_bad_replies_break_the_connection(fault: str) -> None:
     server.finish()
 
 
+def test_bad_arguments_keep_and_interruptions_break_the_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def script(s: socket.socket) -> None:
+        handshake(s)
+        handle = request(s)[2]
+        reply(s, handle, data=b"ok")
+        request(s)  # the interrupted read (a reply to it would never be read)
+
+    server = FakeServer(script)
+    client = NbdClient(server.client_end)
+    with pytest.raises(struct.error):
+        client.read(-1, 2)  # nothing sent
+    assert client.broken is None
+    assert client.read(0, 2) == b"ok"
+
+    def interrupted(sock: socket.socket, length: int) -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nbd, "_recv_exact", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.read(0, 2)
+    assert client.broken == "KeyboardInterrupt"  # the unread reply would desynchronise it
+    client.close()
+    server.finish()
+
+
 def test_refused_export() -> None:
     server = FakeServer(lambda s: handshake(s, refuse=nbd.REP_ERR | 6))
     with pytest.raises(NbdError, match="no such export: no export named nope") as e:

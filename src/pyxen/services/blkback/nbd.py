@@ -317,10 +317,11 @@ class NbdClient:
         """Send one request and read its simple reply; the read's data, else b""."""
         with self._lock:
             sock = self._live()
-            self._handle = (self._handle + 1) & (1 << 64) - 1
-            handle = self._handle
-            try:
-                sock.sendall(_REQUEST.pack(REQUEST_MAGIC, flags, cmd, handle, offset, length))
+            handle = (self._handle + 1) & (1 << 64) - 1
+            header = _REQUEST.pack(REQUEST_MAGIC, flags, cmd, handle, offset, length)
+            self._handle = handle
+            try:  # from here on, any failure leaves the stream's position unknown
+                sock.sendall(header)
                 if data is not None:
                     sock.sendall(data)
                 magic, error, got = _REPLY.unpack(_recv_exact(sock, _REPLY.size))
@@ -332,12 +333,14 @@ class NbdClient:
                     raise NbdError(f"reply for handle {got:#x}, expected {handle:#x}")
                 if error == 0 and cmd == CMD_READ:
                     return _recv_exact(sock, length)
-            except OSError as e:
-                if isinstance(e, TimeoutError):
-                    e = NbdError(f"no reply from the NBD server to {_CMD_NAMES[cmd]}",
-                                 errno.ETIMEDOUT)
-                self._break(e.strerror or str(e))
-                raise e from None
+            except TimeoutError:
+                why = f"no reply from the NBD server to {_CMD_NAMES[cmd]}"
+                self._break(why)
+                raise NbdError(why, errno.ETIMEDOUT) from None
+            except BaseException as e:  # also KeyboardInterrupt mid-reply
+                self._break((e.strerror if isinstance(e, OSError) else None)
+                            or str(e) or type(e).__name__)
+                raise
         if error:
             err = NBD_ERRNO.get(error, errno.EINVAL)  # unknown values count as EINVAL
             raise OSError(err, f"NBD {_CMD_NAMES[cmd]} of {length} bytes at {offset}: "
