@@ -25,14 +25,16 @@ Design:
   operation frontends match responses against).
 * :class:`Backend` executes requests one at a time, in ring order, so every
   request completes before the next starts; a barrier therefore finds the
-  preceding writes drained, and its ``fsync`` makes them durable.  READ:
-  one ``pread`` of the whole range, then the pieces are copied into the
+  preceding writes drained, and its flush makes them durable.  READ:
+  one image read of the whole range, then the pieces are copied into the
   guest's pages.  WRITE: every segment is copied from the guest first (a
   bad grant fails the request before the image is touched), then one
-  ``pwrite``.  WRITE_BARRIER: its data is written, then ``fsync``.
-  FLUSH_DISKCACHE: its data (if any) is written, then ``fsync``.  DISCARD:
-  ``fallocate(PUNCH_HOLE | KEEP_SIZE)``, or zeroes written where the file
-  system cannot punch holes.  A read-only disk answers every operation but
+  image write.  WRITE_BARRIER: its data is written, then the image is
+  flushed.  FLUSH_DISKCACHE: its data (if any) is written, then the image
+  is flushed.  DISCARD: the image's discard.  For a raw :class:`DiskImage`
+  these are ``pread``, ``pwrite``, ``fsync`` and
+  ``fallocate(PUNCH_HOLE | KEEP_SIZE)`` (or zeroes written where the file
+  system cannot punch holes).  A read-only disk answers every operation but
   READ with BLKIF_RSP_ERROR.  An ``OSError`` from the image is
   BLKIF_RSP_ERROR, never a crash.
 * :class:`Image` is what a :class:`Backend` executes requests on: a raw
