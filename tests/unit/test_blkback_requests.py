@@ -6,30 +6,28 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pyxen.abi.blkif import (
-    BLKIF_SEGMENTS_PER_INDIRECT_PAGE,
-    BlkifOp,
-    BlkifRsp,
-    blkif_request,
-    blkif_request_discard,
-    blkif_request_indirect,
-    blkif_response,
-    compat_blkif_request,
-    compat_blkif_request_discard,
-    compat_blkif_request_indirect,
-    compat_blkif_response,
+from blkback_fakes import (
+    ID,
+    LAYOUTS,
+    FakePages,
+    discard,
+    indirect,
+    indirect_pages,
+    pattern,
+    response,
+    rw,
 )
+
+from pyxen.abi.blkif import BlkifOp, BlkifRsp
 from pyxen.services.blkback.requests import (
     MAX_INDIRECT_SEGMENTS,
     Abi,
     Backend,
     DiskImage,
-    GrantError,
     Rejected,
     Request,
     decode,
@@ -38,82 +36,6 @@ from pyxen.services.blkback.requests import (
 from pyxen.services.blkback.ring import PAGE_SIZE, BackRing, FrontRing
 
 SECTORS = 2048  # a 1 MiB disk
-ID = 0xDEADBEEF_CAFEF00D
-
-
-class FakePages:
-    """Granted pages by ref; ``read_only`` refs refuse copies into them."""
-
-    def __init__(self) -> None:
-        self.pages: dict[int, bytearray] = {}
-        self.read_only: set[int] = set()
-        self.calls = 0
-
-    def grant(self, gref: int, data: bytes = b"", *, read_only: bool = False) -> bytearray:
-        page = bytearray(data.ljust(PAGE_SIZE, b"\0"))
-        self.pages[gref] = page
-        if read_only:
-            self.read_only.add(gref)
-        return page
-
-    def _page(self, gref: int, offset: int, length: int) -> bytearray:
-        if gref not in self.pages:
-            raise GrantError(gref)
-        assert offset >= 0 and offset + length <= PAGE_SIZE
-        return self.pages[gref]
-
-    def copy_from_guest(self, chunks: Sequence[tuple[int, int, int]]) -> list[bytes]:
-        self.calls += 1
-        return [bytes(self._page(g, o, n)[o : o + n]) for g, o, n in chunks]
-
-    def copy_to_guest(self, chunks: Sequence[tuple[int, int, bytes]]) -> None:
-        self.calls += 1
-        for g, o, data in chunks:
-            page = self._page(g, o, len(data))
-            if g in self.read_only:
-                raise GrantError(g, "granted read-only")
-            page[o : o + len(data)] = data
-
-
-LAYOUTS = {
-    Abi.X86_64: (blkif_request, blkif_request_indirect, blkif_request_discard, blkif_response),
-    Abi.X86_32: (compat_blkif_request, compat_blkif_request_indirect,
-                 compat_blkif_request_discard, compat_blkif_response),
-}
-
-
-def rw(abi: Abi, op: int, sector: int, segs: Sequence[tuple[int, int, int]],
-       nr: int | None = None, req_id: int = ID) -> bytes:
-    req = LAYOUTS[abi][0]()
-    req.operation, req.id, req.sector_number, req.handle = op, req_id, sector, 0xCA00
-    req.nr_segments = len(segs) if nr is None else nr
-    for i, (g, f, last) in enumerate(segs):
-        req.seg[i].gref, req.seg[i].first_sect, req.seg[i].last_sect = g, f, last
-    return bytes(req)
-
-
-def indirect(abi: Abi, op: int, sector: int, nr: int, grefs: Sequence[int]) -> bytes:
-    req = LAYOUTS[abi][1]()
-    req.operation, req.indirect_op, req.nr_segments = BlkifOp.INDIRECT, op, nr
-    req.id, req.sector_number = ID, sector
-    for i, g in enumerate(grefs):
-        req.indirect_grefs[i] = g
-    return bytes(req)
-
-
-def discard(abi: Abi, sector: int, count: int) -> bytes:
-    req = LAYOUTS[abi][2]()
-    req.operation, req.id, req.sector_number, req.nr_sectors = BlkifOp.DISCARD, ID, sector, count
-    return bytes(req)
-
-
-def response(abi: Abi, raw: bytes) -> tuple[int, int, int]:
-    rsp = LAYOUTS[abi][3].from_buffer_copy(raw.ljust(ctypes.sizeof(LAYOUTS[abi][3]), b"\0"))
-    return int(rsp.id), int(rsp.operation), int(rsp.status)
-
-
-def pattern(seed: int, length: int) -> bytes:
-    return random.Random(seed).randbytes(length)
 
 
 @pytest.fixture
@@ -228,18 +150,6 @@ def test_discard_checks(disk: DiskImage, abi: Abi) -> None:
     assert response(abi, off.handle(discard(abi, 0, 1)))[2] == BlkifRsp.EOPNOTSUPP
 
 
-def _indirect_pages(pages: FakePages, segs: Sequence[tuple[int, int, int]],
-                    first_ref: int) -> list[int]:
-    refs: list[int] = []
-    for i in range(0, len(segs), BLKIF_SEGMENTS_PER_INDIRECT_PAGE):
-        blob = b"".join(g.to_bytes(4, "little") + bytes([f, last, 0, 0])
-                        for g, f, last in segs[i : i + BLKIF_SEGMENTS_PER_INDIRECT_PAGE])
-        ref = first_ref + len(refs)
-        pages.grant(ref, blob, read_only=True)
-        refs.append(ref)
-    return refs
-
-
 @pytest.mark.parametrize("nr", [1, 20, 600])
 def test_indirect_write_then_read(disk: DiskImage, image: Path, abi: Abi, nr: int) -> None:
     pages = FakePages()
@@ -252,7 +162,7 @@ def test_indirect_write_then_read(disk: DiskImage, image: Path, abi: Abi, nr: in
         page[s * 512 : (s + 1) * 512] = data[i * 512 : (i + 1) * 512]
         pages.grant(1000 + i, bytes(page))
         segs.append((1000 + i, s, s))
-    refs = _indirect_pages(pages, segs, 5000)
+    refs = indirect_pages(pages, segs, 5000)
     assert len(refs) == (2 if nr > 512 else 1)
     rsp = be.handle(indirect(abi, BlkifOp.WRITE, 10, nr, refs))
     assert response(abi, rsp) == (ID, BlkifOp.WRITE, BlkifRsp.OKAY)  # echoes indirect_op
@@ -261,7 +171,7 @@ def test_indirect_write_then_read(disk: DiskImage, image: Path, abi: Abi, nr: in
     read_segs = [(3000 + i, 0, 0) for i in range(nr)]
     for g, _, _ in read_segs:
         pages.grant(g)
-    refs = _indirect_pages(pages, read_segs, 6000)
+    refs = indirect_pages(pages, read_segs, 6000)
     rsp = be.handle(indirect(abi, BlkifOp.READ, 10, nr, refs))
     assert response(abi, rsp) == (ID, BlkifOp.READ, BlkifRsp.OKAY)
     assert b"".join(bytes(pages.pages[3000 + i][:512]) for i in range(nr)) == data
@@ -270,7 +180,7 @@ def test_indirect_write_then_read(disk: DiskImage, image: Path, abi: Abi, nr: in
 def test_indirect_bad_requests(disk: DiskImage, abi: Abi) -> None:
     pages = FakePages()
     be = backend(disk, pages, abi)
-    refs = _indirect_pages(pages, [(1, 0, 7)] * 4, 50)
+    refs = indirect_pages(pages, [(1, 0, 7)] * 4, 50)
     pages.grant(1)
     ok = be.handle(indirect(abi, BlkifOp.READ, 0, 4, refs))
     assert response(abi, ok)[2] == BlkifRsp.OKAY
@@ -280,10 +190,10 @@ def test_indirect_bad_requests(disk: DiskImage, abi: Abi) -> None:
                 indirect(abi, BlkifOp.READ, 0, 4, [999]),  # bad indirect page ref
                 indirect(abi, BlkifOp.READ, SECTORS - 8, 4, refs)):  # beyond the disk
         assert response(abi, be.handle(bad))[2] == BlkifRsp.ERROR
-    short = _indirect_pages(pages, [(1, 0, 7)] * 2, 60)  # 4 segments, a page listing 2
+    short = indirect_pages(pages, [(1, 0, 7)] * 2, 60)  # 4 segments, a page listing 2
     rsp = be.handle(indirect(abi, BlkifOp.READ, 0, 4, short))
     assert response(abi, rsp)[2] == BlkifRsp.ERROR  # the rest are gref 0, not granted
-    bad_seg = _indirect_pages(pages, [(1, 5, 4)], 70)
+    bad_seg = indirect_pages(pages, [(1, 5, 4)], 70)
     assert response(abi, be.handle(indirect(abi, BlkifOp.READ, 0, 1, bad_seg)))[2] \
         == BlkifRsp.ERROR
 
@@ -332,7 +242,7 @@ def test_read_only_disk_refuses_writes(image: Path, abi: Abi) -> None:
         for slot in (rw(abi, BlkifOp.WRITE, 0, [(1, 0, 7)]),
                      rw(abi, BlkifOp.WRITE_BARRIER, 0, [(1, 0, 7)]),
                      rw(abi, BlkifOp.FLUSH_DISKCACHE, 0, []),
-                     indirect(abi, BlkifOp.WRITE, 0, 1, _indirect_pages(pages, [(1, 0, 7)], 9))):
+                     indirect(abi, BlkifOp.WRITE, 0, 1, indirect_pages(pages, [(1, 0, 7)], 9))):
             assert response(abi, be.handle(slot))[2] == BlkifRsp.ERROR
         assert response(abi, be.handle(discard(abi, 0, 8)))[2] == BlkifRsp.EOPNOTSUPP
         pages.grant(3)

@@ -25,16 +25,25 @@ Design:
   operation frontends match responses against).
 * :class:`Backend` executes requests one at a time, in ring order, so every
   request completes before the next starts; a barrier therefore finds the
-  preceding writes drained, and its ``fsync`` makes them durable.  READ:
-  one ``pread`` of the whole range, then the pieces are copied into the
+  preceding writes drained, and its flush makes them durable.  READ:
+  one image read of the whole range, then the pieces are copied into the
   guest's pages.  WRITE: every segment is copied from the guest first (a
   bad grant fails the request before the image is touched), then one
-  ``pwrite``.  WRITE_BARRIER: its data is written, then ``fsync``.
-  FLUSH_DISKCACHE: its data (if any) is written, then ``fsync``.  DISCARD:
-  ``fallocate(PUNCH_HOLE | KEEP_SIZE)``, or zeroes written where the file
-  system cannot punch holes.  A read-only disk answers every operation but
+  image write.  WRITE_BARRIER: its data is written, then the image is
+  flushed.  FLUSH_DISKCACHE: its data (if any) is written, then the image
+  is flushed.  DISCARD: the image's discard.  For a raw :class:`DiskImage`
+  these are ``pread``, ``pwrite``, ``fsync`` and
+  ``fallocate(PUNCH_HOLE | KEEP_SIZE)`` (or zeroes written where the file
+  system cannot punch holes).  A read-only disk answers every operation but
   READ with BLKIF_RSP_ERROR.  An ``OSError`` from the image is
   BLKIF_RSP_ERROR, never a crash.
+* :class:`Image` is what a :class:`Backend` executes requests on: a raw
+  file (:class:`DiskImage`) or any qemu format served by qemu-nbd
+  (:class:`pyxen.services.blkback.nbd.NbdImage`); :func:`open_image`
+  picks one from the disk's xl ``format`` (raw or qcow2; the others xl
+  names are refused).  Every image gives the same guarantees:
+  a completed write is visible to every later read, a completed flush made
+  every completed write durable, a discarded range reads as zeroes.
 * :class:`PageAccess` is how guest pages are reached by grant reference:
   batched copies in and out (one batch per request, so the real
   implementation, over the hypervisor's control socket, pays one round
@@ -74,6 +83,7 @@ from pyxen.abi.blkif import (
     compat_blkif_response,
     compat_blkif_sring_entry,
 )
+from pyxen.services.blkback.nbd import open_nbd_image
 
 # What pyxen advertises in feature-max-indirect-segments (Linux's default).
 MAX_INDIRECT_SEGMENTS = 256
@@ -260,6 +270,46 @@ def decode(abi: Abi, slot: bytes, disk_sectors: int, pages: PageAccess, *,
 
 # --- the disk image ------------------------------------------------------------
 
+
+class Image(Protocol):
+    """A disk a :class:`Backend` serves: ``sectors`` 512-byte sectors.
+
+    Offsets and lengths are in bytes and lie on the disk (:func:`decode`
+    checks them before anything reaches the image).  Every method raises
+    ``OSError`` on failure; the Backend turns that into BLKIF_RSP_ERROR.
+    """
+
+    @property
+    def read_only(self) -> bool:
+        """Writes, flushes and discards are refused (the Backend refuses them first)."""
+        ...
+
+    @property
+    def sectors(self) -> int:
+        """The disk's length in 512-byte sectors."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes from ``offset``."""
+        ...
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Store ``data`` at ``offset`` (durable once a later flush completes)."""
+        ...
+
+    def flush(self) -> None:
+        """Make every write completed so far durable."""
+        ...
+
+    def discard(self, offset: int, length: int) -> None:
+        """Deallocate where possible; the range then reads as zeroes."""
+        ...
+
+    def close(self) -> None:
+        """Release the image (idempotent)."""
+        ...
+
+
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -329,6 +379,21 @@ class DiskImage:
             chunk = min(len(zeroes), length - done)
             self.write(offset + done, zeroes[:chunk])
             done += chunk
+
+
+IMAGE_FORMATS = ("raw", "qcow2")  # the xl disk formats pyxen serves
+
+
+def open_image(path: str | os.PathLike[str], format: str = "raw", *,
+               read_only: bool = False) -> Image:
+    """The disk ``path`` in xl's ``format``: raw is a :class:`DiskImage`, qcow2
+    an :class:`~pyxen.services.blkback.nbd.NbdImage` on a new qemu-nbd."""
+    if format == "raw":
+        return DiskImage(path, read_only=read_only)
+    if format == "qcow2":
+        return open_nbd_image(path, "qcow2", read_only=read_only)
+    raise ValueError(f"disk format {format!r} is not supported: pyxen serves "
+                     f"{' and '.join(IMAGE_FORMATS)} images")
 
 
 # --- execution ------------------------------------------------------------------
