@@ -83,6 +83,7 @@ from pyxen.abi.blkif import (
     compat_blkif_response,
     compat_blkif_sring_entry,
 )
+from pyxen.control.vbd import FORMATS as IMAGE_FORMATS
 from pyxen.services.blkback.nbd import open_nbd_image
 
 # What pyxen advertises in feature-max-indirect-segments (Linux's default).
@@ -130,19 +131,6 @@ class PageAccess(Protocol):
     def copy_to_guest(self, chunks: Sequence[tuple[int, int, bytes]]) -> None:
         """Store each (gref, offset, data); GrantError if any ref is bad or read-only."""
         ...
-
-
-class Image(Protocol):
-    """What a request needs of a disk: sizes in 512-byte sectors, byte I/O."""
-
-    read_only: bool
-    sectors: int
-
-    def read(self, offset: int, length: int) -> bytes: ...
-    def write(self, offset: int, data: bytes) -> None: ...
-    def flush(self) -> None: ...
-    def discard(self, offset: int, length: int) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -381,7 +369,6 @@ class DiskImage:
             done += chunk
 
 
-IMAGE_FORMATS = ("raw", "qcow2")  # the xl disk formats pyxen serves
 
 
 def open_image(path: str | os.PathLike[str], format: str = "raw", *,

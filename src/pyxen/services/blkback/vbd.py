@@ -61,9 +61,14 @@ from pyxen.abi.xenbus import XenbusState as S
 from pyxen.control.client import ControlClient, MappedPage
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient
-from pyxen.services.blkback.images import ImageError, open_image
 from pyxen.services.blkback.pages import GrantCopyPages
-from pyxen.services.blkback.requests import MAX_INDIRECT_SEGMENTS, Abi, Backend, Image
+from pyxen.services.blkback.requests import (
+    MAX_INDIRECT_SEGMENTS,
+    Abi,
+    Backend,
+    Image,
+    open_image,
+)
 from pyxen.services.blkback.ring import BackRing, RingError
 
 MAX_RING_PAGE_ORDER = 4  # 16 pages: 512 slots of the 64-bit ABI
@@ -176,10 +181,18 @@ class Vbd:
         fmt, sep, path = params.partition(":")
         if not sep:
             fmt, path = "raw", params
+        read_only = self._be("mode") != "w"
+        if not path.startswith("/"):
+            self._fail(f"params {params!r} names no absolute image path")
+            return False
         try:
-            self.image = open_image(path, fmt, read_only=self._be("mode") != "w")
-        except ImageError as e:
+            self.image = open_image(path, fmt, read_only=read_only)
+        except ValueError as e:
             self._fail(str(e))
+            return False
+        except OSError as e:
+            self._fail(f"{path}: cannot open it {'read-only' if read_only else 'read-write'}: "
+                       f"{e.strerror or e}")
             return False
         with contextlib.suppress(Exception):
             self.xs.rm(f"{self.path}/error")
