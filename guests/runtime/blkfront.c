@@ -430,7 +430,7 @@ static int handle_response(struct blkfront *bf, const struct blkif_response *r)
     int i = id_to_shadow(bf, r->id);
     if (i < 0) {
         bf->stats.bogus_ids++;
-        say(bf, "response with unknown id %#lx (op %u status %d) dropped",
+        say(bf, "response with unknown id 0x%lx (op %u status %d) dropped",
             (unsigned long)r->id, r->operation, r->status);
         return 0;
     }
@@ -586,7 +586,8 @@ static long build_indirect(struct blkfront *bf, struct blkfront_shadow *sh,
                            struct blkfront_io *io, unsigned int segs, int ro)
 {
     struct blkif_request_indirect *ind = &sh->req.indirect;
-    unsigned int npages = (segs + BLKIF_SEGS_PER_INDIRECT_FRAME - 1) / BLKIF_SEGS_PER_INDIRECT_FRAME;
+    unsigned int npages =
+        (segs + BLKIF_SEGS_PER_INDIRECT_FRAME - 1) / BLKIF_SEGS_PER_INDIRECT_FRAME;
     uintptr_t addr = (uintptr_t)io->buf;
     uint32_t left = io->nsect;
     long rc = 0;
@@ -1152,7 +1153,7 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
         xs_unwatch(watched, token);
     bf->connected = 1;
     say(bf, "vbd %s: backend %s (dom%u), ring %u page(s) %u slots, evtchn %u, "
-        "sectors=%lu sector-size=%u info=%#x flush=%d barrier=%d discard=%d indirect=%u",
+        "sectors=%lu sector-size=%u info=0x%x flush=%d barrier=%d discard=%d indirect=%u",
         bf->devid, bf->be, bf->backend_id, bf->nr_ring_pages, bf->ring_size, bf->evtchn,
         (unsigned long)bf->sectors, bf->sector_size, bf->info, bf->feature_flush,
         bf->feature_barrier, bf->feature_discard, bf->max_indirect);
