@@ -744,6 +744,8 @@ long blkfront_do(struct blkfront *bf, struct blkfront_io *io)
         return rc;
     while (!io->done) {
         rc = blkfront_wait(bf, deadline);
+        if (rc == 0 && !bf->inflight)
+            rc = -XEN_EPROTO;                /* cannot happen: its shadow is in flight */
         if (rc < 0) {
             abandon(bf, io);
             return rc;
