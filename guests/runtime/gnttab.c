@@ -9,6 +9,12 @@ unsigned int gnttab_version = 1;
 /* The shared frames are mapped over these pages (identity map: GFN = VA >> 12). */
 static uint8_t frames[GNTTAB_FRAMES][PAGE_SIZE] __aligned(PAGE_SIZE);
 static uint8_t status_frame[PAGE_SIZE] __aligned(PAGE_SIZE);
+static unsigned int mapped_frames;       /* what gnttab_init mapped */
+
+/* Allocator bitmap: bit set = ref handed out by gnttab_alloc_ref(). */
+#define GNTTAB_MAX_REFS (GNTTAB_FRAMES * (PAGE_SIZE / sizeof(struct grant_entry_v1)))
+static uint64_t ref_used[GNTTAB_MAX_REFS / 64];
+static unsigned int ref_hint;            /* word to start the next search at */
 
 static long add_to_physmap(uint64_t idx, uint64_t gfn)
 {
@@ -38,7 +44,60 @@ long gnttab_init(unsigned int nr)
     }
     gnttab_v1 = (volatile struct grant_entry_v1 *)frames;
     gnttab_v2 = (volatile union grant_entry_v2 *)frames;
+    if (nr > mapped_frames)
+        mapped_frames = nr;
     return 0;
+}
+
+unsigned int gnttab_nr_frames(void)
+{
+    return mapped_frames;
+}
+
+/* Refs the allocator may hand out: GNTTAB_ALLOC_FIRST up to the end of the
+ * mapped frames (512 v1 entries or 256 v2 entries per frame). */
+static unsigned int alloc_limit(void)
+{
+    unsigned int per = gnttab_version == 1 ? PAGE_SIZE / sizeof(struct grant_entry_v1)
+                                           : PAGE_SIZE / sizeof(union grant_entry_v2);
+    return mapped_frames * per;
+}
+
+long gnttab_alloc_ref(void)
+{
+    unsigned int limit = alloc_limit(), words = (limit + 63) / 64;
+    for (unsigned int n = 0; n < words; n++) {
+        unsigned int w = (ref_hint + n) % words;
+        uint64_t free = ~ref_used[w];
+        unsigned int lo = w * 64, hi = lo + 64;      /* refs [lo, hi) of this word */
+        if (hi <= GNTTAB_ALLOC_FIRST)                /* below: the programs' fixed refs */
+            continue;
+        if (lo < GNTTAB_ALLOC_FIRST)
+            free &= ~0ull << (GNTTAB_ALLOC_FIRST - lo);
+        if (hi > limit)
+            free &= (1ull << (limit - lo)) - 1;
+        if (!free)
+            continue;
+        unsigned int b = (unsigned int)__builtin_ctzll(free);
+        ref_used[w] |= 1ull << b;
+        ref_hint = w;
+        return (long)(w * 64 + b);
+    }
+    return -XEN_ENOSPC;
+}
+
+void gnttab_free_ref(grant_ref_t ref)
+{
+    if (ref < GNTTAB_MAX_REFS)
+        ref_used[ref / 64] &= ~(1ull << (ref % 64));
+}
+
+unsigned int gnttab_free_refs(void)
+{
+    unsigned int limit = alloc_limit(), n = 0;
+    for (unsigned int r = GNTTAB_ALLOC_FIRST; r < limit; r++)
+        n += !((ref_used[r / 64] >> (r % 64)) & 1);
+    return n;
 }
 
 long gnttab_set_version(uint32_t version, uint32_t *in_effect)

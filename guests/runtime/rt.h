@@ -446,6 +446,19 @@ extern unsigned int gnttab_version;                  /* what set_version left */
 long gnttab_init(unsigned int nr);
 /* The GFN the runtime mapped shared frame i at. */
 uint64_t gnttab_frame_gfn(unsigned int i);
+/* Shared frames mapped so far (the largest nr gnttab_init was given). */
+unsigned int gnttab_nr_frames(void);
+/*
+ * A grant reference allocator for drivers (blkfront): refs from
+ * GNTTAB_ALLOC_FIRST up to the end of the mapped frames; refs below it stay
+ * free for programs that pick fixed refs (the builder uses 0 and 1, the
+ * tests 8-63).  gnttab_alloc_ref() returns a ref or -ENOSPC; freeing does
+ * not revoke (gnttab_end_access first).  One caller at a time.
+ */
+#define GNTTAB_ALLOC_FIRST 64
+long gnttab_alloc_ref(void);
+void gnttab_free_ref(grant_ref_t ref);
+unsigned int gnttab_free_refs(void);
 /* GNTTABOP_set_version; on success maps status frame 0 for v2 (or forgets it
  * for v1).  Returns the hypercall's result; *in_effect gets the version field. */
 long gnttab_set_version(uint32_t version, uint32_t *in_effect);
