@@ -167,7 +167,11 @@ class Vbd:
                 self.stop()
                 self._set_state(S.Closing)
             elif self.link is None and fe in (S.Initialised, S.Connected):
-                self._connect(resume=True)  # a restarted blkback
+                # A restarted blkback: reopen the image, take the ring over.
+                if self.image is not None or self._open_image():
+                    self._connect(resume=True)
+                else:
+                    self._set_state(S.Closing)
         elif state == S.Closing:
             if fe in (S.Closed, S.Unknown):
                 self._set_state(S.Closed)
