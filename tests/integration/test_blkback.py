@@ -116,8 +116,9 @@ def test_killing_blkback_mid_io_loses_no_acknowledged_write(daemon: Daemon) -> N
                "n=256 gen=7")
     daemon.ok("create", str(cfg))
     for cue in (64, 160):
-        wait_for(lambda cue=cue: f"blkfill: {cue} written" in daemon.ok("dmesg"),  # type: ignore[misc]
-                 f"blkfill to write {cue} blocks", timeout=120)
+        line = f"blkfill: {cue} written"
+        wait_for(lambda: line in daemon.ok("dmesg"), f"blkfill to write {cue} blocks",
+                 timeout=120)
         os.kill(_blkback_pid(daemon), signal.SIGKILL)
         wait_for(lambda: len(daemon.service_pids("blkback")) == 1, "blkback to restart")
     wait_for(lambda: "kill" not in daemon.names(), "blkfill to finish", timeout=300)
@@ -134,7 +135,8 @@ def test_block_attach_list_and_detach(daemon: Daemon) -> None:
     rows = daemon.ok("block-list", "hotplug").splitlines()
     assert rows[0].split() == ["Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path"]
     assert rows[1].split()[0] == "51728"
-    assert rows[1].split()[-1] == f"/local/domain/0/backend/vbd/{daemon.ok('domid', 'hotplug').strip()}/51728"
+    domid = daemon.ok("domid", "hotplug").strip()
+    assert rows[1].split()[-1] == f"/local/domain/0/backend/vbd/{domid}/51728"
     again = daemon.pyxen("block-attach", "hotplug", f"{img},raw,xvdb")
     assert again.returncode == 1 and "already has a disk xvdb" in again.stderr
     missing = daemon.pyxen("block-attach", "hotplug", f"{daemon.base / 'none.img'},raw,xvdc")
