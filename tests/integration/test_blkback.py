@@ -14,7 +14,7 @@ import shutil
 import signal
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,14 +110,17 @@ def _pattern_ok(img: Path, blocks: int, gen: int) -> int:
     return bad
 
 
+def _in_dmesg(d: Daemon, text: str) -> Callable[[], bool]:
+    return lambda: text in d.ok("dmesg")
+
+
 def test_killing_blkback_mid_io_loses_no_acknowledged_write(daemon: Daemon) -> None:
     img = _raw(daemon, "kill")
     cfg = _cfg(daemon, "kill", "blkfill", [f"format=raw, vdev=xvda, target={img}"],
                "n=256 gen=7")
     daemon.ok("create", str(cfg))
     for cue in (64, 160):
-        line = f"blkfill: {cue} written"
-        wait_for(lambda: line in daemon.ok("dmesg"), f"blkfill to write {cue} blocks",
+        wait_for(_in_dmesg(daemon, f"blkfill: {cue} written"), f"blkfill at block {cue}",
                  timeout=120)
         os.kill(_blkback_pid(daemon), signal.SIGKILL)
         wait_for(lambda: len(daemon.service_pids("blkback")) == 1, "blkback to restart")
