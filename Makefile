@@ -27,6 +27,7 @@ bench: guests
 	$(PYTHON) bench/xenstore.py
 	$(PYTHON) bench/sched.py
 	$(PYTHON) bench/dom0less.py
+	$(PYTHON) bench/blkback.py
 
 clean:
 	$(MAKE) -C guests clean

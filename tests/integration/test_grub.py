@@ -6,7 +6,8 @@ then grant_table_op set_version(1) and setup_table.  Its PV console and
 disk drivers then talk to xenstore: GRUB writes its first request
 (XS_DIRECTORY "device/vbd") into the xenstore ring, notifies the store
 event channel and polls for the answer (SCHEDOP_yield) -- forever, while no
-xenstored serves the ring.  That is the furthest point today.
+xenstored serves the ring, as here.  Under the daemon it goes on to read its
+disk: test_grub_disk.py boots a kernel from one.
 
 ``test_grub_pvh_image_reaches_xenstore`` runs GRUB in this process, checks
 that it got there (and not stuck at a missing hypercall or crashed), and
