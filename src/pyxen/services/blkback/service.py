@@ -27,6 +27,7 @@ import select
 import signal
 import sys
 import time
+import traceback
 
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
@@ -103,6 +104,11 @@ class Blkback:
                 alive = vbd.update()
             except (ControlError, XenstoreError) as e:  # e.g. the domain went away
                 log(f"vbd {key[0]}/{key[1]}: {e}")
+                alive = key in present
+            except (OSError, ConnectionError):
+                raise  # xenstored is gone: run() connects again
+            except Exception:  # a pyxen bug: this device waits for its next change
+                log(f"vbd {key[0]}/{key[1]}: pyxen bug:\n{traceback.format_exc()}")
                 alive = key in present
             if not alive or key not in present:
                 vbd.close()

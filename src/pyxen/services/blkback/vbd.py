@@ -53,6 +53,7 @@ import contextlib
 import os
 import select
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -104,6 +105,7 @@ class Vbd:
         self.image: Image | None = None
         self.link: Link | None = None
         self.watched: str | None = None  # the frontend directory whose state is watched
+        self.image_failed = False  # its image would not open: closed until re-attached
         self.bad_requests = 0
         self.requests_served = 0
         self._thread: threading.Thread | None = None
@@ -146,6 +148,8 @@ class Vbd:
     def _step(self, state: S) -> None:
         fe = S.parse(self._fe("state"))
         online = self._be("online") != "0"
+        if self.link is not None and fe in (S.Closing, S.Closed, S.Unknown):
+            self.stop()  # the frontend is going: finish the request in hand, drop the ring
         if not online and fe != S.Connected:
             if state != S.Closed:
                 self.stop()
@@ -164,7 +168,6 @@ class Vbd:
                 self._connect()
         elif state == S.Connected:
             if fe in (S.Closing, S.Closed, S.Unknown):
-                self.stop()
                 self._set_state(S.Closing)
             elif self.link is None and fe in (S.Initialised, S.Connected):
                 # A restarted blkback: reopen the image, take the ring over.
@@ -175,7 +178,7 @@ class Vbd:
         elif state == S.Closing:
             if fe in (S.Closed, S.Unknown):
                 self._set_state(S.Closed)
-        elif state == S.Closed and fe == S.Initialising and online:
+        elif state == S.Closed and fe == S.Initialising and online and not self.image_failed:
             self.stop()
             self.close_image()
             self._set_state(S.Initialising)
@@ -188,16 +191,17 @@ class Vbd:
         read_only = self._be("mode") != "w"
         if not path.startswith("/"):
             self._fail(f"params {params!r} names no absolute image path")
+            self.image_failed = True
             return False
         try:
             self.image = open_image(path, fmt, read_only=read_only)
-        except ValueError as e:
-            self._fail(str(e))
+        except (ValueError, OSError) as e:
+            how = "read-only" if read_only else "read-write"
+            self._fail(str(e) if isinstance(e, ValueError)
+                       else f"{path}: cannot open it {how}: {e.strerror or e}")
+            self.image_failed = True
             return False
-        except OSError as e:
-            self._fail(f"{path}: cannot open it {'read-only' if read_only else 'read-write'}: "
-                       f"{e.strerror or e}")
-            return False
+        self.image_failed = False
         with contextlib.suppress(Exception):
             self.xs.rm(f"{self.path}/error")
         return True
@@ -335,6 +339,9 @@ class Vbd:
                      "no more requests are served")
         except (ControlError, OSError) as e:
             self.log(f"vbd {self.fe_domid}/{self.devid}: stopped serving: {e}")
+        except Exception:  # a pyxen bug: this device stops, the others go on
+            self.log(f"vbd {self.fe_domid}/{self.devid}: pyxen bug, stopped serving:\n"
+                     f"{traceback.format_exc()}")
 
     def _drain(self, link: Link) -> None:
         """Serve every request published, until the final check finds none."""
