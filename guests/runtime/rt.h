@@ -644,6 +644,7 @@ struct xs_iov {
 struct xs_stats {
     unsigned long requests, replies, timeouts, reconnects;
     unsigned long events, events_dropped, stray_replies;
+    unsigned long broken;           /* rsp rings found broken (reported, then reconnect) */
 };
 extern struct xs_stats xs_stats;
 extern volatile struct xenstore_domain_interface *xs_intf;   /* NULL before xs_init */

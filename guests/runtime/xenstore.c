@@ -188,6 +188,51 @@ static void deliver(void)
 }
 
 /*
+ * Diagnostics for a broken ring: the last pump steps (indices seen, bytes
+ * taken, reassembly state) and the state when it was declared broken are
+ * printed, so a CI log says which side broke the protocol.
+ */
+#define XS_TRACE 8
+static struct {
+    uint32_t cons, prod, n, got, type, len;
+} trace[XS_TRACE];
+static unsigned int trace_next;
+
+static void trace_step(uint32_t cons, uint32_t prod, uint32_t n)
+{
+    unsigned int i = trace_next++ % XS_TRACE;
+    trace[i].cons = cons;
+    trace[i].prod = prod;
+    trace[i].n = n;
+    trace[i].got = (uint32_t)rx.got;
+    trace[i].type = rx.got >= sizeof(rx.hdr) ? rx.hdr.type : ~0u;
+    trace[i].len = rx.got >= sizeof(rx.hdr) ? rx.hdr.len : ~0u;
+}
+
+static void report_broken(const char *why, uint32_t cons, uint32_t prod)
+{
+    volatile struct xenstore_domain_interface *intf = xs_intf;
+    xs_stats.broken++;
+    printf("xs: broken ring: %s: rsp cons=0x%x prod=0x%x (now cons=0x%x prod=0x%x) "
+           "req cons=0x%x prod=0x%x conn=%u; rx got=%lu hdr type=%u id=%u tx=%u len=0x%x; "
+           "awaiting id %u\n", why, cons, prod, intf->rsp_cons, intf->rsp_prod,
+           intf->req_cons, intf->req_prod, intf->connection, (unsigned long)rx.got,
+           rx.hdr.type, rx.hdr.req_id, rx.hdr.tx_id, rx.hdr.len, want.req_id);
+    for (unsigned int k = 0; k < XS_TRACE; k++) {
+        unsigned int i = (trace_next + k) % XS_TRACE;
+        if (trace_next + k < XS_TRACE)
+            continue;                                      /* not filled yet */
+        printf("xs:   step cons=0x%x prod=0x%x took=%u got=%u type=%d len=%d\n", trace[i].cons,
+               trace[i].prod, trace[i].n, trace[i].got, (int)trace[i].type, (int)trace[i].len);
+    }
+    char hex[3 * 32 + 1];
+    for (uint32_t i = 0; i < 32; i++)
+        snprintf(hex + 3 * i, 4, " %02x",
+                 (unsigned char)intf->rsp[MASK_XENSTORE_IDX(cons - 16 + i)]);
+    printf("xs:   rsp[cons-16 .. cons+16):%s\n", hex);
+}
+
+/*
  * Takes what the rsp ring holds, up to the end of the current message,
  * delivering each message completed.  0 when the ring is empty, -EPROTO
  * for broken indices or an oversized header (then reconnect).
@@ -199,8 +244,10 @@ static long pump(void)
         uint32_t cons = intf->rsp_cons, prod = intf->rsp_prod;
         __atomic_thread_fence(__ATOMIC_ACQUIRE);           /* indices before data */
         uint32_t avail = prod - cons;
-        if (avail > XENSTORE_RING_SIZE)
+        if (avail > XENSTORE_RING_SIZE) {
+            report_broken("rsp prod - cons > 1024", cons, prod);
             return -XEN_EPROTO;
+        }
         if (avail == 0)
             return 0;
         size_t need = rx.got < sizeof(rx.hdr) ? sizeof(rx.hdr) - rx.got
@@ -211,10 +258,12 @@ static long pump(void)
         for (size_t i = 0; i < n; i++)   /* byte by byte: handles the wrap */
             dst[i] = intf->rsp[MASK_XENSTORE_IDX(cons + (uint32_t)i)];
         rx.got += n;
+        trace_step(cons, prod, (uint32_t)n);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);           /* data read before the index */
         intf->rsp_cons = cons + (uint32_t)n;
         xs_notify();
         if (rx.got == sizeof(rx.hdr) && rx.hdr.len > XENSTORE_PAYLOAD_MAX) {
+            report_broken("header len over 4096", cons, prod);
             rx.got = 0;
             return -XEN_EPROTO;
         }
@@ -227,6 +276,22 @@ static long pump(void)
 
 /* ---- sending ---- */
 
+/* The req ring's indices looked broken: print them, and read them again at
+ * once and a little later (a transient value is the server's doing: the
+ * struct.pack_into flake showed req_cons 0, then the right value). */
+static void report_req_broken(uint32_t cons, uint32_t prod)
+{
+    volatile struct xenstore_domain_interface *intf = xs_intf;
+    xs_stats.broken++;
+    uint32_t c1 = intf->req_cons, p1 = intf->req_prod;
+    for (volatile int i = 0; i < 100000; i++)
+        ;
+    uint32_t c2 = intf->req_cons, p2 = intf->req_prod;
+    printf("xs: broken ring: req prod - cons > 1024: req cons=0x%x prod=0x%x, read again "
+           "cons=0x%x prod=0x%x, later cons=0x%x prod=0x%x; rsp cons=0x%x prod=0x%x conn=%u\n",
+           cons, prod, c1, p1, c2, p2, intf->rsp_cons, intf->rsp_prod, intf->connection);
+}
+
 /* Copies `len` bytes into req[], waiting for room; -ETIMEDOUT or -EPROTO. */
 static long send_bytes(const void *data, size_t len, uint64_t deadline)
 {
@@ -237,8 +302,10 @@ static long send_bytes(const void *data, size_t len, uint64_t deadline)
         uint32_t cons = intf->req_cons, prod = intf->req_prod;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         uint32_t used = prod - cons;
-        if (used > XENSTORE_RING_SIZE)
+        if (used > XENSTORE_RING_SIZE) {
+            report_req_broken(cons, prod);
             return -XEN_EPROTO;
+        }
         uint32_t room = XENSTORE_RING_SIZE - used;
         if (room == 0) {
             long rc = pump();     /* keep the rsp side moving meanwhile */

@@ -8,7 +8,11 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +29,10 @@ from pyxen.services.xenstored.ring import (
     RSP_CONS,
     RSP_PROD,
     SERVER_FEATURES,
+    XenstoreRing,
 )
 from pyxen.services.xenstored.wire import HEADER, Message, MessageReader, encode
+from pyxen.shared_words import SharedWords
 
 U32 = struct.Struct("<I")
 
@@ -243,3 +249,67 @@ def test_flooding_guest_is_served_in_bounded_steps(setup: tuple[Xenstore, Guest,
         conn.flush()
         handled += len(guest.receive())
     assert handled > 0 and not conn.ignored
+
+
+# A process that watches two u32 words of a shared file while the test
+# changes them, as a guest's vCPU on another CPU would: it counts every load
+# that is below an earlier one (an index must never step back).
+_WATCHER = r"""
+import mmap, sys
+path, first, second, flag = sys.argv[1], *map(int, sys.argv[2:5])
+with open(path, "r+b") as f:
+    m = mmap.mmap(f.fileno(), 0)
+words = memoryview(m).cast("I")
+words[flag] = 1                                  # watching
+seen = [0, 0]
+back = loads = 0
+while words[flag] == 1:
+    for k, i in ((0, first), (1, second)):
+        v = words[i]
+        if v < seen[k]:
+            back += 1
+        seen[k] = max(seen[k], v)
+        loads += 1
+print(back, loads)
+"""
+
+
+def test_indices_never_step_back_for_a_concurrent_reader(tmp_path: Path) -> None:
+    """req_cons and rsp_prod change with one store each.  With struct.pack_into
+    (a memset to 0, then the value) a guest reading at the wrong instant saw
+    0: prod - cons above 1024, a "broken ring", a reconnection that lost the
+    guest's watches (the CI flake of the xenstore guests)."""
+    path = tmp_path / "page"
+    path.write_bytes(bytes(4096))
+    flag = 4092 // 4
+    with open(path, "r+b") as f:
+        page = mmap.mmap(f.fileno(), 4096)
+    view = memoryview(page)
+    guest = SharedWords(view, 0, 1024)  # the test's own (whole-word) guest side
+    ring = XenstoreRing(view, lambda: None)
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(path),
+                                str(REQ_CONS // 4), str(RSP_PROD // 4), str(flag)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while guest[flag] != 1 and time.monotonic() < deadline and watcher.poll() is None:
+            time.sleep(0.001)
+        assert guest[flag] == 1, "the watcher did not start"
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            for _ in range(1000):
+                prod = guest[REQ_PROD // 4]
+                guest[REQ_PROD // 4] = prod + 1  # one request byte ...
+                assert len(ring.read()) == 1  # ... consumed: req_cons = prod + 1
+                assert ring.write(b"x") == 1  # one reply byte: rsp_prod + 1
+                guest[RSP_CONS // 4] = guest[RSP_PROD // 4]  # taken
+    finally:
+        guest[flag] = 2
+        out, _ = watcher.communicate(timeout=30)
+        ring.release()
+        guest.release()
+        view.release()
+        page.close()
+    back, loads = map(int, out.split())
+    assert loads > 0
+    assert back == 0, f"{back} of {loads} loads saw an index step back"

@@ -50,15 +50,14 @@ backend (it trusts the backend).
 from __future__ import annotations
 
 import ctypes
-import struct
 from collections.abc import Callable, Sequence
 
 from pyxen.hv import _atomic
+from pyxen.shared_words import load_u32, store_u32
 
 PAGE_SIZE = 4096
 HEADER_SIZE = 64
 REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT = 0, 4, 8, 12
-_U32 = struct.Struct("<I")
 _M32 = 0xFFFF_FFFF
 
 _fence_word = ctypes.c_uint16(0)
@@ -107,11 +106,10 @@ class _Ring:
         self._fence = fence
 
     def _get(self, offset: int) -> int:
-        value: int = _U32.unpack_from(self.pages[0], offset)[0]
-        return value
+        return load_u32(self.pages[0], offset)
 
     def _set(self, offset: int, value: int) -> None:
-        _U32.pack_into(self.pages[0], offset, value & _M32)
+        store_u32(self.pages[0], offset, value)  # one store: pack_into zeroes first
 
     def _slot_offset(self, index: int) -> int:
         return HEADER_SIZE + (index & (self.size - 1)) * self.entry_size

@@ -10,12 +10,11 @@ backend then takes only one ring of data (and resynchronises).
 
 from __future__ import annotations
 
-import struct
+from pyxen.shared_words import load_u32, store_u32
 
 IN_OFFSET, IN_SIZE = 0, 1024
 OUT_OFFSET, OUT_SIZE = 1024, 2048
 IN_CONS, IN_PROD, OUT_CONS, OUT_PROD = 3072, 3076, 3080, 3084
-_U32 = struct.Struct("<I")
 _M32 = 0xFFFF_FFFF
 
 
@@ -26,11 +25,10 @@ class ConsoleRing:
         self.page = page
 
     def _get(self, offset: int) -> int:
-        value: int = _U32.unpack_from(self.page, offset)[0]
-        return value
+        return load_u32(self.page, offset)
 
     def _set(self, offset: int, value: int) -> None:
-        _U32.pack_into(self.page, offset, value & _M32)
+        store_u32(self.page, offset, value)  # one store: pack_into zeroes first
 
     def read_output(self) -> bytes:
         """Take what the guest wrote (advances out_cons)."""

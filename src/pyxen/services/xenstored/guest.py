@@ -95,7 +95,8 @@ class GuestConnection(Connection):
             out.consume(sent)
 
     def ignore(self, why: str) -> None:
-        log.warning("domain %d: ignoring its ring until it reconnects: %s", self.domid, why)
+        log.warning("domain %d: ignoring its ring until it reconnects: %s (ring: %s)",
+                    self.domid, why, self.ring.history())
         self.drop_state()
         self.drop_output()
         self._reader.reset()
@@ -104,7 +105,7 @@ class GuestConnection(Connection):
     def reconnect(self) -> None:
         """Guest-requested reset: drop partial packets, queued output,
         watches and transactions; empty the rings; acknowledge."""
-        log.info("domain %d: ring reconnection", self.domid)
+        log.info("domain %d: ring reconnection (ring: %s)", self.domid, self.ring.history())
         self.drop_state()
         self.drop_output()
         self._reader.reset()

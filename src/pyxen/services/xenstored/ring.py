@@ -16,6 +16,10 @@ Rules kept here:
   ``notify()`` is called after every index update.  Python performs the
   stores in program order and x86 keeps stores ordered (TSO), which is the
   barrier the C code gets from ``xen_mb()``.
+* Each index is loaded and stored whole (:class:`~pyxen.shared_words.SharedWords`),
+  never with ``struct.pack_into``, whose zeroing of the destination first
+  let the guest see ``req_cons`` or ``rsp_prod`` at 0 for an instant (a
+  "broken ring" to it, and a reconnection that lost its watches).
 * Reconnection (``XENSTORE_SERVER_FEATURE_RECONNECTION``): the guest sets
   ``connection`` to ``XENSTORE_RECONNECT`` and signals; :meth:`reset`
   zeroes the four indices, sets ``connection`` back to
@@ -24,7 +28,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-import struct
+from collections import deque
 from collections.abc import Callable
 
 from pyxen.abi.xs_wire import (
@@ -34,10 +38,10 @@ from pyxen.abi.xs_wire import (
     XENSTORE_SERVER_FEATURE_RECONNECTION,
     xenstore_domain_interface,
 )
+from pyxen.shared_words import SharedWords
 
 from .errors import ProtocolError
 
-_U32 = struct.Struct("<I")
 _MASK = XENSTORE_RING_SIZE - 1
 REQ = xenstore_domain_interface.req.offset
 RSP = xenstore_domain_interface.rsp.offset
@@ -48,6 +52,10 @@ RSP_PROD = xenstore_domain_interface.rsp_prod.offset
 SERVER_FEATURES = xenstore_domain_interface.server_features.offset
 CONNECTION = xenstore_domain_interface.connection.offset
 INTERFACE_SIZE = xenstore_domain_interface.connection.offset + 4
+
+
+#: Index updates remembered by :meth:`XenstoreRing.history`.
+HISTORY = 16
 
 
 class RingError(ProtocolError):
@@ -68,19 +76,25 @@ class XenstoreRing:
         if page.nbytes < INTERFACE_SIZE:
             raise ValueError(f"ring page of {page.nbytes} bytes, need {INTERFACE_SIZE}")
         self._page = page
+        self._words = SharedWords(page, REQ_CONS, (INTERFACE_SIZE - REQ_CONS) // 4)
         self._notify = notify
+        #: the last index updates made here, for the log when the guest
+        #: reconnects or the ring is found broken (see :meth:`history`)
+        #: (what, index before, index after) per update: formatted only when logged
+        self._history: deque[tuple[str, int, int]] = deque(maxlen=HISTORY)
 
     def release(self) -> None:
         """Stop using the page (the view made here is released; the
         caller's memoryview stays the caller's to release)."""
+        self._words.release()
         self._page.release()
 
     def _get(self, offset: int) -> int:
-        value: int = _U32.unpack_from(self._page, offset)[0]
-        return value
+        return self._words[(offset - REQ_CONS) // 4]
 
     def _set(self, offset: int, value: int) -> None:
-        _U32.pack_into(self._page, offset, value & 0xFFFFFFFF)
+        """One whole store (see the module docstring)."""
+        self._words[(offset - REQ_CONS) // 4] = value
 
     def advertise_features(self) -> None:
         """Set ``server_features`` (the reconnection feature)."""
@@ -91,8 +105,17 @@ class XenstoreRing:
     def reconnect_requested(self) -> bool:
         return self._get(CONNECTION) == XENSTORE_RECONNECT
 
+    def history(self) -> str:
+        """The last index updates, oldest first, and the indices now (for the log)."""
+        now = " ".join(f"{name}={self._get(off):#x}" for name, off in (
+            ("req_cons", REQ_CONS), ("req_prod", REQ_PROD), ("rsp_cons", RSP_CONS),
+            ("rsp_prod", RSP_PROD), ("connection", CONNECTION)))
+        steps = [f"{what} {old:#x}->{new:#x}" for what, old, new in self._history]
+        return "; ".join([*steps, f"now {now}"])
+
     def reset(self) -> None:
         """Empty both rings and acknowledge a reconnection."""
+        self._history.append(("reset", 0, 0))
         for offset in (REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD):
             self._set(offset, 0)
         self._set(CONNECTION, XENSTORE_CONNECTED)
@@ -113,6 +136,7 @@ class XenstoreRing:
         if first < avail:
             data += bytes(self._page[REQ:REQ + avail - first])
         self._set(REQ_CONS, cons + avail)
+        self._history.append(("req_cons", cons, prod))
         self._notify()
         return data
 
@@ -141,5 +165,6 @@ class XenstoreRing:
         if first < n:
             self._page[RSP:RSP + n - first] = data[first:n]
         self._set(RSP_PROD, prod + n)
+        self._history.append(("rsp_prod", prod, prod + n))
         self._notify()
         return n
