@@ -62,6 +62,7 @@ from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.hv.argo import ring as R
+from pyxen.shared_words import store_u32
 
 __all__ = ["ANY", "DEFAULT_RING_LEN", "MAX_MESSAGE", "ArgoRingFlags", "CorruptRing",
            "Message", "NoDaemon", "Query", "Socket"]
@@ -271,7 +272,7 @@ class Socket:
                         + ring[R.RING_HEADER:R.RING_HEADER + end - length])
             batch.append(Message(data, domid, aport, mtype))
             rx = (rx + R.roundup(mlen)) % length
-        _U32.pack_into(ring, 0, rx)
+        store_u32(memoryview(ring), 0, rx)  # one store: the hypervisor may be reading it
         self._rx = rx
         self._queue.extend(batch)
         self._call("argo_notify")

@@ -10,6 +10,7 @@ idle (a domain for hot plug).  Images are checked from the host too.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -65,6 +66,18 @@ def test_blktest_on_a_raw_disk_with_a_multi_page_ring(daemon: Daemon) -> None:
                             "ring_order=2 reopen=1"), "blktest")
     assert "(4-page ring, x86_64-abi)" in log
     assert img.stat().st_size == 2 << 20  # never grown
+
+
+def test_several_disks_per_domain(daemon: Daemon) -> None:
+    first, second = _raw(daemon, "first"), _raw(daemon, "second")
+    log = _run(daemon, _cfg(daemon, "two", "blktest",
+                            [f"{first},raw,xvda,rw", f"format=raw, vdev=xvdb, target={second}"],
+                            "devid=51728"), "blktest")
+    domid = int(re.findall(r"d(\d+): created 'two'", log)[-1])
+    assert f"vbd {domid}/51712: connected" not in log  # xvda was offered, never used
+    assert f"vbd {domid}/51728: connected" in log
+    assert first.read_bytes() == bytes(2 << 20)
+    assert second.read_bytes() != bytes(2 << 20)
 
 
 def test_a_read_only_disk_refuses_writes(daemon: Daemon) -> None:

@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from pyxen.abi import xen as x
+from pyxen.shared_words import store_u32
 
 VCPU_INFO_SIZE = 64
 UPCALL_PENDING = x.vcpu_info.evtchn_upcall_pending.offset
@@ -126,18 +127,18 @@ def write_time(buf: memoryview, offset: int, params: TimeParams, flags: int = 0)
     """Publish ``params`` into the vcpu_time_info at ``buf[offset:]`` (seqlock)."""
     version = _U32.unpack_from(buf, offset)[0]
     version = (version + 1) | 1  # odd: update in progress
-    _U32.pack_into(buf, offset, version & 0xFFFF_FFFF)
+    store_u32(buf, offset, version)  # one store: a guest may be reading (shared_words)
     _TIME_BODY.pack_into(buf, offset + 8, params.tsc_timestamp & 0xFFFF_FFFF_FFFF_FFFF,
                          params.system_time & 0xFFFF_FFFF_FFFF_FFFF, params.mul,
                          params.shift, flags)
-    _U32.pack_into(buf, offset, (version + 1) & 0xFFFF_FFFF)
+    store_u32(buf, offset, version + 1)
 
 
 def write_wallclock(buf: memoryview, layout: Layout, wc_ns: int) -> None:
     """Publish the UTC time at system time 0 into shared_info (wc_version seqlock)."""
     sec, nsec = divmod(max(wc_ns, 0), 1_000_000_000)
     version = (_U32.unpack_from(buf, layout.wc_version)[0] + 1) | 1
-    _U32.pack_into(buf, layout.wc_version, version & 0xFFFF_FFFF)
+    store_u32(buf, layout.wc_version, version)
     _WC.pack_into(buf, layout.wc_sec, sec & 0xFFFF_FFFF, nsec)
     _U32.pack_into(buf, layout.wc_sec_hi, (sec >> 32) & 0xFFFF_FFFF)
-    _U32.pack_into(buf, layout.wc_version, (version + 1) & 0xFFFF_FFFF)
+    store_u32(buf, layout.wc_version, version + 1)
