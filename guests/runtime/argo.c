@@ -241,6 +241,20 @@ static void argo_virq_handler(evtchn_port_t port, void *data)
     argo_virq_count++;
 }
 
+long argo_peer_start(char *role, unsigned long role_len)
+{
+    if (cmdline_get("role", role, role_len) < 0)
+        role[0] = '\0';
+    long peer = (long)cmdline_get_ulong("peer", ~0ul);
+    check(peer >= 0 && peer < DOMID_FIRST_RESERVED, "peer= gives a domain id: %ld", peer);
+    if (peer < 0 || peer >= DOMID_FIRST_RESERVED)
+        return -1;
+    expect_eq(evt_init(), 0, "evt_init");
+    long port = argo_virq_init();
+    check(port > 0, "bind VIRQ_ARGO: port %ld", port);
+    return port > 0 ? peer : -1;
+}
+
 long argo_virq_init(void)
 {
     if (argo_virq_port > 0)

@@ -223,6 +223,10 @@ extern long argo_virq_port;
 /* Binds VIRQ_ARGO on vCPU 0 (and VIRQ_TIMER if unbound): the port or -errno.
  * Needs evt_init(). */
 long argo_virq_init(void);
+/* The start of a program with a peer: reads role= (into role, "" if absent)
+ * and peer= (a domain id), then sets up events and VIRQ_ARGO.  Returns the
+ * peer, or -1 after a failed check (the program should return). */
+long argo_peer_start(char *role, unsigned long role_len);
 /* Blocks until argo_virq_count != seen or now_ns() >= deadline_ns (0: no
  * deadline); returns 1 if the VIRQ came. */
 int argo_wait_virq(uint64_t seen, uint64_t deadline_ns);

@@ -141,22 +141,17 @@ static void send_rtt(uint16_t peer, uint32_t size, unsigned long count)
 void test_main(const struct hvm_start_info *si)
 {
     char role[16], mode[16];
-    if (cmdline_get("role", role, sizeof(role)) < 0)
-        role[0] = '\0';
+    long peer = argo_peer_start(role, sizeof(role));
+    if (peer < 0)
+        return;
     if (cmdline_get("mode", mode, sizeof(mode)) < 0)
         memcpy(mode, "stream", 7);
-    long peer = (long)cmdline_get_ulong("peer", ~0ul);
-    check(peer >= 0 && peer < DOMID_FIRST_RESERVED, "peer= gives a domain id: %ld", peer);
-    if (peer < 0 || peer >= DOMID_FIRST_RESERVED)
-        return;
     int rtt = !strcmp(mode, "rtt");
     uint32_t size = (uint32_t)cmdline_get_ulong("size", 64);
     unsigned long count = cmdline_get_ulong("count", 1000);
     uint32_t ringlen = argo_roundup16((uint32_t)cmdline_get_ulong("ringlen", 65536));
     if (size > ringlen - 32)
         size = ringlen - 32;
-    expect_eq(evt_init(), 0, "evt_init");
-    check(argo_virq_init() > 0, "bind VIRQ_ARGO");
 
     int recv = !strcmp(role, "recv");
     if (!recv && strcmp(role, "send")) {

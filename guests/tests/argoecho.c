@@ -178,17 +178,11 @@ static void client(uint16_t peer, unsigned long n, uint32_t size, unsigned long 
 void test_main(const struct hvm_start_info *si)
 {
     char role[16];
-    if (cmdline_get("role", role, sizeof(role)) < 0)
-        role[0] = '\0';
-    long peer = (long)cmdline_get_ulong("peer", ~0ul);
-    check(peer >= 0 && peer < DOMID_FIRST_RESERVED, "peer= gives a domain id: %ld", peer);
-    if (peer < 0 || peer >= DOMID_FIRST_RESERVED)
+    long peer = argo_peer_start(role, sizeof(role));
+    if (peer < 0)
         return;
     for (unsigned int i = 0; i < sizeof(pattern); i++)
         pattern[i] = (uint8_t)(i * 7 + 3);
-    expect_eq(evt_init(), 0, "evt_init");
-    long port = argo_virq_init();
-    check(port > 0, "bind VIRQ_ARGO: port %ld", port);
     uint32_t ringlen = argo_roundup16((uint32_t)cmdline_get_ulong("ringlen", 4096));
     int is_server = !strcmp(role, "server");
     if (!is_server && strcmp(role, "client")) {
