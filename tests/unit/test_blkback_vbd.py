@@ -118,7 +118,7 @@ def test_full_handshake_and_close(world: tuple[FakeXenstore, FakeClient, Vbd, Pa
     assert ("evtchn_unbind", {"local_port": 41}) in client.calls
     xs.write(f"{FE}/state", "6")
     vbd.update()
-    assert n[f"{BE}/state"] == "6"
+    assert n[f"{BE}/state"] == "6" and vbd.image is None  # the image file is let go
     xs.write(f"{FE}/state", "1")  # the frontend starts over (GRUB, then its OS)
     vbd.update()
     assert n[f"{BE}/state"] == "2"

@@ -226,6 +226,7 @@ class DomainManager:
         if self.pools is not None:
             self.pools.forget(domid)
         if self.xenstore is not None:
+            self.xenstore.release_devices(domid)
             self.xenstore.kick()
 
     def wait(self, domid: int, timeout: float | None) -> int | None:

@@ -15,6 +15,8 @@ directories as libxl does for its qdisk backend (xen-x86-guest-abi.md
   readable by domain 0): backend, backend-id, virtual-device, device-type,
   state = 1.
 
+``release_domain`` is what destroying a domain does to its disks (the
+daemon's destroy returns once blkback has let go of the images).
 ``remove`` is libxl's device removal: ``online`` = 0 and backend state
 Closing, then wait (at most ``REMOVE_TIMEOUT`` seconds) until blkback has
 closed it -- the frontend must have closed too -- and delete both
@@ -140,6 +142,19 @@ def wait_ready(xs: XenstoreClient, domid: int, devid: int,
         time.sleep(_POLL)
 
 
+def _wait_closed(xs: XenstoreClient, backends: list[str], timeout: float) -> list[str]:
+    """Wait until each backend directory's state is Closed (or gone); those still
+    open after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pending = list(backends)
+    while True:
+        pending = [be for be in pending if XenbusState.parse(xs.read_text(f"{be}/state"))
+                   not in (XenbusState.Closed, XenbusState.Unknown)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(_POLL)
+
+
 def remove(xs: XenstoreClient, domid: int, devid: int,
            timeout: float = REMOVE_TIMEOUT) -> bool:
     """Close the device and delete it; False if the guest did not close it in time
@@ -152,20 +167,33 @@ def remove(xs: XenstoreClient, domid: int, devid: int,
     state = XenbusState.parse(xs.read_text(f"{be}/state"))
     if state not in (XenbusState.Closed, XenbusState.Unknown):
         xs.write(f"{be}/state", str(int(XenbusState.Closing)))
-    deadline = time.monotonic() + timeout
-    closed = False
-    while time.monotonic() < deadline:
-        if XenbusState.parse(xs.read_text(f"{be}/state")) == XenbusState.Closed:
-            closed = True
-            break
-        time.sleep(_POLL)
+    closed = not _wait_closed(xs, [be], timeout)
     xs.rm(frontend_path(domid, devid))
     xs.rm(be)
     return closed
 
 
+def release_domain(xs: XenstoreClient, domid: int, timeout: float = REMOVE_TIMEOUT
+                   ) -> list[int]:
+    """A destroyed domain's disks, as libxl's destroy removes them: the frontends
+    go, the backends are told to go offline, and once blkback has closed them
+    (released their images) the backend directories are deleted.  Returns the
+    devices blkback did not close within ``timeout`` (deleted all the same)."""
+    root = f"/local/domain/0/backend/vbd/{domid}"
+    devids = [int(d) for d in xs.directory(root) if d.isdigit()]
+    xs.rm(f"/local/domain/{domid}/device/vbd")
+    backends = [f"{root}/{devid}" for devid in devids]
+    for be in backends:
+        if xs.read(f"{be}/state") is not None:
+            xs.write(f"{be}/online", "0")
+    stuck = _wait_closed(xs, backends, timeout)
+    xs.rm(root)
+    return sorted(int(be.rsplit("/", 1)[1]) for be in stuck)
+
+
 def remove_all(xs: XenstoreClient, domid: int) -> None:
-    """A destroyed domain's backend directories (its own tree goes with it)."""
+    """A domain's backend directories, at once (a domain id's earlier life, or a
+    domain xenstored lost track of)."""
     xs.rm(f"/local/domain/0/backend/vbd/{domid}")
 
 

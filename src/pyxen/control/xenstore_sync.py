@@ -182,6 +182,25 @@ class XenstoreSync:
             raise ControlError("EAGAIN", "xenstored is not running (yet): try again")
         return client
 
+    def release_devices(self, domid: int) -> None:
+        """A destroyed domain's disks: returns once blkback has closed them (at most
+        vbd.REMOVE_TIMEOUT seconds), so their images are free when destroy returns.
+        Under the lock, so that a reconcile round cannot delete them meanwhile."""
+        with self._lock:
+            client = self._client()
+            if client is None:
+                return
+            try:
+                stuck = vbd.release_domain(client, domid)
+            except (OSError, XenstoreError) as e:
+                self.manager.hv.console.log(f"d{domid}: removing its disks: {e}")
+                return
+            finally:
+                client.close()
+        if stuck:
+            self.manager.hv.console.log(f"d{domid}: blkback did not close disk(s) "
+                                        f"{', '.join(map(str, stuck))} in time; removed anyway")
+
     def set_target(self, domid: int, kib: int) -> bool:
         """Write memory/target (what a balloon driver follows); False if xenstored is away."""
         with self._lock:

@@ -133,6 +133,8 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
             reason = int(client.call("wait", domid=domid)["reason"])
             if config.action_for(reason) == "preserve":
                 _keep_preserved(client, domid, reason)
+            else:
+                _wait_destroyed(client, domid)
         except ControlError as e:
             print(f"pyxen create: {e.message}", file=sys.stderr)
             return EXIT_FAILED
@@ -140,6 +142,19 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
 
 
 PRESERVED_POLL = 1.0  # seconds between checks that a preserved domain still exists
+
+
+DESTROY_WAIT = 30.0  # seconds: the daemon's destroy, its disks' release included (10 s)
+
+
+def _wait_destroyed(client: ControlClient, domid: int) -> None:
+    """Return once the daemon has destroyed the domain after its shutdown, as xl's
+    create -F returns after libxl's destroy: its disks' images are then free."""
+    deadline = time.monotonic() + DESTROY_WAIT
+    with contextlib.suppress(ControlError):
+        while time.monotonic() < deadline:
+            client.call("list", domid=domid)
+            time.sleep(0.02)
 
 
 def _keep_preserved(client: ControlClient, domid: int, reason: int) -> None:

@@ -22,18 +22,17 @@ next blkback resumes every connected device.
 
 from __future__ import annotations
 
-import argparse
 import select
-import signal
 import sys
 import time
 import traceback
 
-from pyxen.control.client import ControlClient, NoDaemon
+from pyxen.control.client import ControlClient
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient, XenstoreError
 from pyxen.services.blkback.vbd import Vbd
+from pyxen.services.runner import run_service
 
 BACKEND_ROOT = "/local/domain/0/backend/vbd"
 RECONNECT = 0.5  # seconds between attempts to reach xenstored
@@ -131,27 +130,6 @@ class Blkback:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen-blkback", description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir")
-    ap.add_argument("--log-dir")
-    args = ap.parse_args(argv)
-    paths = InstancePaths.resolve(args.run_dir, args.log_dir)
-    try:
-        service = Blkback(paths)
-    except NoDaemon as e:
-        log(str(e))
-        return 1
-
-    def stop(_sig: int, _frame: object) -> None:
-        service.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        service.run()
-    except (ControlError, EOFError) as e:
-        log(f"lost the hypervisor: {e}")
-        return 1
-    finally:
-        service.close()
-    return 0
+    # OSError is not "lost the hypervisor" here: run() reconnects to xenstored itself.
+    return run_service("blkback", __doc__.splitlines()[0], Blkback, argv,
+                       lost=(ControlError, EOFError))

@@ -26,6 +26,10 @@ any                 online = 0 and the    stop serving, -> Closed; the
                     Connected
 ==================  ====================  ====================================
 
+Reaching Closed releases everything the device held (ring, event channel,
+image file, qemu-nbd), so the image of a disk its guest closed, detached or
+destroyed is free for other programs at once.
+
 A restarted blkback finds devices in InitWait or Connected: it reopens the
 image and, for a connected device, maps the ring again and resumes at the
 shared ``rsp_prod``.  Requests the old process had taken but not answered
@@ -152,8 +156,7 @@ class Vbd:
             self.stop()  # the frontend is going: finish the request in hand, drop the ring
         if not online and fe != S.Connected:
             if state != S.Closed:
-                self.stop()
-                self._set_state(S.Closed)
+                self._close()
             return
         if state == S.Initialising:
             if self._open_image():
@@ -177,11 +180,14 @@ class Vbd:
                     self._set_state(S.Closing)
         elif state == S.Closing:
             if fe in (S.Closed, S.Unknown):
-                self._set_state(S.Closed)
+                self._close()
         elif state == S.Closed and fe == S.Initialising and online and not self.image_failed:
-            self.stop()
-            self.close_image()
-            self._set_state(S.Initialising)
+            self._set_state(S.Initialising)  # reopened from the start
+
+    def _close(self) -> None:
+        """-> Closed: nothing of the device is held any more (ring, image, qemu-nbd)."""
+        self.close()
+        self._set_state(S.Closed)
 
     def _open_image(self) -> bool:
         params = self._be("params") or ""

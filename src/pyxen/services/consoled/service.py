@@ -22,11 +22,9 @@ and goes on from the ring indices where the old one stopped.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -35,11 +33,12 @@ from typing import Any, BinaryIO
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE
 from pyxen.abi.hvm import HvmParam
-from pyxen.control.client import ControlClient, MappedPage, NoDaemon
+from pyxen.control.client import ControlClient, MappedPage
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.services.consoled.ring import ConsoleRing
 from pyxen.services.consoled.viewers import Viewer
+from pyxen.services.runner import run_service
 
 REFRESH_SECONDS = 0.5
 MAX_PENDING_INPUT = 64 * 1024
@@ -266,28 +265,4 @@ class Consoled:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen-consoled", description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir")
-    ap.add_argument("--log-dir")
-    args = ap.parse_args(argv)
-    paths = InstancePaths.resolve(args.run_dir, args.log_dir)
-    try:
-        service = Consoled(paths)
-    except NoDaemon as e:
-        print(f"consoled: {e}", file=sys.stderr)
-        return 1
-
-    def stop(_sig: int, _frame: object) -> None:
-        service.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        service.run()
-    except (ControlError, EOFError, OSError) as e:
-        print(f"consoled: lost the hypervisor: {e}", file=sys.stderr)
-        return 1
-    finally:
-        service.close()
-    return 0
-
+    return run_service("consoled", __doc__.splitlines()[0], Consoled, argv)
