@@ -49,6 +49,8 @@ PREFIXES = {
     "Virq": "VIRQ_", "XsdSockmsgType": "XS_", "XenErrno": "XEN_", "ConsoleIo": "CONSOLEIO_",
     "XenElfNote": "XEN_ELFNOTE_", "ArgoOp": "XEN_ARGO_OP_", "ArgoRingFlags": "XEN_ARGO_RING_",
     "BlkifOp": "BLKIF_OP_", "BlkifRsp": "BLKIF_RSP_", "XenbusState": "XenbusState",
+    "NetTxFlags": "NETTXF_", "NetRxFlags": "NETRXF_", "NetifRsp": "NETIF_RSP_",
+    "NetifExtraType": "XEN_NETIF_EXTRA_TYPE_", "NetifGsoType": "XEN_NETIF_GSO_TYPE_",
 }
 # Enums that are not in Xen's public headers at all.
 NOT_XEN_ENUMS = {

@@ -47,7 +47,7 @@ XEN_HEADERS = [
     "xen/xen.h", "xen/memory.h", "xen/event_channel.h", "xen/grant_table.h", "xen/vcpu.h",
     "xen/sched.h", "xen/version.h", "xen/hvm/hvm_op.h", "xen/hvm/hvm_vcpu.h",
     "xen/arch-x86/hvm/start_info.h", "xen/io/console.h", "xen/io/xs_wire.h", "xen/argo.h",
-    "xen/io/blkif.h", "xen/io/xenbus.h",
+    "xen/io/blkif.h", "xen/io/xenbus.h", "xen/io/netif.h",
     # The e820 record: Xen's public headers name it but define it only inside
     # the hypervisor; Linux's boot protocol header has the same packed record.
     "asm/bootparam.h",
@@ -68,6 +68,8 @@ ANONYMOUS = {
     "grant_entry_v2_full_page", "grant_entry_v2_sub_page", "grant_entry_v2_transitive",
     "gnttab_copy_ptr_u", "vcpu_hvm_cpu_regs", "vcpu_register_runstate_memory_area_addr",
     "blkif_sring_pvt",
+    "netif_extra_info_gso", "netif_extra_info_mcast", "netif_extra_info_hash",
+    "netif_extra_info_u",
 }
 
 # ctypes structure -> C type, where the tag differs.
