@@ -20,7 +20,7 @@ from pyxen.abi.blkif import (
     compat_blkif_response,
 )
 from pyxen.services.blkback.requests import Abi, GrantError
-from pyxen.services.blkback.ring import PAGE_SIZE
+from pyxen.services.ring import PAGE_SIZE
 
 ID = 0xDEADBEEF_CAFEF00D
 

@@ -36,7 +36,7 @@ from pyxen.services.blkback.nbd import (
     qemu_nbd_argv,
 )
 from pyxen.services.blkback.requests import Abi, Backend, DiskImage, open_image
-from pyxen.services.blkback.ring import PAGE_SIZE, BackRing, FrontRing
+from pyxen.services.ring import PAGE_SIZE, BackRing, FrontRing
 
 MiB = 1 << 20
 SIZE = 4 * MiB

@@ -33,7 +33,7 @@ from pyxen.services.blkback.requests import (
     decode,
     encode_response,
 )
-from pyxen.services.blkback.ring import PAGE_SIZE, BackRing, FrontRing
+from pyxen.services.ring import PAGE_SIZE, BackRing, FrontRing
 
 SECTORS = 2048  # a 1 MiB disk
 

@@ -1,4 +1,4 @@
-"""The generic shared ring (pyxen.services.blkback.ring) without KVM: a
+"""The generic shared ring (pyxen.services.ring) without KVM: a
 frontend and a backend over the same bytearray pages."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pyxen.abi.blkif import (
     blkif_sring_entry,
     compat_blkif_sring_entry,
 )
-from pyxen.services.blkback.ring import (
+from pyxen.services.ring import (
     HEADER_SIZE,
     PAGE_SIZE,
     REQ_EVENT,

@@ -27,6 +27,7 @@ class XenstoreError(Exception):
 
 class XenstoreClient:
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:

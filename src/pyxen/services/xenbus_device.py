@@ -37,7 +37,9 @@ kind knows where to go on from).
 
 Serving threads: :meth:`spawn` starts one (a kind may have several, one
 per queue and direction); each gets the read end of the device's stop pipe
-to wait on beside its own descriptors and returns when it is readable.
+to wait on beside its own descriptors and returns when it is readable.  A
+thread that finds the frontend breaking the protocol raises StopServing:
+the device goes to Closing (the frontend must reconnect).
 :meth:`stop` signals it, joins every thread and only then calls
 ``disconnect`` to release what they used.  A thread that ends on a
 protocol violation or an error logs one line; a pyxen bug logs its
@@ -60,7 +62,7 @@ from typing import ClassVar
 from pyxen.abi.xenbus import XenbusState as S
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
-from pyxen.control.xenstore import XenstoreClient
+from pyxen.control.xenstore import XenstoreClient, XenstoreError
 
 
 class DeviceError(Exception):
@@ -240,11 +242,28 @@ class XenbusDevice(ABC):
         try:
             serve(self._stop_r)
         except StopServing as e:
-            self.log(f"{self.name}: {e}; no more requests are served")
+            self.log(f"{self.name}: {e}; disconnecting it")
+            self._report_closing()
         except (ControlError, OSError) as e:
             self.log(f"{self.name}: stopped serving: {e}")
         except Exception:  # a pyxen bug: this device stops, the others go on
             self.log(f"{self.name}: pyxen bug, stopped serving:\n{traceback.format_exc()}")
+
+    def _report_closing(self) -> None:
+        """From a serving thread: backend state Closing, through a connection of its
+        own (the main thread's is not shared); the main loop then sees the change
+        and the frontend must close and connect again, as with Xen's backends
+        after a fatal protocol error."""
+        try:
+            xs = XenstoreClient(self.xs.path)
+        except OSError:
+            return
+        try:
+            xs.write(f"{self.path}/state", str(int(S.Closing)))
+        except (OSError, XenstoreError):
+            pass  # xenstored is away: the device stays unserved until it is back
+        finally:
+            xs.close()
 
     def _join(self) -> None:
         threads, self._threads = self._threads, []

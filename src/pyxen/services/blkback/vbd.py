@@ -44,7 +44,7 @@ from pyxen.services.blkback.requests import (
     Image,
     open_image,
 )
-from pyxen.services.blkback.ring import BackRing, RingError
+from pyxen.services.ring import BackRing, RingError
 from pyxen.services.xenbus_device import DeviceError, StopServing, XenbusDevice
 
 MAX_RING_PAGE_ORDER = 4  # 16 pages: 512 slots of the 64-bit ABI

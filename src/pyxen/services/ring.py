@@ -163,9 +163,12 @@ class BackRing(_Ring):
             raise RingError(f"req_prod {prod} went back behind req_cons {self.req_cons}")
         return ahead - taken
 
-    def take_requests(self) -> list[bytes]:
-        """Copy out and consume every request published now (at most ``size``)."""
+    def take_requests(self, limit: int | None = None) -> list[bytes]:
+        """Copy out and consume the requests published now (at most ``size``, and
+        at most ``limit``)."""
         count = self.unconsumed_requests()
+        if limit is not None:
+            count = min(count, limit)
         out = [self.read_slot(self.req_cons + i) for i in range(count)]
         self.req_cons = (self.req_cons + count) & _M32
         return out
