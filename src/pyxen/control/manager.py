@@ -18,15 +18,17 @@ import contextlib
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.control.names import DOM0_NAME, name_problem
+from pyxen.control.netstats import read_counters
 from pyxen.control.protocol import ControlError
 from pyxen.control.vbd import Disk, disk_from_dict
+from pyxen.control.vif import Nic, nic_from_dict
 from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
@@ -44,6 +46,7 @@ POOL0 = "Pool-0"
 
 ENDED_KEPT = 256
 MAX_DISKS = 64
+MAX_NICS = 64
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
 SHUTDOWN_LETTERS = "-rscwS"  # xl list's letter per shutdown reason
 
@@ -64,6 +67,7 @@ class DomainRequest:
     # Per-vCPU hard affinity over ``cpus`` (dom0less xen,vcpu nodes): (vcpu, CPUs).
     vcpu_hard: tuple[tuple[int, frozenset[int]], ...] = ()
     disks: tuple[Disk, ...] = ()  # xl.cfg disk=: written to xenstore before INTRODUCE
+    nics: tuple[Nic, ...] = ()  # xl.cfg vif=: likewise
 
     def action_for(self, reason: int) -> str:
         actions: dict[int, str] = {
@@ -145,9 +149,10 @@ class DomainManager:
                                          "choose another name")
 
     def create(self, request: DomainRequest, paused: bool = False) -> Domain:
-        if request.disks and self.xenstore is None:
-            raise ControlError("EINVAL", "disk= needs xenstored and blkback, which run with "
-                                         "the daemon: start pyxen hypervisor --daemon")
+        if (request.disks or request.nics) and self.xenstore is None:
+            raise ControlError("EINVAL", "disk= and vif= need xenstored and the backends, "
+                                         "which run with the daemon: start pyxen "
+                                         "hypervisor --daemon")
         for disk in request.disks:
             if not os.path.exists(disk.target):
                 raise ControlError("ENOENT", f"disk {disk.vdev}: target {disk.target} does "
@@ -376,6 +381,7 @@ class DomainManager:
             "cpu_time_ns": cpu_ns,
             "start_time": m.started,
             "kernel": str(m.request.spec.kernel),
+            "networks": asdict(net) if (net := read_counters().get(d.domid)) else None,
             # Instructions KVM could not emulate and pyxen carried out, by mnemonic
             # (a dict copy of a Counter is one C call: consistent under the GIL).
             "emulated": dict(d.emulation_counts),
@@ -484,7 +490,14 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     parsed = tuple(disk_from_dict(d) for d in disks)
     if len({d.devid for d in parsed}) != len(parsed):
         raise ControlError("EINVAL", "two disks have the same virtual device")
+    nics = args.get("nics") or []
+    if not isinstance(nics, list) or len(nics) > MAX_NICS:
+        raise ControlError("EINVAL", f"config field 'nics' must be a list of at most "
+                                     f"{MAX_NICS} network interfaces")
+    parsed_nics = tuple(nic_from_dict(n) for n in nics)
+    if len({n.devid for n in parsed_nics}) != len(parsed_nics):
+        raise ControlError("EINVAL", "two network interfaces have the same device number")
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),
                          action("on_crash", "destroy"), action("on_watchdog", "destroy"),
                          cpu_set("cpus"), cpu_set("cpus_soft"), sched_params, pool,
-                         disks=parsed)
+                         disks=parsed, nics=parsed_nics)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.hvm import HvmParam
 from pyxen.abi.xs_wire import XsdSockmsgType as T
-from pyxen.control import vbd
+from pyxen.control import pv_devices, vbd, vif
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient, XenstoreError
 
@@ -108,7 +108,7 @@ class XenstoreSync:
                     if client.is_introduced(domid):
                         client.release(domid)
                     client.rm(f"/local/domain/{domid}")
-                    vbd.remove_all(client, domid)
+                    pv_devices.remove_all(client, domid)
                     self.introduced.discard(domid)
             except Exception as e:  # a bad round must not end the loop: log, retry later
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
@@ -170,9 +170,12 @@ class XenstoreSync:
             client.write(f"{base}/control/{key}", "")
             client.set_perms(f"{base}/control/{key}", [f"n{domid}"])
         client.write(f"/vm/{domain.handle.hex()}/name", domain.name)
-        vbd.remove_all(client, domid)  # a domain id's earlier life
-        for disk in self.manager.get(domid).request.disks:
+        pv_devices.remove_all(client, domid)  # a domain id's earlier life
+        request = self.manager.get(domid).request
+        for disk in request.disks:
             vbd.add(client, domid, disk)
+        for nic in request.nics:
+            vif.add(client, domid, nic)
         client.introduce(domid, params[HvmParam.STORE_PFN], params[HvmParam.STORE_EVTCHN])
 
     def connect(self) -> XenstoreClient:
@@ -183,23 +186,24 @@ class XenstoreSync:
         return client
 
     def release_devices(self, domid: int) -> None:
-        """A destroyed domain's disks: returns once blkback has closed them (at most
-        vbd.REMOVE_TIMEOUT seconds), so their images are free when destroy returns.
+        """A destroyed domain's devices: returns once the backends have closed them
+        (at most pv_devices.REMOVE_TIMEOUT seconds), so their images and interfaces
+        are free when destroy returns.
         Under the lock, so that a reconcile round cannot delete them meanwhile."""
         with self._lock:
             client = self._client()
             if client is None:
                 return
             try:
-                stuck = vbd.release_domain(client, domid)
+                stuck = pv_devices.release_domain(client, domid)
             except (OSError, XenstoreError) as e:
-                self.manager.hv.console.log(f"d{domid}: removing its disks: {e}")
+                self.manager.hv.console.log(f"d{domid}: removing its devices: {e}")
                 return
             finally:
                 client.close()
         if stuck:
-            self.manager.hv.console.log(f"d{domid}: blkback did not close disk(s) "
-                                        f"{', '.join(map(str, stuck))} in time; removed anyway")
+            self.manager.hv.console.log(f"d{domid}: the backends did not close "
+                                        f"{', '.join(stuck)} in time; removed anyway")
 
     def set_target(self, domid: int, kib: int) -> bool:
         """Write memory/target (what a balloon driver follows); False if xenstored is away."""

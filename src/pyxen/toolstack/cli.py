@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pyxen.control.paths import InstancePaths
 from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT
-from pyxen.toolstack import argo_cmd, block_cmd
+from pyxen.toolstack import argo_cmd, device_cmd
 
 if TYPE_CHECKING:
     from pyxen.hv.argo.config import ArgoConfig
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", choices=("perfetto", "csv"), default="perfetto")
     tr.add_argument("-o", "--output", help="the file to write (export, plot)")
     argo_cmd.add_parsers(sub)
-    block_cmd.add_parsers(sub)
+    device_cmd.add_parsers(sub)
     t = sub.add_parser("top", help="a live table of domains (as xentop)")
     t.add_argument("-b", "--batch", action="store_true", help="plain output, no screen control")
     t.add_argument("-i", "--iterations", type=int, help="stop after this many updates")
@@ -252,7 +252,7 @@ def _command(args: argparse.Namespace) -> int:
     from pyxen.control.protocol import ControlError
     from pyxen.toolstack import commands
 
-    module = block_cmd if args.command.startswith("block-") else commands
+    module = device_cmd if args.command.startswith(("block-", "network-")) else commands
     handler: Callable[[argparse.Namespace, ControlClient], int] = getattr(
         module, "cmd_" + args.command.replace("-", "_"))
     try:

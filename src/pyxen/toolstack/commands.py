@@ -315,10 +315,11 @@ def _top_rows(infos: list[dict[str, Any]], before: dict[tuple[int, float], int],
         cpu = i["cpu_time_ns"]
         pct = 100.0 * (cpu - before.get(_top_key(i), cpu)) / 1e9 / elapsed if elapsed else 0.0
         mem, maxmem = i["current_memkb"], i.get("max_memkb", i["current_memkb"])
+        net = i.get("networks") or {"nets": 0, "tx_bytes": 0, "rx_bytes": 0}
         rows.append(f"{i['name'][:10]:>10} {_state(i):>6} {cpu / 1e9:10.0f} {pct:6.1f} "
                     f"{mem:10d} {100 * mem / total_kib:6.1f} {maxmem:10d} "
-                    f"{100 * maxmem / total_kib:9.1f} {i['vcpu_online']:5d} {0:4d} {0:8d} "
-                    f"{0:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d} "
+                    f"{100 * maxmem / total_kib:9.1f} {i['vcpu_online']:5d} {net['nets']:4d} "
+                    f"{net['tx_bytes'] // 1024:8d} {net['rx_bytes'] // 1024:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d} "
                     f"{sum(i.get('emulated', {}).values()):6d}")
     return rows
 
@@ -520,7 +521,7 @@ def config_request(config: Any) -> dict[str, Any]:
         "cpus": list(config.cpus) if config.cpus else None,
         "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
         "cpu_weight": config.cpu_weight, "cap": config.cap, "pool": config.pool,
-        "seclabel": config.seclabel, "disks": list(config.disks),
+        "seclabel": config.seclabel, "disks": list(config.disks), "nics": list(config.nics),
     }
 
 

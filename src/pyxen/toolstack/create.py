@@ -106,9 +106,10 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        if args.foreground and not args.paused and config.disks:
-            print(f"pyxen create: {path}: disk= needs xenstored and blkback, which run with "
-                  "the daemon: start pyxen hypervisor --daemon first", file=sys.stderr)
+        if args.foreground and not args.paused and (config.disks or config.nics):
+            print(f"pyxen create: {path}: disk= and vif= need xenstored and the backends, "
+                  "which run with the daemon: start pyxen hypervisor --daemon first",
+                  file=sys.stderr)
             return EXIT_FAILED
         if args.foreground and not args.paused:
             from pyxen.toolstack.standalone import run_standalone  # the hypervisor: load late

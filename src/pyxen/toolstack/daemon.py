@@ -131,7 +131,7 @@ def _daemonize(paths: InstancePaths, pcpus: list[int], sched: str,
 
 class ControlPlane:
     """The hypervisor and its control plane: the domain manager, the control
-    socket, the pid file and (``start_services``) xenstored, consoled and the
+    socket, the pid file and (``start_services``) xenstored, consoled, blkback, netback and the
     xenstore sync.  ``pyxen hypervisor`` serves one until a signal;
     ``pyxen boot`` runs one in the foreground around its tree's domains."""
 
@@ -167,8 +167,8 @@ class ControlPlane:
         if options.dom0 is not None:
             hv.console.log(options.dom0.describe())
 
-    def start_services(self, names: tuple[str, ...] = ("xenstored", "consoled", "blkback")
-                       ) -> None:
+    def start_services(self, names: tuple[str, ...] = ("xenstored", "consoled", "blkback",
+                                                      "netback")) -> None:
         """Start the service processes (and, with xenstored, the xenstore sync)."""
         self.services = [ServiceSupervisor(name, f"pyxen.services.{name}", self.paths,
                                            self.err, self.hv.console.log,

@@ -52,11 +52,17 @@ for a single value, pyxen refuses it.
 ``disk``
     A list of xl disk specifications (``['format=raw, vdev=xvda,
     access=rw, target=disk.img']``, xl-disk-configuration(5)); each is
-    served by blkback (toolstack/disks.py says what it accepts).  A
+    served by blkback (toolstack/pv_specs.py says what it accepts).  A
     relative target is taken from the current directory, as xl does.
 
+``vif``
+    A list of xl vif specifications (``['bridge=pyxenbr0,
+    mac=00:16:3e:01:02:03']``, xl-network-configuration(5)); entry N is
+    device N unless it says ``devid=``; a missing MAC is a random one.
+    Served by netback (toolstack/pv_specs.py says what it accepts).
+
 Other keys are not errors: xl.cfg keys pyxen does not implement yet
-(``vif``, ``vfb``, ...) are listed in :attr:`DomainConfig.ignored_keys`,
+(``vfb``, ``vkb``, ...) are listed in :attr:`DomainConfig.ignored_keys`,
 keys xl does not know either in :attr:`DomainConfig.unknown_keys`, so the
 CLI can warn about each.
 """
@@ -72,7 +78,8 @@ from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
-from pyxen.toolstack.disks import served_disk
+from pyxen.toolstack.pv_specs import served_disk, served_nic
+from pyxen.toolstack.vif_spec import VifSpecError, parse_vif_spec
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
 __all__ = [
@@ -113,7 +120,7 @@ IMPLEMENTED_KEYS = frozenset(
         "kernel", "ramdisk", "cmdline", "root", "extra",
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
-        "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel", "disk",
+        "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel", "disk", "vif",
     }
 )  # fmt: skip
 
@@ -124,7 +131,7 @@ _UNIMPLEMENTED_XL_KEYS = frozenset(
     on_soft_reset firmware pvshim pvshim_path pvshim_cmdline pvshim_extra
     uuid init_seclabel max_grant_frames max_maptrack_frames max_grant_version
     nomigrate driver_domain device_tree passthrough xend_suspend_evtchn_compat
-    vmtrace_buf_kb vpmu vif vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
+    vmtrace_buf_kb vpmu vtpm p9 pvcalls vfb vkb vdispl vsnd channel usbctrl
     usbdev pci pci_permissive pci_msitranslate pci_seize pci_power_mgmt rdm
     rdm_mem_boundary dtdev ioports iomem irqs dm_restrict
     device_model_user bootloader bootloader_args e820_host hap oos shadow_memory bios
@@ -174,6 +181,7 @@ class DomainConfig:
     pool: str | None = None  # the cpupool (None: Pool-0)
     seclabel: str = DEFAULT_DOMU_LABEL
     disks: tuple[dict[str, Any], ...] = ()  # disk=: control-request disk objects
+    nics: tuple[dict[str, Any], ...] = ()  # vif=: control-request interface objects
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
@@ -269,6 +277,7 @@ class _Builder:
             pool=self.string("pool"),
             seclabel=self.seclabel(),
             disks=self.disks(),
+            nics=self.nics(),
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),
@@ -293,6 +302,28 @@ class _Builder:
                 raise self.fail("disk", f"disk entry {i + 1}: vdev {disk['vdev']} is used "
                                         "twice")
             out.append(disk)
+        return tuple(out)
+
+    def nics(self) -> tuple[dict[str, Any], ...]:
+        if "vif" not in self.cfg:
+            return ()
+        value = self.cfg["vif"]
+        if not isinstance(value, list):
+            raise self.fail("vif", "vif must be a list: vif = ['VIFSPEC', ...]")
+        out: list[dict[str, Any]] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail("vif", f"vif entry {i + 1} must be a string (a vif spec)")
+            try:
+                spec = parse_vif_spec(item)
+                nic = served_nic(spec, spec.devid if spec.devid is not None else i)
+            except VifSpecError as e:
+                raise self.fail("vif", f"vif entry {i + 1}: {e}") from None
+            for other in out:
+                if other["devid"] == nic["devid"] or other["mac"] == nic["mac"]:
+                    raise self.fail("vif", f"vif entry {i + 1}: devid {nic['devid']} or mac "
+                                           f"{nic['mac']} is used twice")
+            out.append(nic)
         return tuple(out)
 
     def seclabel(self) -> str:

@@ -1,0 +1,5 @@
+import sys
+
+from pyxen.services.netback.service import main
+
+sys.exit(main())
