@@ -319,7 +319,8 @@ def _top_rows(infos: list[dict[str, Any]], before: dict[tuple[int, float], int],
         rows.append(f"{i['name'][:10]:>10} {_state(i):>6} {cpu / 1e9:10.0f} {pct:6.1f} "
                     f"{mem:10d} {100 * mem / total_kib:6.1f} {maxmem:10d} "
                     f"{100 * maxmem / total_kib:9.1f} {i['vcpu_online']:5d} {net['nets']:4d} "
-                    f"{net['tx_bytes'] // 1024:8d} {net['rx_bytes'] // 1024:8d} {0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d} "
+                    f"{net['tx_bytes'] // 1024:8d} {net['rx_bytes'] // 1024:8d} "
+                    f"{0:4d} {0:8d} {0:8d} {0:8d} {0:10d} {0:10d} {0:4d} "
                     f"{sum(i.get('emulated', {}).values()):6d}")
     return rows
 
