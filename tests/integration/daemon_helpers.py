@@ -25,7 +25,8 @@ from .conftest import GUEST_BUILD, _env
 
 
 class Daemon:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, prefix: tuple[str, ...] = ()) -> None:
+        self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NAME): where it runs
         self.run_dir = base / "run"
         self.log_dir = base / "log"
         self.env = _env()
@@ -35,7 +36,8 @@ class Daemon:
         self.base = base
 
     def pyxen(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pyxen", *args], capture_output=True,
+        return subprocess.run([*self.prefix, sys.executable, "-m", "pyxen", *args],
+                              capture_output=True,
                               text=True, env=self.env, cwd=self.base, timeout=timeout,
                               check=False)
 
@@ -84,9 +86,11 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(base: Path, *options: str) -> Iterator[Daemon]:
-    """A daemon in `base`, with extra `pyxen hypervisor` options (e.g. --sched)."""
-    d = Daemon(base)
+def running_daemon(base: Path, *options: str, prefix: tuple[str, ...] = ()
+                   ) -> Iterator[Daemon]:
+    """A daemon in `base`, with extra `pyxen hypervisor` options (e.g. --sched),
+    started through ``prefix`` (e.g. in a network namespace)."""
+    d = Daemon(base, prefix)
     r = d.pyxen("hypervisor", "--daemon", *options, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr + d.log()
     try:
