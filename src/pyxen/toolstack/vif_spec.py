@@ -29,7 +29,8 @@ Keys (every one optional):
   ``00:00:00:00:00:00``, which libxl reads as "generate one".  Unset: the
   toolstack picks one with :func:`random_mac`.
 * ``bridge``, ``vifname``, ``gatewaydev`` (alias ``netdev``): Linux interface
-  names, checked as the kernel's ``dev_valid_name`` does: 1 to 15
+  names (unset bridge: libxl uses :data:`DEFAULT_BRIDGE`, ``xenbr0``; unset
+  vifname: :func:`vif_name`), checked as the kernel's ``dev_valid_name`` does: 1 to 15
   characters, not ``.`` or ``..``, no ``/``, ``:`` or blanks.
 * ``type``: ``vif`` (the default here: pyxen guests are PV, and libxl makes
   a PV guest's NIC ``vif``) or ``ioemu``.
@@ -86,6 +87,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "DEFAULT_BRIDGE",
     "DEFAULT_RATE_INTERVAL_US",
     "EXTRA_KEYS",
     "KEYS",
@@ -107,6 +109,7 @@ class VifSpecError(ValueError):
 
 
 XEN_OUI: Final = "00:16:3e"
+DEFAULT_BRIDGE: Final = "xenbr0"  # libxl__device_nic_setdefault's bridge
 DEFAULT_RATE_INTERVAL_US: Final = 50_000
 IFNAMSIZ: Final = 16  # the kernel's buffer, NUL included: names have at most 15 characters
 MTU_MIN: Final = 68
