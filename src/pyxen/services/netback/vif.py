@@ -5,8 +5,9 @@ The handshake and its state table are the shared ``XenbusDevice``'s
 there straight after publishing its rings).  This module:
 
 - **Resource**: a TAP device named like xl's (``vifDOMID.DEVID``, or the
-  spec's ``vifname``) attached to the spec's bridge (``pyxenbr0`` when none
-  is named; created if absent), as Xen's vif-bridge hotplug script does;
+  spec's ``vifname``) attached to the spec's bridge (Xen's default
+  ``xenbr0`` when none is named; created if absent), as Xen's vif-bridge
+  hotplug script does (but it does not create bridges);
   ``hotplug-status`` = connected once it is there.
 - **Features** (before InitWait), as Linux's netback advertises them where
   pyxen implements them: feature-sg, feature-rx-copy (feature-rx-flip 0),
@@ -70,8 +71,8 @@ from pyxen.services.netback.ratelimit import RateLimit
 from pyxen.services.netback.tap import Tap
 from pyxen.services.ring import BackRing, RingError
 from pyxen.services.xenbus_device import DeviceError, StopServing, XenbusDevice
+from pyxen.toolstack.vif_spec import DEFAULT_BRIDGE
 
-DEFAULT_BRIDGE = "pyxenbr0"
 MAX_QUEUES = 4
 TX_ENTRY, RX_ENTRY = 12, 8  # the ring slots: netif_tx and netif_rx unions
 BACKLOG = 256  # host frames waiting for guest RX buffers, per vif
@@ -155,10 +156,9 @@ class Vif(XenbusDevice):
         if not text:
             return None
         try:
-            amount, usec = (int(v) for v in text.split(","))
-            return RateLimit(amount, usec)
-        except ValueError:
-            self.log(f"{self.name}: rate {text!r} is not BYTES,MICROSECONDS: no limit")
+            return RateLimit.from_rate_node(text)
+        except ValueError as e:
+            self.log(f"{self.name}: {e}: no limit")  # as netback warns and goes on
             return None
 
     def close_resource(self) -> None:
