@@ -36,7 +36,7 @@ class _Domain:
 class _Managed:
     def __init__(self, domain: _Domain) -> None:
         self.domain = domain
-        self.request = SimpleNamespace(disks=())
+        self.request = SimpleNamespace(disks=(), nics=())
 
 
 class _Console:

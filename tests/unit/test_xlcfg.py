@@ -497,13 +497,15 @@ def test_sample_domain(guest_dir: Path) -> None:
         on_crash="preserve",
         source=guest_dir / "hello.cfg",
         unknown_keys=(),
-        ignored_keys=("vif",),
+        ignored_keys=(),
         warnings=(),
         cpus=(0, 2, 3),  # "0-3,^1"
         disks=({"vdev": "xvda", "devid": 51712, "target": "/dev/vg/guest-volume",
                 "format": "raw", "read_only": False, "cdrom": False, "discard": True},
                {"vdev": "xvdb", "devid": 51728, "target": "/srv/data.img",
                 "format": "raw", "read_only": True, "cdrom": False, "discard": True}),
+        nics=({"devid": 0, "mac": "00:16:3e:00:00:01", "bridge": "xenbr0", "vifname": None,
+               "ip": None, "mtu": None, "rate": None},),
     )
 
 
@@ -647,7 +649,24 @@ def test_unknown_and_ignored_keys(guest_dir: Path) -> None:
     text = f"{MINIMAL}memroy = 64\ndisk = []\nvif = ['bridge=xenbr0']\nFoo = 1\nvnuma = 'x'\n"
     dom = domain(text, guest_dir)
     assert dom.unknown_keys == ("memroy", "Foo")
-    assert dom.ignored_keys == ("vif", "vnuma")
+    assert dom.ignored_keys == ("vnuma",)
+
+
+def test_vif_key(guest_dir: Path) -> None:
+    dom = domain(MINIMAL + "vif = ['bridge=br1, rate=10Mb/s', 'mac=00:16:3e:0a:0b:0c, devid=5',"
+                           " '']\n", guest_dir)
+    assert [(n["devid"], n["bridge"], n["rate"]) for n in dom.nics] == [
+        (0, "br1", [62500, 50000]), (5, None, None), (2, None, None)]
+    assert dom.nics[1]["mac"] == "00:16:3e:0a:0b:0c"
+    assert all(n["mac"].startswith("00:16:3e:") for n in dom.nics)
+    for spec, problem in (
+            ("'backend=dd'", "driver domains"),
+            ("'script=/etc/xen/scripts/vif-nat'", "hotplug scripts"),
+            ("'type=ioemu'", "device model"),
+            ("'mac=00:16:3e:00:00:01', 'mac=00:16:3e:00:00:01'", "used twice"),
+            ("'colour=red'", "colour"),
+    ):
+        assert problem in domain_error(MINIMAL + f"vif = [{spec}]\n", guest_dir), spec
 
 
 def test_disk_key(guest_dir: Path) -> None:
