@@ -329,4 +329,37 @@ void *netfront_alloc(size_t bytes);
 long netfront_parse_mac(const char *s, uint8_t mac[NETFRONT_ETH_ALEN]);
 void netfront_format_mac(const uint8_t mac[NETFRONT_ETH_ALEN], char out[18]);
 
+/* Network byte order and Ethernet headers, for the programs. */
+static inline uint16_t get_be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+static inline uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+/* dst, src, ethertype: the 14 bytes of an Ethernet II header. */
+static inline void eth_header(uint8_t *frame, const uint8_t *dst, const uint8_t *src,
+                              uint16_t ethertype)
+{
+    memcpy(frame, dst, NETFRONT_ETH_ALEN);
+    memcpy(frame + NETFRONT_ETH_ALEN, src, NETFRONT_ETH_ALEN);
+    put_be16(frame + 12, ethertype);
+}
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ETH_P_LOCAL_EXP1 0x88B5      /* IEEE 802 local experimental ethertype 1 */
+
 #endif
