@@ -43,7 +43,8 @@
  *                     must always get NETIF_RSP_OKAY)
  *   wait_ms=<t>       per case, how long to wait for responses or the
  *                     disconnect (default 10000)
- *   devid=, timeout_ms= (netfront options)
+ *   devid=, timeout_ms=, queues=<q>, split=1 (netfront options; the raw
+ *                     packets go on queue 0)
  * Prints RESULT nethostile: PASS|FAIL.
  */
 #include "netfront.h"
@@ -334,6 +335,8 @@ void test_main(const struct hvm_start_info *si)
     int do_reconnect = cmdline_get_ulong("reconnect", 1) != 0;
     wait_ns = cmdline_get_ulong("wait_ms", 10000) * NS_PER_MS;
     opts.timeout_ns = cmdline_get_ulong("timeout_ms", 30000) * NS_PER_MS;
+    opts.queues = (unsigned int)cmdline_get_ulong("queues", 1);
+    opts.split_evtchn = cmdline_get_ulong("split", 0) != 0;
     char devbuf[16];
     const char *devid = cmdline_get("devid", devbuf, sizeof(devbuf)) > 0 ? devbuf : NULL;
 
