@@ -7,8 +7,9 @@
  * The toolstack created /local/domain/<us>/device/vif/<devid> with backend,
  * backend-id, mac, state = 1 (and handle, mtu...), and the backend
  * directory with state = 1.  We:
- *   1. read backend, backend-id and mac ("00:16:3e:xx:xx:xx", the address
- *      our frames carry); if our own state is not Initialising (1) -- a vif
+ *   1. read backend, backend-id, mac ("00:16:3e:xx:xx:xx", the address our
+ *      frames carry) and mtu (absent: 1500; only reported: netif.h lets a
+ *      frontend ignore it); if our own state is not Initialising (1) -- a vif
  *      closed before and opened again -- write 1, which tells a backend
  *      sitting in Closed to start over at InitWait;
  *   2. watch <backend>/state and wait for InitWait (2);
@@ -122,15 +123,6 @@
  */
 #include "netfront.h"
 #include "argo.h"
-
-/* enum xenbus_state (§12.3); the same definitions as blkfront.h */
-#define XenbusStateUnknown 0
-#define XenbusStateInitialising 1
-#define XenbusStateInitWait 2
-#define XenbusStateInitialised 3
-#define XenbusStateConnected 4
-#define XenbusStateClosing 5
-#define XenbusStateClosed 6
 
 _Static_assert(sizeof(struct netif_tx_request) == 12, "tx request size");
 _Static_assert(offsetof(struct netif_tx_request, offset) == 4, "tx request offset");
@@ -1241,6 +1233,7 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
         say(nf, "%s/mac: %ld", nf->fe, rc);
         return rc;
     }
+    nf->mtu = (unsigned int)read_u64_or(nf->fe, "mtu", 1500);
     if (read_u64(nf->fe, "state", &v, 0) < 0 || v != XenbusStateInitialising) {
         /* opened again after a close: tell the backend to start over */
         if ((rc = set_state(nf, XenbusStateInitialising)) < 0)

@@ -132,6 +132,17 @@ struct netif_rx_sring {
     union netif_rx_sring_entry ring[];   /* from offset 64 */
 };
 
+/* enum xenbus_state (§12.3); the same definitions as blkfront.h */
+#define XenbusStateUnknown 0
+#define XenbusStateInitialising 1
+#define XenbusStateInitWait 2
+#define XenbusStateInitialised 3
+#define XenbusStateConnected 4
+#define XenbusStateClosing 5
+#define XenbusStateClosed 6
+#define XenbusStateReconfiguring 7
+#define XenbusStateReconfigured 8
+
 /* One page each: (4096 - 64) / 12 = 336 TX slots, / 8 = 504 RX slots, both
  * rounded down to a power of two. */
 #define NETFRONT_RING_SIZE 256
@@ -217,6 +228,7 @@ struct netfront {
     char devid[16];
     uint16_t backend_id;
     uint8_t mac[NETFRONT_ETH_ALEN];   /* the frontend's `mac` node */
+    unsigned int mtu;            /* the frontend's `mtu` node (absent: 1500), for information */
     /* the backend's features (read at InitWait) */
     int feature_sg, feature_gso_tcpv4, feature_gso_tcpv6, feature_rx_copy;
     int feature_split_evtchn, feature_ipv6_csum;
@@ -307,7 +319,8 @@ unsigned int netfront_tx_inflight(struct netfront *nf);
  * returns the next TX response in ring order, whatever its id or status,
  * waiting until `deadline` (-ENOENT if none is due, -ETIMEDOUT).
  */
-long netfront_raw_tx_put(struct netfront *nf, unsigned int q, const union netif_tx_sring_entry *slot);
+long netfront_raw_tx_put(struct netfront *nf, unsigned int q,
+                         const union netif_tx_sring_entry *slot);
 long netfront_raw_tx_push(struct netfront *nf, unsigned int q);
 long netfront_raw_tx_response(struct netfront *nf, unsigned int q, struct netif_tx_response *rsp,
                               uint64_t deadline);

@@ -241,7 +241,7 @@ static int run_packet(const char *name, const struct rawpkt *p)
             return RESULT_BAD;
         }
         long st = netfront_backend_state(&nf);
-        if (st != 4) {
+        if (st != XenbusStateConnected) {
             printf("nethostile: %s: the backend went to state %ld after %u of %u responses\n",
                    name, st, got, p->n);
             return RESULT_FATAL;
@@ -415,7 +415,8 @@ void test_main(const struct hvm_start_info *si)
                   "%s: NETIF_RSP_ERROR with the request ids, or the vif disconnected (got %s)",
                   c->what, seen);
         }
-        if (r == RESULT_FATAL || (r == RESULT_BAD && netfront_backend_state(&nf) != 4)) {
+        if (r == RESULT_FATAL ||
+            (r == RESULT_BAD && netfront_backend_state(&nf) != XenbusStateConnected)) {
             killer = c->name;
             if (do_reconnect)
                 connected = reconnect() == 0;
