@@ -169,7 +169,7 @@ static void say(struct netfront *nf, const char *fmt, ...)
 {
     if (nf->quiet)
         return;
-    char line[256];
+    char line[320];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);

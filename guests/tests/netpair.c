@@ -366,11 +366,12 @@ void test_main(const struct hvm_start_info *si)
            (unsigned long)((t1 - t0) / NS_PER_MS), (unsigned long)nf.stats.tx_errors,
            (unsigned long)nf.stats.tx_dropped, (unsigned long)nf.stats.rx_errors);
     printf("netpair: data_ms=%lu ctl_frames=%u notifies=%lu kicks=%lu waits=%lu rx_slots=%lu "
-           "tx_slots=%lu\n",
+           "tx_slots=%lu rx_extras=%lu rx_csum_blank=%lu\n",
            (unsigned long)(t_up ? (t1 - t_up) / NS_PER_MS : 0), ctl_sent,
            (unsigned long)nf.stats.notifies, (unsigned long)nf.stats.kicks,
            (unsigned long)nf.stats.waits, (unsigned long)nf.stats.rx_slots,
-           (unsigned long)nf.stats.tx_slots);
+           (unsigned long)nf.stats.tx_slots, (unsigned long)nf.stats.rx_extras,
+           (unsigned long)nf.stats.rx_csum_blank);
     if (got < n)
         report_missing();
     expect_eq(err, 0, "no send or receive error");
