@@ -54,8 +54,8 @@
  * consumed (the backend may read it until it writes the response).  RX
  * buffers: nr_rx pages per queue, each granted writable; a buffer is the
  * backend's from the moment its request is published until its response
- * (or the extra-info slot in its ring slot) has been consumed, then it is
- * copied out of and posted again at once.  Keeping the grants for the
+ * (or the extra-info slot in its ring slot) has been consumed and copied
+ * out of, then it is posted again.  Keeping the grants for the
  * connection (no grant/revoke per packet) saves two grant-table updates per
  * slot; the price is that a buggy backend could write an RX buffer we are
  * copying from -- we copy each slot only once, within its bounds.  A
@@ -111,7 +111,10 @@
  * status, or offset + status beyond the page, marks the packet bad: it is
  * consumed and dropped.  A packet whose chain is not all published yet
  * waits; one that can never complete (every posted buffer answered and the
- * chain still open) is dropped with the slots it took.
+ * chain still open) is dropped with the slots it took.  Consumed buffers
+ * go back on the ring in batches (an eighth of them, at most 16) and
+ * always before we block, so that a busy receiver does not publish (and,
+ * once the backend has run dry and armed req_event, notify) once a packet.
  *
  * ---- Queues ----
  * Frames go out on the queues in turn (netfront_send) or on a chosen one
@@ -153,6 +156,7 @@ _Static_assert(64 + NETFRONT_RING_SIZE * 8 <= PAGE_SIZE &&
 #define TX_RETRIES 8
 #define NO_BUF 0xFFFFu
 #define MIN_BUFS XEN_NETIF_NR_SLOTS_MIN      /* one packet's worth of slots */
+#define RX_BATCH_MAX 16                      /* RX buffers reposted together */
 
 /* tx_state[] */
 #define TXS_FREE 0
@@ -661,7 +665,8 @@ static unsigned int rx_scan(struct netfront_queue *q, uint32_t rp, unsigned int 
     return n;
 }
 
-/* Gives the buffers of n slots from rx_rsp_cons back and posts them again. */
+/* Gives the buffers of n slots from rx_rsp_cons back; posts them again in
+ * batches (see "RX slots" at the top). */
 static void rx_consume(struct netfront *nf, struct netfront_queue *q, unsigned int n)
 {
     for (unsigned int k = 0; k < n; k++) {
@@ -672,7 +677,8 @@ static void rx_consume(struct netfront *nf, struct netfront_queue *q, unsigned i
             q->rx_free[q->rx_nfree++] = b;
     }
     q->rx_rsp_cons += n;
-    rx_refill(nf, q, 1);
+    if (q->rx_nfree >= q->rx_batch)
+        rx_refill(nf, q, 1);
 }
 
 /* rsp_prod of q's RX ring, checked: -EPROTO if beyond the requests. */
@@ -802,6 +808,8 @@ static int arm(struct netfront *nf, unsigned int what)
         if (what & NETFRONT_EV_TX)
             q->tx->rsp_event = q->tx_rsp_cons + 1;   /* tx_reap consumed all it saw */
         if (what & NETFRONT_EV_RX) {
+            if (q->rx_nfree)
+                rx_refill(nf, q, 1);         /* never sleep on buffers held back */
             /* rsp_cons, or past a packet whose last slots are still to come */
             q->rx->rsp_event = q->rx->rsp_prod + 1;
         }
@@ -1051,6 +1059,7 @@ static long setup_queue(struct netfront *nf, struct netfront_queue *q, unsigned 
     }
     for (unsigned int i = nrx; i-- > 0;)
         q->rx_free[q->rx_nfree++] = (uint16_t)i;
+    q->rx_batch = nrx / 8 < 1 ? 1 : nrx / 8 > RX_BATCH_MAX ? RX_BATCH_MAX : nrx / 8;
     for (unsigned int s = 0; s < NETFRONT_RING_SIZE; s++)
         q->rx_slot_buf[s] = NO_BUF;
     long port = evtchn_alloc_unbound(DOMID_SELF, nf->backend_id);

@@ -215,7 +215,7 @@ struct netfront_queue {
     grant_ref_t rx_ref[NETFRONT_RING_SIZE];
     uint16_t rx_slot_buf[NETFRONT_RING_SIZE];
     uint16_t rx_free[NETFRONT_RING_SIZE];
-    unsigned int rx_nfree;
+    unsigned int rx_nfree, rx_batch;     /* free buffers; repost when this many */
     /* raw TX slots (netfront_raw_tx_*): responses in ring order */
     unsigned int raw_outstanding, raw_head, raw_count;
     struct netif_tx_response raw_rsp[NETFRONT_RING_SIZE];
@@ -249,7 +249,7 @@ struct netfront {
 
 /* What netfront_poll / netfront_wait report (a bit mask). */
 #define NETFRONT_EV_RX 0x1       /* a whole RX packet is waiting */
-#define NETFRONT_EV_TX 0x2       /* TX responses came back (room on the ring) */
+#define NETFRONT_EV_TX 0x2       /* TX responses came back, or none is due: room */
 
 /* Information about a received frame (netfront_recv_info). */
 struct netfront_rxinfo {
