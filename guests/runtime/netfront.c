@@ -710,8 +710,10 @@ static long rx_take(struct netfront *nf, struct netfront_queue *q, uint8_t *buf,
     unsigned int n = rx_scan(q, rp, &extras);
     if (!n) {
         uint32_t open = rp - q->rx_rsp_cons;
-        if (open && open == q->rx_req_prod_pvt - q->rx_rsp_cons) {
-            /* every buffer we posted is answered and the chain is still open */
+        if (open && open == q->rx_req_prod_pvt - q->rx_rsp_cons && q->rx_nfree) {
+            rx_refill(nf, q, 1);             /* the rest needs the buffers held back */
+        } else if (open && open == q->rx_req_prod_pvt - q->rx_rsp_cons) {
+            /* every buffer we have is answered and the chain is still open */
             say(nf, "queue %u: an RX packet over %u slots never ends: dropped", q->index, open);
             nf->stats.rx_errors++;
             rx_consume(nf, q, open);
@@ -774,7 +776,8 @@ static int rx_ready(struct netfront *nf, struct netfront_queue *q)
     if (rp == q->rx_rsp_cons)
         return 0;
     uint32_t open = rp - q->rx_rsp_cons;
-    return rx_scan(q, rp, &extras) != 0 || open == q->rx_req_prod_pvt - q->rx_rsp_cons;
+    return rx_scan(q, rp, &extras) != 0 ||
+           (open == q->rx_req_prod_pvt - q->rx_rsp_cons && !q->rx_nfree);
 }
 
 /* ---- polling and waiting ---- */
