@@ -103,7 +103,7 @@ static void pool_init(void)
     pool_next = base;
 }
 
-void *argo_alloc_pages(unsigned int npages)
+void *argo_alloc_pages_uninit(unsigned int npages)
 {
     if (!pool_next)
         pool_init();
@@ -112,7 +112,14 @@ void *argo_alloc_pages(unsigned int npages)
         return NULL;
     void *p = (void *)pool_next;
     pool_next += size;
-    memset(p, 0, size);
+    return p;
+}
+
+void *argo_alloc_pages(unsigned int npages)
+{
+    void *p = argo_alloc_pages_uninit(npages);
+    if (p)
+        memset(p, 0, (size_t)npages * PAGE_SIZE);
     return p;
 }
 

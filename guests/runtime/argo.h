@@ -171,6 +171,10 @@ long argo_query(uint16_t domid, uint32_t aport, uint32_t space_required, uint16_
 /* ---- guest memory for rings ---- */
 /* npages zeroed, page-aligned pages (vaddr == paddr); NULL when RAM runs out. */
 void *argo_alloc_pages(unsigned int npages);
+/* The same without the memset, for buffers whose contents do not matter
+ * (netfront's packet pages): a memset costs about 1.7 us per byte under
+ * this host's emulating KVM, 3.7 ms a page. */
+void *argo_alloc_pages_uninit(unsigned int npages);
 /* First address argo_alloc_pages has not handed out. */
 uintptr_t argo_alloc_top(void);
 
