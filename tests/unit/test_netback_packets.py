@@ -9,6 +9,7 @@ import pytest
 
 from pyxen.abi.netif import NetifExtraType, NetTxFlags
 from pyxen.services.netback.packets import (
+    FATAL_SLOTS,
     MAX_SLOTS,
     FatalTx,
     fill_l4_checksum,
@@ -56,14 +57,19 @@ def test_an_incomplete_chain_waits_for_more() -> None:
     assert (packets, used) == ([], 0)
 
 
-def test_runts_are_errors_not_fatal() -> None:
+def test_runts_and_19_slots_are_errors_not_fatal() -> None:
     packets, _ = take_packets([tx(1, 0, 0, 1, 13)])
     assert "shorter than an Ethernet header" in packets[0].error
+    chain = [tx(1, 0, F.more_data, 1, 100)] + [tx(2, 0, F.more_data, 2, 1)] * (MAX_SLOTS - 1)
+    packets, used = take_packets([*chain, tx(3, 0, 0, 3, 1)])
+    assert used == MAX_SLOTS + 1 and "19 slots" in packets[0].error
+    packets, _ = take_packets([*chain[:-1], tx(3, 0, 0, 3, 1)])
+    assert packets[0].error == ""  # 18 slots: every backend takes them
 
 
 @pytest.mark.parametrize(("slots", "why"), [
-    ([tx(1, 0, F.more_data, 1, 100)] + [tx(2, 0, F.more_data, 2, 1)] * MAX_SLOTS,
-     "more than 18 slots"),
+    ([tx(1, 0, F.more_data, 1, 100)] + [tx(2, 0, F.more_data, 2, 1)] * FATAL_SLOTS,
+     "more than 20 slots"),
     ([tx(1, 0, F.more_data, 1, 100), tx(2, 0, 0, 2, 200)], "200 bytes in a packet with 100"),
     ([tx(1, 4000, 0, 1, 200)], "crosses its page"),
     ([tx(1, 0, F.more_data, 1, 5000), tx(2, 3000, 0, 2, 1200)], "crosses its page"),

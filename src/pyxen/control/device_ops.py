@@ -25,18 +25,20 @@ if TYPE_CHECKING:
     from pyxen.control.xenstore import XenstoreClient
 
 
-def _xenstore(server: ControlServer) -> XenstoreClient:
+def _xenstore(server: ControlServer, domid: int) -> XenstoreClient:
+    """A connection of one's own, once the domain is in xenstore."""
     sync = server.manager.xenstore
     if sync is None:
         raise ControlError("EINVAL", "PV devices need xenstored and the backends, which run "
                                      "with the daemon: start pyxen hypervisor --daemon")
+    sync.wait_introduced(domid)
     return sync.connect()
 
 
 def _attach(server: ControlServer, args: dict[str, Any], kind: str, service: str,
             add: Callable[[XenstoreClient, int], int]) -> Any:
     domid = guest_domain(server, args).domid
-    xs = _xenstore(server)
+    xs = _xenstore(server, domid)
     try:
         devid = add(xs, domid)
         try:
@@ -56,7 +58,7 @@ def _detach(server: ControlServer, args: dict[str, Any], kind: str, what: str) -
     devid = args.get("devid")
     if not isinstance(devid, int) or isinstance(devid, bool) or devid < 0:
         raise ControlError("EINVAL", "'devid' must be a device number")
-    xs = _xenstore(server)
+    xs = _xenstore(server, domid)
     try:
         return {"closed": pv_devices.remove(xs, kind, domid, devid, what)}
     finally:
@@ -66,7 +68,7 @@ def _detach(server: ControlServer, args: dict[str, Any], kind: str, what: str) -
 def _list(server: ControlServer, args: dict[str, Any], kind: str,
           extra: tuple[str, ...] = ()) -> Any:
     domid = guest_domain(server, args).domid
-    xs = _xenstore(server)
+    xs = _xenstore(server, domid)
     try:
         return {"devices": pv_devices.listing(xs, kind, domid, extra)}
     finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,6 +178,21 @@ class XenstoreSync:
         for nic in request.nics:
             vif.add(client, domid, nic)
         client.introduce(domid, params[HvmParam.STORE_PFN], params[HvmParam.STORE_EVTCHN])
+
+    def wait_introduced(self, domid: int, timeout: float = 10.0) -> None:
+        """Return once the domain is introduced (its directory written): a device
+        added before that would be deleted by the introduction (ControlError
+        EAGAIN past ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if domid in self.introduced:
+                    return
+            if time.monotonic() >= deadline:
+                raise ControlError("EAGAIN", f"domain {domid} is not in xenstore yet "
+                                             "(is xenstored running?): try again")
+            self.kick()
+            time.sleep(0.02)
 
     def connect(self) -> XenstoreClient:
         """A connection of one's own (for operations that wait, like block-detach)."""

@@ -248,6 +248,7 @@ class XenbusDevice(ABC):
             self.log(f"{self.name}: stopped serving: {e}")
         except Exception:  # a pyxen bug: this device stops, the others go on
             self.log(f"{self.name}: pyxen bug, stopped serving:\n{traceback.format_exc()}")
+            self._report_closing()  # so that the frontend notices and can reconnect
 
     def _report_closing(self) -> None:
         """From a serving thread: backend state Closing, through a connection of its

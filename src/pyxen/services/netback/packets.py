@@ -11,12 +11,12 @@ TX (guest to host), netif.h's rules and Linux netback's checks:
   slot has ``NETTXF_more_data``, the next data slot continues the packet
   with its own ``size``.  The first slot carries what the others do not.
 - *Fatal* (the frontend is broken; the vif is disconnected, as Linux's
-  netback disables it): more than ``MAX_SLOTS`` data slots, a later slot
-  larger than what is left of the packet, a slot whose ``offset + size``
-  crosses its page, an extra-info slot of an unknown type.
+  netback disables it): more than ``FATAL_SLOTS`` (20) data slots, a later
+  slot larger than what is left of the packet, a slot whose ``offset +
+  size`` crosses its page, an extra-info slot of an unknown type.
 - *Error* (the packet is answered with NETIF_RSP_ERROR, the next one is
-  read): a packet shorter than an Ethernet header, a bad grant (found when
-  copying).
+  read): a packet shorter than an Ethernet header, 19 or 20 data slots
+  (more than ``MAX_SLOTS``), a bad grant (found when copying).
 - An incomplete chain at the end of what was published waits for more.
 
 RX (host to guest): a frame takes ``ceil(len / PAGE_SIZE)`` slots with
@@ -42,7 +42,8 @@ from pyxen.abi.netif import (
 )
 
 PAGE_SIZE = 4096
-MAX_SLOTS = XEN_NETBK_LEGACY_SLOTS_MAX
+MAX_SLOTS = XEN_NETBK_LEGACY_SLOTS_MAX  # more: the packet is answered with errors
+FATAL_SLOTS = 20  # more: the frontend is broken (Linux netback's fatal_skb_slots)
 ETH_HLEN = 14
 _TX = struct.Struct("<IHHHH")  # gref, offset, flags, id, size
 _EXTRA_HEAD = struct.Struct("<BB")  # type, flags
@@ -118,8 +119,8 @@ def _packet(slots: list[bytes], i: int) -> tuple[TxPacket, int] | None:
     while data[-1].flags & NetTxFlags.more_data:
         if i >= len(slots):
             return None
-        if len(data) >= MAX_SLOTS:
-            raise FatalTx(f"a packet of more than {MAX_SLOTS} slots")
+        if len(data) >= FATAL_SLOTS:
+            raise FatalTx(f"a packet of more than {FATAL_SLOTS} slots")
         nxt = TxSlot.parse(slots[i])
         data.append(nxt)
         packet.slots.append((nxt.id, False))
@@ -137,6 +138,8 @@ def _packet(slots: list[bytes], i: int) -> tuple[TxPacket, int] | None:
             packet.data.append((slot.gref, slot.offset, length))
     if first.size < ETH_HLEN:
         packet.error = f"a packet of {first.size} bytes (shorter than an Ethernet header)"
+    elif len(data) > MAX_SLOTS:
+        packet.error = f"a packet of {len(data)} slots (more than {MAX_SLOTS})"
     return packet, i
 
 
