@@ -28,6 +28,7 @@ bench: guests
 	$(PYTHON) bench/sched.py
 	$(PYTHON) bench/dom0less.py
 	$(PYTHON) bench/blkback.py
+	$(PYTHON) bench/netback.py
 
 clean:
 	$(MAKE) -C guests clean

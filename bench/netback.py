@@ -40,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from pyxen.services.netback.tap import Tap, create_bridge  # noqa: E402
+from pyxen.services.netback.tap import Tap  # noqa: E402
 
 GUEST = ROOT / "guests" / "build" / "netbench.elf"
 ETHERTYPE = 0x88B5
@@ -57,7 +57,6 @@ def frame(dst: str, src: str, seq: int, n: int, size: int) -> bytes:
 
 def tap_to_tap(n: int, size: int) -> float:
     """Frames per second from one TAP device through a bridge to another."""
-    create_bridge("benchref0")
     with Tap.create("benchtap0") as a, Tap.create("benchtap1") as b:
         a.attach("benchref0")
         b.attach("benchref0")
@@ -158,8 +157,8 @@ def inside(quick: bool) -> int:
     print(f"{'size':>6}{'frames':>8}{'tap->tap':>11}{'guest->guest':>14}{'host->guest':>13}"
           f"{'g2g/ref':>10}{'h2g/ref':>10}")
     for size, n, ref, g2g, h2g in rows:
-        print(f"{size:>6}{n:>8}{ref:>11.0f}{g2g['pps']:>8} ({g2g['kbit_s'] // 1000:>3})"
-              f"{h2g['pps']:>7} ({h2g['kbit_s'] // 1000:>3}){g2g['pps'] / ref:>10.4f}"
+        print(f"{size:>6}{n:>8}{ref:>11.0f}{g2g['pps']:>7} ({g2g['kbit_s'] / 1000:4.1f})"
+              f"{h2g['pps']:>6} ({h2g['kbit_s'] / 1000:4.1f}){g2g['pps'] / ref:>10.4f}"
               f"{h2g['pps'] / ref:>10.4f}")
         lost = n - h2g["frames"]
         if lost:

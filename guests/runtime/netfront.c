@@ -191,9 +191,7 @@ static void say(struct netfront *nf, const char *fmt, ...)
  */
 void netfront_copy(void *dst, const void *src, size_t n)
 {
-    size_t q = n >> 3, r = n & 7;
-    asm volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(q) : : "memory");
-    asm volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(r) : : "memory");
+    memcpy(dst, src, n);  /* eight bytes a step (runtime/string.c) */
 }
 
 static void zero_page(void *p)
