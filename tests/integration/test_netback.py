@@ -63,11 +63,12 @@ def _cfg(d: Daemon, name: str, prog: str, extra: str, vifs: list[str], memory: i
     return path
 
 
-def _pair(d: Daemon, n: int, tag: str) -> tuple[Path, Path]:
+def _pair(d: Daemon, n: int, tag: str, extra: str = "", size: int = 100
+          ) -> tuple[Path, Path]:
     mac_a, mac_b = f"00:16:3e:00:{tag}:0a", f"00:16:3e:00:{tag}:0b"
-    return (_cfg(d, f"pair{tag}a", "netpair", f"role=a peer={mac_b} n={n}",
+    return (_cfg(d, f"pair{tag}a", "netpair", f"role=a peer={mac_b} n={n} size={size} {extra}",
                  [f"bridge={BRIDGE},mac={mac_a}"]),
-            _cfg(d, f"pair{tag}b", "netpair", f"role=b peer={mac_a} n={n}",
+            _cfg(d, f"pair{tag}b", "netpair", f"role=b peer={mac_a} n={n} size={size} {extra}",
                  [f"bridge={BRIDGE},mac={mac_b}"]))
 
 
@@ -94,6 +95,22 @@ def test_two_guests_exchange_10000_checksummed_frames(daemon: Daemon) -> None:
     _run_both(daemon, _pair(daemon, 10000, "01"))
     line = [x for x in daemon.log().splitlines() if "netpair: role=a n=10000" in x][-1]
     assert " sent=10000 got=10000 dup=0 bad=0 " in line
+
+
+def test_several_queues_split_event_channels_and_multi_slot_frames(daemon: Daemon) -> None:
+    """Two queues each with TX and RX event channels of their own, and 6000-byte
+    frames: two TX slots and two RX slots each (feature-sg), through a 9000-byte
+    MTU bridge."""
+    _in_ns(daemon, "ip", "link", "add", "jumbo0", "type", "bridge")
+    _in_ns(daemon, "ip", "link", "set", "jumbo0", "mtu", "9000", "up")
+    a, b = _pair(daemon, 300, "03", "queues=2 split=1", size=6000)
+    for cfg in (a, b):
+        cfg.write_text(cfg.read_text().replace(f"bridge={BRIDGE},", "bridge=jumbo0,mtu=9000,"))
+    _run_both(daemon, (a, b))
+    log = daemon.log()
+    assert log.count("connected (2 queues, split event channels") >= 2
+    line = [x for x in log.splitlines() if "netpair: role=a n=300 size=6000" in x][-1]
+    assert " sent=300 got=300 dup=0 bad=0 " in line
 
 
 def test_the_host_pings_a_guest(daemon: Daemon) -> None:
