@@ -100,7 +100,6 @@ _Static_assert(sizeof(union blkif_sring_entry) == 112, "slot size");
 _Static_assert(offsetof(struct blkif_sring, ring) == 64, "sring header");
 
 #define DEFAULT_TIMEOUT_NS (30 * NS_PER_SEC)
-#define STATE_POLL_NS (250 * NS_PER_MS)      /* re-read a state even without an event */
 #define TX_RETRIES 8
 #define ID_MAGIC 0xB10Cull
 #define NO_SHADOW 0xFFFFu
@@ -196,107 +195,24 @@ static void release_ref(struct blkfront *bf, grant_ref_t ref)
 
 /* ---- xenstore helpers ---- */
 
-static const char *path2(const char *dir, const char *key)
-{
-    static char bufs[2][192];
-    static unsigned int next;
-    char *b = bufs[next++ % 2];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", dir, key);
-    return b;
-}
-
-static long read_str(const char *dir, const char *key, char *buf, size_t size)
-{
-    return xs_read(0, path2(dir, key), buf, size);
-}
-
-static long parse_u64(const char *s, uint64_t *v)
-{
-    uint64_t x = 0;
-    if (!*s)
-        return -XEN_EINVAL;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -XEN_EINVAL;
-        x = x * 10 + (uint64_t)(*s - '0');
-    }
-    *v = x;
-    return 0;
-}
-
-/* A decimal node: 0 and *v, -ENOENT (then *v = dflt), -EINVAL, or xenstore's -errno. */
-static long read_u64(const char *dir, const char *key, uint64_t *v, uint64_t dflt)
-{
-    char buf[32];
-    long rc = read_str(dir, key, buf, sizeof(buf));
-    *v = dflt;
-    if (rc < 0)
-        return rc;
-    return parse_u64(buf, v);
-}
-
-static uint64_t read_u64_or(const char *dir, const char *key, uint64_t dflt)
-{
-    uint64_t v;
-    return read_u64(dir, key, &v, dflt) < 0 ? dflt : v;
-}
-
-static long write_key(uint32_t tx, const char *dir, const char *key, const char *value)
-{
-    return xs_write(tx, path2(dir, key), value);
-}
-
-static long write_u64(uint32_t tx, const char *dir, const char *key, uint64_t v)
-{
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%lu", (unsigned long)v);
-    return write_key(tx, dir, key, buf);
-}
-
 static long set_state(struct blkfront *bf, unsigned int state)
 {
-    return write_u64(0, bf->fe, "state", state);
+    return xb_write_u64(0, bf->fe, "state", state);
 }
 
-/* The backend's state; an absent node reads as Unknown (0). */
-static long backend_state(struct blkfront *bf)
-{
-    uint64_t st;
-    long rc = read_u64(bf->be, "state", &st, 0);
-    if (rc == -XEN_ENOENT)
-        return XenbusStateUnknown;
-    return rc < 0 ? rc : (long)st;
-}
-
-/*
- * Waits until the backend's state is in `want` (a bit mask of states):
- * returns it.  A state in `fail` ends the wait with -ENXIO.  Re-reads the
- * state on every watch event (the caller watches <be>/state) and at least
- * every STATE_POLL_NS.  Other watches' events are consumed too.
- */
+/* xb_wait_state on the backend's directory, with a message when it fails. */
 static long wait_backend(struct blkfront *bf, unsigned int want, unsigned int fail,
                          uint64_t deadline, const char *what)
 {
     long st = -1;
-    for (;;) {
-        st = backend_state(bf);
-        if (st >= 0 && st < 32 && (want & (1u << st)))
-            return st;
-        if (st >= 0 && st < 32 && (fail & (1u << st))) {
-            say(bf, "backend went to state %ld while waiting for %s", st, what);
-            return -XEN_ENXIO;
-        }
-        uint64_t now = now_ns();
-        if (now >= deadline) {
-            say(bf, "timed out waiting for the backend's %s (state %ld)", what, st);
-            return -XEN_ETIMEDOUT;
-        }
-        uint64_t until = now + STATE_POLL_NS < deadline ? now + STATE_POLL_NS : deadline;
-        xs_read_watch(NULL, 0, NULL, 0, until);
-    }
+    long rc = xb_wait_state(bf->be, want, fail, deadline, &st);
+    if (rc == -XEN_ENXIO)
+        say(bf, "backend went to state %ld while waiting for %s", st, what ? what : "it");
+    else if (rc == -XEN_ETIMEDOUT && what)
+        say(bf, "timed out waiting for the backend's %s (state %ld)", what, st);
+    return rc;
 }
 
-#define BIT(s) (1u << (s))
 
 /* ---- events ---- */
 
@@ -912,7 +828,7 @@ static long first_vbd(const char *dir, char *devid, size_t size)
     const char *p = list;
     for (long i = 0; i < n; i++, p += strlen(p) + 1) {
         uint64_t v;
-        if (parse_u64(p, &v) < 0)
+        if (xb_parse_u64(p, &v) < 0)
             continue;
         if (!best || v < best_v) {
             best = p;
@@ -998,21 +914,21 @@ static long publish_ring(struct blkfront *bf)
         if ((rc = xs_transaction_start(&tx)) < 0)
             return rc;
         if (bf->ring_order == 0) {
-            rc = write_u64(tx, bf->fe, "ring-ref", bf->ring_ref[0]);
+            rc = xb_write_u64(tx, bf->fe, "ring-ref", bf->ring_ref[0]);
         } else {
-            rc = write_u64(tx, bf->fe, "ring-page-order", bf->ring_order);
+            rc = xb_write_u64(tx, bf->fe, "ring-page-order", bf->ring_order);
             for (unsigned int i = 0; rc == 0 && i < bf->nr_ring_pages; i++) {
                 char key[16];
                 snprintf(key, sizeof(key), "ring-ref%u", i);
-                rc = write_u64(tx, bf->fe, key, bf->ring_ref[i]);
+                rc = xb_write_u64(tx, bf->fe, key, bf->ring_ref[i]);
             }
         }
         if (rc == 0)
-            rc = write_u64(tx, bf->fe, "event-channel", bf->evtchn);
+            rc = xb_write_u64(tx, bf->fe, "event-channel", bf->evtchn);
         if (rc == 0)
-            rc = write_key(tx, bf->fe, "protocol", "x86_64-abi");
+            rc = xb_write(tx, bf->fe, "protocol", "x86_64-abi");
         if (rc == 0)
-            rc = write_key(tx, bf->fe, "feature-persistent", "0");
+            rc = xb_write(tx, bf->fe, "feature-persistent", "0");
         if (rc < 0) {
             xs_transaction_end(tx, 0);
             continue;                        /* EAGAIN retries, anything else ends */
@@ -1026,29 +942,29 @@ static long publish_ring(struct blkfront *bf)
 static long read_properties(struct blkfront *bf)
 {
     uint64_t v;
-    long rc = read_u64(bf->be, "sectors", &v, 0);
+    long rc = xb_read_u64(bf->be, "sectors", &v, 0);
     if (rc < 0) {
         say(bf, "backend has no valid sectors node (%ld)", rc);
         return rc;
     }
     bf->sectors = v;
-    bf->sector_size = (uint32_t)read_u64_or(bf->be, "sector-size", BLKIF_SECTOR_SIZE);
+    bf->sector_size = (uint32_t)xb_read_u64_or(bf->be, "sector-size", BLKIF_SECTOR_SIZE);
     if (bf->sector_size < BLKIF_SECTOR_SIZE || bf->sector_size % BLKIF_SECTOR_SIZE ||
         bf->sector_size > PAGE_SIZE || (bf->sector_size & (bf->sector_size - 1))) {
         say(bf, "unusable sector-size %u", bf->sector_size);
         return -XEN_EINVAL;
     }
     bf->physical_sector_size =
-        (uint32_t)read_u64_or(bf->be, "physical-sector-size", bf->sector_size);
-    bf->info = (uint32_t)read_u64_or(bf->be, "info", 0);
-    bf->feature_flush = read_u64_or(bf->be, "feature-flush-cache", 0) != 0;
-    bf->feature_barrier = read_u64_or(bf->be, "feature-barrier", 0) != 0;
-    bf->feature_discard = read_u64_or(bf->be, "feature-discard", 0) != 0;
-    bf->discard_secure = read_u64_or(bf->be, "discard-secure", 0) != 0;
-    bf->discard_granularity = (uint32_t)read_u64_or(bf->be, "discard-granularity", 0);
-    bf->discard_alignment = (uint32_t)read_u64_or(bf->be, "discard-alignment", 0);
-    bf->feature_persistent = read_u64_or(bf->be, "feature-persistent", 0) != 0;
-    uint64_t mi = read_u64_or(bf->be, "feature-max-indirect-segments", 0);
+        (uint32_t)xb_read_u64_or(bf->be, "physical-sector-size", bf->sector_size);
+    bf->info = (uint32_t)xb_read_u64_or(bf->be, "info", 0);
+    bf->feature_flush = xb_read_u64_or(bf->be, "feature-flush-cache", 0) != 0;
+    bf->feature_barrier = xb_read_u64_or(bf->be, "feature-barrier", 0) != 0;
+    bf->feature_discard = xb_read_u64_or(bf->be, "feature-discard", 0) != 0;
+    bf->discard_secure = xb_read_u64_or(bf->be, "discard-secure", 0) != 0;
+    bf->discard_granularity = (uint32_t)xb_read_u64_or(bf->be, "discard-granularity", 0);
+    bf->discard_alignment = (uint32_t)xb_read_u64_or(bf->be, "discard-alignment", 0);
+    bf->feature_persistent = xb_read_u64_or(bf->be, "feature-persistent", 0) != 0;
+    uint64_t mi = xb_read_u64_or(bf->be, "feature-max-indirect-segments", 0);
     bf->max_indirect = mi > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)mi;
     return 0;
 }
@@ -1086,19 +1002,19 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
     }
     snprintf(bf->fe, sizeof(bf->fe), "%s/%s", dir, bf->devid);
     uint64_t v;
-    if (parse_u64(bf->devid, &v) < 0)
+    if (xb_parse_u64(bf->devid, &v) < 0)
         return -XEN_EINVAL;
     bf->handle = (uint16_t)v;                /* what Linux puts in requests' handle */
-    if ((rc = read_str(bf->fe, "backend", bf->be, sizeof(bf->be))) < 0) {
+    if ((rc = xb_read(bf->fe, "backend", bf->be, sizeof(bf->be))) < 0) {
         say(bf, "%s/backend: %ld", bf->fe, rc);
         return rc;
     }
-    if ((rc = read_u64(bf->fe, "backend-id", &v, 0)) < 0 || v >= DOMID_FIRST_RESERVED) {
+    if ((rc = xb_read_u64(bf->fe, "backend-id", &v, 0)) < 0 || v >= DOMID_FIRST_RESERVED) {
         say(bf, "%s/backend-id: %ld", bf->fe, rc);
         return rc < 0 ? rc : -XEN_EINVAL;
     }
     bf->backend_id = (uint16_t)v;
-    if (read_u64(bf->fe, "state", &v, 0) < 0 || v != XenbusStateInitialising) {
+    if (xb_read_u64(bf->fe, "state", &v, 0) < 0 || v != XenbusStateInitialising) {
         /* opened again after a close: tell the backend to start over */
         if ((rc = set_state(bf, XenbusStateInitialising)) < 0)
             return rc;
@@ -1111,12 +1027,12 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
     snprintf(watched, sizeof(watched), "%s/state", bf->be);
     int watching = xs_watch(watched, token) == 0;   /* without it: polling */
     uint64_t deadline = now_ns() + bf->timeout_ns;
-    rc = wait_backend(bf, BIT(XenbusStateInitWait), 0, deadline, "InitWait");
+    rc = wait_backend(bf, XB_BIT(XenbusStateInitWait), 0, deadline, "InitWait");
     if (rc < 0)
         goto out_unwatch;
 
     /* 3, 4. the ring */
-    bf->max_ring_order = (uint32_t)read_u64_or(bf->be, "max-ring-page-order", 0);
+    bf->max_ring_order = (uint32_t)xb_read_u64_or(bf->be, "max-ring-page-order", 0);
     unsigned int order = opts->ring_order;
     if (order > bf->max_ring_order)
         order = bf->max_ring_order;
@@ -1135,8 +1051,8 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
 
     /* 6. the backend's Connected, its properties */
     deadline = now_ns() + bf->timeout_ns;
-    rc = wait_backend(bf, BIT(XenbusStateConnected),
-                      BIT(XenbusStateClosing) | BIT(XenbusStateClosed), deadline, "Connected");
+    rc = wait_backend(bf, XB_BIT(XenbusStateConnected),
+                      XB_BIT(XenbusStateClosing) | XB_BIT(XenbusStateClosed), deadline, "Connected");
     if (rc < 0)
         goto out_closed;
     if ((rc = read_properties(bf)) < 0)
@@ -1164,7 +1080,7 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
 out_closed:
     /* The backend may have mapped the ring: say Closed, then revoke what we can. */
     set_state(bf, XenbusStateClosed);
-    wait_backend(bf, BIT(XenbusStateClosed) | BIT(XenbusStateUnknown), 0,
+    wait_backend(bf, XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown), 0,
                  now_ns() + bf->timeout_ns, "Closed");
 out_ring:
     teardown_ring(bf);
@@ -1197,13 +1113,13 @@ long blkfront_close(struct blkfront *bf)
     if ((r = set_state(bf, XenbusStateClosing)) < 0 && !rc)
         rc = r;
     /* An absent state node (Unknown) means the backend is gone already. */
-    r = wait_backend(bf, BIT(XenbusStateClosing) | BIT(XenbusStateClosed) | BIT(XenbusStateUnknown),
+    r = wait_backend(bf, XB_BIT(XenbusStateClosing) | XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown),
                      0, now_ns() + bf->timeout_ns, "Closing");
     if (r < 0 && !rc)
         rc = r;
     if ((r = set_state(bf, XenbusStateClosed)) < 0 && !rc)
         rc = r;
-    r = wait_backend(bf, BIT(XenbusStateClosed) | BIT(XenbusStateUnknown), 0,
+    r = wait_backend(bf, XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown), 0,
                      now_ns() + bf->timeout_ns, "Closed");
     if (r < 0 && !rc)
         rc = r;

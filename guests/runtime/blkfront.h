@@ -16,6 +16,7 @@
 #define GUEST_BLKFRONT_H
 
 #include "rt.h"
+#include "xenbus.h"
 
 /* ---- the blkif ABI (xen/include/public/io/blkif.h, x86_64 layouts) ---- */
 #define BLKIF_OP_READ 0
@@ -40,17 +41,6 @@
 #define VDISK_CDROM 0x1
 #define VDISK_REMOVABLE 0x2
 #define VDISK_READONLY 0x4
-
-/* enum xenbus_state (§12.3) */
-#define XenbusStateUnknown 0
-#define XenbusStateInitialising 1
-#define XenbusStateInitWait 2
-#define XenbusStateInitialised 3
-#define XenbusStateConnected 4
-#define XenbusStateClosing 5
-#define XenbusStateClosed 6
-#define XenbusStateReconfiguring 7
-#define XenbusStateReconfigured 8
 
 struct blkif_request_segment {      /* 8 bytes */
     grant_ref_t gref;

@@ -152,7 +152,6 @@ _Static_assert(64 + NETFRONT_RING_SIZE * 8 <= PAGE_SIZE &&
 
 #define RING_MASK (NETFRONT_RING_SIZE - 1)
 #define DEFAULT_TIMEOUT_NS (30 * NS_PER_SEC)
-#define STATE_POLL_NS (250 * NS_PER_MS)      /* re-read a state even without an event */
 #define TX_RETRIES 8
 #define NO_BUF 0xFFFFu
 #define MIN_BUFS XEN_NETIF_NR_SLOTS_MIN      /* one packet's worth of slots */
@@ -166,7 +165,6 @@ _Static_assert(64 + NETFRONT_RING_SIZE * 8 <= PAGE_SIZE &&
 #define wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
 #define rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#define BIT(s) (1u << (s))
 
 static void say(struct netfront *nf, const char *fmt, ...) __printf(2, 3);
 static void say(struct netfront *nf, const char *fmt, ...)
@@ -292,104 +290,27 @@ void netfront_format_mac(const uint8_t mac[NETFRONT_ETH_ALEN], char out[18])
 
 /* ---- xenstore helpers ---- */
 
-static const char *path2(const char *dir, const char *key)
-{
-    static char bufs[2][192];
-    static unsigned int next;
-    char *b = bufs[next++ % 2];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", dir, key);
-    return b;
-}
-
-static long read_str(const char *dir, const char *key, char *buf, size_t size)
-{
-    return xs_read(0, path2(dir, key), buf, size);
-}
-
-static long parse_u64(const char *s, uint64_t *v)
-{
-    uint64_t x = 0;
-    if (!*s)
-        return -XEN_EINVAL;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -XEN_EINVAL;
-        x = x * 10 + (uint64_t)(*s - '0');
-    }
-    *v = x;
-    return 0;
-}
-
-/* A decimal node: 0 and *v, -ENOENT (then *v = dflt), -EINVAL, or xenstore's -errno. */
-static long read_u64(const char *dir, const char *key, uint64_t *v, uint64_t dflt)
-{
-    char buf[32];
-    long rc = read_str(dir, key, buf, sizeof(buf));
-    *v = dflt;
-    if (rc < 0)
-        return rc;
-    return parse_u64(buf, v);
-}
-
-static uint64_t read_u64_or(const char *dir, const char *key, uint64_t dflt)
-{
-    uint64_t v;
-    return read_u64(dir, key, &v, dflt) < 0 ? dflt : v;
-}
-
-static long write_key(uint32_t tx, const char *dir, const char *key, const char *value)
-{
-    return xs_write(tx, path2(dir, key), value);
-}
-
-static long write_u64(uint32_t tx, const char *dir, const char *key, uint64_t v)
-{
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%lu", (unsigned long)v);
-    return write_key(tx, dir, key, buf);
-}
-
 static long set_state(struct netfront *nf, unsigned int state)
 {
-    return write_u64(0, nf->fe, "state", state);
+    return xb_write_u64(0, nf->fe, "state", state);
 }
 
 long netfront_backend_state(struct netfront *nf)
 {
-    uint64_t st;
-    long rc = read_u64(nf->be, "state", &st, 0);
-    if (rc == -XEN_ENOENT)
-        return XenbusStateUnknown;
-    return rc < 0 ? rc : (long)st;
+    return xb_state(nf->be);
 }
 
-/*
- * Waits until the backend's state is in `want` (a bit mask of states):
- * returns it.  A state in `fail` ends the wait with -ENXIO.  Re-reads the
- * state on every watch event (the caller watches <be>/state) and at least
- * every STATE_POLL_NS.  Other watches' events are consumed too.
- */
+/* xb_wait_state on the backend's directory, with a message when it fails. */
 static long wait_backend(struct netfront *nf, unsigned int want, unsigned int fail,
                          uint64_t deadline, const char *what)
 {
     long st = -1;
-    for (;;) {
-        st = netfront_backend_state(nf);
-        if (st >= 0 && st < 32 && (want & (1u << st)))
-            return st;
-        if (st >= 0 && st < 32 && (fail & (1u << st))) {
-            say(nf, "backend went to state %ld while waiting for %s", st, what);
-            return -XEN_ENXIO;
-        }
-        uint64_t now = now_ns();
-        if (now >= deadline) {
-            if (what)
-                say(nf, "timed out waiting for the backend's %s (state %ld)", what, st);
-            return -XEN_ETIMEDOUT;
-        }
-        uint64_t until = now + STATE_POLL_NS < deadline ? now + STATE_POLL_NS : deadline;
-        xs_read_watch(NULL, 0, NULL, 0, until);
-    }
+    long rc = xb_wait_state(nf->be, want, fail, deadline, &st);
+    if (rc == -XEN_ENXIO)
+        say(nf, "backend went to state %ld while waiting for %s", st, what ? what : "it");
+    else if (rc == -XEN_ETIMEDOUT && what)
+        say(nf, "timed out waiting for the backend's %s (state %ld)", what, st);
+    return rc;
 }
 
 /* Watch token and path of the backend's state node. */
@@ -405,7 +326,7 @@ long netfront_wait_disconnect(struct netfront *nf, uint64_t deadline)
 {
     char token[32], watched[sizeof(nf->be) + 8];
     int watching = watch_backend(nf, token, sizeof(token), watched, sizeof(watched));
-    long st = wait_backend(nf, 0x1FFu & ~BIT(XenbusStateConnected), 0, deadline, NULL);
+    long st = wait_backend(nf, 0x1FFu & ~XB_BIT(XenbusStateConnected), 0, deadline, NULL);
     if (watching)
         xs_unwatch(watched, token);
     return st;
@@ -971,7 +892,7 @@ static long first_vif(const char *dir, char *devid, size_t size)
     const char *p = list;
     for (long i = 0; i < n; i++, p += strlen(p) + 1) {
         uint64_t v;
-        if (parse_u64(p, &v) < 0)
+        if (xb_parse_u64(p, &v) < 0)
             continue;
         if (!best || v < best_v) {
             best = p;
@@ -1090,15 +1011,15 @@ fail:
 static long write_queue_keys(struct netfront *nf, uint32_t tx, const char *dir,
                              struct netfront_queue *q)
 {
-    long rc = write_u64(tx, dir, "tx-ring-ref", q->tx_ring_ref);
+    long rc = xb_write_u64(tx, dir, "tx-ring-ref", q->tx_ring_ref);
     if (rc == 0)
-        rc = write_u64(tx, dir, "rx-ring-ref", q->rx_ring_ref);
+        rc = xb_write_u64(tx, dir, "rx-ring-ref", q->rx_ring_ref);
     if (rc == 0 && nf->split) {
-        rc = write_u64(tx, dir, "event-channel-tx", q->evtchn_tx);
+        rc = xb_write_u64(tx, dir, "event-channel-tx", q->evtchn_tx);
         if (rc == 0)
-            rc = write_u64(tx, dir, "event-channel-rx", q->evtchn_rx);
+            rc = xb_write_u64(tx, dir, "event-channel-rx", q->evtchn_rx);
     } else if (rc == 0) {
-        rc = write_u64(tx, dir, "event-channel", q->evtchn_tx);
+        rc = xb_write_u64(tx, dir, "event-channel", q->evtchn_tx);
     }
     return rc;
 }
@@ -1139,7 +1060,7 @@ static long publish(struct netfront *nf, const struct netfront_opts *opts)
         rc = 0;
         for (long i = 0; rc == 0 && i < nlist; i++, p += strlen(p) + 1) {
             if (stale_key(nf, p)) {
-                rc = xs_rm(tx, path2(nf->fe, p));
+                rc = xs_rm(tx, xb_path(nf->fe, p));
                 if (rc == -XEN_ENOENT)
                     rc = 0;
             }
@@ -1147,7 +1068,7 @@ static long publish(struct netfront *nf, const struct netfront_opts *opts)
         if (rc == 0 && nf->nr_queues == 1) {
             rc = write_queue_keys(nf, tx, nf->fe, &nf->queue[0]);
         } else if (rc == 0) {
-            rc = write_u64(tx, nf->fe, "multi-queue-num-queues", nf->nr_queues);
+            rc = xb_write_u64(tx, nf->fe, "multi-queue-num-queues", nf->nr_queues);
             for (unsigned int i = 0; rc == 0 && i < nf->nr_queues; i++) {
                 char dir[sizeof(nf->fe) + 16];
                 snprintf(dir, sizeof(dir), "%s/queue-%u", nf->fe, i);
@@ -1155,13 +1076,13 @@ static long publish(struct netfront *nf, const struct netfront_opts *opts)
             }
         }
         if (rc == 0)
-            rc = write_key(tx, nf->fe, "request-rx-copy", "1");
+            rc = xb_write(tx, nf->fe, "request-rx-copy", "1");
         if (rc == 0)
-            rc = write_key(tx, nf->fe, "feature-rx-notify", "1");
+            rc = xb_write(tx, nf->fe, "feature-rx-notify", "1");
         if (rc == 0)
-            rc = write_key(tx, nf->fe, "feature-sg", nf->sg ? "1" : "0");
+            rc = xb_write(tx, nf->fe, "feature-sg", nf->sg ? "1" : "0");
         if (rc == 0)
-            rc = write_key(tx, nf->fe, "feature-no-csum-offload",
+            rc = xb_write(tx, nf->fe, "feature-no-csum-offload",
                            opts->no_csum_offload ? "1" : "0");
         if (rc < 0) {
             xs_transaction_end(tx, 0);
@@ -1175,13 +1096,13 @@ static long publish(struct netfront *nf, const struct netfront_opts *opts)
 /* Step 3: what the backend offers (published before InitWait). */
 static void read_features(struct netfront *nf)
 {
-    nf->feature_sg = read_u64_or(nf->be, "feature-sg", 0) != 0;
-    nf->feature_gso_tcpv4 = read_u64_or(nf->be, "feature-gso-tcpv4", 0) != 0;
-    nf->feature_gso_tcpv6 = read_u64_or(nf->be, "feature-gso-tcpv6", 0) != 0;
-    nf->feature_rx_copy = read_u64_or(nf->be, "feature-rx-copy", 0) != 0;
-    nf->feature_split_evtchn = read_u64_or(nf->be, "feature-split-event-channels", 0) != 0;
-    nf->feature_ipv6_csum = read_u64_or(nf->be, "feature-ipv6-csum-offload", 0) != 0;
-    uint64_t mq = read_u64_or(nf->be, "multi-queue-max-queues", 1);
+    nf->feature_sg = xb_read_u64_or(nf->be, "feature-sg", 0) != 0;
+    nf->feature_gso_tcpv4 = xb_read_u64_or(nf->be, "feature-gso-tcpv4", 0) != 0;
+    nf->feature_gso_tcpv6 = xb_read_u64_or(nf->be, "feature-gso-tcpv6", 0) != 0;
+    nf->feature_rx_copy = xb_read_u64_or(nf->be, "feature-rx-copy", 0) != 0;
+    nf->feature_split_evtchn = xb_read_u64_or(nf->be, "feature-split-event-channels", 0) != 0;
+    nf->feature_ipv6_csum = xb_read_u64_or(nf->be, "feature-ipv6-csum-offload", 0) != 0;
+    uint64_t mq = xb_read_u64_or(nf->be, "multi-queue-max-queues", 1);
     nf->max_queues = mq == 0 ? 1 : mq > 0xFFFF ? 0xFFFF : (unsigned int)mq;
 }
 
@@ -1228,23 +1149,23 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
         return rc;
     }
     snprintf(nf->fe, sizeof(nf->fe), "%s/%s", dir, nf->devid);
-    if ((rc = read_str(nf->fe, "backend", nf->be, sizeof(nf->be))) < 0) {
+    if ((rc = xb_read(nf->fe, "backend", nf->be, sizeof(nf->be))) < 0) {
         say(nf, "%s/backend: %ld", nf->fe, rc);
         return rc;
     }
     uint64_t v;
-    if ((rc = read_u64(nf->fe, "backend-id", &v, 0)) < 0 || v >= DOMID_FIRST_RESERVED) {
+    if ((rc = xb_read_u64(nf->fe, "backend-id", &v, 0)) < 0 || v >= DOMID_FIRST_RESERVED) {
         say(nf, "%s/backend-id: %ld", nf->fe, rc);
         return rc < 0 ? rc : -XEN_EINVAL;
     }
     nf->backend_id = (uint16_t)v;
-    if ((rc = read_str(nf->fe, "mac", macbuf, sizeof(macbuf))) < 0 ||
+    if ((rc = xb_read(nf->fe, "mac", macbuf, sizeof(macbuf))) < 0 ||
         (rc = netfront_parse_mac(macbuf, nf->mac)) < 0) {
         say(nf, "%s/mac: %ld", nf->fe, rc);
         return rc;
     }
-    nf->mtu = (unsigned int)read_u64_or(nf->fe, "mtu", 1500);
-    if (read_u64(nf->fe, "state", &v, 0) < 0 || v != XenbusStateInitialising) {
+    nf->mtu = (unsigned int)xb_read_u64_or(nf->fe, "mtu", 1500);
+    if (xb_read_u64(nf->fe, "state", &v, 0) < 0 || v != XenbusStateInitialising) {
         /* opened again after a close: tell the backend to start over */
         if ((rc = set_state(nf, XenbusStateInitialising)) < 0)
             return rc;
@@ -1254,7 +1175,7 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
     char token[32], watched[sizeof(nf->be) + 8];
     int watching = watch_backend(nf, token, sizeof(token), watched, sizeof(watched));
     uint64_t deadline = now_ns() + nf->timeout_ns;
-    rc = wait_backend(nf, BIT(XenbusStateInitWait), 0, deadline, "InitWait");
+    rc = wait_backend(nf, XB_BIT(XenbusStateInitWait), 0, deadline, "InitWait");
     if (rc < 0)
         goto out_unwatch;
 
@@ -1294,8 +1215,8 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
 
     /* 7. the backend's Connected */
     deadline = now_ns() + nf->timeout_ns;
-    rc = wait_backend(nf, BIT(XenbusStateConnected),
-                      BIT(XenbusStateClosing) | BIT(XenbusStateClosed), deadline, "Connected");
+    rc = wait_backend(nf, XB_BIT(XenbusStateConnected),
+                      XB_BIT(XenbusStateClosing) | XB_BIT(XenbusStateClosed), deadline, "Connected");
     if (rc < 0)
         goto out_closed;
     if (watching)
@@ -1325,7 +1246,7 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
 out_closed:
     /* The backend may have mapped the rings: say Closed, then revoke what we can. */
     set_state(nf, XenbusStateClosed);
-    wait_backend(nf, BIT(XenbusStateClosed) | BIT(XenbusStateUnknown), 0,
+    wait_backend(nf, XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown), 0,
                  now_ns() + nf->timeout_ns, "Closed");
 out_queues:
     for (unsigned int i = 0; i < NETFRONT_MAX_QUEUES; i++)
@@ -1358,13 +1279,13 @@ long netfront_close(struct netfront *nf)
     if ((r = set_state(nf, XenbusStateClosing)) < 0 && !rc)
         rc = r;
     /* An absent state node (Unknown) means the backend is gone already. */
-    r = wait_backend(nf, BIT(XenbusStateClosing) | BIT(XenbusStateClosed) | BIT(XenbusStateUnknown),
+    r = wait_backend(nf, XB_BIT(XenbusStateClosing) | XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown),
                      0, now_ns() + nf->timeout_ns, "Closing");
     if (r < 0 && !rc)
         rc = r;
     if ((r = set_state(nf, XenbusStateClosed)) < 0 && !rc)
         rc = r;
-    r = wait_backend(nf, BIT(XenbusStateClosed) | BIT(XenbusStateUnknown), 0,
+    r = wait_backend(nf, XB_BIT(XenbusStateClosed) | XB_BIT(XenbusStateUnknown), 0,
                      now_ns() + nf->timeout_ns, "Closed");
     if (r < 0 && !rc)
         rc = r;

@@ -14,6 +14,7 @@
 #define GUEST_NETFRONT_H
 
 #include "rt.h"
+#include "xenbus.h"
 
 /* ---- the netif ABI (xen/include/public/io/netif.h; same layout for every guest width) ---- */
 
@@ -131,17 +132,6 @@ struct netif_rx_sring {
     uint8_t _pad[44];
     union netif_rx_sring_entry ring[];   /* from offset 64 */
 };
-
-/* enum xenbus_state (§12.3); the same definitions as blkfront.h */
-#define XenbusStateUnknown 0
-#define XenbusStateInitialising 1
-#define XenbusStateInitWait 2
-#define XenbusStateInitialised 3
-#define XenbusStateConnected 4
-#define XenbusStateClosing 5
-#define XenbusStateClosed 6
-#define XenbusStateReconfiguring 7
-#define XenbusStateReconfigured 8
 
 /* One page each: (4096 - 64) / 12 = 336 TX slots, / 8 = 504 RX slots, both
  * rounded down to a power of two. */
