@@ -816,33 +816,6 @@ long blkfront_raw_response(struct blkfront *bf, struct blkif_response *rsp, uint
 
 /* ---- open and close ---- */
 
-/* The lowest-numbered entry of device/vbd into devid. */
-static long first_vbd(const char *dir, char *devid, size_t size)
-{
-    static char list[1024];
-    long n = xs_directory(0, dir, list, sizeof(list));
-    if (n < 0)
-        return n;
-    const char *best = NULL;
-    uint64_t best_v = 0;
-    const char *p = list;
-    for (long i = 0; i < n; i++, p += strlen(p) + 1) {
-        uint64_t v;
-        if (xb_parse_u64(p, &v) < 0)
-            continue;
-        if (!best || v < best_v) {
-            best = p;
-            best_v = v;
-        }
-    }
-    if (!best)
-        return -XEN_ENOENT;
-    if (strlen(best) >= size)
-        return -XEN_E2BIG;
-    memcpy(devid, best, strlen(best) + 1);
-    return 0;
-}
-
 /* Grants, ring memory and port of a ring that is set up (not yet published
  * or already unpublished): revoked and freed.  Keeps leaked memory away. */
 static void teardown_ring(struct blkfront *bf)
@@ -996,7 +969,7 @@ long blkfront_open(struct blkfront *bf, const char *devid, const struct blkfront
         if (strlen(devid) >= sizeof(bf->devid))
             return -XEN_EINVAL;
         memcpy(bf->devid, devid, strlen(devid) + 1);
-    } else if ((rc = first_vbd(dir, bf->devid, sizeof(bf->devid))) < 0) {
+    } else if ((rc = xb_first_device(dir, bf->devid, sizeof(bf->devid))) < 0) {
         say(bf, "no vbd under %s (%ld)", dir, rc);
         return rc;
     }

@@ -880,33 +880,6 @@ long netfront_raw_tx_response(struct netfront *nf, unsigned int qi, struct netif
 
 /* ---- open and close ---- */
 
-/* The lowest-numbered entry of device/vif into devid. */
-static long first_vif(const char *dir, char *devid, size_t size)
-{
-    static char list[1024];
-    long n = xs_directory(0, dir, list, sizeof(list));
-    if (n < 0)
-        return n;
-    const char *best = NULL;
-    uint64_t best_v = 0;
-    const char *p = list;
-    for (long i = 0; i < n; i++, p += strlen(p) + 1) {
-        uint64_t v;
-        if (xb_parse_u64(p, &v) < 0)
-            continue;
-        if (!best || v < best_v) {
-            best = p;
-            best_v = v;
-        }
-    }
-    if (!best)
-        return -XEN_ENOENT;
-    if (strlen(best) >= size)
-        return -XEN_E2BIG;
-    memcpy(devid, best, strlen(best) + 1);
-    return 0;
-}
-
 /* Revokes and frees what setup_queue took (rings, pages, ports). */
 static void teardown_queue(struct netfront *nf, struct netfront_queue *q)
 {
@@ -1144,7 +1117,7 @@ long netfront_open(struct netfront *nf, const char *devid, const struct netfront
         if (strlen(devid) >= sizeof(nf->devid))
             return -XEN_EINVAL;
         memcpy(nf->devid, devid, strlen(devid) + 1);
-    } else if ((rc = first_vif(dir, nf->devid, sizeof(nf->devid))) < 0) {
+    } else if ((rc = xb_first_device(dir, nf->devid, sizeof(nf->devid))) < 0) {
         say(nf, "no vif under %s (%ld)", dir, rc);
         return rc;
     }

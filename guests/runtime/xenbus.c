@@ -57,6 +57,32 @@ long xb_write_u64(uint32_t tx, const char *dir, const char *key, uint64_t v)
     return xb_write(tx, dir, key, buf);
 }
 
+long xb_first_device(const char *dir, char *devid, size_t size)
+{
+    static char list[1024];
+    long n = xs_directory(0, dir, list, sizeof(list));
+    if (n < 0)
+        return n;
+    const char *best = NULL;
+    uint64_t best_v = 0;
+    const char *p = list;
+    for (long i = 0; i < n; i++, p += strlen(p) + 1) {
+        uint64_t v;
+        if (xb_parse_u64(p, &v) < 0)
+            continue;
+        if (!best || v < best_v) {
+            best = p;
+            best_v = v;
+        }
+    }
+    if (!best)
+        return -XEN_ENOENT;
+    if (strlen(best) >= size)
+        return -XEN_E2BIG;
+    memcpy(devid, best, strlen(best) + 1);
+    return 0;
+}
+
 long xb_state(const char *dir)
 {
     uint64_t st;

@@ -36,6 +36,8 @@ long xb_read_u64(const char *dir, const char *key, uint64_t *v, uint64_t dflt);
 uint64_t xb_read_u64_or(const char *dir, const char *key, uint64_t dflt);
 long xb_write(uint32_t tx, const char *dir, const char *key, const char *value);
 long xb_write_u64(uint32_t tx, const char *dir, const char *key, uint64_t v);
+/* The lowest-numbered entry of `dir` (e.g. device/vbd) into devid. */
+long xb_first_device(const char *dir, char *devid, size_t size);
 /* <dir>/state; an absent node reads as Unknown (0). */
 long xb_state(const char *dir);
 /*
