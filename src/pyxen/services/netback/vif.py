@@ -295,8 +295,9 @@ class Vif(XenbusDevice):
                 q.pending = slots[used:]
                 q.held += packets
                 sent = self._send(q)
-                if q.held:
-                    assert self.rate is not None
+                if q.held and sent:
+                    continue  # the copy buffer was full, not the credit: send on
+                if q.held and self.rate is not None:  # the rate limit holds them back
                     delay = self.rate.wait_time(q.held[0].size)
                     wake = min(wake or float("inf"), time.monotonic() + delay)
                     break
