@@ -538,7 +538,13 @@ def test_defaults(guest_dir: Path) -> None:
     ],
 )
 def test_type(guest_dir: Path, settings: str, expected: str) -> None:
-    assert domain(f'name = "g"\nkernel = "vmlinuz"\n{settings}\n', guest_dir).type == expected
+    kernel = "" if expected == "hvm" else 'kernel = "vmlinuz"\n'  # HVM boots from firmware
+    assert domain(f'name = "g"\n{kernel}{settings}\n', guest_dir).type == expected
+
+
+def test_hvm_with_a_kernel_is_refused_clearly(guest_dir: Path) -> None:
+    with pytest.raises(XlCfgError, match="direct kernel boot of an HVM guest is not supported"):
+        domain('name = "g"\nkernel = "vmlinuz"\ntype = "hvm"\n', guest_dir)
 
 
 @pytest.mark.parametrize(
@@ -732,7 +738,11 @@ def test_overrides_reach_domain_config(guest_dir: Path) -> None:
             "hello.cfg: kernel is required: pyxen boots guests only by direct kernel boot;"
             ' add kernel = "/path/to/vmlinuz"',
         ),
-        ('name = "g"\ntype = "hvm"', "hello.cfg: kernel is required"),
+        ('name = "g"\ntype = "pvh"', "hello.cfg: kernel is required"),
+        ('name = "g"\ntype = "hvm"\nboot = "d"', 'hello.cfg:3: boot "d": only booting from'),
+        ('name = "g"\ntype = "hvm"\nfirmware = "ovmf"', 'hello.cfg:3: firmware "ovmf" is not'),
+        ('name = "g"\ntype = "hvm"\nviridian = 1', "hello.cfg:3: viridian (Hyper-V"),
+        ('name = "g"\ntype = "hvm"\nserial = "vc"', 'hello.cfg:3: serial "vc": only'),
         ('name = "g"\nkernel = ""', "hello.cfg:2: kernel must not be empty"),
         ('name = "g"\n\nkernel = "nope"', "hello.cfg:3: kernel file not found: nope (looked for "),
         ('name = "g"\nkernel = "/no/such/kernel"', "hello.cfg:2: kernel file not found: "),

@@ -45,6 +45,12 @@ def plan_load(image: ElfImage, ram: Sequence[tuple[int, int]], name: str) -> lis
     entry = image.notes.phys32_entry
     if entry is None:
         raise BootError(f"{name} is not a PVH kernel: it has no XEN_ELFNOTE_PHYS32_ENTRY note")
+    return plan_segments(image, ram, name, entry, "PVH entry point")
+
+
+def plan_segments(image: ElfImage, ram: Sequence[tuple[int, int]], name: str, entry: int,
+                  what: str = "entry point") -> list[Segment]:
+    """Check that every segment of ``image`` lies in ``ram`` and ``entry`` in its data."""
     for index, segment in enumerate(image.segments):
         if any(start <= segment.paddr and segment.end <= end for start, end in ram):
             continue
@@ -58,7 +64,7 @@ def plan_load(image: ElfImage, ram: Sequence[tuple[int, int]], name: str) -> lis
         )
     if not any(s.paddr <= entry < s.paddr + len(s.data) for s in image.segments):
         raise BootError(
-            f"{name}: PVH entry point {entry:#x} is not inside the file data of any loaded "
+            f"{name}: {what} {entry:#x} is not inside the file data of any loaded "
             "segment; the image is corrupt"
         )
     return list(image.segments)

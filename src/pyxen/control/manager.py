@@ -26,6 +26,7 @@ from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
 from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.netstats import read_counters
+from pyxen.control.paths import DEFAULT_RUN_DIR
 from pyxen.control.protocol import ControlError
 from pyxen.control.vbd import Disk, disk_from_dict
 from pyxen.control.vif import Nic, nic_from_dict
@@ -422,7 +423,7 @@ def _seclabel(args: dict[str, Any]) -> str:
     return label
 
 
-def request_from_dict(args: dict[str, Any]) -> DomainRequest:
+def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> DomainRequest:
     """Validate a create request's config object into a DomainRequest."""
     def text(key: str, default: str | None = None, limit: int = 4096) -> str:
         value = args.get(key, default)
@@ -460,13 +461,18 @@ def request_from_dict(args: dict[str, Any]) -> DomainRequest:
     problem = name_problem(name)
     if problem is not None:
         raise ControlError("EINVAL", f"config field 'name': {problem}")
+    hvm = None
+    if args.get("hvm") is not None:
+        from pyxen.control.hvm_request import hvm_spec_from_dict
+
+        hvm = hvm_spec_from_dict(args["hvm"], run_dir)
     spec = BuildSpec(
-        name=name, kernel=Path(text("kernel")),
+        name=name, kernel=Path(text("kernel")) if hvm is None else Path(),
         ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
         max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
-        domid=domid, seclabel=_seclabel(args),
+        domid=domid, seclabel=_seclabel(args), hvm=hvm,
     )
     def cpu_set(key: str) -> frozenset[int] | None:
         value = args.get(key)

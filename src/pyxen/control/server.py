@@ -127,7 +127,8 @@ def _create(server: ControlServer, session: Session, args: dict[str, Any]) -> An
     config = args.get("config")
     if not isinstance(config, dict):
         raise ControlError("EINVAL", "'config' must be an object")
-    domain = server.manager.create(request_from_dict(config), paused=bool(args.get("paused")))
+    domain = server.manager.create(request_from_dict(config, server.path.parent),
+                                   paused=bool(args.get("paused")))
     return {"domid": domain.domid, "name": domain.name}
 
 

@@ -162,6 +162,7 @@ class XenstoreSync:
             "console/type": "xenconsoled", "console/limit": "1048576",
             "console/output": "pty",
         }
+        entries.update(domain.hvm_xenstore)  # hvmloader/..., platform/... (HVM only)
         for key, value in entries.items():
             client.write(f"{base}/{key}", value)
         for sub in GUEST_WRITABLE:

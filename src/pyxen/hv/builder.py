@@ -18,7 +18,7 @@ Steps (as libxl/libxc do them for a PVH domU):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE
@@ -38,12 +38,16 @@ from pyxen.boot import (
     plan_load,
     start_info_size,
 )
+from pyxen.boot.hvm import HVM_INFO_PADDR, hvm_e820, hvm_info_table, hvm_ram_ranges
+from pyxen.boot.loader import plan_segments
 from pyxen.hv import event_channel
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL
 from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
+from pyxen.hv.device_model import DeviceModelSpec
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT
+from pyxen.hv.hvm_platform import attach_hvm_platform
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import VcpuRunner
 from pyxen.kvm import structs as ks
@@ -75,6 +79,19 @@ class BuildSpec:
     # (libxl's domains always), "no-xenstore" = PV console only, "disabled" =
     # neither (no special pages, params 0; console_io and port 0xE9 remain).
     enhanced: str = "enabled"
+    hvm: HvmSpec | None = None  # type = "hvm": boot through hvmloader, emulate a PC
+
+
+@dataclass(frozen=True)
+class HvmSpec:
+    """What an HVM domain adds: its firmware, its platform and its device model."""
+
+    firmware: Path  # hvmloader
+    bios: Path  # SeaBIOS, hvmloader's "firmware" module
+    acpi: bool = True
+    apic: bool = True
+    device_model: DeviceModelSpec = field(default_factory=DeviceModelSpec)
+    xenstore: tuple[tuple[str, str], ...] = ()  # keys under /local/domain/N (hvmloader/...)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -87,11 +104,21 @@ def _read(path: Path, what: str) -> bytes:
 def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
     """Build a paused domain; ``domain.start()`` runs it."""
     try:
-        image = parse_elf(_read(spec.kernel, "kernel"), spec.kernel.name)
         mem_bytes = spec.memory_mib << 20
-        ram = guest_ram_ranges(mem_bytes)
-        segments = plan_load(image, ram, spec.kernel.name)
-        e820 = build_e820(mem_bytes)
+        if spec.hvm is None:
+            image = parse_elf(_read(spec.kernel, "kernel"), spec.kernel.name)
+            ram = guest_ram_ranges(mem_bytes)
+            segments = plan_load(image, ram, spec.kernel.name)
+            e820 = build_e820(mem_bytes)
+            assert image.notes.phys32_entry is not None  # plan_load checked it
+            entry = image.notes.phys32_entry
+        else:
+            firmware = spec.hvm.firmware
+            image = parse_elf(_read(firmware, "hvmloader"), firmware.name)
+            ram = hvm_ram_ranges(mem_bytes)
+            segments = plan_segments(image, ram, firmware.name, image.entry)
+            e820 = hvm_e820(ram)
+            entry = image.entry
     except BootError as e:
         raise BuildError(str(e)) from None
     supported = hv.kvm.supported_cpuid()
@@ -111,8 +138,9 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
             runner = VcpuRunner(domain, vcpu_id)
             runner.kvm.set_cpuid(guest_cpuid(supported, vcpu_id, domid, runner.kvm.tsc_khz()))
             domain.vcpus.append(runner)
-        assert image.notes.phys32_entry is not None  # plan_load checked it
-        _pvh_entry_state(domain.vcpus[0], image.notes.phys32_entry, domain.start_info_gpa)
+        _pvh_entry_state(domain.vcpus[0], entry, domain.start_info_gpa)
+        if spec.hvm is not None:
+            attach_hvm_platform(domain, spec.hvm, ram, spec.vcpus)
     except BootError as e:
         domain.destroy()
         raise BuildError(str(e)) from None
@@ -136,20 +164,40 @@ def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment
             mem.write(Gpa(seg.paddr + len(seg.data)), bytes(bss))
     modules: list[Module] = []
     end = kernel_end
-    if spec.ramdisk is not None:
+    if spec.hvm is not None:
+        # hvmloader finds SeaBIOS as the module named "firmware", and reads the
+        # hvm_info table libxc writes at 0x9F800.
+        data = _read(spec.hvm.bios, "BIOS")
+        at = place_after(end, len(data), ram)
+        mem.write(Gpa(at), data)
+        modules.append(Module(at, len(data), b"firmware"))
+        end = at + len(data)
+        mem.write(Gpa(HVM_INFO_PADDR),
+                  hvm_info_table(ram, spec.vcpus, spec.maxvcpus, spec.hvm.acpi, spec.hvm.apic))
+    elif spec.ramdisk is not None:
         data = _read(spec.ramdisk, "ramdisk")
         at = place_after(end, len(data), ram)
         mem.write(Gpa(at), data)
         modules.append(Module(at, len(data)))
         end = at + len(data)
-    cmdline = spec.cmdline.encode()
+    write_start_info(domain, spec.cmdline.encode(), modules, end, ram)
+    populate_special_pages(domain, spec.enhanced)
+
+
+def write_start_info(domain: Domain, cmdline: bytes, modules: list[Module], end: int,
+                     ram: list[tuple[int, int]]) -> None:
+    """The hvm_start_info (with its modules and the e820) after ``end``."""
     size = start_info_size(cmdline, modules, domain.e820)
     base = place_after(end, size, ram)
-    mem.write(Gpa(base), build_start_info(base, cmdline, modules, domain.e820))
+    domain.memory.write(Gpa(base), build_start_info(base, cmdline, modules, domain.e820))
     domain.start_info_gpa = base
-    if spec.enhanced == "disabled":
+
+
+def populate_special_pages(domain: Domain, enhanced: str) -> None:
+    """The xenstore and console rings, their params, grants and event channels."""
+    if enhanced == "disabled":
         return  # no PV interfaces: the params stay 0, which services read as "none"
-    xenstore = spec.enhanced == "enabled"
+    xenstore = enhanced == "enabled"
     domain.populate_range(SPECIAL_PFN_PAGING, NR_SPECIAL_PAGES)
     domain.params[P.CONSOLE_PFN] = SPECIAL_PFN_CONSOLE
     domain.grants.seed(GNTTAB_RESERVED_CONSOLE, CONTROL_DOMID, SPECIAL_PFN_CONSOLE)

@@ -75,7 +75,9 @@ from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind
 from pyxen.memory.physmap import SlotProgrammer
 
 if TYPE_CHECKING:
+    from pyxen.hv.device_model import DeviceModel
     from pyxen.hv.hypervisor import Hypervisor
+    from pyxen.hv.platform import Platform
     from pyxen.hv.vcpu import VcpuRunner
 
 # Heap page layout in the pool: shared_info first, then the grant frames,
@@ -170,6 +172,11 @@ class Domain:
         # Instructions KVM could not emulate, done by pyxen (hv/emulate): mnemonic -> count.
         self.emulation_counts: collections.Counter[str] = collections.Counter()
         self.on_shutdown: list[Callable[[Domain], None]] = []
+        # HVM only (hv/hvm_domain.py): the emulated platform devices, the device-model
+        # process and the xenstore keys hvmloader reads.  None/empty for PVH.
+        self.platform: Platform | None = None
+        self.device_model: DeviceModel | None = None
+        self.hvm_xenstore: dict[str, str] = {}
 
     # -- messages ------------------------------------------------------------
 
@@ -478,10 +485,16 @@ class Domain:
             for timer in self.watchdogs:
                 if timer is not None:
                     timer.cancel()
+        if self.device_model is not None:
+            self.device_model.channel.shut("the domain is being destroyed")
         for runner in self.vcpus:
             runner.request_stop()
         for runner in self.vcpus:
             runner.join()
+        if self.device_model is not None:
+            self.device_model.close()
+        if self.platform is not None:
+            self.platform.close()
         self.hv.argo.detach(self.domid)  # no ring copy reaches this memory after this
         # No slot of another domain may point into this pool once it is unmapped.
         self.grants.teardown()

@@ -34,14 +34,17 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
 from pyxen.abi.errno import XenErrno
+from pyxen.abi.ioreq import IoreqType
 from pyxen.hv import hypercall_page
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call, CannotContinue
+from pyxen.hv.ioreq import DeviceModelGone
 from pyxen.kvm import exits as ex
 from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION
 from pyxen.memory import Gfn, PageKind
 
 if TYPE_CHECKING:
+    from pyxen.hv.platform import Platform
     from pyxen.hv.vcpu import VcpuRunner
 
 _EFER_LMA = 1 << 10
@@ -62,6 +65,8 @@ def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
             hypercall(runner)
         elif exit_.port == XEN_HVM_DEBUGCONS_IOPORT:
             _debug_console(runner, exit_)
+        elif runner.domain.platform is not None:
+            _hvm_io(runner, exit_)
         else:
             _unhandled_io(runner, exit_)
     elif isinstance(exit_, ex.MsrExit):
@@ -170,14 +175,85 @@ def _unhandled_io(runner: VcpuRunner, io: ex.IoExit) -> None:
                           "(reads return all ones, writes are dropped)")
 
 
+def _hvm_io(runner: VcpuRunner, io: ex.IoExit) -> None:
+    """An HVM domain's port: the platform's (in the hypervisor), else the device model's."""
+    domain = runner.domain
+    platform = domain.platform
+    assert platform is not None
+    port, size, count = io.port, io.size, io.repeat
+    data = runner.kvm.io_data(io.data_offset, size * count)
+    if platform.claims_port(port):
+        for at in range(0, size * count, size):
+            if io.is_out:
+                platform.pio_write(port, size, int.from_bytes(data[at:at + size], "little"))
+            else:
+                data[at:at + size] = platform.pio_read(port, size).to_bytes(size, "little")
+        return
+    dm = domain.device_model
+    if dm is None:
+        _unhandled_io(runner, io)
+        return
+    channel = dm.channel
+    vcpu = runner.vcpu_id
+    try:
+        if count == 1:
+            value = int.from_bytes(data, "little") if io.is_out else 0
+            answer = channel.request(vcpu, IoreqType.PIO, port, size, 1, not io.is_out, value)
+            if not io.is_out:
+                data[:] = answer.to_bytes(8, "little")[:size]
+            return
+        area = channel.data_area(vcpu)
+        if io.is_out:
+            area[:len(data)] = data
+        channel.request(vcpu, IoreqType.PIO, port, size, count, not io.is_out, 0,
+                        data_is_ptr=True)
+        if not io.is_out:
+            data[:] = area[:len(data)]
+    except DeviceModelGone:
+        if not io.is_out:
+            data[:] = b"\xff" * len(data)  # the vCPU is being stopped anyway
+
+
 def _mmio(runner: VcpuRunner, mmio: ex.MmioExit) -> None:
-    """The APIC page, or a frame with nothing behind it: reads all ones, writes dropped."""
+    """The APIC page, an HVM platform device or the device model; else a frame with
+    nothing behind it: reads all ones, writes dropped."""
     if runner.apic.mmio(mmio):
+        return
+    platform = runner.domain.platform
+    if platform is not None and _hvm_mmio(runner, platform, mmio):
         return
     if not mmio.is_write:
         run = runner.kvm.kvm_run.exit.mmio
         for i in range(mmio.length):
             run.data[i] = 0xFF
+
+
+def _hvm_mmio(runner: VcpuRunner, platform: Platform, mmio: ex.MmioExit) -> bool:
+    """An HVM domain's MMIO access; False if nothing emulates that address."""
+    addr, size = mmio.phys_addr, mmio.length
+    run = runner.kvm.kvm_run.exit.mmio
+    if platform.claims_mmio(addr):
+        if mmio.is_write:
+            platform.mmio_write(addr, size, int.from_bytes(mmio.data[:size], "little"))
+        else:
+            value = platform.mmio_read(addr, size)
+            for i in range(size):
+                run.data[i] = value >> (8 * i) & 0xFF
+        return True
+    dm = runner.domain.device_model
+    if dm is None or size not in (1, 2, 4, 8):
+        return False
+    try:
+        value = dm.channel.request(runner.vcpu_id, IoreqType.COPY, addr, size, 1,
+                                   not mmio.is_write,
+                                   int.from_bytes(mmio.data[:size], "little") if mmio.is_write
+                                   else 0)
+    except DeviceModelGone:
+        value = (1 << 64) - 1
+    if not mmio.is_write:
+        for i in range(size):
+            run.data[i] = value >> (8 * i) & 0xFF
+    return True
 
 
 def _msr(runner: VcpuRunner, msr: ex.MsrExit) -> None:

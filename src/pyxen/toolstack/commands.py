@@ -512,7 +512,8 @@ def cmd_cpupool_migrate(args: argparse.Namespace, client: ControlClient) -> int:
 def config_request(config: Any) -> dict[str, Any]:
     """The create operation's config object for a parsed DomainConfig."""
     return {
-        "name": config.name, "kernel": str(Path(config.kernel).absolute()),
+        "name": config.name,
+        "kernel": str(Path(config.kernel).absolute()) if config.kernel else None,
         "ramdisk": str(Path(config.ramdisk).absolute()) if config.ramdisk else None,
         "cmdline": config.cmdline, "memory_mib": config.memory_mib,
         "maxmem_mib": config.maxmem_mib, "vcpus": config.vcpus, "maxvcpus": config.maxvcpus,
@@ -523,6 +524,7 @@ def config_request(config: Any) -> dict[str, Any]:
         "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
         "cpu_weight": config.cpu_weight, "cap": config.cap, "pool": config.pool,
         "seclabel": config.seclabel, "disks": list(config.disks), "nics": list(config.nics),
+        "hvm": config.hvm,
     }
 
 

@@ -83,9 +83,9 @@ def _read_config(path: Path, overrides: list[str], quiet: bool) -> DomainConfig 
         print(f"WARNING: {path}: unknown key '{key}' ignored", file=err)
     for key in config.ignored_keys:
         print(f"WARNING: {path}: '{key}' is not supported by pyxen yet and is ignored", file=err)
-    if config.type != "pvh":
-        print(f'pyxen: {path}: type "{config.type}" is not supported yet: pyxen runs PVH '
-              'guests (set type = "pvh")', file=err)
+    if config.type == "pv":
+        print(f'pyxen: {path}: type "pv" is not supported yet: pyxen runs PVH and HVM '
+              'guests (set type = "pvh" or "hvm")', file=err)
         return EXIT_CONFIG
     return config
 
@@ -106,8 +106,9 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        if args.foreground and not args.paused and (config.disks or config.nics):
-            print(f"pyxen create: {path}: disk= and vif= need xenstored and the backends, "
+        if args.foreground and not args.paused and (config.disks or config.nics or config.hvm):
+            what = "an HVM guest needs" if config.hvm else "disk= and vif= need"
+            print(f"pyxen create: {path}: {what} xenstored and the backends, "
                   "which run with the daemon: start pyxen hypervisor --daemon first",
                   file=sys.stderr)
             return EXIT_FAILED

@@ -78,6 +78,7 @@ from pyxen.control.names import name_problem
 from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
+from pyxen.toolstack.hvm_config import HVM_KEYS, HvmConfigError, hvm_request
 from pyxen.toolstack.pv_specs import served_disk, served_nic
 from pyxen.toolstack.vif_spec import VifSpecError, parse_vif_spec
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
@@ -160,8 +161,8 @@ class DomainConfig:
     """What pyxen needs to build one domain, as an xl.cfg file describes it."""
 
     name: str
-    type: str  # "pvh", "pv" or "hvm"; only "pvh" can be built so far
-    kernel: Path
+    type: str  # "pvh", "pv" or "hvm"; "pv" cannot be built
+    kernel: Path | None  # None for HVM (firmware boot)
     ramdisk: Path | None
     cmdline: str
     memory_mib: int
@@ -185,6 +186,7 @@ class DomainConfig:
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
     ignored_keys: tuple[str, ...] = ()  # xl.cfg keys pyxen does not implement yet
     warnings: tuple[str, ...] = ()  # one-line notes xl would print, for the CLI
+    hvm: dict[str, Any] | None = None  # type "hvm": the request's hvm object (hvm_config)
 
     def action_for(self, reason: int) -> str:
         """The on_* action for a shutdown reason (SHUTDOWN_poweroff 0, reboot 1,
@@ -249,12 +251,22 @@ class _Builder:
         if problem is not None:
             raise self.fail("name", problem)
         domain_type = self.domain_type()
-        kernel = self.kernel()
+        kernel = None if domain_type == "hvm" and "kernel" not in self.cfg else self.kernel()
         ramdisk_text = self.string("ramdisk")
         ramdisk = None if ramdisk_text is None else self.file("ramdisk", ramdisk_text)
         memory, maxmem = self.memory()
         vcpus, maxvcpus = self.vcpus()
-        keys = [key for key in self.cfg if key not in IMPLEMENTED_KEYS]
+        implemented = IMPLEMENTED_KEYS | (HVM_KEYS if domain_type == "hvm" else frozenset())
+        keys = [key for key in self.cfg if key not in implemented]
+        disks = self.disks()
+        hvm = None
+        if domain_type == "hvm":
+            try:
+                hvm = hvm_request({k: self.string(k) for k in HVM_KEYS}, disks,
+                                  kernel is not None)
+            except HvmConfigError as e:
+                raise self.fail(e.key if e.key in self.cfg else None, str(e)) from None
+            disks = ()  # emulated IDE disks (the hvm object), not PV ones
         return DomainConfig(
             name=name,
             type=domain_type,
@@ -276,8 +288,9 @@ class _Builder:
             cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
             pool=self.string("pool"),
             seclabel=self.seclabel(),
-            disks=self.disks(),
+            disks=disks,
             nics=self.nics(),
+            hvm=hvm,
             source=self.path,
             unknown_keys=tuple(k for k in keys if k not in XL_KNOWN_KEYS),
             ignored_keys=tuple(k for k in keys if k in XL_KNOWN_KEYS),

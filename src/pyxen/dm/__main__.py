@@ -1,0 +1,44 @@
+"""``python3 -m pyxen.dm CONFIG``: an HVM domain's device model (started by the hypervisor).
+
+CONFIG is JSON (hv/device_model.py writes it): the domain id, the vCPU
+count, the inherited file descriptors and, with dm_restrict, the uid, gid
+and chroot to drop to.  Everything is imported and every device built
+before the sandbox is entered, so nothing needs the file system after it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+from pyxen.dm.bus import DiskSpec, Machine
+from pyxen.dm.server import DeviceModelServer, DmOps
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python3 -m pyxen.dm CONFIG-JSON (started by the pyxen hypervisor)",
+              file=sys.stderr)
+        return 2
+    config = json.loads(argv[0])
+    domid = int(config["domid"])
+    ops = DmOps(socket.socket(fileno=int(config["ops_fd"])), domid)
+    disks = [DiskSpec(int(d["position"]), int(d["fd"]), bool(d["readonly"]), int(d["size"]))
+             for d in config["disks"]]
+    holder: list[DeviceModelServer] = []
+    machine = Machine(ops, disks, lambda data: holder[0].serial_out(data))
+    server = DeviceModelServer(config, machine, ops)
+    holder.append(server)
+    restrict = config.get("restrict")
+    if restrict is not None:
+        from pyxen.dm.sandbox import SandboxPolicy, enter_sandbox
+
+        enter_sandbox(SandboxPolicy(domid=domid, uid=int(restrict["uid"]),
+                                    gid=int(restrict["gid"]), chroot_dir=restrict["chroot"]))
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
