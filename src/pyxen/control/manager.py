@@ -382,6 +382,9 @@ class DomainManager:
             "cpu_time_ns": cpu_ns,
             "start_time": m.started,
             "kernel": str(m.request.spec.kernel),
+            "type": "pvh" if m.request.spec.hvm is None else "hvm",
+            # The console is the emulated serial port (xl console's default for HVM).
+            "serial": d.device_model is not None and d.device_model.spec.serial,
             "networks": asdict(net) if (net := read_counters().get(d.domid)) else None,
             # Instructions KVM could not emulate and pyxen carried out, by mnemonic
             # (a dict copy of a Counter is one C call: consistent under the GIL).

@@ -313,6 +313,15 @@ def _evtchn_bind(server: ControlServer, session: Session, args: dict[str, Any]) 
     return WithFds({"local_port": local}, [fd])
 
 
+def _serial_connect(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """An HVM domain's COM1: a socket to its device model's UART (consoled's)."""
+    domid = _guest(server, args)
+    dm = server.manager.get(domid).domain.device_model
+    if dm is None or not dm.spec.serial:
+        raise ControlError("ENODEV", f"domain {domid} has no emulated serial port")
+    return WithFds({}, [dm.serial.fileno()])
+
+
 def _evtchn_notify(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     local = _port(args, "local_port")
     if local not in session.ports:
@@ -507,7 +516,7 @@ OPS: dict[str, Handler] = {
     "mem_set": _mem_set,
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
     "evtchn_notify": _evtchn_notify, "evtchn_unbind": _evtchn_unbind,
-    "foreign_map": page_ops.foreign_map, "foreign_unmap": page_ops.foreign_unmap,
+    "serial_connect": _serial_connect, "foreign_map": page_ops.foreign_map, "foreign_unmap": page_ops.foreign_unmap,
     "grant_map": page_ops.grant_map, "grant_unmap": page_ops.grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
     "cpupool": _cpupool,
@@ -518,7 +527,7 @@ OPS: dict[str, Handler] = {
 # their event channels and map their pages -- nothing that changes a domain.
 SERVICE_OPS = frozenset({
     "hello", "list", "lookup", "param", "evtchn_bind", "evtchn_notify", "evtchn_unbind",
-    "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
+    "serial_connect", "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
     "copy_buffer", "copy_buffer_free", "grant_copy",
 })
 

@@ -36,7 +36,7 @@ from pyxen.abi.hvm import HvmParam
 from pyxen.control.client import ControlClient, MappedPage
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.services.consoled.ring import ConsoleRing
+from pyxen.services.consoled.sources import RingSource, SerialSource
 from pyxen.services.consoled.viewers import Viewer
 from pyxen.services.runner import run_service
 
@@ -49,10 +49,7 @@ VIEWER_HELLO_MAX = 64
 class GuestConsole:
     domid: int
     name: str
-    mapping: MappedPage
-    ring: ConsoleRing
-    local_port: int
-    eventfd: int
+    source: RingSource | SerialSource
     log: BinaryIO
     viewers: set[Viewer] = field(default_factory=set)
     pending_input: bytearray = field(default_factory=bytearray)
@@ -90,33 +87,45 @@ class Consoled:
         self.failed &= set(live)
         for domid, info in live.items():
             if domid not in self.consoles and domid not in self.failed and not info["dying"]:
-                self.attach(domid, str(info["name"]))
+                self.attach(domid, str(info["name"]), serial=bool(info.get("serial")))
 
-    def attach(self, domid: int, name: str) -> None:
+    def attach(self, domid: int, name: str, serial: bool = False) -> None:
+        source = self._serial(domid) if serial else self._ring(domid)
+        if source is None:
+            self.failed.add(domid)
+            return
+        log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
+        console = GuestConsole(domid, name, source, log)
+        self.consoles[domid] = console
+        self.sel.register(source.fileno(), selectors.EVENT_READ, console)
+        self.pump(console)
+
+    def _serial(self, domid: int) -> SerialSource | None:
+        """An HVM domain's COM1, from its device model through the hypervisor."""
+        try:
+            _result, fds = self.client.call_fds("serial_connect", domid=domid)
+        except (ControlError, OSError) as e:
+            print(f"consoled: cannot attach d{domid}'s serial console: {e}", file=sys.stderr)
+            return None
+        return SerialSource(fds[0])
+
+    def _ring(self, domid: int) -> RingSource | None:
         try:
             pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
             port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
             if not port:  # no PV console (a dom0less domain without xen,enhanced)
-                self.failed.add(domid)
-                return
+                return None
             mapping = self._map_ring(domid, pfn)
         except (ControlError, OSError, KeyError) as e:
-            self.failed.add(domid)
             print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
-            return
+            return None
         try:
             bound, efds = self.client.call_fds("evtchn_bind", domid=domid, port=port)
         except (ControlError, OSError, KeyError) as e:
             mapping.unmap()
-            self.failed.add(domid)
             print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
-            return
-        log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
-        console = GuestConsole(domid, name, mapping, ConsoleRing(memoryview(mapping.page)),
-                               bound["local_port"], efds[0], log)
-        self.consoles[domid] = console
-        self.sel.register(console.eventfd, selectors.EVENT_READ, console)
-        self.pump(console)
+            return None
+        return RingSource(self.client, mapping, bound["local_port"], efds[0])
 
     def _map_ring(self, domid: int, pfn: int) -> MappedPage:
         """The ring page through grant 0 (as xenconsoled), else a foreign map of the frame."""
@@ -127,33 +136,31 @@ class Consoled:
 
     def detach(self, domid: int) -> None:
         console = self.consoles.pop(domid)
-        self.sel.unregister(console.eventfd)
-        with contextlib.suppress(ControlError, OSError):
-            self.client.call("evtchn_unbind", local_port=console.local_port)
-        os.close(console.eventfd)
-        console.ring.page.release()
-        console.mapping.unmap()
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(console.source.fileno())
+        console.source.close()
         console.log.close()
         for viewer in list(console.viewers):
             self.drop_viewer(viewer)
 
     def pump(self, console: GuestConsole) -> None:
         """Move output to the log and viewers, and queued input to the guest."""
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(console.eventfd)
-        data = console.ring.read_output()
+        source = console.source
+        data = source.read_output()
+        if source.eof:  # stop selecting a closed serial port; refresh detaches it
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(source.fileno())
         notify = bool(data)
         if data:
             console.log.write(data)
             for viewer in list(console.viewers):
                 self.send(viewer, data)
         if console.pending_input:
-            done = console.ring.write_input(bytes(console.pending_input))
+            done = source.write_input(bytes(console.pending_input))
             del console.pending_input[:done]
             notify = notify or done > 0
         if notify:
-            with contextlib.suppress(ControlError):
-                self.client.call("evtchn_notify", local_port=console.local_port)
+            source.notify()
 
     # -- viewers ----------------------------------------------------------------------
 
