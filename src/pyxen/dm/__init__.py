@@ -1,0 +1,1 @@
+"""The device-model (DM) process of an HVM domain, and its sandbox."""
