@@ -86,11 +86,13 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(base: Path, *options: str, prefix: tuple[str, ...] = ()
-                   ) -> Iterator[Daemon]:
+def running_daemon(base: Path, *options: str, prefix: tuple[str, ...] = (),
+                   env: dict[str, str] | None = None) -> Iterator[Daemon]:
     """A daemon in `base`, with extra `pyxen hypervisor` options (e.g. --sched),
-    started through ``prefix`` (e.g. in a network namespace)."""
+    started through ``prefix`` (e.g. in a network namespace), with ``env`` added to
+    its environment."""
     d = Daemon(base, prefix)
+    d.env.update(env or {})
     r = d.pyxen("hypervisor", "--daemon", *options, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr + d.log()
     try:

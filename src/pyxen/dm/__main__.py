@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 
 from pyxen.dm.bus import DiskSpec, Machine
 from pyxen.dm.server import DeviceModelServer, DmOps
@@ -49,7 +50,8 @@ def main(argv: list[str]) -> int:
         from pyxen.dm.sandbox import SandboxPolicy, enter_sandbox
 
         enter_sandbox(SandboxPolicy(domid=domid, uid=int(restrict["uid"]),
-                                    gid=int(restrict["gid"]), chroot_dir=restrict["chroot"]))
+                                    gid=int(restrict["gid"]),
+                                    chroot_dir=Path(restrict["chroot"])))
     if payload is not None:
         exec(payload, {"server": server, "ops": ops, "config": config})  # noqa: S102
     server.run()

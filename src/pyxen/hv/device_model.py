@@ -216,10 +216,12 @@ class DeviceModel:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         if self.uid is not None:
-            from pyxen.dm.sandbox import reap_uid
+            from pyxen.dm.reaper import reap_uid, reaper_uid_for
 
-            with contextlib.suppress(Exception):
-                reap_uid(self.uid)
+            try:
+                reap_uid(self.uid, reaper_uid_for())
+            except Exception as e:  # noqa: BLE001 - log it, the destroy goes on
+                self._log(f"d{self.domid}: reaping the device model's uid {self.uid}: {e}")
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(STOP_WAIT)
         with contextlib.suppress(OSError):
