@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
                                     gid=int(restrict["gid"]),
                                     chroot_dir=Path(restrict["chroot"])))
     if payload is not None:
-        exec(payload, {"server": server, "ops": ops, "config": config})  # noqa: S102
+        exec(payload, {"server": server, "ops": ops, "config": config})
     server.run()
     return 0
 

@@ -220,7 +220,7 @@ class DeviceModel:
 
             try:
                 reap_uid(self.uid, reaper_uid_for())
-            except Exception as e:  # noqa: BLE001 - log it, the destroy goes on
+            except Exception as e:  # log it; the destroy goes on
                 self._log(f"d{self.domid}: reaping the device model's uid {self.uid}: {e}")
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(STOP_WAIT)
