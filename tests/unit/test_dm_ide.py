@@ -60,6 +60,7 @@ def test_read_sectors_lba5(tmp_path: Path) -> None:
     m.pio_write(0x3F6, 1, 0x08)  # HD15, interrupts enabled
     status = ata_command(m, 0x20, lba=5, count=1)
     assert status & DRQ and not status & ERR
+    assert irq.of("isa") == [("isa", 14, 1), ("isa", 14, 0)]  # raised, acknowledged
     data = m.pio_read_string(0x1F0, 2, 256)
     assert data == pattern(64)[5 * 512 : 6 * 512]
     assert m.pio_read(0x1F7, 1) & (BSY | DRQ | ERR) == 0
@@ -293,7 +294,7 @@ _IDE_PORTS = [*range(0x1F0, 0x1F8), 0x3F6, *range(0x170, 0x178), 0x376]
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_IDE_PORTS), st.sampled_from([1, 2, 4]),
                           st.integers(0, 0xFFFFFFFF), st.booleans()), max_size=60))
-def test_fuzz_ide_ports(tmp_path_factory: object, ops: list[tuple[int, int, int, bool]]) -> None:
+def test_fuzz_ide_ports(ops: list[tuple[int, int, int, bool]]) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
