@@ -52,6 +52,12 @@ What the guest sees (read from Xen 4.12's xen/arch/x86/hvm/vlapic.c):
   Xen.  Physical, logical (flat/cluster, x2APIC cluster) destinations and
   the self/all/all-but-self shorthands.  Delivery is immediate, so the
   delivery-status bit always reads 0.
+- IOAPIC messages (HVM platform, ``LapicBus.deliver_irq``): fixed and
+  lowest-priority vectors, edge or level; NMI and INIT.  A level-triggered
+  vector sets its TMR bit; the EOI that retires it clears the bit and, once
+  the APIC lock is released, calls ``LapicBus.eoi_hook(vector)`` (the
+  IOAPIC's remote-IRR handling, Xen's vioapic_update_EOI).  Edge vectors,
+  IPIs and local sources clear the TMR bit, as before.
 
 Locking: each ``Lapic`` has one lock for its registers; its own vCPU
 thread, other vCPUs' IPIs, the timer thread and event delivery all take it.
@@ -60,7 +66,9 @@ sender's lock before taking the target's), so two vCPUs IPI-ing each other
 cannot deadlock; nor into the host, except the timer's ``kick`` (which
 takes no APIC lock), so that ``close`` also waits for an expiry in flight.
 The event lock may be held when ``set_irq`` is called (raise_upcall);
-nothing here takes the event lock.
+nothing here takes the event lock.  The platform lock (hv/platform) may be
+held when the IOAPIC delivers here; the EOI hook is called with no APIC
+lock held, so the order is always platform lock, then an APIC lock.
 """
 
 from __future__ import annotations
@@ -199,6 +207,9 @@ class LapicBus:
         self.lapics: list[Lapic] = []
         self._lock = threading.Lock()
         self._last_lowest = 0
+        # Called with the vector when a level-triggered (TMR) vector is EOI'd
+        # (the HVM platform's IOAPIC); None for PVH domains.
+        self.eoi_hook: Callable[[int], None] | None = None
 
     def add(self, lapic: Lapic) -> None:
         with self._lock:
@@ -238,6 +249,39 @@ class LapicBus:
                 name = "SMI" if mode == DM_SMI else "remote read"
                 source.host.log_once(f"lapic-dm{mode}",
                                      f"vcpu {source.vcpu_id}: ignoring {name} IPI")
+
+    def destinations(self, dest: int, logical: bool) -> list[Lapic]:
+        """The APICs an IOAPIC/MSI message for ``dest`` reaches (no shorthand)."""
+        return [t for t in list(self.lapics) if t.matches(t, SH_NONE, dest, logical)]
+
+    def deliver_irq(self, dest: int, logical: bool, mode: int, vector: int,
+                    level: bool) -> int:
+        """An interrupt message from the IOAPIC; returns how many APICs took it.
+
+        Fixed goes to every matching APIC, lowest priority to one of them
+        (round robin among the lowest PPR), NMI and INIT to every match;
+        other modes (SMI, ExtINT, reserved) are not delivered here: the
+        caller handles ExtINT through the PIC's INTA.  Vectors below 16 are
+        refused by the receiving APIC (receive-illegal-vector)."""
+        lapics = list(self.lapics)
+        targets = [t for t in lapics if t.matches(t, SH_NONE, dest, logical)]
+        if mode == DM_LOWEST:
+            target = self._lowest_priority(lapics, targets)
+            targets = [target] if target is not None else []
+        if mode in (DM_FIXED, DM_LOWEST):
+            taken = 0
+            for target in targets:
+                taken += target.accept_irq(vector, level)
+            return taken
+        if mode == DM_NMI:
+            for target in targets:
+                target.host.nmi()
+            return len(targets)
+        if mode == DM_INIT:
+            for target in targets:
+                target.host.init_signal()
+            return len(targets)
+        return 0
 
     def _lowest_priority(self, lapics: list[Lapic], targets: list[Lapic]) -> Lapic | None:
         """The enabled target with the lowest PPR, searching round robin (vlapic_lowest_prio)."""
@@ -309,6 +353,14 @@ class Lapic:
         with self._lock:
             return self._read(offset & 0xFF0)
 
+    def accepts_pic(self) -> bool:
+        """LINT0 passes the 8259's INTR through: the APIC is hardware-disabled
+        (the pin then goes straight to the CPU) or LVT0 is unmasked ExtINT
+        (Xen's vlapic_accept_pic_intr, less its IOAPIC half)."""
+        if self.hw_disabled:
+            return True
+        return self._regs[LVT0 >> 4] & (LVT_MASKED | MODE_MASK) == DM_EXTINT << 8
+
     def ppr(self) -> int:
         tpr = self._regs[TPR >> 4]
         isrv = max(self.isr.bit_length() - 1, 0)
@@ -367,12 +419,26 @@ class Lapic:
         if kick:
             self.host.kick()
 
-    def _set_irq(self, vector: int) -> bool:
+    def accept_irq(self, vector: int, level: bool) -> bool:
+        """A fixed or lowest-priority IOAPIC message (vlapic_set_irq with its
+        trigger mode); dropped unless the APIC is enabled.  True if taken."""
+        with self._lock:
+            if not self.enabled:
+                return False
+            kick = self._set_irq(vector, level)
+        if kick:
+            self.host.kick()
+        return True
+
+    def _set_irq(self, vector: int, level: bool = False) -> bool:
         """Lock held.  True if the vCPU should look again."""
         if vector < 16:
             return self._error(ESR_RECEIVE_ILLEGAL)
         bit = 1 << vector
-        self.tmr &= ~bit  # every source here is edge-triggered
+        if level:
+            self.tmr |= bit
+        else:
+            self.tmr &= ~bit
         if self.irr & bit:
             return False
         self.irr |= bit
@@ -418,11 +484,28 @@ class Lapic:
             self.irr &= ~bit
             self.isr |= bit
 
-    def _eoi(self) -> bool:
-        """Lock held: clear the highest in-service vector; True if others are waiting."""
+    def _eoi(self) -> Callable[[], None] | None:
+        """Lock held: clear the highest in-service vector.  Returns the work to do
+        once the lock is released: the IOAPIC's EOI for a level-triggered
+        vector, and a kick if other vectors are waiting."""
+        level_vector = -1
         if self.isr:
-            self.isr &= ~(1 << (self.isr.bit_length() - 1))
-        return bool(self.irr)
+            vector = self.isr.bit_length() - 1
+            bit = 1 << vector
+            self.isr &= ~bit
+            if self.tmr & bit:
+                self.tmr &= ~bit
+                level_vector = vector
+        hook = self.bus.eoi_hook if level_vector >= 0 else None
+        kick = self.host.kick if self.irr else None
+        if hook is None:
+            return kick
+
+        def then() -> None:
+            hook(level_vector)
+            if kick is not None:
+                kick()
+        return then
 
     def _timer_fired(self) -> None:
         """The timer service's callback (its thread, not the vCPU's).  It kicks with
@@ -491,8 +574,7 @@ class Lapic:
             regs[TPR >> 4] = value & 0xFF
             return self._kick_if_irr()
         elif offset == EOI:
-            if self._eoi():
-                return self.host.kick
+            return self._eoi()
         elif offset == LDR:
             regs[LDR >> 4] = value & LDR_MASK
         elif offset == DFR:
@@ -521,7 +603,10 @@ class Lapic:
                 self.timer.write_lvtt(regs[LVTT >> 4], value)
             if self.sw_disabled:
                 value |= LVT_MASKED
+            old = regs[offset >> 4]
             regs[offset >> 4] = value & LVT_WRITABLE[offset]
+            if offset == LVT0 and old != regs[offset >> 4]:
+                return self.host.kick  # the 8259's INTR may now reach (or not) this vCPU
         elif offset == TMICT:
             self.timer.write_tmict(value, regs[LVTT >> 4])
         elif offset == TDCR:

@@ -10,10 +10,16 @@
 - MSR exits for IA32_APIC_BASE, IA32_TSC_DEADLINE and 0x800-0x8FF: the
   model answers or refuses (#GP through ``kvm_run.msr.error``).
 - Injection, from ``_attend`` after the NMI and the callback vector, in
-  Xen's order (hvm_vcpu_has_pending_irq): the highest IRR vector that beats
-  PPR is injected with KVM_INTERRUPT when the guest can take it and moves
-  IRR -> ISR; otherwise an interrupt window is requested.  The vCPU keeps
-  looking after each exit while something is deliverable.
+  Xen's order (hvm_vcpu_has_pending_irq): on vCPU 0 of an HVM domain
+  (``domain.platform`` set) first the 8259's interrupt when the platform
+  says vCPU 0 accepts it (LVT0 ExtINT, APIC disabled, or IOAPIC pin 0
+  ExtINT): the INTA cycle (``ext_int_acknowledge``) is run only once KVM
+  can take an interrupt, and a vector KVM then refuses is held and retried
+  first.  Then the highest IRR vector that beats PPR is injected with
+  KVM_INTERRUPT when the guest can take it and moves IRR -> ISR; otherwise
+  an interrupt window is requested.  The vCPU keeps looking after each exit
+  while something is deliverable.  PVH domains (no platform) and other
+  vCPUs pay one attribute test.
 - Signals: INIT and SIPI from another vCPU (or itself) are queued here and
   applied by this vCPU's own thread, the only one that may change its KVM
   state.  INIT: an initialised vCPU goes down (the last one down powers the
@@ -40,6 +46,7 @@ from pyxen.kvm import exits as ex
 from pyxen.kvm import structs as ks
 
 if TYPE_CHECKING:
+    from pyxen.hv.platform import Platform
     from pyxen.hv.vcpu import VcpuRunner
 
 INIT = -1  # in the signal queue; anything else is a SIPI vector
@@ -53,6 +60,8 @@ class VcpuApic:
     def __init__(self, runner: VcpuRunner) -> None:
         self.runner = runner
         self.signals: collections.deque[int] = collections.deque()
+        self.bsp = runner.vcpu_id == 0  # only vCPU 0 can take the 8259's interrupt
+        self.held_ext_int: int | None = None  # acknowledged at the PIC, not yet injected
         hv = runner.domain.hv
         self.lapic = Lapic(runner.vcpu_id, runner.domain.lapic_bus, self, hv.timers.timer,
                            hv.system_time_ns, self._guest_tsc, lambda: hv.tsc.hz)
@@ -126,8 +135,55 @@ class VcpuApic:
 
     # -- injection -------------------------------------------------------------------
 
+    def _platform(self) -> Platform | None:
+        """The domain's HVM platform devices (None for PVH, and for vCPUs other than 0)."""
+        if not self.bsp:
+            return None
+        platform: Platform | None = getattr(self.runner.domain, "platform", None)
+        return platform
+
+    def ext_int_waiting(self) -> bool:
+        """The 8259's interrupt waits for this vCPU (always False off vCPU 0 / PVH)."""
+        if not self.bsp:
+            return False
+        if self.held_ext_int is not None:
+            return True
+        platform = self._platform()
+        return platform is not None and platform.ext_int_pending(0)
+
+    def _inject_ext_int(self) -> bool | None:
+        """ExtINT first (hvm_vcpu_has_pending_irq); None when there is none."""
+        kvm = self.runner.kvm
+        vector = self.held_ext_int
+        if vector is None:
+            platform = self._platform()
+            if platform is None or not platform.ext_int_pending(0):
+                return None
+            if not kvm.ready_for_interrupt():
+                kvm.set_interrupt_window(True)
+                return True
+            vector = platform.ext_int_acknowledge()
+            if vector is None:  # the line dropped in between
+                return None
+        elif not kvm.ready_for_interrupt():
+            kvm.set_interrupt_window(True)
+            return True
+        try:
+            kvm.inject_interrupt(vector)
+        except OSError:  # KVM still holds an earlier injection: keep this one
+            self.held_ext_int = vector
+            kvm.set_interrupt_window(True)
+            return True
+        self.held_ext_int = None
+        kvm.set_interrupt_window(False)
+        return True  # look again after the next exit: the PIC may have more
+
     def inject(self) -> bool:
-        """Inject the APIC's deliverable vector; True while one waits for the guest."""
+        """Inject the PIC's or the APIC's deliverable vector; True while one waits."""
+        if self.bsp:
+            ext = self._inject_ext_int()
+            if ext is not None:
+                return ext
         lapic = self.lapic
         kvm = self.runner.kvm
         vector = lapic.pending_vector()
@@ -147,8 +203,8 @@ class VcpuApic:
         return True
 
     def deliverable(self) -> bool:
-        """An APIC interrupt would be injected if the guest had IF = 1 (block's test)."""
-        return self.lapic.pending_vector() is not None
+        """An interrupt would be injected if the guest had IF = 1 (block's test)."""
+        return self.lapic.pending_vector() is not None or self.ext_int_waiting()
 
     # -- INIT / SIPI (own thread) ------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Interrupt injection into one vCPU, done by its own thread before KVM_RUN.
 
 Order (Xen's hvm_vcpu_has_pending_irq): an NMI, then the event callback
-vector, then the local APIC's highest deliverable vector.
+vector, then (vCPU 0 of an HVM domain) the 8259's ExtINT, then the local
+APIC's highest deliverable vector.
 
 Event delivery (HVM_PARAM_CALLBACK_IRQ type 2, §4.3): while the vCPU's
 ``evtchn_upcall_pending`` is set the callback vector is injected at entry
@@ -39,8 +40,9 @@ def inject(runner: VcpuRunner, nmi: bool) -> bool:
         else:
             kvm.set_interrupt_window(True)
         return True  # level-triggered: look again after the next exit
-    if runner.apic.lapic.irr:
-        return runner.apic.inject()
+    apic = runner.apic
+    if apic.lapic.irr or apic.ext_int_waiting():
+        return apic.inject()
     kvm.set_interrupt_window(False)
     return False
 
