@@ -11,12 +11,13 @@ other keys before it is introduced).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyxen.abi.xen import ShutdownReason
 from pyxen.hv.device_model import DeviceModel
-from pyxen.hv.lapic import Lapic
+from pyxen.hv.lapic import LapicBus
 from pyxen.hv.platform import Platform
 from pyxen.hv.timers import Timer
 from pyxen.hv.vcpu_control import Req
@@ -36,14 +37,18 @@ class DomainPlatformHost:
     def __init__(self, domain: Domain) -> None:
         self.domain = domain
 
+    @property
+    def lapic_bus(self) -> LapicBus:
+        return self.domain.lapic_bus
+
     def now_ns(self) -> int:
         return self.domain.hv.system_time_ns()
 
+    def wall_ns(self) -> int:
+        return time.time_ns()
+
     def timer(self, callback: Callable[[], None]) -> Timer:
         return self.domain.hv.timers.timer(callback)
-
-    def lapics(self) -> Sequence[Lapic]:
-        return [runner.apic.lapic for runner in self.domain.vcpus]
 
     def kick(self, vcpu_id: int) -> None:
         vcpus = self.domain.vcpus

@@ -75,6 +75,8 @@ def _param(call: Call, is_set: bool, arg: int) -> int:
     if index == P.ACPI_IOPORTS_LOCATION and value not in (0, 1):
         raise HypercallError(XenErrno.EINVAL)
     d.params[index] = value
+    if d.platform is not None:
+        d.platform.set_param(index, value)  # ACPI_IOPORTS_LOCATION moves the PM block
     if index == P.CALLBACK_IRQ:
         d.latch_mode(call.compat)
         d.set_callback_irq(value)
