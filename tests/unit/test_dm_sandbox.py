@@ -385,7 +385,8 @@ def test_compromised_dm_is_contained(make_sandboxed: Callable[..., Sandboxed]) -
                  "Max locked memory", "Max processes"):
         assert limits[name] == ("0", "0"), name
     soft, hard = limits["Max open files"]
-    assert soft == hard and max(s.fds().values()) < int(soft) <= 64
+    # The highest fd open at entry (the test process may hold many) plus the headroom.
+    assert soft == hard and max(s.fds().values()) < int(soft) <= max(s.fds().values()) + 64
     # The supervisor outside the namespace is deprivileged too.
     sup = _status(s.supervisor)
     assert sup["Uid"].split() == [str(uid)] * 4
