@@ -109,7 +109,10 @@ def test_dm_restrict_runs_the_device_model_deprivileged_and_destroy_reaps_it(
         wait_for(lambda: _uid_processes(uid), f"a process of uid {uid}")
         wait_for(lambda: "hello from the disk" in _console(d, "restricted"),
                  "the guest's line on COM1 through the restricted device model")
-        pid = _uid_processes(uid)[0]
+        # Two processes run as that uid: the supervisor outside the PID namespace, and
+        # the device model itself, pid 1 inside it.
+        pid = next(p for p in _uid_processes(uid)
+                   if _proc_status(p)["NSpid"].split()[1:] == ["1"])
         status = _proc_status(pid)
         assert status["Uid"].split() == [str(uid)] * 4
         assert status["Gid"].split()[0] == str(uid)
