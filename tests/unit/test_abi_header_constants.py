@@ -36,7 +36,7 @@ from pyxen.kvm import exits as kvm_exits
 from pyxen.kvm import ioctls as kvm_ioctls
 
 CONSTANT_HEADERS = [*XEN_HEADERS, "xen/errno.h", "xen/elfnote.h", "xen/features.h",
-                    "xen/hvm/params.h", "xen/hvm/hvm_op.h"]
+                    "xen/hvm/params.h", "xen/hvm/hvm_op.h", "xen/hvm/ioreq.h", "xen/hvm/dm_op.h"]
 
 # IntEnum class -> the prefix of its members' C names.
 PREFIXES = {
@@ -51,6 +51,7 @@ PREFIXES = {
     "BlkifOp": "BLKIF_OP_", "BlkifRsp": "BLKIF_RSP_", "XenbusState": "XenbusState",
     "NetTxFlags": "NETTXF_", "NetRxFlags": "NETRXF_", "NetifRsp": "NETIF_RSP_",
     "NetifExtraType": "XEN_NETIF_EXTRA_TYPE_", "NetifGsoType": "XEN_NETIF_GSO_TYPE_",
+    "IoreqState": "STATE_", "IoreqType": "IOREQ_TYPE_", "DmOp": "XEN_DMOP_",
 }
 # Enums that are not in Xen's public headers at all.
 NOT_XEN_ENUMS = {

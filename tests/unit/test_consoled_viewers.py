@@ -22,8 +22,9 @@ import pytest
 
 from pyxen.control.client import MappedPage
 from pyxen.control.paths import InstancePaths
-from pyxen.services.consoled.ring import OUT_CONS, OUT_OFFSET, OUT_PROD, OUT_SIZE, ConsoleRing
+from pyxen.services.consoled.ring import OUT_CONS, OUT_OFFSET, OUT_PROD, OUT_SIZE
 from pyxen.services.consoled.service import Consoled, GuestConsole
+from pyxen.services.consoled.sources import RingSource
 from pyxen.services.consoled.viewers import VIEWER_BACKLOG_MAX
 
 
@@ -50,12 +51,12 @@ def consoled(tmp_path: Path) -> Iterator[tuple[Consoled, GuestConsole]]:
     service = Consoled(paths, client=hypervisor)  # type: ignore[arg-type]
     page = mmap.mmap(-1, mmap.PAGESIZE)
     mapping = MappedPage(hypervisor, "foreign", 1, 0, page)  # type: ignore[arg-type]
-    console = GuestConsole(domid=1, name="g", mapping=mapping,
-                           ring=ConsoleRing(memoryview(page)), local_port=5,
-                           eventfd=os.eventfd(0, os.EFD_NONBLOCK),
+    source = RingSource(hypervisor, mapping, 5,  # type: ignore[arg-type]
+                        os.eventfd(0, os.EFD_NONBLOCK))
+    console = GuestConsole(domid=1, name="g", source=source,
                            log=open(paths.console_log("g"), "ab", buffering=0))  # noqa: SIM115
     service.consoles[1] = console
-    service.sel.register(console.eventfd, 1, console)  # EVENT_READ
+    service.sel.register(source.fileno(), 1, console)  # EVENT_READ
     yield service, console
     service.close()
 
@@ -74,13 +75,13 @@ def attach(service: Consoled) -> socket.socket:
 
 def guest_writes(console: GuestConsole, data: bytes) -> None:
     """The guest's side: produce ``data`` into the out ring, then kick."""
-    page = console.ring.page
+    page = console.source.ring.page
     prod = struct.unpack_from("<I", page, OUT_PROD)[0]
     assert struct.unpack_from("<I", page, OUT_CONS)[0] == prod  # consoled kept up
     for i, b in enumerate(data):
         page[OUT_OFFSET + (prod + i) % OUT_SIZE] = b
     struct.pack_into("<I", page, OUT_PROD, (prod + len(data)) & 0xFFFF_FFFF)
-    os.eventfd_write(console.eventfd, 1)
+    os.eventfd_write(console.source.fileno(), 1)
 
 
 def drain(s: socket.socket) -> bytes:

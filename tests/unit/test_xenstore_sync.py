@@ -31,6 +31,7 @@ class _Domain:
         self.max_pages = self.tot_pages = 4096
         self.shutdown_reason: int | None = None
         self.dying = False
+        self.hvm_xenstore: dict[str, str] = {}
 
 
 class _Managed:

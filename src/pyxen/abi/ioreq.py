@@ -29,13 +29,17 @@ FLAG_DF = 1 << 6
 
 
 class IoreqState(IntEnum):
-    NONE = 0
-    READY = 1
-    INPROCESS = 2
+    """``STATE_*``: a slot's state."""
+
+    IOREQ_NONE = 0
+    IOREQ_READY = 1
+    IOREQ_INPROCESS = 2
     IORESP_READY = 3
 
 
 class IoreqType(IntEnum):
+    """``IOREQ_TYPE_*``."""
+
     PIO = 0
     COPY = 1  # MMIO
     PCI_CONFIG = 2

@@ -145,11 +145,11 @@ class DeviceModelServer:
         for vcpu in range(self.max_vcpus):
             slot = vcpu * IOREQ_SIZE
             flags = mem[slot + IOREQ_FLAGS]
-            if flags & FLAG_STATE_MASK != IoreqState.READY:
+            if flags & FLAG_STATE_MASK != IoreqState.IOREQ_READY:
                 continue
             addr, data, count, size, _port, _pad, _flags, kind = IOREQ_STRUCT.unpack_from(
                 mem, slot)
-            mem[slot + IOREQ_FLAGS] = (flags & ~FLAG_STATE_MASK) | IoreqState.INPROCESS
+            mem[slot + IOREQ_FLAGS] = (flags & ~FLAG_STATE_MASK) | IoreqState.IOREQ_INPROCESS
             try:
                 value = self.carry_out(kind, addr, data, count, size, flags)
             except Exception:  # a device bug: answer ones, keep serving

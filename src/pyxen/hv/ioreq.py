@@ -95,7 +95,7 @@ class IoreqChannel:
         if self.why_shut is not None:
             raise DeviceModelGone(self.why_shut)
         slot = vcpu_id * IOREQ_SIZE
-        flags = int(IoreqState.READY)
+        flags = int(IoreqState.IOREQ_READY)
         if is_read:
             flags |= FLAG_DIR_READ
         if data_is_ptr:
@@ -118,7 +118,7 @@ class IoreqChannel:
             if self.why_shut is None:
                 os.eventfd_read(answer)
         value = int.from_bytes(self.mem[slot + IOREQ_DATA:slot + IOREQ_DATA + 8], "little")
-        self.mem[slot + IOREQ_FLAGS] = IoreqState.NONE
+        self.mem[slot + IOREQ_FLAGS] = IoreqState.IOREQ_NONE
         if is_read and not data_is_ptr and size < 8:
             value &= (1 << (8 * size)) - 1
         return value & _U64

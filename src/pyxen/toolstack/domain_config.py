@@ -266,7 +266,8 @@ class _Builder:
                                   kernel is not None)
             except HvmConfigError as e:
                 raise self.fail(e.key if e.key in self.cfg else None, str(e)) from None
-            disks = ()  # emulated IDE disks (the hvm object), not PV ones
+            # Each disk is also a PV disk, as libxl offers it: a guest with PV drivers
+            # unplugs the emulated one (Xen platform device) and uses blkfront.
         return DomainConfig(
             name=name,
             type=domain_type,

@@ -26,7 +26,9 @@ Answered (xl.cfg(5) meaning, Xen 4.12):
 ``disk``
     Each disk is an IDE disk of the device model: ``hda``..``hdd`` (and
     ``xvda``..``xvdd``/``sda``..``sdd``, which libxl maps to the same
-    positions), raw images only.  PV drivers in the guest do not see them.
+    positions), raw images only.  As libxl does, each is also offered as a
+    PV disk (blkback), which a guest with PV drivers uses after unplugging
+    the emulated one through the Xen platform device.
 ``kernel``
     Direct kernel boot of an HVM guest is not implemented: refused.
 """
