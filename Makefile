@@ -29,6 +29,7 @@ bench: guests
 	$(PYTHON) bench/dom0less.py
 	$(PYTHON) bench/blkback.py
 	$(PYTHON) bench/netback.py
+	$(PYTHON) bench/hvm_ioreq.py
 
 clean:
 	$(MAKE) -C guests clean

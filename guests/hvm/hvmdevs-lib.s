@@ -1,6 +1,7 @@
 # hvmdevs stage 2 helpers: the check bookkeeping, number printing, bounded
-# port polling and PCI/CMOS/PM-timer accessors.  putc, puts and puthex8 live in
-# the boot sector (hvmdevs-boot.s).  Unless stated otherwise every routine
+# port polling and CMOS/PM-timer accessors, plus stage2lib.inc (decimal
+# printing, PCI config access).  putc, puts and puthex8 live in the boot
+# sector (stage2boot.inc).  Unless stated otherwise every routine
 # preserves all registers.
 
         .include "hvmdevs.inc"
@@ -84,25 +85,6 @@ print_id:
         rorl    $16, %eax
         ret
 
-# putdec: EAX unsigned, in decimal.
-putdec:
-        pushal
-        movl    $10, %ecx
-        xorw    %bx, %bx
-1:      xorl    %edx, %edx
-        divl    %ecx
-        pushw   %dx
-        incw    %bx
-        testl   %eax, %eax
-        jnz     1b
-2:      popw    %ax
-        addb    $'0', %al
-        call    putc
-        decw    %bx
-        jnz     2b
-        popal
-        ret
-
 # wait_port: read port DX until (value & BL) == BH, at most ECX times.
 # Returns AL = the last value read and CF = 1 on timeout.  Clobbers AH, ECX.
 wait_port:
@@ -118,41 +100,6 @@ wait_port:
 2:      clc
         ret
 
-# pci_read32: EAX = config address -> EAX = the dword.  Clobbers DX.
-pci_read32:
-        movw    $0xCF8, %dx
-        outl    %eax, %dx
-        movb    $0xFC, %dl
-        inl     %dx, %eax
-        ret
-
-# pci_write32: EAX = config address, EBX = value.  Clobbers DX.
-pci_write32:
-        movw    $0xCF8, %dx
-        outl    %eax, %dx
-        movb    $0xFC, %dl
-        xchgl   %eax, %ebx
-        outl    %eax, %dx
-        xchgl   %eax, %ebx
-        ret
-
-# pci_write16: EAX = config address (register 2-byte aligned), BX = value.
-# Clobbers DX.
-pci_write16:
-        pushl   %eax
-        movw    $0xCF8, %dx
-        andb    $0xFC, %al
-        outl    %eax, %dx
-        popl    %eax
-        pushw   %ax
-        andw    $2, %ax
-        movw    $0xCFC, %dx
-        addw    %ax, %dx
-        movw    %bx, %ax
-        outw    %ax, %dx
-        popw    %ax
-        ret
-
 # cmos_read: AL = index -> AL = value (NMI stays disabled, as SeaBIOS does).
 cmos_read:
         orb     $0x80, %al
@@ -165,6 +112,8 @@ pm_read:
         movw    pm_port, %dx
         inl     %dx, %eax
         ret
+
+        .include "stage2lib.inc"
 
         .data
         .globl  pm_port
