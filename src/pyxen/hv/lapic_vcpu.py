@@ -139,8 +139,7 @@ class VcpuApic:
         """The domain's HVM platform devices (None for PVH, and for vCPUs other than 0)."""
         if not self.bsp:
             return None
-        platform: Platform | None = getattr(self.runner.domain, "platform", None)
-        return platform
+        return self.runner.domain.platform
 
     def ext_int_waiting(self) -> bool:
         """The 8259's interrupt waits for this vCPU (always False off vCPU 0 / PVH)."""
