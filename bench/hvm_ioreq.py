@@ -55,18 +55,12 @@ LINE = re.compile(r"^hvmbench: (\S+) (\d+) (\d+)\r?$", re.M)
 
 def nominal_tsc_hz() -> int:
     """What KVM_GET_TSC_KHZ says for a fresh vCPU (0 if it cannot say), for the header."""
-    from pyxen.kvm import KvmError, System, Vcpu, Vm
+    from pyxen.hv.hypervisor import nominal_tsc_hz as kvm_tsc_hz
+    from pyxen.kvm import KvmError, System
     try:
-        vm = Vm(System())
+        return kvm_tsc_hz(System())
     except (KvmError, OSError):
         return 0
-    try:
-        vcpu = Vcpu(vm, 0)
-        khz = vcpu.tsc_khz()
-        vcpu.close()
-    finally:
-        vm.close()
-    return khz * 1000
 
 
 def guest_run(base: Path) -> str:

@@ -83,8 +83,11 @@ def pack_hvm_memmap(entries: Iterable[E820Entry]) -> bytes:
     return b"".join(bytes(hvm_memmap_table_entry(e.addr, e.size, e.type)) for e in entries)
 
 
-def guest_ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
-    """The ``[start, end)`` ranges of RAM populated for a domain of ``memory_bytes``."""
+def guest_ram_ranges(memory_bytes: int, resume_at: int = HIGH_RAM_START) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges of RAM populated for a domain of ``memory_bytes``.
+
+    ``resume_at`` is where RAM resumes above the 640 KiB of low RAM: 1 MiB for
+    PVH; 0xC0000 for HVM, where only the VGA hole stays empty (boot/hvm.py)."""
     if memory_bytes % PAGE_SIZE or memory_bytes < MIN_MEMORY:
         raise BootError(
             f"guest memory {memory_bytes:#x} bytes is not a multiple of 4 KiB of at least "
@@ -92,8 +95,8 @@ def guest_ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
         )
     ranges = [(0, LOW_RAM_END)]
     left = memory_bytes - LOW_RAM_END
-    below = min(left, HVM_BELOW_4G_RAM_END - HIGH_RAM_START)
-    ranges.append((HIGH_RAM_START, HIGH_RAM_START + below))
+    below = min(left, HVM_BELOW_4G_RAM_END - resume_at)
+    ranges.append((resume_at, resume_at + below))
     left -= below
     if left:
         ranges.append((FOUR_GIB, FOUR_GIB + left))

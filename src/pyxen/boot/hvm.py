@@ -36,10 +36,10 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyxen.abi.memory import HVM_BELOW_4G_RAM_END, E820Type
-from pyxen.boot.e820 import FOUR_GIB, HIGH_RAM_START, MIN_MEMORY, E820Entry
+from pyxen.abi.memory import E820Type
+from pyxen.boot.e820 import FOUR_GIB, HIGH_RAM_START, E820Entry, guest_ram_ranges
 from pyxen.boot.errors import BootError
-from pyxen.memory.addr import PAGE_SHIFT, PAGE_SIZE
+from pyxen.memory.addr import PAGE_SHIFT
 
 VGA_HOLE_START = 0xA0000
 VGA_HOLE_END = 0xC0000
@@ -70,17 +70,7 @@ FIRMWARE_HINT = ("install it with scripts/install-hvm-firmware (it fetches Debia
 
 def hvm_ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
     """The ``[start, end)`` ranges populated for an HVM domain of ``memory_bytes``."""
-    if memory_bytes % PAGE_SIZE or memory_bytes < MIN_MEMORY:
-        raise BootError(f"guest memory {memory_bytes:#x} bytes is not a whole number of MiB "
-                        "of at least 2: set `memory` in the config")
-    ranges = [(0, VGA_HOLE_START)]
-    left = memory_bytes - VGA_HOLE_START
-    below = min(left, HVM_BELOW_4G_RAM_END - VGA_HOLE_END)
-    ranges.append((VGA_HOLE_END, VGA_HOLE_END + below))
-    left -= below
-    if left:
-        ranges.append((FOUR_GIB, FOUR_GIB + left))
-    return ranges
+    return guest_ram_ranges(memory_bytes, resume_at=VGA_HOLE_END)
 
 
 def _low_end(ram: Sequence[tuple[int, int]]) -> int:

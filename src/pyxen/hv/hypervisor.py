@@ -70,25 +70,13 @@ class Hypervisor:
         self.dispatcher: Dispatcher | None = None
         self.timers = TimerService(self.system_time_ns, on_error=self.console.log,
                                    realtime=realtime_timers)
-        self.tsc = pvclock.TscClock(self.system_time_ns, self._nominal_tsc_hz())
+        self.tsc = pvclock.TscClock(self.system_time_ns, nominal_tsc_hz(self.kvm))
         self._calibration = self.timers.timer(self._calibrate)
         self._calibration.arm(self.system_time_ns() + pvclock.CALIBRATION_NS)
 
     def system_time_ns(self) -> int:
         """Xen system time: nanoseconds since the hypervisor started."""
         return time.monotonic_ns() - self._boot_ns
-
-    def _nominal_tsc_hz(self) -> int:
-        """The TSC frequency KVM reports for a fresh vCPU (0 if it cannot say)."""
-        from pyxen.kvm import Vcpu, Vm
-        vm = Vm(self.kvm)
-        try:
-            vcpu = Vcpu(vm, 0)
-            khz = vcpu.tsc_khz()
-            vcpu.close()
-        finally:
-            vm.close()
-        return khz * 1000
 
     def _calibrate(self) -> None:
         tsc, now = self.tsc.calibrate()
@@ -167,3 +155,16 @@ class Hypervisor:
         self.control_ports.close()
         self.timers.close()
         self.kvm.close()
+
+
+def nominal_tsc_hz(kvm: System) -> int:
+    """The TSC frequency KVM reports for a fresh vCPU (0 if it cannot say)."""
+    from pyxen.kvm import Vcpu, Vm
+    vm = Vm(kvm)
+    try:
+        vcpu = Vcpu(vm, 0)
+        khz = vcpu.tsc_khz()
+        vcpu.close()
+    finally:
+        vm.close()
+    return khz * 1000
