@@ -4,6 +4,10 @@ The daemon resolves the firmware here, where the files are: hvmloader
 and SeaBIOS from the request if it names them, else from where Xen and
 Debian install them (boot/hvm.py).  The xenstore keys are libxl's for an
 HVM guest with a qemu-xen device model.
+
+When the request has a ``kernel`` (direct boot of a bzImage, boot/bzimage.py)
+no firmware is looked up or needed, and the ``hvmloader/...`` keys are left
+out; the ``platform/...`` keys are written as for firmware boot.
 """
 
 from __future__ import annotations
@@ -57,22 +61,32 @@ def _disks(args: dict[str, Any]) -> tuple[EmulatedDisk, ...]:
     return tuple(out)
 
 
-def hvm_spec_from_dict(args: Any, run_dir: Path) -> HvmSpec:
+def hvm_spec_from_dict(args: Any, run_dir: Path, kernel: Path | None = None) -> HvmSpec:
+    """The HvmSpec of the ``hvm`` object; ``kernel`` is the request's, if it has one."""
     if not isinstance(args, dict):
         raise ControlError("EINVAL", "config field 'hvm' must be an object or null")
-    try:
-        firmware = find_firmware(_optional_text(args, "firmware"), HVMLOADER_GLOBS,
-                                 "hvmloader")
-        bios = find_firmware(_optional_text(args, "bios"), SEABIOS_PATHS, "SeaBIOS image")
-    except BootError as e:
-        raise ControlError("ENOENT", str(e)) from None
+    firmware = bios = None
+    if kernel is None:
+        try:
+            firmware = find_firmware(_optional_text(args, "firmware"), HVMLOADER_GLOBS,
+                                     "hvmloader")
+            bios = find_firmware(_optional_text(args, "bios"), SEABIOS_PATHS,
+                                 "SeaBIOS image")
+        except BootError as e:
+            raise ControlError("ENOENT", str(e)) from None
+    elif _optional_text(args, "firmware") or _optional_text(args, "bios"):
+        raise ControlError("EINVAL", "an HVM guest with a kernel boots it directly: "
+                                     "hvm fields 'firmware' and 'bios' must be null")
     acpi = _flag(args, "acpi", True)
     dm = DeviceModelSpec(disks=_disks(args), restrict=_flag(args, "dm_restrict", False),
                          device_model_user=_optional_text(args, "device_model_user"),
                          run_dir=str(run_dir), serial=_flag(args, "serial", True))
-    xenstore = (
+    hvmloader = (
         ("hvmloader/bios", "seabios"),
         ("hvmloader/allow-memory-relocate", "0"),
+    ) if kernel is None else ()
+    xenstore = (
+        *hvmloader,
         ("platform/acpi", "1" if acpi else "0"),
         ("platform/acpi_s3", "0"),
         ("platform/acpi_s4", "0"),
@@ -80,4 +94,4 @@ def hvm_spec_from_dict(args: Any, run_dir: Path) -> HvmSpec:
         ("platform/device-model", "qemu_xen"),
     )
     return HvmSpec(firmware=firmware, bios=bios, acpi=acpi, apic=_flag(args, "apic", True),
-                   device_model=dm, xenstore=xenstore)
+                   device_model=dm, xenstore=xenstore, kernel=kernel)

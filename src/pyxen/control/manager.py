@@ -465,12 +465,19 @@ def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> 
     if problem is not None:
         raise ControlError("EINVAL", f"config field 'name': {problem}")
     hvm = None
+    # A PVH guest needs a kernel; an HVM guest boots its firmware, or the kernel
+    # directly when the request has one (boot/bzimage.py).
+    kernel = (None if args.get("hvm") is not None and args.get("kernel") is None
+              else Path(text("kernel")))
     if args.get("hvm") is not None:
         from pyxen.control.hvm_request import hvm_spec_from_dict
 
-        hvm = hvm_spec_from_dict(args["hvm"], run_dir)
+        if kernel is None and ramdisk:
+            raise ControlError("EINVAL", "config field 'ramdisk' needs a 'kernel': an HVM "
+                                         "guest booting from its firmware has no ramdisk")
+        hvm = hvm_spec_from_dict(args["hvm"], run_dir, kernel)
     spec = BuildSpec(
-        name=name, kernel=Path(text("kernel")) if hvm is None else Path(),
+        name=name, kernel=kernel if kernel is not None else Path(),
         ramdisk=Path(ramdisk) if ramdisk else None, cmdline=text("cmdline", ""),
         memory_mib=memory, maxmem_mib=number("maxmem_mib", memory, 1 << 20, memory),
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),

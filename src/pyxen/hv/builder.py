@@ -14,6 +14,14 @@ Steps (as libxl/libxc do them for a PVH domU):
    gets none of this step, one with "no-xenstore" the console only;
 5. create the vCPUs with Xen's CPUID; vCPU 0 starts at the PVH entry in
    32-bit flat protected mode with EBX = start info.
+
+An HVM domain (``spec.hvm``) boots either through Xen's firmware (hvmloader
+at 1 MiB, SeaBIOS as its module, the hvm_info table; boot/hvm.py) or, when
+``spec.hvm.kernel`` names a bzImage, directly (boot/bzimage.py): the
+protected-mode kernel at 1 MiB, the zero page with the command line, the
+initrd and a PC's e820, a GDT with the boot protocol's selectors, and vCPU 0
+in flat 32-bit mode at ``code32_start`` with ESI = zero page.  Either way
+the emulated platform and the device model are attached last.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pyxen.abi.hvm import HvmParam as P
 from pyxen.abi.xen import CONTROL_DOMID
 from pyxen.boot import (
     BootError,
+    E820Entry,
     Module,
     Segment,
     build_e820,
@@ -38,6 +47,7 @@ from pyxen.boot import (
     plan_load,
     start_info_size,
 )
+from pyxen.boot.bzimage import BzImagePlan, plan_bzimage
 from pyxen.boot.hvm import HVM_INFO_PADDR, hvm_e820, hvm_info_table, hvm_ram_ranges
 from pyxen.boot.loader import plan_segments
 from pyxen.hv import event_channel
@@ -79,19 +89,30 @@ class BuildSpec:
     # (libxl's domains always), "no-xenstore" = PV console only, "disabled" =
     # neither (no special pages, params 0; console_io and port 0xE9 remain).
     enhanced: str = "enabled"
-    hvm: HvmSpec | None = None  # type = "hvm": boot through hvmloader, emulate a PC
+    hvm: HvmSpec | None = None  # type = "hvm": boot hvmloader or a bzImage, emulate a PC
 
 
 @dataclass(frozen=True)
 class HvmSpec:
-    """What an HVM domain adds: its firmware, its platform and its device model."""
+    """What an HVM domain adds: its firmware or kernel, its platform and its device model.
 
-    firmware: Path  # hvmloader
-    bios: Path  # SeaBIOS, hvmloader's "firmware" module
+    Invariant: either ``kernel`` is set (direct boot of a bzImage; the ramdisk
+    and command line are the BuildSpec's) and there is no firmware, or
+    ``firmware`` and ``bios`` are both set and there is no kernel."""
+
+    firmware: Path | None  # hvmloader
+    bios: Path | None  # SeaBIOS, hvmloader's "firmware" module
     acpi: bool = True
     apic: bool = True
     device_model: DeviceModelSpec = field(default_factory=DeviceModelSpec)
     xenstore: tuple[tuple[str, str], ...] = ()  # keys under /local/domain/N (hvmloader/...)
+    kernel: Path | None = None  # a bzImage booted without firmware
+
+    def __post_init__(self) -> None:
+        if self.kernel is None and (self.firmware is None or self.bios is None):
+            raise ValueError("an HVM domain needs hvmloader and a BIOS, or a kernel")
+        if self.kernel is not None and (self.firmware is not None or self.bios is not None):
+            raise ValueError("an HVM domain boots a kernel directly or firmware, not both")
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -103,6 +124,8 @@ def _read(path: Path, what: str) -> bytes:
 
 def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
     """Build a paused domain; ``domain.start()`` runs it."""
+    if spec.hvm is not None and spec.hvm.kernel is not None:
+        return _build_direct(hv, spec, spec.hvm, spec.hvm.kernel)
     try:
         mem_bytes = spec.memory_mib << 20
         if spec.hvm is None:
@@ -114,6 +137,7 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
             entry = image.notes.phys32_entry
         else:
             firmware = spec.hvm.firmware
+            assert firmware is not None  # HvmSpec: no kernel, so firmware
             image = parse_elf(_read(firmware, "hvmloader"), firmware.name)
             ram = hvm_ram_ranges(mem_bytes)
             segments = plan_segments(image, ram, firmware.name, image.entry)
@@ -121,26 +145,71 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
             entry = image.entry
     except BootError as e:
         raise BuildError(str(e)) from None
-    supported = hv.kvm.supported_cpuid()
+    domain = _new_domain(hv, spec, e820)
+    try:
+        _populate(domain, ram, segments, spec, image_end(image))
+        _create_vcpus(domain, spec)
+        _pvh_entry_state(domain.vcpus[0], entry, domain.start_info_gpa)
+        if spec.hvm is not None:
+            attach_hvm_platform(domain, spec.hvm, ram, spec.vcpus)
+    except BootError as e:
+        domain.destroy()
+        raise BuildError(str(e)) from None
+    except BaseException:
+        domain.destroy()
+        raise
+    domain.seclabel = spec.seclabel
+    hv.add(domain)
+    return domain
+
+
+def _new_domain(hv: Hypervisor, spec: BuildSpec, e820: list[E820Entry]) -> Domain:
     max_pages = ((max(spec.maxmem_mib, spec.memory_mib) << 20) >> PAGE_SHIFT) + (
         MAXMEM_SLACK_PAGES + NR_SPECIAL_PAGES
     )
     domid = hv.allocate_domid() if spec.domid is None else spec.domid
     try:
-        domain = Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
-                        guest_phys_bits(supported), spec.max_event_channels)
+        return Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
+                      guest_phys_bits(hv.kvm.supported_cpuid()), spec.max_event_channels)
     except BaseException:
         hv.release_domid(domid)
         raise
+
+
+def _create_vcpus(domain: Domain, spec: BuildSpec) -> None:
+    supported = domain.hv.kvm.supported_cpuid()
+    for vcpu_id in range(spec.maxvcpus):
+        runner = VcpuRunner(domain, vcpu_id)
+        runner.kvm.set_cpuid(guest_cpuid(supported, vcpu_id, domain.domid,
+                                         runner.kvm.tsc_khz()))
+        domain.vcpus.append(runner)
+
+
+def _build_direct(hv: Hypervisor, spec: BuildSpec, hvm: HvmSpec, kernel: Path) -> Domain:
+    """An HVM domain whose vCPU 0 enters a bzImage by the 32-bit boot protocol.
+
+    The domain's XENMEM_memory_map is the e820 the kernel gets in its zero
+    page; no hvm_info table, start info or hvmloader keys are written (no
+    firmware reads them)."""
+    ramdisk = None if spec.ramdisk is None else _read(spec.ramdisk, "ramdisk")
+    data = _read(kernel, "kernel")
     try:
-        _populate(domain, ram, segments, spec, image_end(image))
-        for vcpu_id in range(spec.maxvcpus):
-            runner = VcpuRunner(domain, vcpu_id)
-            runner.kvm.set_cpuid(guest_cpuid(supported, vcpu_id, domid, runner.kvm.tsc_khz()))
-            domain.vcpus.append(runner)
-        _pvh_entry_state(domain.vcpus[0], entry, domain.start_info_gpa)
-        if spec.hvm is not None:
-            attach_hvm_platform(domain, spec.hvm, ram, spec.vcpus)
+        ram = hvm_ram_ranges(spec.memory_mib << 20)
+        plan = plan_bzimage(data, ram, spec.cmdline.encode(), ramdisk, kernel.name,
+                            spec.ramdisk.name if spec.ramdisk is not None else "ramdisk")
+    except BootError as e:
+        raise BuildError(str(e)) from None
+    del data, ramdisk  # the plan holds the bytes it writes
+    domain = _new_domain(hv, spec, list(plan.e820))
+    try:
+        for start, end in ram:
+            domain.populate_range(start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT)
+        for gpa, blob in plan.writes:
+            domain.memory.write(Gpa(gpa), blob)
+        populate_special_pages(domain, spec.enhanced)
+        _create_vcpus(domain, spec)
+        _bzimage_entry_state(domain.vcpus[0], plan)
+        attach_hvm_platform(domain, hvm, ram, spec.vcpus)
     except BootError as e:
         domain.destroy()
         raise BuildError(str(e)) from None
@@ -165,6 +234,7 @@ def _populate(domain: Domain, ram: list[tuple[int, int]], segments: list[Segment
     modules: list[Module] = []
     end = kernel_end
     if spec.hvm is not None:
+        assert spec.hvm.bios is not None  # HvmSpec: no kernel, so a BIOS
         # hvmloader finds SeaBIOS as the module named "firmware", and reads the
         # hvm_info table libxc writes at 0x9F800.
         data = _read(spec.hvm.bios, "BIOS")
@@ -218,8 +288,8 @@ def _flat(selector: int, seg_type: int) -> ks.kvm_segment:
                           present=1, dpl=0, db=1, s=1, l=0, g=1)
 
 
-def _pvh_entry_state(runner: VcpuRunner, entry: int, start_info: int) -> None:
-    """32-bit flat protected mode, paging off, EBX = start info (docs/misc/pvh)."""
+def _flat_sregs(runner: VcpuRunner) -> ks.kvm_sregs:
+    """32-bit flat protected mode, paging off: CS = 0x10, the data segments 0x18."""
     sregs = runner.kvm.get_sregs()
     sregs.cs = _flat(0x10, 0xB)  # execute/read, accessed
     for name in ("ds", "es", "fs", "gs", "ss"):
@@ -228,9 +298,29 @@ def _pvh_entry_state(runner: VcpuRunner, entry: int, start_info: int) -> None:
     sregs.cr0 = 0x11  # PE | ET
     sregs.cr4 = 0
     sregs.efer = 0
-    runner.kvm.set_sregs(sregs)
+    return sregs
+
+
+def _pvh_entry_state(runner: VcpuRunner, entry: int, start_info: int) -> None:
+    """32-bit flat protected mode, paging off, EBX = start info (docs/misc/pvh)."""
+    runner.kvm.set_sregs(_flat_sregs(runner))
     regs = ks.kvm_regs()
     regs.rip = entry
     regs.rbx = start_info
     regs.rflags = 0x2
+    runner.kvm.set_regs(regs)
+
+
+def _bzimage_entry_state(runner: VcpuRunner, plan: BzImagePlan) -> None:
+    """The boot protocol's 32-bit entry: the plan's GDT loaded (its 0x10/0x18
+    descriptors match the segment registers), interrupts off, ESI = zero page,
+    EBX = EBP = EDI = 0, EIP = code32_start."""
+    sregs = _flat_sregs(runner)
+    sregs.gdt.base = plan.gdt_base
+    sregs.gdt.limit = plan.gdt_limit
+    runner.kvm.set_sregs(sregs)
+    regs = ks.kvm_regs()
+    regs.rip = plan.entry
+    regs.rsi = plan.zero_page
+    regs.rflags = 0x2  # IF clear
     runner.kvm.set_regs(regs)

@@ -254,6 +254,9 @@ class _Builder:
         kernel = None if domain_type == "hvm" and "kernel" not in self.cfg else self.kernel()
         ramdisk_text = self.string("ramdisk")
         ramdisk = None if ramdisk_text is None else self.file("ramdisk", ramdisk_text)
+        if ramdisk is not None and kernel is None:
+            raise self.fail("ramdisk", "ramdisk= needs kernel=: an HVM guest booting from "
+                                       "its firmware has no ramdisk")
         memory, maxmem = self.memory()
         vcpus, maxvcpus = self.vcpus()
         implemented = IMPLEMENTED_KEYS | (HVM_KEYS if domain_type == "hvm" else frozenset())

@@ -29,8 +29,14 @@ Answered (xl.cfg(5) meaning, Xen 4.12):
     positions), raw images only.  As libxl does, each is also offered as a
     PV disk (blkback), which a guest with PV drivers uses after unplugging
     the emulated one through the Xen platform device.
-``kernel``
-    Direct kernel boot of an HVM guest is not implemented: refused.
+``kernel``, ``ramdisk``, ``cmdline`` (or ``root``/``extra``)
+    Direct kernel boot: the bzImage (Linux boot protocol 2.06 or later) is
+    loaded at 1 MiB and entered through its 32-bit entry, with the initrd
+    and command line in its zero page (boot/bzimage.py); hvmloader and
+    SeaBIOS do not run, the emulated platform and device model are the same.
+    ``firmware``/``bios``/``bios_path_override`` are refused with a kernel
+    (there is no firmware to choose), ``ramdisk`` without one; ``boot`` is
+    ignored.
 """
 
 from __future__ import annotations
@@ -78,10 +84,13 @@ def ide_position(vdev: str) -> int:
 def hvm_request(values: dict[str, str | None], disks: tuple[dict[str, Any], ...],
                 has_kernel: bool) -> dict[str, Any]:
     """The create request's ``hvm`` object from the HVM keys' string values."""
-    if has_kernel:
-        raise HvmConfigError("kernel", "direct kernel boot of an HVM guest is not supported "
-                                       "yet: remove kernel= and boot from a disk")
     firmware = values.get("firmware")
+    if has_kernel:
+        for key in ("firmware", "bios", "bios_path_override"):
+            if values.get(key) is not None:
+                raise HvmConfigError(key, f"{key} does not apply with kernel=: an HVM guest "
+                                          "with a kernel boots it directly, without "
+                                          "firmware; remove one of them")
     firmware_path: str | None = None
     if firmware not in (None, "bios", "seabios"):
         assert firmware is not None
