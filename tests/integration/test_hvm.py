@@ -2,7 +2,7 @@
 
 Every test runs a real daemon (xenstored, consoled), boots the real
 firmware (scripts/install-hvm-firmware installs it) and a real-mode guest
-from an emulated IDE disk (guests/hvm).  The guests print on COM1, which
+from an emulated IDE disk (guests/hvm), or a bzImage directly (kernel=).  The guests print on COM1, which
 consoled logs as the domain's console, and power off with ``cli; hlt``.
 """
 
@@ -82,6 +82,34 @@ def test_a_guest_program_drives_each_emulated_device(tmp_path: Path) -> None:
         r, log, console = _boot(d, cfg, "hvmdevs")
     assert r.returncode == 0, r.stdout + r.stderr + log + console
     assert "RESULT hvmdevs: PASS" in console, console + log
+
+
+def test_a_bzimage_boots_directly_with_its_cmdline_e820_and_ramdisk(tmp_path: Path) -> None:
+    """kernel= with type = "hvm": no firmware runs; the 32-bit boot protocol's entry."""
+    ramdisk = tmp_path / "initrd.img"
+    data = bytes((i * 7 + 3) & 0xFF for i in range(10000))
+    ramdisk.write_bytes(data)
+    cfg = tmp_path / "bzhello.cfg"
+    cfg.write_text('name = "bzhello"\ntype = "hvm"\nmemory = 32\non_reboot = "destroy"\n'
+                   f'kernel = "{GUEST_BUILD / "bzhello.bzImage"}"\nramdisk = "{ramdisk}"\n'
+                   'cmdline = "console=ttyS0 pyxen=direct"\n')
+    with running_daemon(_base(tmp_path)) as d:
+        r, log, console = _boot(d, cfg, "bzhello")
+        wait_for(lambda: "RESULT bzhello" in _console(d, "bzhello"), "the RESULT line",
+                 timeout=10)
+        console = _console(d, "bzhello")
+    assert r.returncode == 0, r.stdout + r.stderr + log + console
+    lines = console.replace("\r", "").splitlines()
+    assert lines[-6:] == [
+        "bzhello: booted by the 32-bit boot protocol",
+        "bzhello: cmdline: console=ttyS0 pyxen=direct",
+        "bzhello: e820 entries: 4",  # low RAM, the EBDA page, RAM from 1 MiB, special pages
+        f"bzhello: ramdisk {len(data)} bytes",
+        f"bzhello: ramdisk byte sum {sum(data)}",
+        "RESULT bzhello: PASS",
+    ], console + log
+    assert "HVM Loader" not in log and "SeaBIOS" not in log
+    assert "shutdown: poweroff" in log
 
 
 def _proc_status(pid: int) -> dict[str, str]:
