@@ -2,8 +2,9 @@
 
 Every test runs a real daemon (xenstored, consoled), boots the real
 firmware (scripts/install-hvm-firmware installs it) and a real-mode guest
-from an emulated IDE disk (guests/hvm), or a bzImage directly (kernel=).  The guests print on COM1, which
-consoled logs as the domain's console, and power off with ``cli; hlt``.
+from an emulated IDE disk (guests/hvm), or a bzImage directly (kernel=).
+The guests print on COM1, which consoled logs as the domain's console, and
+power off with ``cli; hlt``.
 """
 
 from __future__ import annotations

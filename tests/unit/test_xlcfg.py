@@ -542,9 +542,26 @@ def test_type(guest_dir: Path, settings: str, expected: str) -> None:
     assert domain(f'name = "g"\n{kernel}{settings}\n', guest_dir).type == expected
 
 
-def test_hvm_with_a_kernel_is_refused_clearly(guest_dir: Path) -> None:
-    with pytest.raises(XlCfgError, match="direct kernel boot of an HVM guest is not supported"):
-        domain('name = "g"\nkernel = "vmlinuz"\ntype = "hvm"\n', guest_dir)
+def test_hvm_with_a_kernel_boots_it_directly(guest_dir: Path) -> None:
+    dom = domain('name = "g"\nkernel = "vmlinuz"\nramdisk = "initrd.gz"\ntype = "hvm"\n'
+                 'root = "/dev/sda1"\nextra = "console=ttyS0"\n', guest_dir)
+    assert dom.type == "hvm"
+    assert (dom.kernel, dom.ramdisk) == (guest_dir / "vmlinuz", guest_dir / "initrd.gz")
+    assert dom.cmdline == "root=/dev/sda1 console=ttyS0"
+    assert dom.hvm is not None and dom.hvm["firmware"] is None
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ('kernel = "vmlinuz"\nfirmware = "/x/hvmloader"',
+     "hello.cfg:4: firmware does not apply with kernel="),
+    ('kernel = "vmlinuz"\nbios_path_override = "/x/bios.bin"',
+     "hello.cfg:4: bios_path_override does not apply with kernel="),
+    ('ramdisk = "initrd.gz"', "hello.cfg:3: ramdisk= needs kernel="),
+])
+def test_hvm_kernel_conflicts_are_refused_clearly(guest_dir: Path, settings: str,
+                                                  problem: str) -> None:
+    message = domain_error(f'name = "g"\ntype = "hvm"\n{settings}\n', guest_dir)
+    assert message.startswith(problem), message
 
 
 @pytest.mark.parametrize(
