@@ -7,6 +7,10 @@
 * :mod:`~pyxen.boot.loader` checks the image against guest RAM and places
   modules and the start info.
 
+For HVM guests, :mod:`~pyxen.boot.hvm` lays out the firmware boot
+(hvmloader + SeaBIOS) and :mod:`~pyxen.boot.bzimage` the direct boot of a
+Linux bzImage through its 32-bit boot protocol entry.
+
 The package reads only bytes and integers and writes no guest memory; it is
 independent of KVM.  Xen's structures and numbers (``hvm_start_info``,
 ``e820entry``, the ELF note types) come from :mod:`pyxen.abi`, the one place
