@@ -257,3 +257,15 @@ def test_debian_cloud_image_boots_to_a_login_prompt(tmp_path: Path) -> None:
         wait_for(lambda: "login:" in _console(d, "debian"), "a login prompt on ttyS0",
                  timeout=600)
         d.ok("destroy", "debian")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dm_restrict needs root (uids, namespaces)")
+def test_a_device_model_user_that_is_root_is_refused_with_one_line(tmp_path: Path) -> None:
+    cfg = _hvm_cfg(tmp_path, "rootdm", "hvmboot.img", dm_restrict="1",
+                   device_model_user='"root"')
+    with running_daemon(_base(tmp_path)) as d:
+        r = d.pyxen("create", str(cfg))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "dm_restrict" in r.stderr and "root" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2, r.stderr  # "Parsing config" + it
+        assert set(d.names()) == {"Domain-0"}  # nothing half-built is left

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyxen.abi.xen import ShutdownReason
+from pyxen.dm.sandbox import SandboxError
 from pyxen.hv.device_model import DeviceModel
+from pyxen.hv.errors import BuildError
 from pyxen.hv.lapic import LapicBus
 from pyxen.hv.platform import Platform
 from pyxen.hv.timers import Timer
@@ -74,7 +76,12 @@ def attach_hvm_platform(domain: Domain, spec: HvmSpec, ram: Sequence[tuple[int, 
     above = sum(end - start for start, end in ram if start >= FOUR_GIB)
     domain.platform = Platform(DomainPlatformHost(domain), vcpus=vcpus,
                                ram_below_4g=below, ram_above_4g=above)
-    domain.device_model = DeviceModel(
-        domain.domid, domain.max_vcpus, spec.device_model, domain.platform,
-        shutdown=domain.shutdown, crash=domain.crash, log=domain.log)
+    try:
+        domain.device_model = DeviceModel(
+            domain.domid, domain.max_vcpus, spec.device_model, domain.platform,
+            shutdown=domain.shutdown, crash=domain.crash, log=domain.log)
+    except SandboxError as e:  # dm_restrict's uid or chroot: the user's to fix
+        raise BuildError(f"dm_restrict: {e}") from None
+    except OSError as e:  # a disk image that cannot be opened
+        raise BuildError(f"device model: {e.filename or ''}: {e.strerror}") from None
     domain.hvm_xenstore = dict(spec.xenstore)
