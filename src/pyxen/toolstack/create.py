@@ -123,9 +123,15 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
         try:
             # With -c the domain starts paused until the console is attached, as
             # libxl connects the console before unpausing: no early output is lost.
+            # An HVM guest's console is its COM1, whose bytes live only in the device
+            # model's socket until consoled takes them: it starts once consoled has
+            # attached, so a guest that prints and powers off at once loses nothing.
+            hold = bool(config.hvm) and not args.paused and not args.console
             result = client.call("create", config=config_request(config),
-                                 paused=args.paused or args.console)
+                                 paused=args.paused or args.console or hold)
             domid = result["domid"]
+            if hold:
+                _unpause_once_console_attached(client, domid)
             if args.console:
                 status = _console_then_unpause(client, domid, unpause=not args.paused)
                 if not args.foreground:
@@ -176,6 +182,15 @@ def _keep_preserved(client: ControlClient, domid: int, reason: int) -> None:
         with ControlClient(client.path) as fresh, contextlib.suppress(ControlError):
             fresh.call("destroy", domid=domid)
         print(f"pyxen create: domain {domid} destroyed", file=sys.stderr)
+
+
+def _unpause_once_console_attached(client: ControlClient, domid: int) -> None:
+    try:
+        open_console(client.path.parent / "console.sock", domid, wait=CONSOLE_WAIT).close()
+    except ControlError as e:
+        print(f"pyxen create: domain {domid}'s console is not attached ({e.message}): its "
+              "first output may be lost", file=sys.stderr)
+    client.call("unpause", domid=domid)
 
 
 def _console_then_unpause(client: ControlClient, domid: int, unpause: bool) -> int:
