@@ -308,3 +308,15 @@ def test_the_device_models_client_sends_a_level_only_when_it_changes() -> None:
     assert all(struct.unpack_from("<H", m)[0] == 7 for m in sent)
     assert [DM_OP_HEAD.unpack_from(m, 8)[0] for m in sent] == [
         DmOp.set_isa_irq_level, DmOp.set_isa_irq_level, DmOp.set_pci_intx_level]
+
+
+def test_the_device_model_stops_when_the_hypervisor_goes() -> None:
+    """Its end of the operations socket closing (the hypervisor died or destroyed the
+    domain) ends the loop: no device model outlives its hypervisor."""
+    p = Pair()
+    assert p.channel.request(0, IoreqType.PIO, 0x3FF, 1, 1, True, 0) == 0x5A
+    p.ops_hv.close()
+    p.thread.join(5)
+    assert not p.thread.is_alive()
+    p.channel.close()
+    p.serial_hv.close()

@@ -11,7 +11,9 @@ Interrupt lines and shutdown requests go to the hypervisor as
 ``xen_dm_op`` messages on the operations socket (``DmOps``), always for
 this process's own domain; a line's level is sent only when it changes.
 
-Robustness: nothing a guest does can end the loop.  A device that raises
+Robustness: nothing a guest does can end the loop; it ends when the
+hypervisor's end of the operations socket closes (the hypervisor died or
+destroyed the domain), so no device model outlives its hypervisor.  A device that raises
 (a pyxen bug) is logged once per kind and the access answered with all
 ones; a request the hypervisor could not have sent (bad size, a data area
 outside the channel) is answered the same way.
@@ -120,11 +122,18 @@ class DeviceModelServer:
             self.serial.send(data)
 
     def run(self) -> None:
+        """Serve until the hypervisor goes (its end of the operations socket closes)."""
+        ops = self.ops.sock.fileno()
+        self.poll.register(ops, select.POLLIN)
         while True:
             for fd, events in self.poll.poll():
                 if fd == self.request_fd:
                     os.eventfd_read(self.request_fd)
                     self.serve_slots()
+                elif fd == ops:
+                    if events & (select.POLLHUP | select.POLLERR):
+                        return  # the hypervisor is gone: nothing will ask again
+                    self.ops.sock.recv(64)  # nothing is sent unasked: drop it
                 elif events & (select.POLLIN | select.POLLHUP):
                     self._serial_in()
 

@@ -129,8 +129,9 @@ class DeviceModel:
                 disk_fds: list[int]) -> dict[str, Any]:
         disks = []
         for disk, fd in zip(self.spec.disks, disk_fds, strict=True):
+            size = os.lseek(fd, 0, os.SEEK_END)  # st_size is 0 for a block device
             disks.append({"position": disk.position, "fd": fd, "readonly": disk.readonly,
-                          "size": os.fstat(fd).st_size})
+                          "size": size})
         config: dict[str, Any] = {
             "domid": self.domid, "max_vcpus": max_vcpus,
             "ioreq_fd": self.channel.memfd, "request_fd": self.channel.request_fd,
