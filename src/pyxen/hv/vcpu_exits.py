@@ -39,6 +39,8 @@ from pyxen.hv import hypercall_page
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.dispatch import Call, CannotContinue
 from pyxen.hv.ioreq import DeviceModelGone
+from pyxen.hv.vcpu_control import Req
+from pyxen.hv.vcpu_inject import wakes_a_block
 from pyxen.kvm import exits as ex
 from pyxen.kvm.ioctls import KVM_INTERNAL_ERROR_EMULATION
 from pyxen.memory import Gfn, PageKind
@@ -57,6 +59,7 @@ _ARGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 _ARGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 _OUT_IMM8 = (0xE6, 0xE7)  # out imm8, al / eax
 _OUT_DX = (0xEE, 0xEF)  # out dx, al / eax
+_HLT_ENDERS = Req.STOP | Req.STATE | Req.NMI
 
 
 def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
@@ -284,3 +287,15 @@ def _hlt(runner: VcpuRunner) -> None:
         runner.take_down()
         return
     runner.block()
+    if runner.domain.platform is not None:
+        # An HVM guest's HLT ends with an interrupt, as on hardware: a wake that brought
+        # none (a kick for a line that went down again, say) sleeps again.  Firmware
+        # counts timer ticks by HLTs.  Anything that needs the thread ends it too.
+        while not _hlt_ends(runner):
+            runner.block()
+
+
+def _hlt_ends(runner: VcpuRunner) -> bool:
+    return bool(runner.control.requests & _HLT_ENDERS or runner.domain.pause_count
+                or not runner.online or runner.apic.signals
+                or wakes_a_block(runner, until_deliverable=False))

@@ -68,4 +68,13 @@ def wakes_a_block(runner: VcpuRunner, until_deliverable: bool) -> bool:
     (SCHEDOP_poll's "events need delivery")."""
     if until_deliverable:
         return upcall_deliverable(runner)
-    return bool(runner.vcpu_info_view[UPCALL_PENDING]) or runner.apic.deliverable()
+    if runner.apic.deliverable():
+        return True
+    if not runner.vcpu_info_view[UPCALL_PENDING]:
+        return False
+    # An HVM guest without an event callback (firmware polling xenstore's port, as
+    # hvmloader and SeaBIOS do) leaves upcall_pending set for good: as in Xen, that
+    # is no interrupt and must not end its HLTs.
+    domain = runner.domain
+    return (domain.platform is None or domain.callback_vector is not None
+            or runner.apic.lapic.upcall_vector != 0)
