@@ -381,7 +381,7 @@ class DomainManager:
             "dying": d.dying,
             "cpu_time_ns": cpu_ns,
             "start_time": m.started,
-            "kernel": str(m.request.spec.kernel),
+            "kernel": str(_boot_image(m.request.spec)),
             "type": "pvh" if m.request.spec.hvm is None else "hvm",
             # The console is the emulated serial port (xl console's default for HVM).
             "serial": d.device_model is not None and d.device_model.spec.serial,
@@ -424,6 +424,16 @@ def _seclabel(args: dict[str, Any]) -> str:
     if not isinstance(label, str) or not SECLABEL_RE.fullmatch(label):
         raise ControlError("EINVAL", "config field 'seclabel' must be a label user:role:type")
     return label
+
+
+def _boot_image(spec: BuildSpec) -> Path:
+    """What the domain booted: its kernel, or for HVM its bzImage or hvmloader."""
+    hvm = spec.hvm
+    if hvm is None:
+        return spec.kernel
+    image = hvm.kernel or hvm.firmware
+    assert image is not None  # HvmSpec has one or the other
+    return image
 
 
 def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> DomainRequest:
