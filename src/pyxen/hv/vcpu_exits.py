@@ -98,6 +98,13 @@ def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
             f"vcpu {runner.vcpu_id}: VM entry failed, reason {exit_.reason:#x}\n"
             f"{runner.describe()}"
         )
+    elif isinstance(exit_, ex.DebugExit):
+        # Only VMI turns guest debug on.  Without it (closed while the exit was in
+        # flight) the exit is dropped: Req.DEBUG turns guest debug off before the
+        # next entry.
+        vmi = runner.domain.vmi
+        if vmi is not None:
+            vmi.debug_exit(runner, exit_)
     else:
         runner.domain.crash(f"vcpu {runner.vcpu_id}: unexpected KVM exit {exit_}")
 
