@@ -289,6 +289,9 @@ def _msr(runner: VcpuRunner, msr: ex.MsrExit) -> None:
 
 
 def _hlt(runner: VcpuRunner) -> None:
+    vmi = runner.domain.vmi
+    if vmi is not None and not vmi.genuine_hlt(runner):
+        return  # a stray HLT exit after single-stepping a HLT (pyxen/vmi/core.py)
     if not runner.kvm.regs.rflags & _RFLAGS_IF:
         # Xen: HLT with interrupts off takes the vCPU down; the last one down is poweroff.
         runner.take_down()

@@ -439,6 +439,18 @@ class Vmi:
             self._refresh([runner])
         return halted
 
+    def genuine_hlt(self, runner: VcpuRunner) -> bool:
+        """Whether a KVM_EXIT_HLT of ``runner`` comes from a HLT just executed (RIP
+        right after an 0xF4 byte).  This host's KVM reports a HLT that was single-
+        stepped (and handled here as a block) later again, at an arbitrary RIP and
+        possibly with IF=0 -- which would take the vCPU down: such exits are
+        dropped.  Without stepping, a HLT exit always follows its 0xF4."""
+        try:
+            linear = (int(runner.kvm.regs.rip) + int(runner.kvm.sregs.cs.base) - 1) & _M64
+            return runner.guest_access().read(linear, 1)[0] == _HLT_OPCODE
+        except (PageFault, MemoryFault):
+            return True
+
     def _stepped_over_hlt(self, runner: VcpuRunner, st: _VcpuDebug, pc: int) -> bool:
         prev = st.last_pc
         if prev is None or pc != (prev + 1) & _M64:
