@@ -13,7 +13,8 @@ on the vCPU thread that hit it as ``callback(vmi, info) -> EventResponse``
 ``guest_debug`` turns "what this vCPU needs now" into the
 ``kvm_guest_debug`` given to KVM_SET_GUEST_DEBUG: DR7 enables L0-L3 for
 the armed slots with RW=00 (execute) and LEN=00, bit 10 (reserved, reads
-as 1) set, as the feasibility study measured (DR7 = 0x403 for DR0).
+as 1) set: 0x401 for DR0 (the feasibility study used 0x403, L0 and G0;
+KVM treats the local and global enables alike for its own debugging).
 """
 
 from __future__ import annotations
