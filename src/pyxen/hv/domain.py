@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from pyxen.hv.hypervisor import Hypervisor
     from pyxen.hv.platform import Platform
     from pyxen.hv.vcpu import VcpuRunner
+    from pyxen.vmi import Vmi
 
 # Heap page layout in the pool: shared_info first, then the grant frames,
 # then the v2 grant status frames (Domain.grant_status_heap_base).
@@ -177,6 +178,9 @@ class Domain:
         self.platform: Platform | None = None
         self.device_model: DeviceModel | None = None
         self.hvm_xenstore: dict[str, str] = {}
+        # Introspection attached to this domain (pyxen.vmi.Vmi), None normally: it
+        # receives the vCPUs' KVM_EXIT_DEBUG exits.
+        self.vmi: Vmi | None = None
 
     # -- messages ------------------------------------------------------------
 

@@ -12,6 +12,10 @@
 - injection (hv/vcpu_inject.py): NMI, the event callback vector, the APIC.
 - time (``time``, hv/vcpu_time.py): runstate, pvclock, timers.
 - the local APIC (``apic``, hv/lapic_vcpu.py).
+- guest debug for VMI (pyxen/vmi): ``guest_debug_wanted`` is the
+  KVM_SET_GUEST_DEBUG state VMI wants; other threads set it and request
+  ``Req.DEBUG``, the vCPU's thread applies it in ``_attend`` (a vCPU ioctl
+  from another thread would wait for the KVM_RUN in progress).
 
 The loop: before every KVM_RUN the thread reads the request word (the only
 cost on the hot path) and, if it is non-zero, ``_attend``s: it takes the
@@ -47,6 +51,7 @@ from pyxen.hv.vcpu_exits import handle_exit, restart_hypercall
 from pyxen.hv.vcpu_inject import inject, upcall_deliverable, wakes_a_block
 from pyxen.hv.vcpu_time import VcpuTime
 from pyxen.kvm import Vcpu
+from pyxen.kvm import structs as kvm_structs
 from pyxen.memory import GuestAccess, PagingState
 
 if TYPE_CHECKING:
@@ -100,6 +105,10 @@ class VcpuRunner:
         self.pinned_to: int | None = None
         self.affinity_hard: frozenset[int] | None = None  # None: every pCPU
         self.affinity_soft: frozenset[int] | None = None
+        # VMI (pyxen.vmi): the guest-debug state wanted (None: off) and the bytes of
+        # the one KVM has (only this vCPU's thread applies it).
+        self.guest_debug_wanted: kvm_structs.kvm_guest_debug | None = None
+        self._guest_debug_applied = bytes(ctypes.sizeof(kvm_structs.kvm_guest_debug))
 
     # -- requests from other threads ------------------------------------------------------
 
@@ -222,6 +231,8 @@ class VcpuRunner:
             return False
         if bits & Req.TIME:
             self.time.write_time_area(self.guest_access())
+        if bits & Req.DEBUG:
+            self.apply_guest_debug()
         if inject(self, nmi=bool(bits & Req.NMI)):
             self.control.recheck()
         return True
@@ -254,6 +265,23 @@ class VcpuRunner:
         control.sleep(ThreadState.PARKED, asleep=self.domain.vcpu_quiesced)
         self.time.set_runstate(RunstateState.running if self.online
                                else RunstateState.offline)
+
+    def apply_guest_debug(self) -> None:
+        """Give KVM ``guest_debug_wanted`` if it differs from what KVM has (own thread).
+
+        A pending sync-regs write-back is loaded first (KVM_SET_REGS): KVM
+        keys a single-step to the RIP it sees when the debug state is set,
+        and the write-back at the next entry could move RIP after that."""
+        wanted = self.guest_debug_wanted
+        if wanted is None:
+            wanted = kvm_structs.kvm_guest_debug()
+        data = bytes(wanted)
+        if data == self._guest_debug_applied:
+            return
+        if self.kvm.regs_dirty():
+            self.kvm.flush_regs()
+        self.kvm.set_guest_debug(wanted)
+        self._guest_debug_applied = data
 
     # -- blocking -------------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ Request bits (``Req``), and who sets them:
              match; implied by STOP, STATE, NMI, UPCALL and APIC).
     RECHECK  set by the vCPU itself: an interrupt it could not inject yet
              (level-triggered delivery); look again after the next exit.
+    DEBUG    VMI (pyxen.vmi) changed the vCPU's wanted guest-debug state
+             (single-step, DR0-3): KVM_SET_GUEST_DEBUG before the next
+             KVM_RUN.  Not waking: a blocked vCPU applies it when it runs.
 
 The protocol (every step under the lock, so the two sides cannot
 interleave inside one):
@@ -98,6 +101,7 @@ class Req:
     TIME = 1 << 6
     WAKE = 1 << 7
     RECHECK = 1 << 8
+    DEBUG = 1 << 9
 
 
 # Requests that end a sleep (they imply WAKE).

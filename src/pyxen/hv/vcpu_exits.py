@@ -98,6 +98,13 @@ def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
             f"vcpu {runner.vcpu_id}: VM entry failed, reason {exit_.reason:#x}\n"
             f"{runner.describe()}"
         )
+    elif isinstance(exit_, ex.DebugExit):
+        # Only VMI turns guest debug on.  Without it (closed while the exit was in
+        # flight) the exit is dropped: Req.DEBUG turns guest debug off before the
+        # next entry.
+        vmi = runner.domain.vmi
+        if vmi is not None:
+            vmi.debug_exit(runner, exit_)
     else:
         runner.domain.crash(f"vcpu {runner.vcpu_id}: unexpected KVM exit {exit_}")
 
@@ -282,6 +289,9 @@ def _msr(runner: VcpuRunner, msr: ex.MsrExit) -> None:
 
 
 def _hlt(runner: VcpuRunner) -> None:
+    vmi = runner.domain.vmi
+    if vmi is not None and not vmi.genuine_hlt(runner):
+        return  # a stray HLT exit after single-stepping a HLT (pyxen/vmi/core.py)
     if not runner.kvm.regs.rflags & _RFLAGS_IF:
         # Xen: HLT with interrupts off takes the vCPU down; the last one down is poweroff.
         runner.take_down()

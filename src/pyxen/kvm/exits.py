@@ -107,10 +107,21 @@ class FailEntryExit:
 
 @dataclass(slots=True, frozen=True)
 class DebugExit:
-    """A guest-debug event (single step or breakpoint)."""
+    """A guest-debug event (KVM_SET_GUEST_DEBUG): a single step or a breakpoint.
+
+    From ``kvm_run.debug.arch`` (``struct kvm_debug_exit_arch``: u32
+    exception, u32 pad, u64 pc, u64 dr6, u64 dr7).  ``exception`` is the
+    vector (1 for #DB: single step, DR0-3 hit; 3 for an int3 with
+    USE_SW_BP on hosts that report it), ``pc`` the RIP (after the
+    instruction for a step, at the address for an execute breakpoint),
+    ``dr6`` says why (BS = bit 14 for a step, B0-B3 = bits 0-3 for a DR
+    hit).
+    """
 
     exception: int
     pc: int
+    dr6: int = 0
+    dr7: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -184,7 +195,8 @@ def decode_exit(run: kvm_run, page: mmap.mmap | bytearray) -> Exit:
     if reason == KVM_EXIT_FAIL_ENTRY:
         return FailEntryExit(run.exit.fail_entry.hardware_entry_failure_reason)
     if reason == KVM_EXIT_DEBUG:
-        return DebugExit(run.exit.debug.exception, run.exit.debug.pc)
+        debug = run.exit.debug
+        return DebugExit(debug.exception, debug.pc, debug.dr6, debug.dr7)
     if reason == KVM_EXIT_SYSTEM_EVENT:
         return SystemEventExit(run.exit.system_event.type)
     return UnknownExit(reason)

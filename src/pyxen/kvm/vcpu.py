@@ -114,6 +114,20 @@ class Vcpu:
     def set_sregs(self, sregs: s.kvm_sregs) -> None:
         fcntl.ioctl(self.fd, k.KVM_SET_SREGS, sregs)
 
+    def set_guest_debug(self, debug: s.kvm_guest_debug) -> None:
+        """KVM_SET_GUEST_DEBUG (single-step, DR0-3 breakpoints; control 0 turns it off).
+
+        Only from the vCPU's own thread (or while it cannot be in KVM_RUN): a
+        vCPU ioctl waits for a KVM_RUN in progress on another thread."""
+        try:
+            fcntl.ioctl(self.fd, k.KVM_SET_GUEST_DEBUG, debug)
+        except OSError as e:
+            raise KvmError(f"KVM_SET_GUEST_DEBUG failed: {e.strerror}") from None
+
+    def regs_dirty(self) -> bool:
+        """A sync-regs write-back is pending for the next entry."""
+        return self.run_page[_DIRTY_OFFSET : _DIRTY_OFFSET + 8] != bytes(8)
+
     def set_cpuid(self, entries: list[s.kvm_cpuid_entry2]) -> None:
         buf = s.cpuid2_array(len(entries))()
         buf.nent = len(entries)
