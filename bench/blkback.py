@@ -27,9 +27,7 @@ import argparse
 import os
 import random
 import re
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from private_daemon import private_daemon  # noqa: E402
 
 from pyxen.abi.blkif import BlkifOp  # noqa: E402
 from pyxen.services.blkback.requests import Abi, Backend, DiskImage  # noqa: E402
@@ -127,28 +127,17 @@ def reference_backend(img: Path, seq_bytes: int, rand_ops: int, region: int) -> 
 
 def guest_run(base: Path, img: Path, seq_kib: int, rand_ops: int, region_kib: int
               ) -> dict[str, dict]:
-    env = dict(os.environ, PYXEN_RUN_DIR=str(base / "run"), PYXEN_LOG_DIR=str(base / "log"),
-               PYTHONPATH=str(ROOT / "src"))
-    pyxen = [sys.executable, "-m", "pyxen"]
-    r = subprocess.run([*pyxen, "hypervisor", "--daemon"], env=env, capture_output=True,
-                       text=True, timeout=60, check=False)
-    if r.returncode:
-        raise SystemExit(f"the daemon did not start:\n{r.stdout}{r.stderr}")
-    try:
+    with private_daemon(base) as pyxen:
         cfg = base / "blkbench.cfg"
         cfg.write_text(
             f'name = "blkbench"\ntype = "pvh"\nkernel = "{GUEST}"\nmemory = 32\n'
             f'extra = "depth={DEPTH} req_kib={REQ >> 10} seq_kib={seq_kib} block_kib=4 '
             f'rand_ops={rand_ops} region_kib={region_kib}"\n'
             f"disk = ['format=raw, vdev=xvda, target={img}']\n")
-        r = subprocess.run([*pyxen, "create", "-F", str(cfg)], env=env, capture_output=True,
-                           text=True, timeout=1800, check=False)
+        r = pyxen("create", "-F", str(cfg), timeout=1800)
         log = (base / "log" / "hypervisor.log").read_text()
         if r.returncode:
             raise SystemExit(f"blkbench failed:\n{r.stdout}{r.stderr}{log}")
-    finally:
-        pid = int((base / "run" / "hypervisor.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
     out: dict[str, dict] = {}
     for m in re.finditer(r"BENCH (\w+) (.*)", log):
         fields = dict(kv.split("=", 1) for kv in m.group(2).split())

@@ -29,10 +29,7 @@ Skips (exit status 0, with a message) when the HVM firmware is missing.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +38,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from private_daemon import private_daemon  # noqa: E402
 
 from pyxen.boot.errors import BootError  # noqa: E402
 from pyxen.boot.hvm import HVMLOADER_GLOBS, SEABIOS_PATHS, find_firmware  # noqa: E402
@@ -65,28 +64,17 @@ def nominal_tsc_hz() -> int:
 
 def guest_run(base: Path) -> str:
     """Boot hvmbench.img under a private daemon; its COM1 output."""
-    env = dict(os.environ, PYXEN_RUN_DIR=str(base / "run"), PYXEN_LOG_DIR=str(base / "log"),
-               PYTHONPATH=str(ROOT / "src"))
-    pyxen = [sys.executable, "-m", "pyxen"]
-    r = subprocess.run([*pyxen, "hypervisor", "--daemon"], env=env, capture_output=True,
-                       text=True, timeout=60, check=False)
-    if r.returncode:
-        raise SystemExit(f"the daemon did not start:\n{r.stdout}{r.stderr}")
-    try:
+    with private_daemon(base) as pyxen:
         cfg = base / "hvmbench.cfg"
         cfg.write_text('name = "hvmbench"\ntype = "hvm"\nmemory = 32\n'
                        f"disk = ['format=raw, vdev=hda, access=rw, target={GUEST}']\n")
-        r = subprocess.run([*pyxen, "create", "-F", str(cfg)], env=env, capture_output=True,
-                           text=True, timeout=600, check=False)
+        r = pyxen("create", "-F", str(cfg))
         console = base / "log" / "console" / "guest-hvmbench.log"
         out = console.read_text(errors="replace") if console.exists() else ""
         if r.returncode or "hvmbench: done" not in out:
             log = (base / "log" / "hypervisor.log").read_text(errors="replace")
             raise SystemExit(f"hvmbench failed (create exit {r.returncode}):\n{r.stdout}"
                              f"{r.stderr}--- console\n{out}--- hypervisor.log\n{log}")
-    finally:
-        pid = int((base / "run" / "hypervisor.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
     return out
 
 
