@@ -54,7 +54,7 @@ def _disks(args: dict[str, Any]) -> tuple[EmulatedDisk, ...]:
             raise ControlError("EINVAL", "an hvm disk needs a position 0-3 and a target path")
         if any(d.position == position for d in out):
             raise ControlError("EINVAL", f"two hvm disks at IDE position {position}")
-        if not os.path.isfile(target) and not os.path.exists(target):
+        if not os.path.exists(target):
             raise ControlError("ENOENT", f"disk hd{'abcd'[position]}: target {target} does "
                                          "not exist")
         out.append(EmulatedDisk(position, target, bool(disk.get("readonly"))))

@@ -197,7 +197,8 @@ def _hvm_io(runner: VcpuRunner, io: ex.IoExit) -> None:
             if io.is_out:
                 platform.pio_write(port, size, int.from_bytes(data[at:at + size], "little"))
             else:
-                data[at:at + size] = platform.pio_read(port, size).to_bytes(size, "little")
+                value = platform.pio_read(port, size) & ((1 << (8 * size)) - 1)
+                data[at:at + size] = value.to_bytes(size, "little")
         return
     dm = domain.device_model
     if dm is None:
@@ -233,22 +234,24 @@ def _mmio(runner: VcpuRunner, mmio: ex.MmioExit) -> None:
     if platform is not None and _hvm_mmio(runner, platform, mmio):
         return
     if not mmio.is_write:
-        run = runner.kvm.kvm_run.exit.mmio
-        for i in range(mmio.length):
-            run.data[i] = 0xFF
+        _mmio_answer(runner, (1 << 64) - 1, mmio.length)
+
+
+def _mmio_answer(runner: VcpuRunner, value: int, size: int) -> None:
+    """The data of an MMIO read exit: ``size`` bytes of ``value``, little-endian."""
+    data = runner.kvm.kvm_run.exit.mmio.data
+    for i in range(size):
+        data[i] = value >> (8 * i) & 0xFF
 
 
 def _hvm_mmio(runner: VcpuRunner, platform: Platform, mmio: ex.MmioExit) -> bool:
     """An HVM domain's MMIO access; False if nothing emulates that address."""
     addr, size = mmio.phys_addr, mmio.length
-    run = runner.kvm.kvm_run.exit.mmio
     if platform.claims_mmio(addr):
         if mmio.is_write:
             platform.mmio_write(addr, size, int.from_bytes(mmio.data[:size], "little"))
         else:
-            value = platform.mmio_read(addr, size)
-            for i in range(size):
-                run.data[i] = value >> (8 * i) & 0xFF
+            _mmio_answer(runner, platform.mmio_read(addr, size), size)
         return True
     dm = runner.domain.device_model
     if dm is None or size not in (1, 2, 4, 8):
@@ -261,8 +264,7 @@ def _hvm_mmio(runner: VcpuRunner, platform: Platform, mmio: ex.MmioExit) -> bool
     except DeviceModelGone:
         value = (1 << 64) - 1
     if not mmio.is_write:
-        for i in range(size):
-            run.data[i] = value >> (8 * i) & 0xFF
+        _mmio_answer(runner, value, size)
     return True
 
 
