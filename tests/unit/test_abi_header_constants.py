@@ -52,6 +52,7 @@ PREFIXES = {
     "NetTxFlags": "NETTXF_", "NetRxFlags": "NETRXF_", "NetifRsp": "NETIF_RSP_",
     "NetifExtraType": "XEN_NETIF_EXTRA_TYPE_", "NetifGsoType": "XEN_NETIF_GSO_TYPE_",
     "IoreqState": "STATE_", "IoreqType": "IOREQ_TYPE_", "DmOp": "XEN_DMOP_",
+    "Altp2mCmd": "HVMOP_altp2m_",
 }
 # Enums that are not in Xen's public headers at all.
 NOT_XEN_ENUMS = {

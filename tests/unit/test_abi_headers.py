@@ -69,7 +69,7 @@ ANONYMOUS = {
     "gnttab_copy_ptr_u", "vcpu_hvm_cpu_regs", "vcpu_register_runstate_memory_area_addr",
     "blkif_sring_pvt",
     "netif_extra_info_gso", "netif_extra_info_mcast", "netif_extra_info_hash",
-    "netif_extra_info_u",
+    "netif_extra_info_u", "xen_hvm_altp2m_op_u",
 }
 
 # ctypes structure -> C type, where the tag differs.

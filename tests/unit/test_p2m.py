@@ -15,7 +15,7 @@ from pyxen.memory import p2m
 from pyxen.memory.addr import PAGE_SIZE, Gfn, Gpa
 from pyxen.memory.errors import SlotsExhausted
 from pyxen.memory.p2m import EMPTY, Edit, Extent, PageKind, Snapshot
-from pyxen.memory.physmap import GuestMemory, SlotProgrammer
+from pyxen.memory.physmap import GuestMemory, Override, SlotMode, SlotProgrammer
 
 RAM = PageKind.RAM
 HEAP = PageKind.HEAP
@@ -326,3 +326,103 @@ def check_chunks(snap: Snapshot) -> None:
         assert chunk.starts == tuple(e.gfn for e in chunk.extents)
         assert first == chunk.starts[0]
     assert snap.size == sum(len(c.extents) for c in snap.chunks)
+
+
+# -- slot overrides (set_overrides: the mechanism of altp2m views) --------------------
+
+P = PAGE_SIZE
+
+
+def _memory(pages: int = 16, **kw: object) -> tuple[GuestMemory, SlotModel]:
+    model = SlotModel(**kw)  # type: ignore[arg-type]
+    mem = GuestMemory(pages, 2, slots=model)
+    first = mem.alloc_ram_pages(pages)
+    assert first == 0
+    mem.map(Gfn(0), pages, 0, PageKind.RAM)
+    return mem, model
+
+
+def _host(mem: GuestMemory, gfn: int) -> int:
+    return mem.host_address(gfn * P)
+
+
+def test_no_override_is_one_slot() -> None:
+    mem, model = _memory()
+    assert model.regions() == {(0, 16 * P, mem.host_base, False)}
+
+
+def test_overrides_split_the_extent_around_each_frame() -> None:
+    mem, model = _memory()
+    mem.set_overrides({3: Override(mode=SlotMode.ABSENT), 5: Override(mode=SlotMode.READONLY),
+                       9: Override(frame=12)})
+    assert model.regions() == {
+        (0, 3 * P, _host(mem, 0), False),
+        (4 * P, P, _host(mem, 4), False),
+        (5 * P, P, _host(mem, 5), True),
+        (6 * P, 3 * P, _host(mem, 6), False),
+        (9 * P, P, _host(mem, 12), False),  # frame 12's page behind gfn 9
+        (10 * P, 6 * P, _host(mem, 10), False),
+    }
+    # The hypervisor's own view is the p2m's.
+    mem.write(9 * P, b"nine")
+    assert mem.read(9 * P, 4) == b"nine"
+    mem.set_overrides({})
+    assert model.regions() == {(0, 16 * P, mem.host_base, False)}
+    assert mem.overrides() == {}
+
+
+def test_overrides_at_the_ends_and_adjacent() -> None:
+    mem, model = _memory(4)
+    mem.set_overrides({0: Override(mode=SlotMode.READONLY), 1: Override(mode=SlotMode.ABSENT),
+                       3: Override(frame=2, mode=SlotMode.READONLY)})
+    assert model.regions() == {(0, P, _host(mem, 0), True), (2 * P, P, _host(mem, 2), False),
+                               (3 * P, P, _host(mem, 2), True)}
+
+
+def test_override_survives_p2m_changes_and_follows_its_frame() -> None:
+    mem, model = _memory()
+    mem.set_overrides({2: Override(frame=8)})
+    # Balloon out a frame elsewhere: the extent splits, the override stays.
+    assert mem.unmap(Gfn(5)) is not None
+    assert (2 * P, P, _host(mem, 8), False) in model.regions()
+    # The remap target goes away: gfn 2 falls back to its own page.
+    own2 = _host(mem, 2)
+    page8 = mem.unmap(Gfn(8))
+    assert page8 is not None
+    assert (2 * P, P, own2, False) in model.regions()
+    # ... and follows it when it comes back (with another pool page).
+    mem.map(Gfn(8), 1, page8[0], PageKind.RAM)
+    assert (2 * P, P, _host(mem, 8), False) in model.regions()
+    mem.set_overrides({})
+    assert (2 * P, P, own2, False) not in model.regions()
+    assert mem.lookup(Gfn(2)) is not None
+
+
+def test_non_ram_frames_are_not_overridden() -> None:
+    mem, model = _memory(4)
+    heap = mem.heap_pool_page(0)
+    mem.map(Gfn(10), 1, heap, PageKind.HEAP)
+    mem.set_overrides({10: Override(mode=SlotMode.ABSENT)})
+    assert (10 * P, P, mem.host_base + heap * P, False) in model.regions()
+
+
+def test_a_kvm_failure_restores_the_old_mapping() -> None:
+    mem, model = _memory()
+    mem.set_overrides({4: Override(mode=SlotMode.READONLY)})
+    before = model.regions()
+    model.fail_after = 1
+    with pytest.raises(OSError):
+        mem.set_overrides({4: Override(mode=SlotMode.ABSENT), 7: Override(frame=1)})
+    assert model.regions() == before
+    assert mem.overrides() == {4: Override(mode=SlotMode.READONLY)}
+
+
+def test_overrides_count_against_the_slot_budget() -> None:
+    model = SlotModel(limit=8)
+    mem = GuestMemory(16, 2, slots=model, slot_limit=8, slot_reserve=2)
+    mem.map(Gfn(0), 16, mem.alloc_ram_pages(16) or 0, PageKind.RAM)
+    with pytest.raises(SlotsExhausted):
+        mem.set_overrides({g: Override(mode=SlotMode.READONLY) for g in (1, 3, 5)})
+    assert mem.overrides() == {}
+    mem.set_overrides({1: Override(mode=SlotMode.READONLY)})
+    assert len(model.active) == 3

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from pyxen.abi._types import XenStruct, XenUnion, domid_t, uint8_t, uint16_t, uint32_t, uint64_t
+from pyxen.abi._types import (
+    CompatStruct,
+    XenStruct,
+    XenUnion,
+    compat_handle_t,
+    domid_t,
+    uint8_t,
+    uint16_t,
+    uint32_t,
+    uint64_t,
+)
 
 
 class HvmOp(IntEnum):
@@ -33,6 +43,123 @@ class HvmOp(IntEnum):
 
 
 HVMOP_ALTP2M_INTERFACE_VERSION = 0x00000001
+
+
+class Altp2mCmd(IntEnum):
+    """``HVMOP_altp2m_*`` commands of Xen 4.12 (14-16 came later: -EOPNOTSUPP)."""
+
+    get_domain_state = 1
+    set_domain_state = 2
+    vcpu_enable_notify = 3
+    create_p2m = 4
+    destroy_p2m = 5
+    switch_p2m = 6
+    set_mem_access = 7
+    change_gfn = 8
+    set_mem_access_multi = 9
+    set_suppress_ve = 10
+    get_suppress_ve = 11
+    get_mem_access = 12
+    vcpu_disable_notify = 13
+
+
+ALTP2M_OP_U_OFFSET = 16  # xen_hvm_altp2m_op.u: each command's member is read there
+
+
+class xen_hvm_altp2m_domain_state(XenStruct):
+    _fields_ = [("state", uint8_t)]
+
+
+class xen_hvm_altp2m_vcpu_enable_notify(XenStruct):
+    _fields_ = [("vcpu_id", uint32_t), ("pad", uint32_t), ("gfn", uint64_t)]
+
+
+class xen_hvm_altp2m_vcpu_disable_notify(XenStruct):
+    _fields_ = [("vcpu_id", uint32_t)]
+
+
+class xen_hvm_altp2m_view(XenStruct):
+    _fields_ = [("view", uint16_t), ("hvmmem_default_access", uint16_t)]
+
+
+class xen_hvm_altp2m_mem_access(XenStruct):
+    """Also the layout of the older ``set_mem_access`` member."""
+
+    _fields_ = [("view", uint16_t), ("access", uint16_t), ("pad", uint32_t), ("gfn", uint64_t)]
+
+
+class xen_hvm_altp2m_set_mem_access_multi(XenStruct):
+    """The 64-bit layout (compat_: a 32-bit caller's, with 4-byte handles)."""
+
+    _fields_ = [
+        ("view", uint16_t),
+        ("pad", uint16_t),
+        ("nr", uint32_t),
+        ("opaque", uint64_t),
+        ("pfn_list", uint64_t),
+        ("access_list", uint64_t),
+    ]
+
+
+class xen_hvm_altp2m_change_gfn(XenStruct):
+    _fields_ = [
+        ("view", uint16_t),
+        ("pad1", uint16_t),
+        ("pad2", uint32_t),
+        ("old_gfn", uint64_t),
+        ("new_gfn", uint64_t),
+    ]
+
+
+class xen_hvm_altp2m_suppress_ve(XenStruct):
+    _fields_ = [
+        ("view", uint16_t),
+        ("suppress_ve", uint8_t),
+        ("pad1", uint8_t),
+        ("pad2", uint32_t),
+        ("gfn", uint64_t),
+    ]
+
+
+class compat_xen_hvm_altp2m_set_mem_access_multi(CompatStruct):
+    _fields_ = [
+        ("view", uint16_t),
+        ("pad", uint16_t),
+        ("nr", uint32_t),
+        ("opaque", uint64_t),
+        ("pfn_list", compat_handle_t),
+        ("access_list", compat_handle_t),
+    ]
+
+
+class xen_hvm_altp2m_op_u(XenUnion):
+    """The union of ``xen_hvm_altp2m_op`` (64 bytes); ``set_mem_access_multi``,
+    whose layout depends on the caller's ABI, is read as its own structure."""
+
+    _fields_ = [
+        ("domain_state", xen_hvm_altp2m_domain_state),
+        ("enable_notify", xen_hvm_altp2m_vcpu_enable_notify),
+        ("view", xen_hvm_altp2m_view),
+        ("mem_access", xen_hvm_altp2m_mem_access),
+        ("change_gfn", xen_hvm_altp2m_change_gfn),
+        ("suppress_ve", xen_hvm_altp2m_suppress_ve),
+        ("disable_notify", xen_hvm_altp2m_vcpu_disable_notify),
+        ("pad", uint8_t * 64),
+    ]
+
+
+class xen_hvm_altp2m_op(XenStruct):
+    """``struct xen_hvm_altp2m_op`` (80 bytes)."""
+
+    _fields_ = [
+        ("version", uint32_t),
+        ("cmd", uint32_t),
+        ("domain", domid_t),
+        ("pad1", uint16_t),
+        ("pad2", uint32_t),
+        ("u", xen_hvm_altp2m_op_u),
+    ]
+
 
 
 class HvmParam(IntEnum):

@@ -493,6 +493,7 @@ def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> 
         vcpus=vcpus, maxvcpus=number("maxvcpus", vcpus, 128, vcpus),
         max_event_channels=number("max_event_channels", 1, 0xFFFF_FFFF, 1023),
         domid=domid, seclabel=_seclabel(args), hvm=hvm,
+        altp2m=number("altp2m", 0, 3, 0),
     )
     def cpu_set(key: str) -> frozenset[int] | None:
         value = args.get(key)

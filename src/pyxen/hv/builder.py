@@ -85,6 +85,7 @@ class BuildSpec:
     max_event_channels: int = DEFAULT_MAX_EVTCHN_PORT
     domid: int | None = None  # one from Hypervisor.allocate_domid(), or None for the next
     seclabel: str = DEFAULT_DOMU_LABEL  # xl.cfg seclabel (the XSM policy's view of the domain)
+    altp2m: int = 0  # HVM_PARAM_ALTP2M (xl.cfg altp2m=)
     # PV interfaces (dom0less xen,enhanced): "enabled" = xenstore and PV console
     # (libxl's domains always), "no-xenstore" = PV console only, "disabled" =
     # neither (no special pages, params 0; console_io and port 0xE9 remain).
@@ -169,8 +170,10 @@ def _new_domain(hv: Hypervisor, spec: BuildSpec, e820: list[E820Entry]) -> Domai
     )
     domid = hv.allocate_domid() if spec.domid is None else spec.domid
     try:
-        return Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
-                      guest_phys_bits(hv.kvm.supported_cpuid()), spec.max_event_channels)
+        domain = Domain(hv, domid, spec.name, max_pages, spec.maxvcpus, e820,
+                        guest_phys_bits(hv.kvm.supported_cpuid()), spec.max_event_channels)
+        domain.params[P.ALTP2M] = spec.altp2m
+        return domain
     except BaseException:
         hv.release_domid(domid)
         raise

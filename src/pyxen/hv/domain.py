@@ -61,6 +61,7 @@ from pyxen.abi.sched import NR_DOMAIN_WATCHDOG_TIMERS
 from pyxen.abi.xen import ShutdownReason, Virq
 from pyxen.boot.e820 import E820Entry
 from pyxen.hv import event_channel
+from pyxen.hv.altp2m import Altp2m
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL
 from pyxen.hv.cpuid import HYPERCALL_MSR
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT, TWO_LEVEL, EventChannels, PortOps
@@ -131,6 +132,7 @@ class Domain:
                                   slot_limit=slots,
                                   slot_reserve=min(P2M_SLOT_RESERVE, slots // 2))
         self.memory_closed = False
+        self.altp2m = Altp2m(self.memory)
         self.max_pages = max_pages
         self.tot_pages = 0
         self.max_gfn = 1 << (phys_bits - 12)

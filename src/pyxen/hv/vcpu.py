@@ -52,6 +52,7 @@ from pyxen.hv.vcpu_inject import inject, upcall_deliverable, wakes_a_block
 from pyxen.hv.vcpu_time import VcpuTime
 from pyxen.kvm import Vcpu
 from pyxen.kvm import structs as kvm_structs
+from pyxen.kvm.exits import Exit
 from pyxen.memory import GuestAccess, PagingState
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class VcpuRunner:
         # VMI (pyxen.vmi): the guest-debug state wanted (None: off) and the bytes of
         # the one KVM has (only this vCPU's thread applies it).
         self.guest_debug_wanted: kvm_structs.kvm_guest_debug | None = None
+        # What handles an exit: handle_exit, or VMI's wrapper around it (CR3 events).
+        self.on_exit: Callable[[VcpuRunner, Exit], None] = handle_exit
         self._guest_debug_applied = bytes(ctypes.sizeof(kvm_structs.kvm_guest_debug))
 
     # -- requests from other threads ------------------------------------------------------
@@ -191,7 +194,6 @@ class VcpuRunner:
 
     def _loop(self) -> None:
         control = self.control
-        handle = handle_exit
         try:
             control.started()
             self.time.start_clock()
@@ -210,7 +212,7 @@ class VcpuRunner:
                     exit_ = self.kvm.run()
                 except InterruptedError:
                     continue
-                handle(self, exit_)
+                self.on_exit(self, exit_)
         except Exception:
             self.domain.log(f"vcpu {self.vcpu_id}: pyxen bug:\n{traceback.format_exc()}")
             self.domain.crash(f"internal error on vcpu {self.vcpu_id}")

@@ -87,6 +87,9 @@ def handle_exit(runner: VcpuRunner, exit_: ex.Exit) -> None:
             # Imported here: iced-x86 and the emulator cost ~70 ms to import, paid
             # only by domains that need them.
             from pyxen.hv.emulate import handle_emulation_failure
+            vmi = runner.domain.vmi
+            if vmi is not None and vmi.emulation_failure(runner, exit_):
+                return  # an int3 or a fetch VMI answered (pyxen/vmi/core.py)
             handle_emulation_failure(runner, exit_)  # crashes the domain itself
             return
         runner.domain.crash(
@@ -230,7 +233,14 @@ def _mmio(runner: VcpuRunner, mmio: ex.MmioExit) -> None:
     nothing behind it: reads all ones, writes dropped."""
     if runner.apic.mmio(mmio):
         return
-    platform = runner.domain.platform
+    domain = runner.domain
+    if domain.altp2m.engaged:  # a frame a view maps differently (hv/altp2m.py)
+        vmi = domain.vmi
+        if vmi is not None and vmi.mmio(runner, mmio):
+            return
+        if vmi is None and domain.altp2m.emulate_mmio(runner, mmio):
+            return  # a slot being re-made: the access goes to the view's frame
+    platform = domain.platform
     if platform is not None and _hvm_mmio(runner, platform, mmio):
         return
     if not mmio.is_write:

@@ -43,6 +43,18 @@ Invariants:
   (``read``, ``write``, ``page``, ...) do not reach foreign frames: they
   fault like a hole.
 
+Slot overrides (altp2m views, hv/altp2m.py): ``set_overrides`` gives single
+RAM frames a different KVM mapping from the p2m's: another RAM frame's
+page behind it (``Override.frame``), a read-only slot, or no slot at all
+(every access an exit).  The p2m and the hypervisor's own accessors are
+unchanged: overrides shape only what the *guest* sees through KVM.  An
+extent holding overridden frames is programmed as several slots around
+them (``_pieces``); ``_slot_of`` maps an extent's first frame to all of
+its slots.  An override whose frame is not RAM (any more) falls back to
+the frame's own page; ``_commit`` re-programs the extents whose overrides
+point into frames it changed.  Budget: each override may cost two slots
+more, counted against the same limit as extents.
+
 Locking: the writer lock is a leaf (callers hold the domain lock around
 their own accounting).  A reader may act on the snapshot just replaced: it
 then touches a pool page the domain has just given up, which never leaves
@@ -53,6 +65,7 @@ allocator (``alloc_ram_pages``/``free_ram_page``) is serialised by the caller.
 from __future__ import annotations
 
 import ctypes
+import enum
 import mmap
 import os
 import struct
@@ -60,12 +73,30 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from pyxen.memory.addr import PAGE_SHIFT, PAGE_SIZE, Gfn, Gpa
 from pyxen.memory.errors import MemoryFault, SlotsExhausted
 from pyxen.memory.p2m import EMPTY, Edit, Extent, PageKind, Snapshot
 
-__all__ = ["Extent", "GuestMemory", "PageKind", "SlotProgrammer"]
+__all__ = ["Extent", "GuestMemory", "Override", "PageKind", "SlotMode", "SlotProgrammer"]
+
+
+class SlotMode(enum.IntEnum):
+    """How KVM maps one overridden frame."""
+
+    NORMAL = 0  # read, write and execute run in the guest
+    READONLY = 1  # writes exit (KVM_EXIT_MMIO, not performed)
+    ABSENT = 2  # no slot: reads and writes exit, fetches fail
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """The guest's mapping of one RAM frame, instead of the p2m's: ``frame`` (a
+    gfn whose page backs it; None: its own page) with ``mode``."""
+
+    frame: int | None = None
+    mode: SlotMode = SlotMode.NORMAL
 
 
 class SlotProgrammer:
@@ -104,7 +135,10 @@ class GuestMemory:
         self.slot_reserve = slot_reserve if slot_limit is not None else 0
         self._free_slot_ids: list[int] = []
         self._next_slot_id = 0
-        self._slot_of: dict[int, int] = {}  # first frame of a live extent -> its slot
+        # first frame of a live extent -> its slots (more than one around overrides)
+        self._slot_of: dict[int, list[tuple[int, int]]] = {}  # (slot, its gpa)
+        self._overrides: dict[int, Override] = {}
+        self._override_gfns: list[int] = []  # sorted keys of _overrides
         self._writer = threading.Lock()
         self._p2m: Snapshot = EMPTY
         self._free_ram: list[int] = []
@@ -169,9 +203,18 @@ class GuestMemory:
         return self._p2m.size
 
     def slot_ids(self) -> dict[int, int]:
-        """First frame of each extent -> its KVM slot (a copy, for tests and tools)."""
+        """First frame of each extent -> its (first) KVM slot (a copy, for tests and tools)."""
         with self._writer:
-            return dict(self._slot_of)
+            return {gfn: slots[0][0] for gfn, slots in self._slot_of.items() if slots}
+
+    def override_of(self, gfn: int) -> Override | None:
+        """How KVM maps ``gfn`` if not as the p2m says (lock-free: one dict read)."""
+        return self._overrides.get(gfn)
+
+    def overrides(self) -> dict[int, Override]:
+        """The frames KVM maps differently from the p2m (a copy)."""
+        with self._writer:
+            return dict(self._overrides)
 
     # -- the p2m: writers ---------------------------------------------------------
 
@@ -216,12 +259,63 @@ class GuestMemory:
         new = snap.size
         if self.slot_limit is not None and new > old:
             cap = self.slot_limit - (0 if reserve else self.slot_reserve)
-            if new > cap:
+            if new + 2 * len(self._overrides) > cap:
                 raise SlotsExhausted(new, cap)
-        self._program(list(ed.removed.values()), list(ed.added.values()))
+        removed, added = dict(ed.removed), dict(ed.added)
+        if any(o.frame is not None for o in self._overrides.values()):
+            self._repoint(removed, added, snap)
+        self._program(list(removed.values()), list(added.values()), snap)
         self._p2m = snap
 
-    def _program(self, removed: list[Extent], added: list[Extent]) -> None:
+    def _repoint(self, removed: dict[int, Extent], added: dict[int, Extent],
+                 snap: Snapshot) -> None:
+        """Add to ``removed``/``added`` the unchanged extents holding an override whose
+        ``frame`` lies in a changed extent: their slots point at the old page."""
+        changed = [*removed.values(), *added.values()]
+        for gfn, o in self._overrides.items():
+            if o.frame is None or not any(e.gfn <= o.frame < e.gfn + e.pages for e in changed):
+                continue
+            old, new = self._p2m.find(Gfn(gfn)), snap.find(Gfn(gfn))
+            if old is not None and old is new and old.gfn not in removed:
+                removed[old.gfn] = old
+                added[old.gfn] = old
+
+    def set_overrides(self, overrides: dict[int, Override]) -> None:
+        """Make KVM map the frames of ``overrides`` so (and every other frame as the p2m
+        says).  Raises ``SlotsExhausted`` (nothing changed) if the slots would not
+        fit, or the KVM error after restoring the old mapping."""
+        with self._writer:
+            old = self._overrides
+            cap = self.slot_limit - self.slot_reserve if self.slot_limit is not None else None
+            if cap is not None and self._p2m.size + 2 * len(overrides) > cap:
+                raise SlotsExhausted(self._p2m.size + 2 * len(overrides), cap)
+            touched = {g for g in old.keys() | overrides.keys()
+                       if old.get(g) != overrides.get(g)}
+            extents: dict[int, Extent] = {}
+            for gfn in touched:
+                e = self._p2m.find(Gfn(gfn))
+                if e is not None and e.kind is PageKind.RAM:
+                    extents[e.gfn] = e
+            affected = list(extents.values())
+            for e in affected:
+                self._delete_slot(e)
+            self._overrides = dict(overrides)
+            self._override_gfns = sorted(overrides)
+            created: list[Extent] = []
+            try:
+                for e in affected:
+                    self._create_slot(e, self._p2m)
+                    created.append(e)
+            except Exception:
+                for e in created:
+                    self._delete_slot(e)
+                self._overrides = old
+                self._override_gfns = sorted(old)
+                for e in affected:
+                    self._create_slot(e, self._p2m)
+                raise
+
+    def _program(self, removed: list[Extent], added: list[Extent], snap: Snapshot) -> None:
         """Delete the slots of ``removed``, then create slots for ``added`` (KVM
         refuses overlapping slots); on a KVM failure undo what was done and re-raise."""
         deleted: list[Extent] = []
@@ -231,40 +325,76 @@ class GuestMemory:
                 self._delete_slot(ext)
                 deleted.append(ext)
             for ext in added:
-                self._create_slot(ext)
+                self._create_slot(ext, snap)
                 created.append(ext)
         except Exception:
             for ext in reversed(created):
                 self._delete_slot(ext)
             for ext in reversed(deleted):
-                self._create_slot(ext)
+                self._create_slot(ext, self._p2m)
             raise
 
-    def _create_slot(self, ext: Extent) -> None:
-        slot = self._free_slot_ids.pop() if self._free_slot_ids else self._next_slot_id
-        if slot == self._next_slot_id:
-            self._next_slot_id += 1
+    def _pieces(self, ext: Extent, snap: Snapshot) -> list[tuple[int, int, int, bool]]:
+        """The slots of a non-foreign extent as (first gfn, pages, host address,
+        read-only): one, or several around its overridden frames."""
+        base = self.host_base + (ext.pool_page << PAGE_SHIFT) - (ext.gfn << PAGE_SHIFT)
+        end = ext.gfn + ext.pages
+        keys = self._override_gfns
+        i = bisect_right(keys, ext.gfn - 1)
+        if ext.kind is not PageKind.RAM or i == len(keys) or keys[i] >= end:
+            return [(ext.gfn, ext.pages, base + (ext.gfn << PAGE_SHIFT), False)]
+        out: list[tuple[int, int, int, bool]] = []
+        gfn = ext.gfn
+        while i < len(keys) and keys[i] < end:
+            g = keys[i]
+            if g > gfn:
+                out.append((gfn, g - gfn, base + (gfn << PAGE_SHIFT), False))
+            o = self._overrides[g]
+            if o.mode is not SlotMode.ABSENT:
+                host = base + (g << PAGE_SHIFT)
+                if o.frame is not None:
+                    f = snap.find(Gfn(o.frame))
+                    if f is not None and f.kind is PageKind.RAM:
+                        host = self.host_base + ((f.pool_page + o.frame - f.gfn) << PAGE_SHIFT)
+                out.append((g, 1, host, o.mode is SlotMode.READONLY))
+            gfn = g + 1
+            i += 1
+        if gfn < end:
+            out.append((gfn, end - gfn, base + (gfn << PAGE_SHIFT), False))
+        return out
+
+    def _create_slot(self, ext: Extent, snap: Snapshot) -> None:
+        if ext.kind is PageKind.FOREIGN:
+            pieces = [(ext.gfn, 1, ext.foreign_host, ext.readonly)]
+        else:
+            pieces = self._pieces(ext, snap)
+        slots: list[tuple[int, int]] = []
         try:
-            if ext.kind is PageKind.FOREIGN:
-                if ext.readonly:
-                    self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
-                                         ext.foreign_host, readonly=True)
-                else:
-                    self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, PAGE_SIZE,
-                                         ext.foreign_host)
-            else:
-                self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, ext.pages * PAGE_SIZE,
-                                     self.host_base + ext.pool_page * PAGE_SIZE)
+            for gfn, pages, host, readonly in pieces:
+                slot = self._free_slot_ids.pop() if self._free_slot_ids else self._next_slot_id
+                if slot == self._next_slot_id:
+                    self._next_slot_id += 1
+                try:
+                    if readonly:
+                        self._slots.set_slot(slot, gfn << PAGE_SHIFT, pages * PAGE_SIZE, host,
+                                             readonly=True)
+                    else:
+                        self._slots.set_slot(slot, gfn << PAGE_SHIFT, pages * PAGE_SIZE, host)
+                except Exception:
+                    self._free_slot_ids.append(slot)
+                    raise
+                slots.append((slot, gfn << PAGE_SHIFT))
         except Exception:
-            self._free_slot_ids.append(slot)
+            for slot, gpa in slots:
+                self._slots.set_slot(slot, gpa, 0, 0)
+                self._free_slot_ids.append(slot)
             raise
-        self._slot_of[ext.gfn] = slot
+        self._slot_of[ext.gfn] = slots
 
     def _delete_slot(self, ext: Extent) -> None:
-        slot = self._slot_of[ext.gfn]
-        self._slots.set_slot(slot, ext.gfn << PAGE_SHIFT, 0, 0)
-        del self._slot_of[ext.gfn]
-        self._free_slot_ids.append(slot)
+        for slot, gpa in self._slot_of.pop(ext.gfn):
+            self._slots.set_slot(slot, gpa, 0, 0)
+            self._free_slot_ids.append(slot)
 
     # -- guest-physical access (each call uses one snapshot) -------------------
 

@@ -523,7 +523,8 @@ def config_request(config: Any) -> dict[str, Any]:
         "cpus": list(config.cpus) if config.cpus else None,
         "cpus_soft": list(config.cpus_soft) if config.cpus_soft else None,
         "cpu_weight": config.cpu_weight, "cap": config.cap, "pool": config.pool,
-        "seclabel": config.seclabel, "disks": list(config.disks), "nics": list(config.nics),
+        "seclabel": config.seclabel, "altp2m": config.altp2m,
+        "disks": list(config.disks), "nics": list(config.nics),
         "hvm": config.hvm,
     }
 

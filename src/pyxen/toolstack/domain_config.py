@@ -39,6 +39,11 @@ Keys and rules:
 ``max_event_channels``
     The highest event-channel port the guest may use (libxl's
     max_evtchn_port); default 1023.
+``altp2m``
+    The altp2m mode (HVM_PARAM_ALTP2M): ``disabled`` (the default),
+    ``mixed``, ``external`` or ``limited``, or its number 0-3; the
+    deprecated boolean ``altp2mhvm = 1`` means mixed
+    (docs/features/altp2m.md).
 ``seclabel``
     The domain's security label, ``user:role:type``; its type is what the
     XSM policy (``pyxen hypervisor --flask-policy``) matches.  Default
@@ -114,6 +119,9 @@ SHUTDOWN_ACTIONS = (
     "soft-reset",
 )
 
+# libxl_altp2m_mode, in HVM_PARAM_ALTP2M order.
+ALTP2M_MODES = ("disabled", "mixed", "external", "limited")
+
 # Keys this module gives a meaning to.
 IMPLEMENTED_KEYS = frozenset(
     {
@@ -122,6 +130,7 @@ IMPLEMENTED_KEYS = frozenset(
         "memory", "maxmem", "vcpus", "maxvcpus",
         "on_poweroff", "on_reboot", "on_crash", "on_watchdog", "max_event_channels",
         "cpus", "cpus_soft", "cpu_weight", "cap", "pool", "seclabel", "disk", "vif",
+        "altp2m", "altp2mhvm",
     }
 )  # fmt: skip
 
@@ -137,7 +146,7 @@ _UNIMPLEMENTED_XL_KEYS = frozenset(
     rdm_mem_boundary dtdev ioports iomem irqs dm_restrict
     device_model_user bootloader bootloader_args e820_host hap oos shadow_memory bios
     pae acpi acpi_s3 acpi_s4 acpi_laptop_slate acpi_firmware smbios_firmware apic nx
-    hpet altp2m altp2mhvm nestedhvm cpuid ms_vm_genid tsc_mode localtime
+    hpet nestedhvm cpuid ms_vm_genid tsc_mode localtime
     rtc_timeoffset vpt_align timer_mode mmio_hole xen_platform_pci viridian
     gfx_passthru videoram stdvga vga vnc vnclisten vncdisplay vncunused vncpasswd
     keymap sdl opengl display xauthority spice spicehost spiceport spicetls_port
@@ -181,6 +190,7 @@ class DomainConfig:
     cap: int | None = None  # percent of one pCPU (credit, credit2); 0 = none
     pool: str | None = None  # the cpupool (None: Pool-0)
     seclabel: str = DEFAULT_DOMU_LABEL
+    altp2m: int = 0  # HVM_PARAM_ALTP2M: ALTP2M_MODES.index(mode)
     disks: tuple[dict[str, Any], ...] = ()  # disk=: control-request disk objects
     nics: tuple[dict[str, Any], ...] = ()  # vif=: control-request interface objects
     unknown_keys: tuple[str, ...] = ()  # not xl.cfg keys at all (typos?)
@@ -292,6 +302,7 @@ class _Builder:
             cap=self.optional_range("cap", "a percentage of one CPU", 0, 65535),
             pool=self.string("pool"),
             seclabel=self.seclabel(),
+            altp2m=self.altp2m(),
             disks=disks,
             nics=self.nics(),
             hvm=hvm,
@@ -342,6 +353,18 @@ class _Builder:
                                            f"{nic['mac']} is used twice")
             out.append(nic)
         return tuple(out)
+
+    def altp2m(self) -> int:
+        """xl_parse.c: a number 0-3 or a mode name; else altp2mhvm (bool: mixed)."""
+        value = self.cfg.get("altp2m")
+        if isinstance(value, str) and value in ALTP2M_MODES:
+            return ALTP2M_MODES.index(value)
+        if value is not None:
+            number = self.number("altp2m", "an altp2m mode (" + ", ".join(ALTP2M_MODES) + ")")
+            assert number is not None
+            return self.in_range("altp2m", number, 0, len(ALTP2M_MODES) - 1)
+        on = self.number("altp2mhvm", "0 or 1")
+        return 1 if on else 0
 
     def seclabel(self) -> str:
         label = self.string("seclabel")

@@ -42,6 +42,25 @@ can be at P+1 one instruction after P only by executing it, so the test is
 exact while the vCPU is being stepped (``last_pc`` is forgotten when its
 stepping stops).
 
+Memory events and views (hv/altp2m.py has the model).  While a memory
+event is registered this Vmi is the domain's altp2m ``listener``: frames
+whose access in the current view is restricted get read-only slots or no
+slot.  A write to a read-only slot, or a read or write of an absent frame,
+is an MMIO exit (``mmio``): an access the rights allow is carried out on
+the frame the view shows (``Altp2m.emulate_mmio``), a violation goes to
+the frame's event or the catch-all one.  An instruction fetch from an
+absent frame is an emulation failure without instruction bytes
+(``emulation_failure``): the frame is *pinned* (mapped normally, on the
+view's page) and the vCPU single-steps until RIP leaves it, then it is
+unpinned.  So instructions on such a frame run from the view's page at
+about one step each, and an instruction there that reads its own frame
+sees the view's page (Xen's execute-only shadow pages need EPT, which this
+KVM lacks).  ``int3`` is an emulation failure with the byte 0xCC here (a
+debug exit with exception 3 where KVM gives one): the INT3 event sees it
+first; unclaimed, the instruction fallback delivers #BP.  CR3 events
+compare the synced CR3 at each exit of a vCPU (``_exit_with_cr3`` replaces
+its ``on_exit`` while one is registered).
+
 Robustness: a callback that raises, or answers something that is not an
 ``EventResponse``, is logged once (per event) and treated as CONTINUE;
 nothing from VMI escapes into the vCPU loop (``debug_exit`` logs and drops
@@ -53,19 +72,26 @@ detaches from the domain.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from pyxen.abi.hvm import HvmParam as P
+from pyxen.abi.hvm import XEN_ALTP2M_disabled
+from pyxen.hv.altp2m import EXEC, INVALID_GFN, READ, WRITE, Access, Altp2m, permits
+from pyxen.hv.errors import HypercallError
 from pyxen.hv.vcpu_control import Req
 from pyxen.hv.vcpu_exits import handle_exit
 from pyxen.kvm import structs as ks
-from pyxen.kvm.exits import DebugExit, HltExit
+from pyxen.kvm.exits import DebugExit, HltExit, InternalErrorExit, MmioExit
 from pyxen.memory import PAGE_SIZE, Gfn, PageKind, PagingState
 from pyxen.memory.addr import Gla, Gpa
-from pyxen.memory.errors import MemoryFault, PageFault
+from pyxen.memory.errors import MemoryFault, PageFault, SlotsExhausted
 from pyxen.memory.paging import translate
+from pyxen.memory.physmap import SlotMode
 from pyxen.vmi.events import (
     DR6_BS,
     DR6_HITS,
@@ -84,8 +110,12 @@ if TYPE_CHECKING:
     from pyxen.hv.vcpu import VcpuRunner
 
 _M64 = (1 << 64) - 1
+T = TypeVar("T")
 _HLT_OPCODE = 0xF4
+_INT3_OPCODE = 0xCC
 _DB_VECTOR = 1
+_BP_VECTOR = 3
+_ACCESS_LETTER = {READ: "r", WRITE: "w", EXEC: "x"}
 _HLT = HltExit()
 
 
@@ -101,6 +131,8 @@ class _VcpuDebug:
     resuming: bool = False  # stepping over a breakpoint with the DRs off
     followups: list[Event] = field(default_factory=list)  # answered SINGLESTEP
     last_pc: int | None = None  # RIP of the last step/breakpoint exit (HLT detection)
+    pin_gfn: int | None = None  # a frame pinned while this vCPU steps through it
+    last_cr3: int | None = None  # CR3 at the last exit (CR3 events)
 
 
 class Vmi:
@@ -117,6 +149,9 @@ class Vmi:
         self._steps: dict[int, Event] = {}
         self._breakpoints: list[Event | None] = [None] * MAX_BREAKPOINTS
         self._vcpu_debug = {v.vcpu_id: _VcpuDebug() for v in domain.vcpus}
+        self._memory: dict[int | None, Event] = {}  # gfn (None: catch-all) -> event
+        self._int3: Event | None = None
+        self._cr3: Event | None = None
         self.closed = False
         domain.vmi = self
 
@@ -138,13 +173,27 @@ class Vmi:
             self.closed = True
             self._steps.clear()
             self._breakpoints = [None] * MAX_BREAKPOINTS
+            self._int3 = None
             for st in self._vcpu_debug.values():
                 st.followups.clear()
                 st.resuming = False
+                st.pin_gfn = None
             pauses, self._pauses = self._pauses, 0
             gone = self.domain.destroyed or self.domain.memory_closed
             if not gone:
                 self._refresh(list(self.domain.vcpus))
+                self._set_cr3_event(None)
+                views = self.domain.altp2m
+                with views.lock:
+                    for gfn in self._memory:
+                        if gfn is not None:
+                            views.host_access.pop(gfn, None)
+                    self._memory.clear()
+                    views.pinned.clear()
+                    views.listener = None
+                    # Fewer overrides than before: cannot run out of slots.
+                    with contextlib.suppress(HypercallError):
+                        views.relayout()
         if not gone:
             for _ in range(pauses):
                 self.domain.unpause()
@@ -351,9 +400,49 @@ class Vmi:
                                    "(DR0-3)") from None
                 self._breakpoints[slot] = event
                 self._refresh(list(self.domain.vcpus))
+            elif event.kind is EventKind.MEMORY:
+                self._register_memory(event)
+            elif event.kind is EventKind.INT3:
+                if self._int3 is not None:
+                    raise VmiError("an int3 event is already registered")
+                self._int3 = event
+                self._refresh(list(self.domain.vcpus))
+            elif event.kind is EventKind.CR3:
+                if self._cr3 is not None:
+                    raise VmiError("a CR3 event is already registered")
+                self._set_cr3_event(event)
             else:  # pragma: no cover - EventKind is closed
                 raise VmiError(f"unsupported event kind {event.kind}")
         return event
+
+    def _register_memory(self, event: Event) -> None:
+        gfn = event.gfn
+        if gfn in self._memory:
+            raise VmiError("a memory event for " + (
+                f"frame {gfn:#x}" if gfn is not None else "every frame") + " already exists")
+        views = self.domain.altp2m
+        with views.lock:
+            if gfn is not None:
+                self._require_ram(gfn << 12, PAGE_SIZE)
+                views.host_access[gfn] = Access(7 & ~event.trap)
+            self._memory[gfn] = event
+            views.listener = self
+            try:
+                views.relayout()
+            except HypercallError:
+                del self._memory[gfn]
+                if gfn is not None:
+                    views.host_access.pop(gfn, None)
+                views.listener = self if self._memory else None
+                views.relayout()
+                raise VmiError("no memory slots left for this event") from None
+
+    def _set_cr3_event(self, event: Event | None) -> None:
+        """Hook (or unhook) every vCPU's exit handling for CR3 events (the lock held)."""
+        self._cr3 = event
+        for runner in self.domain.vcpus:
+            self._vcpu_debug[runner.vcpu_id].last_cr3 = None
+            runner.on_exit = self._exit_with_cr3 if event is not None else handle_exit
 
     def clear_event(self, event: Event) -> None:
         """Disarm ``event``; VmiError if it is not registered."""
@@ -365,6 +454,20 @@ class Vmi:
             elif event in self._breakpoints:
                 self._breakpoints[self._breakpoints.index(event)] = None
                 self._refresh(list(self.domain.vcpus))
+            elif event.kind is EventKind.MEMORY and self._memory.get(event.gfn) is event:
+                views = self.domain.altp2m
+                with views.lock:
+                    del self._memory[event.gfn]
+                    if event.gfn is not None:
+                        views.host_access.pop(event.gfn, None)
+                    if not self._memory:
+                        views.listener = None
+                    views.relayout()
+            elif event is self._int3:
+                self._int3 = None
+                self._refresh(list(self.domain.vcpus))
+            elif event is self._cr3:
+                self._set_cr3_event(None)
             else:
                 raise VmiError("event not registered")
             for st in self._vcpu_debug.values():
@@ -373,7 +476,9 @@ class Vmi:
 
     def events(self) -> list[Event]:
         with self._lock:
-            return [*self._steps.values(), *(e for e in self._breakpoints if e is not None)]
+            return [*self._steps.values(), *(e for e in self._breakpoints if e is not None),
+                    *self._memory.values(),
+                    *(e for e in (self._int3, self._cr3) if e is not None)]
 
     def _refresh(self, runners: list[VcpuRunner]) -> None:
         """Publish each vCPU's wanted guest-debug state (the lock held); apply it now on
@@ -381,11 +486,13 @@ class Vmi:
         addresses = [e.address if e is not None else None for e in self._breakpoints]
         for runner in runners:
             st = self._vcpu_debug[runner.vcpu_id]
-            step = runner.vcpu_id in self._steps or st.resuming or bool(st.followups)
+            step = (runner.vcpu_id in self._steps or st.resuming or bool(st.followups)
+                    or st.pin_gfn is not None)
             if not step:
                 st.last_pc = None
             runner.guest_debug_wanted = guest_debug(
-                step, [None] * MAX_BREAKPOINTS if st.resuming else addresses)
+                step, [None] * MAX_BREAKPOINTS if st.resuming else addresses,
+                sw_bp=self._int3 is not None)
             if runner.control.is_current():
                 runner.apply_guest_debug()
             else:
@@ -412,17 +519,25 @@ class Vmi:
         pc, dr6 = exit_.pc, exit_.dr6
         hits = dr6 & DR6_HITS
         halted = False
-        if dr6 & DR6_BS or (exit_.exception == _DB_VECTOR and not hits):
+        if exit_.exception == _BP_VECTOR:  # a KVM that reports int3 as a debug exit
+            if not self._int3_hit(runner, st, pc):
+                runner.kvm.mark_regs_dirty()
+                self._deliver_bp(runner)
+        elif dr6 & DR6_BS or (exit_.exception == _DB_VECTOR and not hits):
             halted = self._stepped_over_hlt(runner, st, pc)
             st.last_pc = pc
             st.resuming = False
+            if st.pin_gfn is not None:
+                self._step_pinned(runner, st)
             followups, st.followups = st.followups, []
             with self._lock:
                 event = None if self.closed else self._steps.get(runner.vcpu_id)
             if event is not None:
-                self._call(runner, st, event, EventKind.SINGLESTEP, pc, dr6)
+                self._call(runner, st,
+                           EventInfo(event, EventKind.SINGLESTEP, runner.vcpu_id, pc, dr6))
             for event in followups:
-                self._call(runner, st, event, EventKind.SINGLESTEP, pc, dr6)
+                self._call(runner, st,
+                           EventInfo(event, EventKind.SINGLESTEP, runner.vcpu_id, pc, dr6))
         elif hits:
             st.last_pc = pc
             with self._lock:
@@ -430,7 +545,8 @@ class Vmi:
                     (self._breakpoints[i] for i in range(MAX_BREAKPOINTS)
                      if hits & (1 << i) and self._breakpoints[i] is not None), None)
             if hit is not None:
-                self._call(runner, st, hit, EventKind.BREAKPOINT, pc, dr6)
+                self._call(runner, st,
+                           EventInfo(hit, EventKind.BREAKPOINT, runner.vcpu_id, pc, dr6))
             st.resuming = True  # step over the instruction with the DRs off, re-arm
         with self._lock:
             if self.closed:
@@ -461,26 +577,27 @@ class Vmi:
         except (PageFault, MemoryFault):
             return False
 
-    def _call(self, runner: VcpuRunner, st: _VcpuDebug, event: Event, kind: EventKind,
-              pc: int, dr6: int) -> None:
+    def _call(self, runner: VcpuRunner, st: _VcpuDebug, info: EventInfo) -> EventResponse:
+        """Run one callback; carry out the answers every event kind shares (SINGLESTEP,
+        SET_REGS, SWITCH_VIEW) and return the answer for the kind's own ones."""
+        event = info.event
         event.hits += 1
-        info = EventInfo(event, kind, runner.vcpu_id, pc, dr6)
         try:
             response = event.callback(self, info)
         except Exception:
             self.domain.log_once(
                 f"vmi-callback-{id(event)}",
-                f"vcpu {runner.vcpu_id}: VMI {kind.value} callback raised (treated as "
+                f"vcpu {runner.vcpu_id}: VMI {info.kind.value} callback raised (treated as "
                 f"CONTINUE, reported once):\n{traceback.format_exc()}")
-            return
-        if response is None or response is EventResponse.CONTINUE:
-            return
+            return EventResponse.CONTINUE
+        if response is None:
+            return EventResponse.CONTINUE
         if not isinstance(response, EventResponse):
             self.domain.log_once(
                 f"vmi-answer-{id(event)}",
                 f"vcpu {runner.vcpu_id}: VMI callback answered {response!r}, not an "
                 "EventResponse (treated as CONTINUE, reported once)")
-            return
+            return EventResponse.CONTINUE
         if response.action is Action.SINGLESTEP:
             st.followups.append(event)
         elif response.action is Action.SET_REGS:
@@ -492,3 +609,260 @@ class Vmi:
                 self.domain.log_once(f"vmi-answer-{id(event)}",
                                      f"vcpu {runner.vcpu_id}: VMI SET_REGS: {e}")
             runner.kvm.mark_regs_dirty()
+        elif response.action is Action.SWITCH_VIEW:
+            try:
+                self.domain.altp2m.switch_view(response.view)
+            except HypercallError as e:
+                self.domain.log_once(f"vmi-answer-{id(event)}",
+                                     f"vcpu {runner.vcpu_id}: VMI cannot switch to view "
+                                     f"{response.view}: {e} (treated as CONTINUE)")
+                return EventResponse.CONTINUE
+        return response
+
+    # -- memory events ----------------------------------------------------------------
+
+    def _violation(self, runner: VcpuRunner, st: _VcpuDebug, gfn: int, gpa: int,
+                   kind: int) -> EventResponse:
+        """An access of ``kind`` that the current view's rights forbid: the event's
+        answer (CONTINUE when no event claims it, as Xen lets the access through
+        without a listener).  rx2rw and n2rwx are lifted first, as in Xen."""
+        views = self.domain.altp2m
+        view = views.current if views.active else 0
+        access = views.access_in(None, gfn)
+        if access is Access.n2rwx or (access is Access.rx2rw and kind == WRITE):
+            views.lift(view, gfn, Access.rwx)
+        with self._lock:
+            event = self._memory.get(gfn)
+            if event is None or not event.trap & kind:
+                event = self._memory.get(None)
+        if event is None:
+            return EventResponse.CONTINUE
+        rip = int(runner.kvm.regs.rip)
+        return self._call(runner, st, EventInfo(event, EventKind.MEMORY, runner.vcpu_id, rip,
+                                                gpa=gpa, access=_ACCESS_LETTER[kind],
+                                                view=view))
+
+    def mmio(self, runner: VcpuRunner, mmio: MmioExit) -> bool:
+        """An MMIO exit of ``runner`` (its thread): False unless the address is RAM,
+        i.e. a read-only or absent frame of a view (or a slot being re-made)."""
+        try:
+            return self._mmio(runner, mmio)
+        except Exception:
+            self.domain.log_once("vmi-mmio", f"vcpu {runner.vcpu_id}: VMI failed on a "
+                                 f"memory access (ignored):\n{traceback.format_exc()}")
+            return True
+
+    def _mmio(self, runner: VcpuRunner, mmio: MmioExit) -> bool:
+        views = self.domain.altp2m
+        gfn = mmio.phys_addr >> 12
+        kind = WRITE if mmio.is_write else READ
+        if not views.is_ram(gfn):
+            return False
+        if permits(views.access_in(None, gfn), kind):
+            return views.emulate_mmio(runner, mmio)
+        st = self._vcpu_debug[runner.vcpu_id]
+        response = self._violation(runner, st, gfn, mmio.phys_addr, kind)
+        if response.action is Action.SKIP:
+            if not mmio.is_write:
+                data = runner.kvm.kvm_run.exit.mmio.data
+                for i in range(mmio.length):
+                    data[i] = 0
+            return True
+        view = response.view if response.action is Action.EMULATE else None
+        return views.emulate_mmio(runner, mmio, view) or True
+
+    # -- instruction fetches and int3 ---------------------------------------------------
+
+    def emulation_failure(self, runner: VcpuRunner, exit_: InternalErrorExit) -> bool:
+        """A KVM emulation failure of ``runner``: True if VMI handled it (a fetch from a
+        frame a view made absent, or an int3 the INT3 event claimed)."""
+        try:
+            return self._emulation_failure(runner, exit_)
+        except Exception:
+            self.domain.log_once("vmi-fetch", f"vcpu {runner.vcpu_id}: VMI failed on an "
+                                 f"emulation failure (ignored):\n{traceback.format_exc()}")
+            return False
+
+    def _emulation_failure(self, runner: VcpuRunner, exit_: InternalErrorExit) -> bool:
+        from pyxen.hv.emulate.decode import reported_bytes
+
+        st = self._vcpu_debug[runner.vcpu_id]
+        reported = reported_bytes(exit_.data)
+        rip = int(runner.kvm.regs.rip)
+        if reported is not None:
+            return reported[0] == _INT3_OPCODE and self._int3_hit(runner, st, rip)
+        gfn = self._rip_gfn(runner)
+        views = self.domain.altp2m
+        if gfn is None or not views.is_ram(gfn):
+            return False
+        override = self.domain.memory.override_of(gfn)
+        if override is None or override.mode is not SlotMode.ABSENT:
+            return False  # not VMI's doing: the instruction fallback decides
+        frame: int | None = views.frame_in(None, gfn)
+        if not permits(views.access_in(None, gfn), EXEC):
+            response = self._violation(runner, st, gfn, gfn << 12, EXEC)
+            if response.action is Action.SWITCH_VIEW:
+                return True  # fetch again, in the new view
+            if response.action is Action.EMULATE:
+                frame = views.frame_in(response.view, gfn)
+            else:
+                frame = views.frame_in(None, gfn)
+        return self._run_from(runner, st, gfn, frame)
+
+    def _int3_hit(self, runner: VcpuRunner, st: _VcpuDebug, rip: int) -> bool:
+        """The INT3 event for an int3 at ``rip``; False: deliver #BP to the guest."""
+        with self._lock:
+            event = self._int3
+        if event is None:
+            return False
+        response = self._call(runner, st, EventInfo(event, EventKind.INT3, runner.vcpu_id, rip))
+        if response.action is Action.SKIP:
+            runner.kvm.regs.rip = (rip + 1) & _M64
+            runner.kvm.mark_regs_dirty()
+        elif response.action is Action.EMULATE:
+            gfn = self._rip_gfn(runner)
+            if gfn is None or not self.domain.altp2m.is_ram(gfn):
+                return False
+            return self._run_from(runner, st, gfn,
+                                  self.domain.altp2m.frame_in(response.view, gfn))
+        elif response.action is Action.CONTINUE:
+            return False
+        return True
+
+    def _deliver_bp(self, runner: VcpuRunner) -> None:
+        """#BP for an int3 that a debug exit reported and no event claimed: the
+        instruction fallback executes the int3 (it reads it from guest memory)."""
+        from pyxen.hv.emulate import handle_emulation_failure
+
+        handle_emulation_failure(runner, InternalErrorExit(1, ()))
+
+    def _rip_gfn(self, runner: VcpuRunner) -> int | None:
+        linear = (int(runner.kvm.regs.rip) + int(runner.kvm.sregs.cs.base)) & _M64
+        sregs = runner.kvm.sregs
+        paging = PagingState(int(sregs.cr0), int(sregs.cr3), int(sregs.cr4), int(sregs.efer))
+        try:
+            return int(translate(self.domain.memory, paging, Gla(linear), False)) >> 12
+        except (PageFault, MemoryFault):
+            return None
+
+    def _run_from(self, runner: VcpuRunner, st: _VcpuDebug, gfn: int, frame: int | None) -> bool:
+        """Let ``runner`` execute from ``gfn`` mapped on ``frame``'s page, stepping
+        until RIP leaves the frame (``_step_pinned``)."""
+        views = self.domain.altp2m
+        if st.pin_gfn is not None and st.pin_gfn != gfn:
+            views.unpin(st.pin_gfn)
+        try:
+            views.pin(gfn, frame)
+        except HypercallError:  # no slot: the instruction fallback runs it (host page)
+            st.pin_gfn = None
+            self.domain.log_once("vmi-pin", f"vcpu {runner.vcpu_id}: no memory slot to run "
+                                 f"frame {gfn:#x} from its view (host page used)")
+            return False
+        st.pin_gfn = gfn
+        with self._lock:
+            self._refresh([runner])
+        return True
+
+    def _step_pinned(self, runner: VcpuRunner, st: _VcpuDebug) -> None:
+        """A step exit while a frame is pinned: stay on it (the current view's page)
+        while RIP is in it, else unpin and stop stepping."""
+        views = self.domain.altp2m
+        gfn, pinned = self._rip_gfn(runner), st.pin_gfn
+        assert pinned is not None
+        if gfn == pinned and views.is_ram(gfn):
+            override = views.memory.override_of(gfn)
+            frame = views.frame_in(None, gfn)
+            if override is None or (gfn if override.frame is None else override.frame) != frame:
+                views.pin(gfn, frame)
+            return
+        st.pin_gfn = None
+        views.unpin(pinned)
+
+    # -- CR3 --------------------------------------------------------------------------
+
+    def _exit_with_cr3(self, runner: VcpuRunner, exit_: object) -> None:
+        """``runner.on_exit`` while a CR3 event is registered."""
+        st = self._vcpu_debug[runner.vcpu_id]
+        cr3 = int(runner.kvm.sregs.cr3)
+        old, st.last_cr3 = st.last_cr3, cr3
+        event = self._cr3
+        if event is not None and old is not None and old != cr3:
+            self._call(runner, st, EventInfo(event, EventKind.CR3, runner.vcpu_id,
+                                             int(runner.kvm.regs.rip), value=cr3,
+                                             old_value=old))
+        handle_exit(runner, exit_)  # type: ignore[arg-type]
+
+    # -- altp2m for tools (xc_altp2m_*) ---------------------------------------------------
+
+    def _altp2m(self) -> Altp2m:
+        self._alive()
+        if self.domain.params[P.ALTP2M] == XEN_ALTP2M_disabled:
+            raise VmiError(f"d{self.domain.domid}: altp2m is disabled: set altp2m = "
+                           '"external" (or "mixed") in its config')
+        return self.domain.altp2m
+
+    def _op(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except HypercallError as e:
+            raise VmiError(f"{what}: {e}") from None
+
+    def altp2m_set_state(self, on: bool) -> None:
+        views = self._altp2m()
+        self._op("altp2m state", lambda: views.set_state(on))
+
+    def altp2m_create_view(self) -> int:
+        views = self._active_views()
+        return self._op("create view", views.create_view)
+
+    def altp2m_destroy_view(self, view: int) -> None:
+        views = self._active_views()
+        self._op(f"destroy view {view}", lambda: views.destroy_view(view))
+
+    def altp2m_switch_view(self, view: int) -> None:
+        views = self._active_views()
+        self._op(f"switch to view {view}", lambda: views.switch_view(view))
+
+    def altp2m_set_mem_access(self, view: int, gfn: int, access: str) -> None:
+        """``access``: a xenmem_access_t name ("rwx", "r", "x", "n", "rx2rw", ...)."""
+        views = self._active_views()
+        try:
+            value = Access[access]
+        except KeyError:
+            raise VmiError(f"unknown access {access!r}") from None
+        self._op(f"set access of {gfn:#x} in view {view}",
+                 lambda: views.set_mem_access(view, gfn, value))
+
+    def altp2m_get_mem_access(self, view: int, gfn: int) -> str:
+        views = self._active_views()
+        return self._op(f"access of {gfn:#x} in view {view}",
+                        lambda: views.get_mem_access(view, gfn)).name
+
+    def altp2m_change_gfn(self, view: int, old_gfn: int, new_gfn: int | None) -> None:
+        """Show ``new_gfn``'s frame at ``old_gfn`` in ``view`` (None: undo)."""
+        views = self._active_views()
+        self._op(f"change gfn {old_gfn:#x} in view {view}",
+                 lambda: views.change_gfn(view, old_gfn,
+                                          INVALID_GFN if new_gfn is None else new_gfn))
+
+    def _active_views(self) -> Altp2m:
+        views = self._altp2m()
+        if not views.active:
+            raise VmiError("altp2m is not active: altp2m_set_state(True) first")
+        return views
+
+    def populate(self, gfn: int) -> None:
+        """Give the domain a fresh zeroed RAM frame at hole ``gfn`` (a shadow page for
+        change_gfn), counted in its pages as populate_physmap is; VmiError when
+        the domain is at its maximum or ``gfn`` is not a hole."""
+        self._alive()
+        d = self.domain
+        if not 0 <= gfn < d.max_gfn or d.memory.lookup(Gfn(gfn)) is not None:
+            raise VmiError(f"frame {gfn:#x} is not a hole")
+        with d.lock:
+            try:
+                ok = d.populate_page(gfn)
+            except SlotsExhausted:
+                ok = False
+        if not ok:
+            raise VmiError(f"d{d.domid} has no page left for frame {gfn:#x} (max_pages)")

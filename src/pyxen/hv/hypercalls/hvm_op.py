@@ -26,6 +26,7 @@ from pyxen.abi.hvm import (
 from pyxen.abi.hvm import HvmParam as P
 from pyxen.hv.dispatch import Call, report_missing_subop
 from pyxen.hv.errors import HypercallError
+from pyxen.hv.hypercalls.altp2m_op import do_altp2m_op
 from pyxen.hv.hypercalls.domids import target_domain
 
 GUEST_SETTABLE = frozenset({
@@ -47,6 +48,8 @@ def do_hvm_op(call: Call, op: int, arg: int, *_: int) -> int:
         return 0
     if op == HvmOp.set_evtchn_upcall_vector:
         return _set_evtchn_upcall_vector(call, arg)
+    if op == HvmOp.altp2m:
+        return do_altp2m_op(call, arg)
     try:
         name = HvmOp(op).name
     except ValueError:
