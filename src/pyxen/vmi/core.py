@@ -622,7 +622,7 @@ class Vmi:
     # -- memory events ----------------------------------------------------------------
 
     def _violation(self, runner: VcpuRunner, st: _VcpuDebug, gfn: int, gpa: int,
-                   kind: int) -> EventResponse:
+                   kind: int, size: int = 0, value: int = 0) -> EventResponse:
         """An access of ``kind`` that the current view's rights forbid: the event's
         answer (CONTINUE when no event claims it, as Xen lets the access through
         without a listener).  rx2rw and n2rwx are lifted first, as in Xen."""
@@ -640,7 +640,7 @@ class Vmi:
         rip = int(runner.kvm.regs.rip)
         return self._call(runner, st, EventInfo(event, EventKind.MEMORY, runner.vcpu_id, rip,
                                                 gpa=gpa, access=_ACCESS_LETTER[kind],
-                                                view=view))
+                                                view=view, size=size, value=value))
 
     def mmio(self, runner: VcpuRunner, mmio: MmioExit) -> bool:
         """An MMIO exit of ``runner`` (its thread): False unless the address is RAM,
@@ -661,7 +661,9 @@ class Vmi:
         if permits(views.access_in(None, gfn), kind):
             return views.emulate_mmio(runner, mmio)
         st = self._vcpu_debug[runner.vcpu_id]
-        response = self._violation(runner, st, gfn, mmio.phys_addr, kind)
+        size = mmio.length
+        value = int.from_bytes(mmio.data[:size], "little") if mmio.is_write else 0
+        response = self._violation(runner, st, gfn, mmio.phys_addr, kind, size, value)
         if response.action is Action.SKIP:
             if not mmio.is_write:
                 data = runner.kvm.kvm_run.exit.mmio.data

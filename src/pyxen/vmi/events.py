@@ -150,8 +150,9 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class EventInfo:
     """What a callback is told: the event, its kind at this hit, the vCPU, RIP, DR6;
-    for memory events the address, the access ("r", "w" or "x") and the view it
-    was seen in; for CR3 events the new and old value."""
+    for memory events the address, the access ("r", "w" or "x"), its size, the
+    data of a write (``value``) and the view it was seen in; for CR3 events the
+    new and old value."""
 
     event: Event
     kind: EventKind
@@ -161,6 +162,7 @@ class EventInfo:
     gpa: int = 0
     access: str = ""
     view: int = 0
+    size: int = 0
     value: int = 0
     old_value: int = 0
 
