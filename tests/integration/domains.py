@@ -31,10 +31,10 @@ class Host:
         self.hv = Hypervisor(self.out, self.log, argo=argo)
 
     def build(self, prog: str, cmdline: str = "", vcpus: int = 1, memory: int = 16,
-              domid: int | None = None) -> Domain:
+              domid: int | None = None, altp2m: int = 0) -> Domain:
         spec = BuildSpec(name=f"{prog}-{domid or 'x'}", kernel=GUEST_BUILD / f"{prog}.elf",
                          cmdline=cmdline, memory_mib=memory, maxmem_mib=memory,
-                         vcpus=vcpus, maxvcpus=vcpus, domid=domid)
+                         vcpus=vcpus, maxvcpus=vcpus, domid=domid, altp2m=altp2m)
         return build_domain(self.hv, spec)
 
     def wait_all(self, domains: list[Domain], timeout: float = 120) -> list[int | None]:

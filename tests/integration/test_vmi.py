@@ -252,3 +252,136 @@ def test_limits_and_close(host: Host) -> None:
     _finish(host, d)
     with pytest.raises(VmiError):
         vmi.read_pa(0x1000, 1)
+
+
+# -- memory, int3 and CR3 events (altp2m-backed) ----------------------------------------
+
+
+@pytest.mark.kvm
+def test_write_events_on_a_data_frame_see_every_store(host: Host) -> None:
+    """A write event on the frame of ``vmi_calls``: one event per increment with the
+    value being stored, and the stores still land (the guest's count is right)."""
+    n = 30
+    d = host.build("vmiloop", f"n={n}")
+    calls = _symbol("vmi_calls")
+    stores: list[tuple[int, int, int]] = []
+
+    def wrote(vmi: Vmi, info: EventInfo) -> None:
+        assert info.kind is EventKind.MEMORY and info.access == "w"
+        stores.append((info.gpa, info.size, info.value))
+
+    with Vmi(d) as vmi:
+        vmi.register_event(Event.memory(calls >> 12, "w", wrote))
+        with pytest.raises(VmiError):
+            vmi.register_event(Event.memory(calls >> 12, "r", wrote))  # one per frame
+        d.start()
+        _finish(host, d)
+    mine = [(size, value) for gpa, size, value in stores if gpa == calls]
+    assert mine == [(8, i) for i in range(1, n + 1)], stores[:10]
+
+
+@pytest.mark.kvm
+def test_skipped_writes_are_not_done(host: Host) -> None:
+    """SKIP drops the guest's stores to vmi_calls: the guest counts 0 calls and says so."""
+    n = 5
+    d = host.build("vmiloop", f"n={n}")
+    calls = _symbol("vmi_calls")
+
+    def skip(vmi: Vmi, info: EventInfo) -> EventResponse:
+        return EventResponse.SKIP if info.gpa == calls else EventResponse.CONTINUE
+
+    with Vmi(d) as vmi:
+        vmi.register_event(Event.memory(calls >> 12, "w", skip))
+        d.start()
+        assert d.wait(TIMEOUT) == ShutdownReason.poweroff, host.describe()
+    m = _loop_line(host, d.domid)
+    assert int(m.group(3)) == 0  # calls=0
+    assert host.result(d.domid, "vmiloop") == "FAIL"
+
+
+@pytest.mark.kvm
+def test_int3_patched_by_the_tool_counts_calls(host: Host) -> None:
+    """The classic software breakpoint: the tool writes 0xCC over vmi_target's first
+    byte; at each hit it puts the byte back, steps one instruction and re-inserts."""
+    n = 25
+    d = host.build("vmiloop", f"n={n}")
+    target = _symbol("vmi_target")
+    args: list[int] = []
+
+    with Vmi(d) as vmi:
+        original = vmi.read_va(target, 1)
+
+        def hit(vmi: Vmi, info: EventInfo) -> EventResponse:
+            if info.kind is EventKind.SINGLESTEP:  # past the original instruction
+                vmi.write_va(target, b"\xcc")
+                return EventResponse.CONTINUE
+            assert info.rip == target
+            args.append(vmi.get_vcpuregs(info.vcpu)["rdi"])
+            vmi.write_va(target, original)
+            return EventResponse.SINGLESTEP
+
+        vmi.register_event(Event.int3(hit))
+        vmi.write_va(target, b"\xcc")
+        d.start()
+        _finish(host, d)
+    assert args == list(range(n))
+
+
+@pytest.mark.kvm
+def test_cr3_changes_are_seen_at_exits(host: Host) -> None:
+    k = 6
+    d = host.build("vmiloop", f"n=1 cr3_flips={k}")
+    copy = _symbol("pml4_copy")
+    changes: list[tuple[int, int]] = []
+
+    def cr3(vmi: Vmi, info: EventInfo) -> None:
+        assert info.kind is EventKind.CR3
+        changes.append((info.old_value, info.value))
+
+    with Vmi(d) as vmi:
+        vmi.register_event(Event.cr3(cr3))
+        d.start()
+        _finish(host, d)
+    assert len(changes) == 2 * k, changes
+    root = changes[0][0]
+    assert changes == [(root, copy), (copy, root)] * k
+
+
+@pytest.mark.kvm
+def test_stealth_breakpoints_count_hits_on_a_shadow_view(host: Host) -> None:
+    from pyxen.vmi.stealth import StealthBreakpoints
+
+    n = 20
+    d = host.build("vmiloop", f"n={n}", altp2m=2)
+    target = _symbol("vmi_target")
+    with Vmi(d) as vmi:
+        bps = StealthBreakpoints(vmi)
+        gpa = bps.add(target)
+        # The breakpoint is invisible to reads, the tool's and the guest's alike.
+        assert vmi.read_va(target, 1) != b"\xcc"
+        d.start()
+        _finish(host, d)
+        assert bps.hits == {gpa: n}
+        bps.close()
+
+
+@pytest.mark.kvm
+def test_altp2m_for_tools_needs_the_config(host: Host) -> None:
+    d = host.build("vmiloop", "n=1")
+    with Vmi(d) as vmi, pytest.raises(VmiError, match="altp2m is disabled"):
+        vmi.altp2m_set_state(True)
+    d2 = host.build("vmiloop", "n=1", altp2m=2)
+    with Vmi(d2) as vmi:
+        with pytest.raises(VmiError, match="not active"):
+            vmi.altp2m_create_view()
+        vmi.altp2m_set_state(True)
+        views = [vmi.altp2m_create_view() for _ in range(9)]
+        assert views == list(range(1, 10))
+        with pytest.raises(VmiError, match="EINVAL"):
+            vmi.altp2m_create_view()
+        with pytest.raises(VmiError, match="EBUSY"):
+            vmi.altp2m_destroy_view(0)
+        vmi.altp2m_set_mem_access(1, 0x100, "rx")
+        assert vmi.altp2m_get_mem_access(1, 0x100) == "rx"
+        with pytest.raises(VmiError, match="unknown access"):
+            vmi.altp2m_set_mem_access(1, 0x100, "rwz")

@@ -600,6 +600,8 @@ class Vmi:
             return EventResponse.CONTINUE
         if response.action is Action.SINGLESTEP:
             st.followups.append(event)
+            with self._lock:
+                self._refresh([runner])
         elif response.action is Action.SET_REGS:
             regs = runner.kvm.regs
             try:
