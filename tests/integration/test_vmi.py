@@ -385,3 +385,32 @@ def test_altp2m_for_tools_needs_the_config(host: Host) -> None:
         assert vmi.altp2m_get_mem_access(1, 0x100) == "rx"
         with pytest.raises(VmiError, match="unknown access"):
             vmi.altp2m_set_mem_access(1, 0x100, "rwz")
+
+
+@pytest.mark.kvm
+def test_read_and_execute_events(host: Host) -> None:
+    """Reads of vmi_calls' frame are events whose loads still get the right data (the
+    guest's count is right); an execute trap on the code frame fires when execution
+    enters it, and its instructions still run (stepped on the pinned frame)."""
+    n = 8
+    d = host.build("vmiloop", f"n={n}")
+    calls = _symbol("vmi_calls")
+    code = _symbol("vmi_target") >> 12
+    reads: list[int] = []
+    fetches: list[int] = []
+
+    def read(vmi: Vmi, info: EventInfo) -> None:
+        assert info.access == "r"
+        reads.append(info.gpa)
+
+    def fetch(vmi: Vmi, info: EventInfo) -> None:
+        assert info.access == "x" and info.gpa >> 12 == code
+        fetches.append(info.rip)
+
+    with Vmi(d) as vmi:
+        vmi.register_event(Event.memory(calls >> 12, "r", read))
+        vmi.register_event(Event.memory(code, "x", fetch))
+        d.start()
+        _finish(host, d)
+    assert reads.count(calls) >= n  # each vmi_calls++ loads it first
+    assert fetches and all(rip >> 12 == code for rip in fetches)
