@@ -139,10 +139,19 @@ class Altp2m:
         """Program the current view (and the pins) into the memory slots."""
         with self.lock:
             view = self._view_or_none(self.current)
-            gfns = set(self.host_access)
-            if view is not None:
-                gfns |= view.remap.keys() | view.access.keys()
             listening = self.listener is not None
+            # Without a listener only remaps show: a guest's long list of rights costs
+            # nothing here.  With one, each right may be a slot override: a list longer
+            # than the slots can ever hold is refused before it is walked.
+            gfns: set[int] = set(view.remap) if view is not None else set()
+            if listening:
+                limit = self.memory.slot_limit
+                if limit is not None and len(self.host_access) + (
+                        len(view.access) if view is not None else 0) > limit:
+                    raise HypercallError(XenErrno.ENOMEM)
+                gfns |= self.host_access.keys()
+                if view is not None:
+                    gfns |= view.access.keys()
             overrides: dict[int, Override] = {}
             for g in gfns:
                 frame = view.remap.get(g) if view is not None else None
