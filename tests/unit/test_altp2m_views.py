@@ -126,21 +126,26 @@ def test_access_rights_shape_slots_only_with_a_listener() -> None:
     assert views.get_mem_access(v, 6) is Access.rx  # no entry of its own: the host's
     assert views.get_mem_access(0, 7) is Access.rwx
     assert _errno(views.set_mem_access, v, 4, 11) == XenErrno.EINVAL
-    assert _errno(views.set_mem_access, v, 100, 1) == XenErrno.ESRCH
+    views.set_mem_access(v, 100, 1)  # no RAM: skipped in a view
+    assert _errno(views.set_mem_access, 0, 100, 1) == XenErrno.ESRCH  # refused in the host's
     assert _errno(views.get_mem_access, v, 100) == XenErrno.ESRCH
+    views.set_mem_access(v, INVALID_GFN, Access.rx)  # gfn ~0: the default access
+    assert views.get_mem_access(v, INVALID_GFN) is Access.rx
+    views.set_mem_access(v, INVALID_GFN, Access.rwx)
     assert _errno(views.set_mem_access, 8, 4, 1) == XenErrno.EINVAL  # no view 8
     views.set_mem_access(v, 4, Access.default)
     assert slots.at(4) == (mem.host_address(4 * P), False)
 
 
-def test_set_mem_access_multi_is_all_or_nothing() -> None:
+def test_set_mem_access_multi_stops_at_a_bad_entry_keeping_the_earlier_ones() -> None:
     views, _mem, _slots = _views()
     views.set_state(True)
     v = views.create_view()
-    assert _errno(views.set_mem_access_multi, v, [(1, 1), (2, 5), (200, 1)]) == XenErrno.ESRCH
-    assert views.get_mem_access(v, 1) is Access.rwx
-    views.set_mem_access_multi(v, [(1, 1), (2, 5)])
-    assert (views.get_mem_access(v, 1), views.get_mem_access(v, 2)) == (Access.r, Access.rx)
+    assert _errno(views.set_mem_access_multi, v, [(1, 1), (200, 1), (2, 11), (3, 1)]) \
+        == XenErrno.EINVAL
+    assert [views.get_mem_access(v, g) for g in (1, 2, 3)] == [Access.r, Access.rwx, Access.rwx]
+    views.set_mem_access_multi(v, [(1, 7), (2, 5)])
+    assert (views.get_mem_access(v, 1), views.get_mem_access(v, 2)) == (Access.rwx, Access.rx)
 
 
 def test_pins_and_frames_that_go_away() -> None:

@@ -21,17 +21,21 @@ read-only, anything else no slot at all, since KVM has no write-only or
 execute-only memory and no #VE (docs/design/vmi-feasibility.md).  Then
 every access to such a page exits, and the listener answers the allowed
 ones by emulating them (``emulate_mmio``) and the others by an event.
-Without a listener Xen lifts a violated restriction and lets the access
-through (p2m access_required off); pyxen leaves restricted pages mapped
-instead, which the guest cannot tell apart (get_mem_access still returns
-what was set).  ``pinned`` overrides, on top, are the listener's way to
-let one instruction run from a page that is otherwise absent.
+Without a listener Xen lifts a violated restriction to rwx and lets the
+access through (p2m access_required off); pyxen leaves restricted pages
+mapped, so the access goes through too but nothing sees it: the one
+difference a guest can observe is that get_mem_access still returns what
+was set where Xen returns rwx after the first violation.  ``pinned``
+overrides, on top, are the listener's way to let one instruction run from
+a page that is otherwise absent.
 
 Errors are Xen 4.12's (hvm.c do_altp2m_op, p2m.c, mem_access.c): a view
 index that is out of range or not created is -EINVAL (destroying one:
 -EBUSY, also for view 0 and the current view); a gfn that is not RAM is
--ESRCH for the access ops and -EINVAL for change_gfn; no free view -EINVAL;
-slots exhausted -ENOMEM.
+-ESRCH for the host's access ops and get_mem_access, skipped by
+set_mem_access in a view, -EINVAL for change_gfn (but a revert of a gfn
+with no entry succeeds); gfn ~0 in the access ops is the default access;
+no free view -EINVAL; slots exhausted -ENOMEM.
 
 Locking: ``lock`` serialises the ops and ``relayout``; it is taken before
 GuestMemory's writer lock, never inside it.
@@ -74,7 +78,7 @@ class Access(enum.IntEnum):
     rwx = 7
     rx2rw = 8  # r-x, becomes rw- (here rwx) at the first write, with an event
     n2rwx = 9  # ---, becomes rwx at the first access, with an event
-    default = 10  # the p2m's default: rwx
+    default = 10  # the p2m's default access (rwx unless set through gfn ~0)
 
 
 def permits(access: Access, kind: int) -> bool:
@@ -106,6 +110,9 @@ class Altp2m:
         self.memory = memory
         self.lock = threading.RLock()
         self.host_access: dict[int, Access] = {}
+        # gfn ~0 in the access ops: recorded and reported; as in Xen it would apply
+        # only to frames populated later, and pyxen populates RAM at build.
+        self.default_access = Access.rwx
         self.views: list[View | None] = [None] * MAX_ALTP2M
         self.active = False
         self.current = 0
@@ -228,30 +235,44 @@ class Altp2m:
         self.set_mem_access_multi(index, [(gfn, access)])
 
     def set_mem_access_multi(self, index: int | None, entries: list[tuple[int, int]]) -> None:
-        """All of ``entries`` or (on an error) none."""
+        """In order, as Xen's p2m_set_mem_access_multi: a bad access ends the call
+        with -EINVAL and the entries before it stay.  Only running out of slots
+        (-ENOMEM, pyxen's own limit) takes back the whole call."""
         with self.lock:
             table = self.host_access if not index else self._view(index).access
             undo: dict[int, object] = {}
-            try:
-                for gfn, value in entries:
-                    if not 0 <= value <= Access.default:
-                        raise HypercallError(XenErrno.EINVAL)
-                    if not self.is_ram(gfn):
-                        raise HypercallError(XenErrno.ESRCH)
-                    access = Access.rwx if value == Access.default else Access(value)
+            error: HypercallError | None = None
+            for gfn, value in entries:
+                if not 0 <= value <= Access.default:
+                    error = HypercallError(XenErrno.EINVAL)
+                    break
+                access = self.default_access if value == Access.default else Access(value)
+                if gfn == INVALID_GFN:
+                    self.default_access = access
+                elif not self.is_ram(gfn):
+                    if table is self.host_access:
+                        error = HypercallError(XenErrno.ESRCH)
+                        break
+                    # in a view, a gfn with no frame is skipped
+                else:
                     keep = access is Access.rwx and table is self.host_access
                     self._change(undo, table, gfn, None if keep else access)  # type: ignore[arg-type]
+            try:
                 self.relayout()
             except HypercallError:
                 for gfn, old in undo.items():
                     self._change({}, table, gfn, old)  # type: ignore[arg-type]
                 self.relayout()
                 raise
+            if error is not None:
+                raise error
 
     def get_mem_access(self, index: int | None, gfn: int) -> Access:
         with self.lock:
             if index:
                 self._view(index)
+            if gfn == INVALID_GFN:
+                return self.default_access
             if not self.is_ram(gfn):
                 raise HypercallError(XenErrno.ESRCH)
             return self.access_in(index or 0, gfn) if self.active else \
@@ -262,14 +283,12 @@ class Altp2m:
         removes the view's entry for ``old_gfn`` (it shows the host mapping again)."""
         with self.lock:
             view = self._view(index)
-            if not self.is_ram(old_gfn):
-                raise HypercallError(XenErrno.EINVAL)
             saved = (view.remap.get(old_gfn), view.access.get(old_gfn))
-            if new_gfn == INVALID_GFN:
+            if new_gfn == INVALID_GFN:  # a revert: nothing to do for a gfn with no entry
                 view.remap.pop(old_gfn, None)
                 view.access.pop(old_gfn, None)
             else:
-                if not self.is_ram(new_gfn):
+                if not (self.is_ram(old_gfn) and self.is_ram(new_gfn)):
                     raise HypercallError(XenErrno.EINVAL)
                 # Xen's new entry takes the access new_gfn has in this view.
                 view.access[old_gfn] = self.access_in(index, new_gfn)

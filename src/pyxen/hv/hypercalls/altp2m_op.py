@@ -28,6 +28,7 @@ from pyxen.abi.hvm import (
     Altp2mCmd,
     HvmOp,
     XEN_ALTP2M_disabled,
+    XEN_ALTP2M_limited,
     XEN_ALTP2M_mixed,
     compat_xen_hvm_altp2m_set_mem_access_multi,
     xen_hvm_altp2m_change_gfn,
@@ -74,8 +75,11 @@ def do_altp2m_op(call: Call, arg: int) -> int:
     mode = d.params[P.ALTP2M]
     if mode == XEN_ALTP2M_disabled:
         raise HypercallError(XenErrno.EINVAL)
-    if not (me.privileged or (d is me and (mode == XEN_ALTP2M_mixed
-                                           or cmd is Altp2mCmd.vcpu_enable_notify))):
+    # XSM's default policy: mixed lets the guest make every call on itself, limited
+    # only vcpu_enable_notify, external none.
+    if not (me.privileged or (d is me and (
+            mode == XEN_ALTP2M_mixed
+            or (mode == XEN_ALTP2M_limited and cmd is Altp2mCmd.vcpu_enable_notify)))):
         raise HypercallError(XenErrno.EPERM)
     u = arg + ALTP2M_OP_U_OFFSET
     guest = call.guest
