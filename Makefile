@@ -30,6 +30,7 @@ bench: guests
 	$(PYTHON) bench/blkback.py
 	$(PYTHON) bench/netback.py
 	$(PYTHON) bench/hvm_ioreq.py
+	$(PYTHON) bench/vmi_events.py
 
 clean:
 	$(MAKE) -C guests clean
