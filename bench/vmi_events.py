@@ -29,7 +29,6 @@ import argparse
 import io
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,21 +43,13 @@ from pyxen.hv.hypervisor import Hypervisor  # noqa: E402
 from pyxen.hv.pvclock import TscClock  # noqa: E402
 from pyxen.hv.vcpu import install_kick_handler  # noqa: E402
 from pyxen.vmi import Event, EventInfo, Vmi  # noqa: E402
+from pyxen.vmi.symbols import elf_symbol  # noqa: E402
 
 GUEST = ROOT / "guests" / "build" / "vmibench.elf"
 PHASES = ("hole-write", "watch-write", "watch-read")
 LINE = re.compile(r"vmibench: (\S+) (\d+) (\d+)\r?$", re.M)
 DONE = re.compile(r"vmibench: done sum=(\d+)")
 TIMEOUT = 300.0
-
-
-def symbol(name: str) -> int:
-    out = subprocess.run(["nm", str(GUEST)], check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == name:
-            return int(parts[0], 16)
-    raise SystemExit(f"vmi_events: no symbol {name} in {GUEST}")
 
 
 def expected_sum(n: int) -> int:
@@ -118,7 +109,7 @@ def main() -> int:
         print("build the guests first: make -C guests", file=sys.stderr)
         return 1
     install_kick_handler()
-    watch_gfn = symbol("watch_page") >> 12
+    watch_gfn = elf_symbol(GUEST, "watch_page") >> 12
     clock = TscClock(time.monotonic_ns, 0)  # 0: measure the rate, do not trust KVM's
     plain: list[dict[str, float]] = []
     vmi: list[dict[str, float]] = []

@@ -558,6 +558,8 @@ struct pvclock_snapshot {
 };
 void pvclock_read(struct pvclock_snapshot *p);
 uint64_t now_ns(void);
+/* Busy-waits ns of pvclock time with pause (no exits: a tool can attach meanwhile). */
+void spin_ns(uint64_t ns);
 struct wallclock {
     uint64_t sec;
     uint32_t nsec;

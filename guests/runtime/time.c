@@ -33,6 +33,13 @@ uint64_t now_ns(void)
     return p.system_time + (uint64_t)(((unsigned __int128)delta * p.mul) >> 32);
 }
 
+void spin_ns(uint64_t ns)
+{
+    uint64_t end = now_ns() + ns;
+    while (now_ns() < end)
+        __asm__ volatile("pause");
+}
+
 void wallclock_read(struct wallclock *wc)
 {
     volatile struct shared_info *s = rt_shinfo;

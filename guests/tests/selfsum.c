@@ -99,9 +99,7 @@ void test_main(const struct hvm_start_info *si)
     expect_eq(evt_init(), 0, "map shared_info (pvclock)");
     if (!rt_shinfo)
         return;
-    uint64_t end = now_ns() + (uint64_t)spin_ms * NS_PER_MS;
-    while (now_ns() < end)
-        __asm__ volatile("pause");
+    spin_ns((uint64_t)spin_ms * NS_PER_MS);
 
     uint64_t csum = page_csum(page);
     uint64_t bsum = byte_csum(fn);

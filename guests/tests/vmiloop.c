@@ -72,9 +72,7 @@ void test_main(const struct hvm_start_info *si)
     if (!rt_shinfo)
         return;
     flip_cr3(cr3_flips);
-    uint64_t end = now_ns() + (uint64_t)spin_ms * NS_PER_MS;
-    while (now_ns() < end)
-        __asm__ volatile("pause");
+    spin_ns((uint64_t)spin_ms * NS_PER_MS);
     if (hlt_ms) {
         long port = timer_init(tick, NULL);
         if (!check(port > 0, "bind VIRQ_TIMER -> port %ld", port))

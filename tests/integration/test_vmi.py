@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from pyxen.abi.xen import ShutdownReason
 from pyxen.hv.domain import Domain
 from pyxen.vmi import Event, EventInfo, EventKind, EventResponse, Vmi, VmiError
+from pyxen.vmi.symbols import elf_symbol
 
 from .domains import GUEST_BUILD, Host
 
@@ -30,12 +30,7 @@ TIMEOUT = 60
 
 
 def _symbol(name: str) -> int:
-    out = subprocess.run(["nm", str(ELF)], check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == name:
-            return int(parts[0], 16)
-    raise LookupError(name)
+    return elf_symbol(ELF, name)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pyxen.abi.xen import ShutdownReason
 from pyxen.boot.elf import parse_elf
 from pyxen.vmi import Vmi
 from pyxen.vmi.stealth import StealthBreakpoints
+from pyxen.vmi.symbols import elf_symbol
 
 from .domains import GUEST_BUILD, Host
 
@@ -48,9 +49,7 @@ def elf_page(address: int) -> bytes:
 
 
 def bp_target() -> int:
-    out = subprocess.run(["nm", str(ELF)], check=True, capture_output=True, text=True).stdout
-    return next(int(a, 16) for a, _t, name in (line.split() for line in out.splitlines()
-                                               if line.count(" ") == 2) if name == "bp_target")
+    return elf_symbol(ELF, "bp_target")
 
 
 @pytest.fixture

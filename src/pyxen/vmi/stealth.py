@@ -25,7 +25,6 @@ memory above 4 GiB finds it), and the stepped instructions are slower.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from pyxen.memory import PAGE_SIZE, Gfn
 from pyxen.vmi.core import Vmi, VmiError
 from pyxen.vmi.events import Event, EventInfo, EventResponse
+from pyxen.vmi.symbols import elf_symbol
 
 _SHADOW_BASE_GFN = 0x10_0000  # 4 GiB: never RAM of a guest below 4 GiB
 _INT3 = b"\xcc"
@@ -121,15 +121,6 @@ class StealthBreakpoints:
         return EventResponse.emulate(0)  # reads and writes see the real frame
 
 
-def _symbol(elf: Path, name: str) -> int:
-    out = subprocess.run(["nm", str(elf)], check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == name:
-            return int(parts[0], 16)
-    raise SystemExit(f"stealth: no symbol {name!r} in {elf}")
-
-
 def main(argv: list[str] | None = None) -> int:
     from pyxen.hv.builder import BuildSpec, build_domain
     from pyxen.hv.hypervisor import Hypervisor
@@ -147,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.kernel.is_file():
         p.error(f"{args.kernel} is not a file")
-    targets = [(s, _symbol(args.kernel, s)) for s in args.symbol]
+    try:
+        targets = [(s, elf_symbol(args.kernel, s)) for s in args.symbol]
+    except LookupError as e:
+        p.error(str(e))
     targets += [(hex(a), a) for a in args.address]
     if not targets:
         p.error("give at least one --symbol or --address")
