@@ -9,7 +9,6 @@ Also the hypervisor's side of device-model operations (hv/device_model.py
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import struct
@@ -82,13 +81,21 @@ class Pair:
         self.thread.start()
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # closed under it: the test is over
-            self.server.run()
+        self.server.run()
 
     def close(self) -> None:
+        # The server goes first: its loop ends when the operations socket hangs
+        # up.  Closing the channel under a running server would leave it polling
+        # fd numbers the next test's channel reuses, where it would eat that
+        # test's request notification.
+        self.ops_hv.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the device model loop did not end"
+        self.server.ops.sock.close()
+        self.server.serial.close()
+        self.server.mem.close()
         self.channel.close()
         self.serial_hv.close()
-        self.ops_hv.close()
 
 
 @pytest.fixture
