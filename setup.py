@@ -1,9 +1,12 @@
-"""Build configuration beyond pyproject.toml: pyxen's two small C extensions.
+"""Build configuration beyond pyproject.toml: pyxen's small C extensions.
 
 ``pyxen.hv._atomic`` (locked operations on guest memory, behind
-pyxen.hv.atomic) and ``pyxen.memory._pageswap`` (moving a guest page into a
-file of its own, behind pyxen.memory.page_files).  Everything else
-(metadata, packages, dependencies) is in pyproject.toml; ``pip install -e .``
+pyxen.hv.atomic), ``pyxen.memory._pageswap`` (moving a guest page into a
+file of its own, behind pyxen.memory.page_files) and ``pyxen.kvm._runloop``
+(one KVM_RUN with the hypercall exit handled in C, behind pyxen.kvm.vcpu;
+optional: without it the vCPU loop decodes every exit in Python).
+Everything else (metadata, packages, dependencies) is in pyproject.toml;
+``pip install -e .``
 (or ``pip install .``) compiles the extensions with the system C compiler.
 """
 
@@ -17,6 +20,8 @@ setup(
         Extension("pyxen.hv._atomic", sources=["src/pyxen/hv/_atomic.c"],
                   extra_compile_args=FLAGS),
         Extension("pyxen.memory._pageswap", sources=["src/pyxen/memory/_pageswap.c"],
+                  extra_compile_args=FLAGS),
+        Extension("pyxen.kvm._runloop", sources=["src/pyxen/kvm/_runloop.c"],
                   extra_compile_args=FLAGS),
     ],
 )

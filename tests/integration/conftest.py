@@ -103,12 +103,13 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture
 def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
-    """``run_guest(prog, cmdline="", memory=32, timeout=60, vcpus=1, **cfg)``.
+    """``run_guest(prog, cmdline="", memory=32, timeout=60, vcpus=1, environ=None, **cfg)``.
 
     Writes an xl.cfg for ``guests/build/<prog>.elf`` into tmp_path, runs
     ``python -m pyxen create -F <cfg>`` and returns (exit status, stdout,
     stderr).  Extra keyword arguments become further ``key = "value"`` lines
-    of the cfg (e.g. ``on_reboot="destroy"``).
+    of the cfg (e.g. ``on_reboot="destroy"``); ``environ`` adds variables to the
+    subprocess's environment.
     """
     counter = 0
 
@@ -118,6 +119,7 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
         memory: int = 32,
         timeout: float = 60,
         vcpus: int = 1,
+        environ: dict[str, str] | None = None,
         **cfg: str,
     ) -> tuple[int, str, str]:
         nonlocal counter
@@ -143,7 +145,7 @@ def run_guest(tmp_path: Path, guests_built: Path) -> Iterator[RunGuest]:
                 text=True,
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
-                env=_env(),
+                env=_env() | (environ or {}),
                 cwd=tmp_path,
                 check=False,
             )

@@ -52,6 +52,15 @@ def test_guest_passes(run_guest: RunGuest, prog: str) -> None:
 
 
 @pytest.mark.kvm
+@pytest.mark.parametrize("prog", ["version", "hostile"])
+def test_guest_passes_with_the_pure_python_run_loop(run_guest: RunGuest, prog: str) -> None:
+    """PYXEN_PURE_RUN_LOOP=1: every exit decoded in Python, no C fast path
+    (pyxen.kvm.vcpu.RUN_ONCE); the guests must not see a difference."""
+    status, out, err = run_guest(prog, environ={"PYXEN_PURE_RUN_LOOP": "1"})
+    assert_result(prog, status, out, err)
+
+
+@pytest.mark.kvm
 def test_hello_output(run_guest: RunGuest) -> None:
     status, out, err = run_guest("hello")
     domid = assert_result("hello", status, out, err)

@@ -23,6 +23,13 @@ word (clearing immediate_exit), acknowledges a scheduler preemption, parks
 while the domain is paused or the vCPU is down (applying INIT/SIPI when
 unpaused), rewrites a stale time area and injects what is pending.  With
 the pCPU dispatcher the thread also waits for a pCPU grant before entering.
+Each entry is one KVM_RUN: through ``RUN_ONCE`` (pyxen.kvm._runloop, C),
+which also answers a hypercall exit itself, calling Python once for the
+worker (``vcpu_exits.hypercall_server``), or, without the extension, with
+PYXEN_PURE_RUN_LOOP=1 or while VMI watches CR3 (``on_exit`` replaced),
+through ``Vcpu.run`` and ``on_exit``, which decode every exit in Python.
+Either way it is one exit per iteration, so the request word is read
+before every entry as before.
 
 Blocking (HLT with IF=1, SCHEDOP_block, SCHEDOP_poll) sleeps with no CPU
 use; like Xen, the vCPU is marked as blocking (``begin_block``: wake-ups
@@ -43,16 +50,18 @@ from typing import TYPE_CHECKING
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.abi.xen import ShutdownReason
+from pyxen.hv.hypercall_page import HYPERCALL_PORT
 from pyxen.hv.lapic_vcpu import VcpuApic
 from pyxen.hv.shared_info import VCPU_INFO_SIZE
 from pyxen.hv.timers import MAX_WAIT_S
 from pyxen.hv.vcpu_control import KICK_SIGNAL, Req, ThreadState, VcpuControl
-from pyxen.hv.vcpu_exits import handle_exit, restart_hypercall
+from pyxen.hv.vcpu_exits import handle_exit, hypercall_server, restart_hypercall
 from pyxen.hv.vcpu_inject import inject, upcall_deliverable, wakes_a_block
 from pyxen.hv.vcpu_time import VcpuTime
 from pyxen.kvm import Vcpu
 from pyxen.kvm import structs as kvm_structs
 from pyxen.kvm.exits import Exit
+from pyxen.kvm.vcpu import RUN_ONCE
 from pyxen.memory import GuestAccess, PagingState
 
 if TYPE_CHECKING:
@@ -194,6 +203,9 @@ class VcpuRunner:
 
     def _loop(self) -> None:
         control = self.control
+        kvm = self.kvm
+        run_once = RUN_ONCE  # the C fast path for hypercalls, or None: all in Python
+        serve = hypercall_server(self)
         try:
             control.started()
             self.time.start_clock()
@@ -209,7 +221,12 @@ class VcpuRunner:
                         self.time.set_runstate(RunstateState.running)
                     continue  # look at what came while waiting, then enter
                 try:
-                    exit_ = self.kvm.run()
+                    if run_once is None or self.on_exit is not handle_exit:
+                        exit_ = kvm.run()
+                    elif run_once(kvm.fd, kvm.run_addr, HYPERCALL_PORT, serve):
+                        continue  # a hypercall, answered
+                    else:
+                        exit_ = kvm.last_exit()
                 except InterruptedError:
                     continue
                 self.on_exit(self, exit_)

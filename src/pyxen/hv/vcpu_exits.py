@@ -30,6 +30,7 @@ that is not continued.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
@@ -134,6 +135,19 @@ def hypercall(runner: VcpuRunner) -> None:
     if compat:
         result &= _M32
     kvm.set_rax(result)
+
+
+def hypercall_server(runner: VcpuRunner) -> Callable[[int, bool, int, int, int, int, int, int],
+                                                       int]:
+    """``hypercall`` after the registers: what the C fast path (pyxen.kvm.RUN_ONCE) calls
+    with the number, the convention and the arguments it decoded itself (it also
+    refuses CPL > 0 and writes RAX)."""
+
+    def serve(nr: int, compat: bool, a1: int, a2: int, a3: int, a4: int, a5: int,
+              a6: int) -> int:
+        return runner.hypercall_table(Call(runner, compat), nr, a1, a2, a3, a4, a5, a6)
+
+    return serve
 
 
 def restart_hypercall(runner: VcpuRunner, nr: int, args: tuple[int, ...],
