@@ -156,7 +156,7 @@ def test_decode_msr() -> None:
     run.exit.msr.data = 0xFFFF_FFFF_0000_1000
     run.exit.msr.reason = ioctls.KVM_MSR_EXIT_REASON_UNKNOWN
     assert page.decode() == exits.MsrExit(
-        is_write=True, index=0x4000_0000, data=0xFFFF_FFFF_0000_1000, reason=2)
+        is_write=True, number=0x4000_0000, data=0xFFFF_FFFF_0000_1000, reason=2)
 
 
 @pytest.mark.parametrize(("reason", "cls"), [

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyxen.abi.grant_table import GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE
 from pyxen.abi.hvm import SPECIAL_PFN_CONSOLE, SPECIAL_PFN_PAGING, SPECIAL_PFN_XENSTORE
@@ -47,21 +48,22 @@ from pyxen.boot import (
     plan_load,
     start_info_size,
 )
-from pyxen.boot.bzimage import BzImagePlan, plan_bzimage
 from pyxen.boot.hvm import HVM_INFO_PADDR, hvm_e820, hvm_info_table, hvm_ram_ranges
 from pyxen.boot.loader import plan_segments
 from pyxen.hv import event_channel
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL
 from pyxen.hv.cpuid import guest_cpuid, guest_phys_bits
-from pyxen.hv.device_model import DeviceModelSpec
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.event_channel import DEFAULT_MAX_EVTCHN_PORT
-from pyxen.hv.hvm_platform import attach_hvm_platform
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import VcpuRunner
 from pyxen.kvm import structs as ks
 from pyxen.memory import PAGE_SHIFT, Gpa
+
+if TYPE_CHECKING:  # HVM-only modules, imported when an HVM domain is built
+    from pyxen.boot.bzimage import BzImagePlan
+    from pyxen.hv.device_model import DeviceModelSpec
 
 # libxl gives a domain LIBXL_MAXMEM_CONSTANT (1 MiB) above its target as slack.
 MAXMEM_SLACK_PAGES = 256
@@ -93,6 +95,12 @@ class BuildSpec:
     hvm: HvmSpec | None = None  # type = "hvm": boot hvmloader or a bzImage, emulate a PC
 
 
+def _default_device_model() -> DeviceModelSpec:
+    from pyxen.hv.device_model import DeviceModelSpec
+
+    return DeviceModelSpec()
+
+
 @dataclass(frozen=True)
 class HvmSpec:
     """What an HVM domain adds: its firmware or kernel, its platform and its device model.
@@ -105,7 +113,7 @@ class HvmSpec:
     bios: Path | None  # SeaBIOS, hvmloader's "firmware" module
     acpi: bool = True
     apic: bool = True
-    device_model: DeviceModelSpec = field(default_factory=DeviceModelSpec)
+    device_model: DeviceModelSpec = field(default_factory=lambda: _default_device_model())
     xenstore: tuple[tuple[str, str], ...] = ()  # keys under /local/domain/N (hvmloader/...)
     kernel: Path | None = None  # a bzImage booted without firmware
 
@@ -152,6 +160,8 @@ def build_domain(hv: Hypervisor, spec: BuildSpec) -> Domain:
         _create_vcpus(domain, spec)
         _pvh_entry_state(domain.vcpus[0], entry, domain.start_info_gpa)
         if spec.hvm is not None:
+            from pyxen.hv.hvm_platform import attach_hvm_platform
+
             attach_hvm_platform(domain, spec.hvm, ram, spec.vcpus)
     except BootError as e:
         domain.destroy()
@@ -194,6 +204,9 @@ def _build_direct(hv: Hypervisor, spec: BuildSpec, hvm: HvmSpec, kernel: Path) -
     The domain's XENMEM_memory_map is the e820 the kernel gets in its zero
     page; no hvm_info table, start info or hvmloader keys are written (no
     firmware reads them)."""
+    from pyxen.boot.bzimage import plan_bzimage
+    from pyxen.hv.hvm_platform import attach_hvm_platform
+
     ramdisk = None if spec.ramdisk is None else _read(spec.ramdisk, "ramdisk")
     data = _read(kernel, "kernel")
     try:

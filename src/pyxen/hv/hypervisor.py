@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pyxen.abi.xen import CONTROL_DOMID, DOMID_FIRST_RESERVED, NR_VIRQS, Virq
 from pyxen.hv import event_channel, pvclock
@@ -34,9 +34,11 @@ from pyxen.hv.control_ports import ControlPorts
 from pyxen.hv.dispatch import HypercallTable
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypercalls import register_all
-from pyxen.hv.sched.dispatcher import Dispatcher
 from pyxen.hv.timers import TimerService
 from pyxen.kvm import System
+
+if TYPE_CHECKING:  # the schedulers are imported only by a hypervisor that uses one
+    from pyxen.hv.sched.dispatcher import Dispatcher
 
 FIRST_DOMU = 1
 

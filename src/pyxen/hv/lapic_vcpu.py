@@ -121,13 +121,13 @@ class VcpuApic:
     def msr(self, msr: ex.MsrExit) -> None:
         """RDMSR/WRMSR of an APIC MSR, or one KVM refused; a refusal is a #GP in the guest."""
         run = self.runner.kvm.kvm_run.exit.msr
-        if not is_lapic_msr(msr.index):
+        if not is_lapic_msr(msr.number):
             run.error = 1  # what KVM would have done (KVM_MSR_EXIT_REASON_INVAL/UNKNOWN)
             return
         if msr.is_write:
-            ok = self.lapic.wrmsr(msr.index, msr.data)
+            ok = self.lapic.wrmsr(msr.number, msr.data)
         else:
-            value = self.lapic.rdmsr(msr.index)
+            value = self.lapic.rdmsr(msr.number)
             ok = value is not None
             if value is not None:
                 run.data = value

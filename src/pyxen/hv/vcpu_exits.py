@@ -293,7 +293,7 @@ def _hvm_mmio(runner: VcpuRunner, platform: Platform, mmio: ex.MmioExit) -> bool
 
 
 def _msr(runner: VcpuRunner, msr: ex.MsrExit) -> None:
-    if msr.index != HYPERCALL_MSR:
+    if msr.number != HYPERCALL_MSR:
         runner.apic.msr(msr)  # the APIC's, or one KVM refused (see Domain.__init__)
         return
     run = runner.kvm.kvm_run.exit.msr

@@ -20,24 +20,74 @@ import os
 import select
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pyxen.control.paths import InstancePaths
 from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT
-from pyxen.toolstack import argo_cmd, device_cmd
 
 if TYPE_CHECKING:
     from pyxen.hv.argo.config import ArgoConfig
     from pyxen.hv.argo.policy import FlaskPolicy
 
 
-def _parser() -> argparse.ArgumentParser:
+_GLOBAL_OPTIONS_WITH_VALUE = ("--run-dir", "--log-dir")
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``, or None when there is none or help comes first."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif word.startswith("-"):
+            if word in ("-h", "--help"):
+                return None
+        else:
+            return word
+    return None
+
+
+class _Skipped:
+    """Stands in for the parser of a subcommand that is not being run: defining all
+    forty of them costs a command's start-up more than anything it does."""
+
+    def __getattr__(self, _name: str) -> Callable[..., _Skipped]:
+        return lambda *_args, **_kwargs: self
+
+
+class _OnlyOne:
+    """``add_subparsers()``'s result, passing through only the subcommand ``wanted``."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                 wanted: str | None) -> None:
+        self.sub = sub
+        self.wanted = wanted
+        self.found = False
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        if self.wanted is not None and name != self.wanted:
+            return _Skipped()  # type: ignore[return-value]
+        self.found = True
+        return self.sub.add_parser(name, **kwargs)  # type: ignore[arg-type]
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The command line's parser; with a known subcommand in ``argv`` only its own
+    subparser is defined (help, and a mistyped command, get the whole parser)."""
+    wanted = _command_word(argv)
+    p = _define(wanted)
+    return p if wanted is None or p.pyxen_found else _define(None)  # type: ignore[attr-defined]
+
+
+def _define(wanted: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM")
     p.add_argument("--run-dir", help="the hypervisor's run directory (default $PYXEN_RUN_DIR "
                                      "or /run/pyxen)")
     p.add_argument("--log-dir", help="the hypervisor's log directory (default $PYXEN_LOG_DIR "
                                      "or /var/log/pyxen)")
-    sub = p.add_subparsers(dest="command", required=True)
+    only = _OnlyOne(p.add_subparsers(dest="command", required=True), wanted)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = only  # type: ignore[assignment]
 
     h = sub.add_parser("hypervisor", help="run the hypervisor process")
     h.add_argument("--daemon", action="store_true", help="detach and run in the background")
@@ -149,12 +199,19 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("action", choices=("start", "stop", "export", "plot"))
     tr.add_argument("--format", choices=("perfetto", "csv"), default="perfetto")
     tr.add_argument("-o", "--output", help="the file to write (export, plot)")
-    argo_cmd.add_parsers(sub)
-    device_cmd.add_parsers(sub)
+    if wanted is None or wanted in ("argo", "loadpolicy"):
+        from pyxen.toolstack import argo_cmd
+
+        argo_cmd.add_parsers(sub)
+    if wanted is None or wanted.startswith(("block-", "network-")):
+        from pyxen.toolstack import device_cmd
+
+        device_cmd.add_parsers(sub)
     t = sub.add_parser("top", help="a live table of domains (as xentop)")
     t.add_argument("-b", "--batch", action="store_true", help="plain output, no screen control")
     t.add_argument("-i", "--iterations", type=int, help="stop after this many updates")
     t.add_argument("-d", "--delay", type=float, default=3.0, help="seconds between updates")
+    p.pyxen_found = only.found  # type: ignore[attr-defined]
     return p
 
 
@@ -188,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     command: str | None = None
     status: int | None = None
     try:
-        args = _parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = _parser(words).parse_args(words)
         command = args.command
         status = _command(args)
         sys.stdout.flush()
@@ -243,6 +301,8 @@ def _command(args: argparse.Namespace) -> int:
 
         return boot_command(Path(args.tree), paths, args.cpus, args.sched)
     if args.command == "argo":
+        from pyxen.toolstack import argo_cmd
+
         return argo_cmd.cmd_argo(args, paths)
     if args.command == "create":
         from pyxen.toolstack.create import create_command
@@ -252,7 +312,11 @@ def _command(args: argparse.Namespace) -> int:
     from pyxen.control.protocol import ControlError
     from pyxen.toolstack import commands
 
-    module = device_cmd if args.command.startswith(("block-", "network-")) else commands
+    module: ModuleType = commands
+    if args.command.startswith(("block-", "network-")):
+        from pyxen.toolstack import device_cmd
+
+        module = device_cmd
     handler: Callable[[argparse.Namespace, ControlClient], int] = getattr(
         module, "cmd_" + args.command.replace("-", "_"))
     try:

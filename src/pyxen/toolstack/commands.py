@@ -23,7 +23,6 @@ from typing import Any
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
 from pyxen.cpulist import parse_cpu_list
-from pyxen.toolstack import argo_cmd
 from pyxen.toolstack.terminal import ConsoleTerminal, write_all
 
 SHUTDOWN_LETTERS = "-rscwS"
@@ -619,5 +618,9 @@ def relay_console(sock: socket.socket) -> int:
         term.restore()
 
 
-# xl loadpolicy (with the Argo commands, whose XSM checks it sets).
-cmd_loadpolicy = argo_cmd.cmd_loadpolicy
+def cmd_loadpolicy(args: argparse.Namespace, client: ControlClient) -> int:
+    """xl loadpolicy, with the Argo commands whose XSM checks it sets (imported only
+    here: the Argo modules cost every other command's start-up)."""
+    from pyxen.toolstack import argo_cmd
+
+    return argo_cmd.cmd_loadpolicy(args, client)
