@@ -15,6 +15,9 @@ Each round runs, one after another, with guests/build/hello.elf:
                   line on the daemon's stdout
     create op     the same daemon, the create operation sent from this process
                   (no client start-up) -> the guest's first line
+    python        reference: `python -c "print(0)"` -> its byte, the interpreter's
+                  own start-up (with this installation's site-packages), which
+                  every pyxen command pays before any pyxen code runs
 
 The guest does the same early work in every case (PVH entry, long mode,
 CPUID); under pyxen it also installs the hypercall page and makes one
@@ -41,6 +44,7 @@ SRC = ROOT / "src"
 HELLO = ROOT / "guests" / "build" / "hello.elf"
 sys.path.insert(0, str(SRC))
 
+import history  # noqa: E402
 from pyxen.control.client import ControlClient  # noqa: E402
 from pyxen.control.paths import InstancePaths  # noqa: E402
 
@@ -115,7 +119,7 @@ def main() -> int:
     cfg = base / "hello.cfg"
     cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
     samples: dict[str, list[float]] = {"qemu": [], "pyxen -F": [], "pyxen create": [],
-                                       "create op": []}
+                                       "create op": [], "python": []}
     standalone_env = _env(base / "none")
     daemon = Daemon(base / "daemon")
     try:
@@ -137,6 +141,7 @@ def main() -> int:
                                               "memory_mib": 32})
                 samples["create op"].append(daemon.guest_line_after(t0))
                 time.sleep(0.3)
+                samples["python"].append(first_byte([sys.executable, "-c", "print(0)"]))
                 print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {v[-1] * 1000:.0f} ms" for k, v in samples.items()), file=sys.stderr)
     finally:
@@ -150,6 +155,12 @@ def main() -> int:
     for key, values in samples.items():
         med = statistics.median(values)
         print(f"{key:<16}{med * 1000:>10.1f}{min(values) * 1000:>9.1f}{med / ref:>8.2f}")
+    meds = {key: statistics.median(values) for key, values in samples.items()}
+    floor = meds["python"]
+    print(f"pyxen's own part (minus the interpreter's start-up): -F {(meds['pyxen -F'] - floor) * 1000:.0f}"
+          f" ms, create {(meds['pyxen create'] - floor) * 1000:.0f} ms")
+    history.record("startup", {k: v * 1000 for k, v in meds.items()},
+                   {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}, unit="ms")
     return 0
 
 
