@@ -132,3 +132,31 @@ def test_a_deadline_at_the_end_of_time_does_not_stop_the_thread() -> None:
         assert done.wait(10)
     finally:
         service.close()
+
+
+def test_a_cancelled_or_rearmed_timer_is_not_kept_alive_by_its_old_entry(
+        service: TimerService, clock: FakeClock) -> None:
+    """A destroyed domain's timers armed an hour ahead pinned the whole domain (its
+    vCPUs, memory maps and tables) until the deadline: an old entry must hold
+    nothing but an empty ticket."""
+    import gc
+    import weakref
+
+    class Owner:
+        def fired(self) -> None:
+            pass
+
+    owners = [Owner(), Owner()]
+    refs = [weakref.ref(o) for o in owners]
+    cancelled = service.timer(owners[0].fired)
+    cancelled.arm(3600 * 10**9)
+    cancelled.cancel()
+    rearmed = service.timer(owners[1].fired)
+    rearmed.arm(3600 * 10**9)
+    rearmed.arm(10)
+    assert service.run_due(10) == 1
+    del owners, cancelled, rearmed
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert len(service._heap) == 2  # the stale entries are still there, empty
+    assert service.next_deadline() is None

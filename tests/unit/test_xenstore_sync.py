@@ -57,6 +57,7 @@ class _Manager:
     def __init__(self, domains: list[_Domain]) -> None:
         self.domains = {d.domid: d for d in domains}
         self.hv = _Hv()
+        self.generation = 0  # DomainManager's: bumped when a domain comes or goes
 
     def domids(self) -> list[int]:
         return sorted(self.domains)
@@ -73,8 +74,10 @@ class _Client:
     def __init__(self, manager: _Manager, fail: dict[int, str]) -> None:
         self.manager, self.fail = manager, fail
         self.introduced: set[int] = set()
+        self.asked = 0  # IS_DOMAIN_INTRODUCED requests
 
     def is_introduced(self, domid: int) -> bool:
+        self.asked += 1
         return domid in self.introduced
 
     def introduce(self, domid: int, mfn: int, evtchn: int) -> None:
@@ -85,8 +88,8 @@ class _Client:
             raise XenstoreError("EINVAL", f"introduce {domid}")
         self.introduced.add(domid)
 
-    def request(self, *args: Any) -> bytes:
-        return b""
+    def request(self, *args: Any) -> bytes:  # DIRECTORY /local/domain
+        return b"\0".join(str(d).encode() for d in sorted(self.introduced))
 
     def __getattr__(self, name: str) -> Any:  # write, mkdir, rm, set_perms, release, close
         return lambda *args: None
@@ -120,3 +123,31 @@ def test_a_domain_without_xenstore_is_not_introduced() -> None:
     _sync(manager, client).reconcile()
     assert client.introduced == {5}
     assert manager.hv.console.lines == []
+
+
+def test_a_round_with_nothing_changed_asks_xenstored_nothing_per_domain(monkeypatch: Any
+                                                                        ) -> None:
+    """Hundreds of idle domains: the per-second round is one DIRECTORY request until
+    the domain list moves, xenstored's listing disagrees, or a full check is due."""
+    import pyxen.control.xenstore_sync as xs
+
+    clock = [1000.0]
+    monkeypatch.setattr(xs.time, "monotonic", lambda: clock[0])
+    manager = _Manager([_Domain(d) for d in range(1, 6)])
+    client = _Client(manager, {})
+    sync = _sync(manager, client)
+    sync.reconcile()
+    assert client.introduced == {1, 2, 3, 4, 5} and client.asked == 5
+    clock[0] += 1
+    sync.reconcile()
+    assert client.asked == 5  # nothing moved
+    manager.domains[6] = _Domain(6)
+    manager.generation += 1
+    sync.reconcile()
+    assert client.introduced == {1, 2, 3, 4, 5, 6} and client.asked == 11
+    client.introduced.discard(3)  # xenstored lost a domain (restarted without it)
+    sync.reconcile()
+    assert 3 in client.introduced and client.asked == 17
+    clock[0] += xs.FULL_CHECK_SECONDS
+    sync.reconcile()
+    assert client.asked == 23  # the periodic full check

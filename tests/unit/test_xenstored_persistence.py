@@ -188,3 +188,25 @@ def test_journal_replay_compaction_and_damage(tmp_path: Path) -> None:
     assert build(state).tree.nodes == c.xs.tree.nodes
     Path(f"{state}.journal").write_text(stale)  # epoch 1 next to snapshot 2
     assert build(state).tree.nodes == c.xs.tree.nodes
+
+
+def test_a_journal_line_carries_the_domain_table_only_when_it_changed(tmp_path: Path) -> None:
+    """With hundreds of domains, a table in every line made each save O(domains)."""
+    state = str(tmp_path / "state")
+    journal = StateJournal(state)
+    c = Client(Xenstore())
+    journal.save(c.xs)  # the snapshot
+    c.xs.mark_clean()
+    c.request(T.INTRODUCE, b"9\x00777\x003\0")
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    c.write("/a/e", "5")
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    lines = [json.loads(line) for line in Path(f"{state}.journal").read_text().splitlines()[1:]]
+    assert ["domains" in line for line in lines] == [True, False]
+    assert 9 in build(state).domains  # the line without a table keeps the one before
+    c.request(T.RELEASE, b"9\0")
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    assert 9 not in build(state).domains

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import gc
 import os
 import threading
 import time
@@ -93,6 +95,11 @@ class DomainManager:
         self.hv = hv
         self._lock = threading.RLock()
         self._managed: dict[int, Managed] = {}
+        # Bumped whenever a domain is added or removed: pollers (consoled,
+        # xenstore_sync) look at the list again only when it moved.
+        self.generation = 0
+        # After destroys, hand what the domains' threads freed back to the OS.
+        self._trim = hv.timers.timer(return_freed_memory)
         # Recently ended domains' shutdown reasons, for a ``wait`` that comes
         # after the on_* action already destroyed the domain (bounded).
         self._ended: collections.OrderedDict[int, int] = collections.OrderedDict()
@@ -173,6 +180,7 @@ class DomainManager:
                     raise ControlError("EINVAL", str(e)) from None
                 raise
             self._managed[domain.domid] = Managed(domain, request)
+            self.generation += 1
         domain.on_shutdown.append(self._shut_down)
         try:
             self._apply_scheduling(domain, request)
@@ -226,6 +234,7 @@ class DomainManager:
         managed = self.get(domid)
         with self._lock:
             self._managed.pop(domid, None)
+            self.generation += 1
         managed.domain.destroy()
         with self._lock:
             self._emulated_by_destroyed += sum(managed.domain.emulation_counts.values())
@@ -234,6 +243,7 @@ class DomainManager:
         if self.xenstore is not None:
             self.xenstore.release_devices(domid)
             self.xenstore.kick()
+        self._trim.arm(self.hv.system_time_ns() + TRIM_DELAY_NS)  # once after a burst
 
     def wait(self, domid: int, timeout: float | None) -> int | None:
         """The domain's shutdown reason once it has one (None after ``timeout``)."""
@@ -412,6 +422,27 @@ class DomainManager:
                 "soft": sorted(v.affinity_soft) if v.affinity_soft else None,
             })
         return out
+
+
+TRIM_DELAY_NS = 1_000_000_000
+_libc: ctypes.CDLL | None = None
+
+
+def return_freed_memory() -> None:
+    """Free destroyed domains now and give the memory back to the OS.
+
+    A domain's objects reference each other (domain, vCPUs, tables), so they
+    wait for Python's cycle collector; and glibc keeps what is freed in its
+    malloc arenas.  Without this the daemon's RSS grew by about 30 KiB with
+    every domain created and destroyed.  Runs once after a burst of destroys
+    (on the timer thread: one collection, tens of milliseconds at most)."""
+    gc.collect()
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None)
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def host_memory_mib() -> int:

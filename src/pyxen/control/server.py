@@ -186,6 +186,12 @@ def _dom0_info(server: ControlServer) -> dict[str, Any]:
             "start_time": server.manager.started, "kernel": None, "emulated": {}}
 
 
+def _generation(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
+    """A number that changes whenever a domain is created or destroyed: a poller
+    asks for ``list`` again only when it moved (cheap with hundreds of domains)."""
+    return server.manager.generation
+
+
 def _list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
     """xl's dominfo list: Domain-0 (this process) first, then every domain."""
     if "domid" in args:
@@ -512,6 +518,7 @@ def _cpupool(server: ControlServer, session: Session, args: dict[str, Any]) -> A
 OPS: dict[str, Handler] = {
     "hello": _hello, "create": _create, "destroy": _destroy, "pause": _pause,
     "unpause": _unpause, "shutdown": _shutdown, "wait": _wait, "list": _list,
+    "generation": _generation,
     "lookup": _lookup, "rename": _rename, "vcpu_list": _vcpu_list, "mem_max": _mem_max,
     "mem_set": _mem_set,
     "dmesg": _dmesg, "info": _info, "param": _param, "evtchn_bind": _evtchn_bind,
@@ -527,8 +534,8 @@ OPS: dict[str, Handler] = {
 # What a service connection may do: look domains up, read HVM params, serve
 # their event channels and map their pages -- nothing that changes a domain.
 SERVICE_OPS = frozenset({
-    "hello", "list", "lookup", "param", "evtchn_bind", "evtchn_notify", "evtchn_unbind",
-    "serial_connect", "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
+    "hello", "list", "generation", "lookup", "param", "evtchn_bind", "evtchn_notify",
+    "evtchn_unbind", "serial_connect", "grant_map", "grant_unmap", "foreign_map", "foreign_unmap",
     "copy_buffer", "copy_buffer_free", "grant_copy",
 })
 

@@ -13,7 +13,13 @@ Consistency comes from a reconcile loop rather than from every call
 succeeding: once a second (and right after each create and destroy) the
 set of domains xenstored knows is brought in line with the daemon's.  So a
 xenstored that starts late, restarts without its state, or was briefly
-unreachable catches up by itself.  A domain that shuts down or is destroyed
+unreachable catches up by itself.  A round costs one request while nothing
+moved: asking xenstored whether each domain is introduced is done for new
+domains, when the domain list changed (``DomainManager.generation``), when
+xenstored's /local/domain listing disagrees with what was introduced, after
+a failed round, and otherwise every ``FULL_CHECK_SECONDS`` (with hundreds of
+idle domains a per-second check of each cost the daemon and xenstored
+several percent of a core).  A domain that shuts down or is destroyed
 while it is being introduced (a guest that powers off at once) is not an
 error: the next round releases what was written.
 
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from pyxen.hv.domain import Domain
 
 RECONCILE_SECONDS = 1.0
+FULL_CHECK_SECONDS = 10.0
 GUEST_WRITABLE = ("control", "data", "device", "drivers", "feature", "attr", "error")
 CONTROL_KEYS = ("shutdown", "feature-poweroff", "feature-reboot", "feature-suspend", "sysrq")
 SHUTDOWN_WORDS = {0: "poweroff", 1: "reboot", 2: "suspend"}
@@ -56,6 +63,10 @@ class XenstoreSync:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="xenstore-sync", daemon=True)
+        # When the last round that checked every domain ended well, and the
+        # domain list's generation it saw (None: check everything next time).
+        self._checked_at = 0.0
+        self._checked_generation: int | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -88,10 +99,17 @@ class XenstoreSync:
                 self.introduced.clear()
                 return
             try:
+                generation = self.manager.generation
+                listed = self._listed(client)
+                full = (generation != self._checked_generation or listed != self.introduced
+                        or time.monotonic() - self._checked_at >= FULL_CHECK_SECONDS)
+                if not full:
+                    return
                 live = {}
                 for d in self.manager.domids():
                     with contextlib.suppress(ControlError):  # destroyed meanwhile
                         live[d] = self.manager.get(d).domain
+                self._checked_generation = None  # until this round has ended well
                 for domid, domain in live.items():
                     if not domain.params[HvmParam.STORE_PFN]:
                         continue  # no xenstore (a dom0less domain without xen,enhanced)
@@ -104,13 +122,15 @@ class XenstoreSync:
                                 continue  # gone meanwhile: the next round tidies up
                             raise
                     self.introduced.add(domid)
-                gone = (self.introduced | self._listed(client)) - set(live)
+                gone = (self.introduced | listed) - set(live)
                 for domid in sorted(gone):
                     if client.is_introduced(domid):
                         client.release(domid)
                     client.rm(f"/local/domain/{domid}")
                     pv_devices.remove_all(client, domid)
                     self.introduced.discard(domid)
+                self._checked_at = time.monotonic()
+                self._checked_generation = generation
             except Exception as e:  # a bad round must not end the loop: log, retry later
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
             finally:

@@ -1,10 +1,14 @@
 """One timer service for the whole hypervisor: deadlines in Xen system time.
 
-Design: a heap of (deadline, sequence, timer) entries and one thread that
+Design: a heap of (deadline, sequence, ticket) entries and one thread that
 sleeps on a condition variable until the earliest deadline, then runs the
 callbacks that are due, outside the lock.  Re-arming or cancelling a timer
-does not search the heap: each arm takes a new sequence number, and an
-entry whose sequence no longer matches its timer is stale and skipped.
+does not search the heap: each arm makes a new ticket (a one-element list
+holding the timer) and empties the timer's previous one, so an entry whose
+ticket is empty is stale and skipped.  A stale entry holds nothing but its
+empty ticket: a cancelled timer's callback (and the vCPU and domain behind
+it) is not kept alive by the heap until the old deadline -- a destroyed
+domain's timers armed an hour ahead used to pin the whole domain.
 Stale entries far in the future would never reach the top to be dropped,
 so an arm that finds the heap more than twice the size it had after the
 last compaction (and above ``COMPACT_MIN``) rebuilds it from the live
@@ -41,13 +45,13 @@ COMPACT_MIN = 1024  # heap entries below which stale ones are left to expire
 class Timer:
     """A one-shot timer; ``arm`` again to make it periodic."""
 
-    __slots__ = ("_seq", "callback", "deadline", "service")
+    __slots__ = ("_ticket", "callback", "deadline", "service")
 
     def __init__(self, service: TimerService, callback: Callable[[], None]) -> None:
         self.service = service
         self.callback = callback
         self.deadline: int | None = None
-        self._seq = -1
+        self._ticket: list[Timer | None] | None = None  # the heap entry's, while armed
 
     def arm(self, deadline_ns: int) -> None:
         """(Re)arm for ``deadline_ns``; a deadline in the past fires at once."""
@@ -67,7 +71,7 @@ class TimerService:
         self.clock = clock
         self.realtime = realtime
         self._on_error = on_error
-        self._heap: list[tuple[int, int, Timer]] = []
+        self._heap: list[tuple[int, int, list[Timer | None]]] = []
         self._compact_at = COMPACT_MIN
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
@@ -82,25 +86,30 @@ class TimerService:
 
     def _arm(self, timer: Timer, deadline: int) -> None:
         with self._cond:
-            timer._seq = next(self._seq)
+            if timer._ticket is not None:
+                timer._ticket[0] = None  # the earlier arm's entry is stale now
+            ticket: list[Timer | None] = [timer]
+            timer._ticket = ticket
             timer.deadline = deadline
             heap = self._heap
-            heapq.heappush(heap, (deadline, timer._seq, timer))
+            heapq.heappush(heap, (deadline, next(self._seq), ticket))
             if len(heap) > self._compact_at:
                 self._compact()
-            if heap[0][2] is timer:
+            if heap[0][2] is ticket:
                 self._cond.notify()
 
     def _compact(self) -> None:
         """Drop every stale entry (lock held); the list object stays the same."""
         heap = self._heap
-        heap[:] = [entry for entry in heap if entry[1] == entry[2]._seq]
+        heap[:] = [entry for entry in heap if entry[2][0] is not None]
         heapq.heapify(heap)
         self._compact_at = max(COMPACT_MIN, 2 * len(heap))
 
     def _cancel(self, timer: Timer) -> None:
         with self._cond:
-            timer._seq = -1
+            if timer._ticket is not None:
+                timer._ticket[0] = None
+                timer._ticket = None
             timer.deadline = None
 
     def _pop_due(self, now: int) -> list[Timer]:
@@ -108,9 +117,11 @@ class TimerService:
         due = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _deadline, seq, timer = heapq.heappop(heap)
-            if seq == timer._seq:
-                timer._seq = -1
+            ticket = heapq.heappop(heap)[2]
+            timer = ticket[0]
+            if timer is not None:
+                ticket[0] = None
+                timer._ticket = None
                 timer.deadline = None
                 due.append(timer)
         return due
@@ -132,8 +143,8 @@ class TimerService:
 
     def next_deadline(self) -> int | None:
         with self._cond:
-            for deadline, seq, timer in sorted(self._heap):
-                if seq == timer._seq:
+            for deadline, _seq, ticket in sorted(self._heap):
+                if ticket[0] is not None:
                     return deadline
         return None
 
@@ -154,7 +165,7 @@ class TimerService:
                     continue
                 # Drop stale entries at the top so the sleep is for a live deadline.
                 heap = self._heap
-                while heap and heap[0][1] != heap[0][2]._seq:
+                while heap and heap[0][2][0] is None:
                     heapq.heappop(heap)
                 if heap:
                     # Guests choose deadlines up to 2^64 ns: never wait longer

@@ -1,9 +1,10 @@
 """consoled: console ring backend, console logs and live viewers for every domain.
 
 Design: one process, one thread, one selectors loop.  It talks to the
-hypervisor only through the control socket: ``list`` (every half second) to
-find domains, ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``grant_map`` of
-grant 0 (as xenconsoled; ``foreign_map`` of the frame if that fails) for the
+hypervisor only through the control socket: ``generation`` every half second
+and, when it moved (a domain came or went), ``list`` to find domains,
+``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``grant_map`` of grant 0 (as
+xenconsoled; ``foreign_map`` of the frame if that fails) for the
 ring page (a file holding that page alone, mmapped here) and ``evtchn_bind`` for the
 console port (an eventfd the hypervisor signals when the guest sends).
 
@@ -62,6 +63,7 @@ class Consoled:
         self.sel = selectors.DefaultSelector()
         self.consoles: dict[int, GuestConsole] = {}
         self.failed: set[int] = set()  # domains whose console could not be attached
+        self.generation: int | None = None  # the domain list's, as of the last refresh
         self.socket_path = paths.run_dir / "console.sock"
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -80,7 +82,11 @@ class Consoled:
     # -- domains --------------------------------------------------------------------
 
     def refresh(self) -> None:
+        generation = self.client.call("generation")
+        if generation == self.generation:
+            return  # no domain came or went
         live = {i["domid"]: i for i in self.client.call("list") if i["domid"] != 0}
+        self.generation = generation
         for domid in list(self.consoles):
             if domid not in live or live[domid]["dying"]:
                 self.detach(domid)

@@ -3,8 +3,9 @@
 Design: a snapshot plus an append-only journal.  ``FILE`` is a JSON
 snapshot; ``FILE.journal`` holds the changes since, one JSON line per save
 (the records of the paths rewritten or removed, the generation counter,
-the domain table and the special permissions, which are small).  A save
-after a change therefore writes O(records changed), not the whole store
+the special permissions, which are small, and the domain table when it
+changed: a line without it keeps the one before).  A save after a change
+therefore writes O(records changed), not the whole store
 (which it did before: ~1 MB per change at 10,000 nodes).  When the journal
 has grown past the snapshot's size (and :data:`COMPACT_MIN` bytes), the
 next save compacts: a new snapshot, then an empty journal; each journal
@@ -141,7 +142,9 @@ class StateJournal:
         batch = {"generation": tree.counter.value,
                  "nodes": {p: (None if (n := tree.nodes.get(p)) is None else _record(n))
                            for p in sorted(tree.changed)},
-                 "domains": _domains(xs), "special_perms": _special(xs)}
+                 "special_perms": _special(xs)}
+        if xs.domains_dirty:  # else the last batch's (or the snapshot's) list stands:
+            batch["domains"] = _domains(xs)  # hundreds of domains made every batch O(N)
         line = json.dumps(batch, separators=(",", ":")) + "\n"
         try:
             with open(self.journal_path, "a", encoding="ascii") as f:
@@ -197,7 +200,8 @@ def load(path: str) -> SavedState:
             counter = GenerationCounter(int(batch["generation"]))
             for p, rec in dict(batch["nodes"]).items():
                 _apply(where, nodes, p, rec)
-            domains = _parse_domains(batch["domains"])
+            if "domains" in batch:  # only in batches where the domains changed
+                domains = _parse_domains(batch["domains"])
             special = {str(k): _parse_perms(v, f"{where}: {k}")
                        for k, v in dict(batch["special_perms"]).items()}
     except (KeyError, TypeError, ValueError) as err:
