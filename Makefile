@@ -21,16 +21,16 @@ lint: test-deps
 test: guests test-deps lint
 	$(PYTHON) -m pytest tests -q
 
+# Every benchmark, and one JSON record of the run in bench/history/ (commit,
+# host, each benchmark's figures and same-run ratios; bench/history.py table
+# sets the records side by side).  startup.py needs qemu-system-x86.
+BENCHES = hypercall events xenstore sched dom0less blkback netback hvm_ioreq vmi_events \
+	startup scale
+
 bench: guests
-	$(PYTHON) bench/hypercall.py
-	$(PYTHON) bench/events.py
-	$(PYTHON) bench/xenstore.py
-	$(PYTHON) bench/sched.py
-	$(PYTHON) bench/dom0less.py
-	$(PYTHON) bench/blkback.py
-	$(PYTHON) bench/netback.py
-	$(PYTHON) bench/hvm_ioreq.py
-	$(PYTHON) bench/vmi_events.py
+	@record=$$($(PYTHON) bench/history.py start) && export PYXEN_BENCH_RECORD=$$record && \
+	for b in $(BENCHES); do echo "== bench/$$b.py" && $(PYTHON) bench/$$b.py || exit 1; done && \
+	$(PYTHON) bench/history.py show $$record
 
 clean:
 	$(MAKE) -C guests clean

@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from private_daemon import private_daemon  # noqa: E402
 
 from pyxen.abi.blkif import BlkifOp  # noqa: E402
@@ -170,12 +171,18 @@ def main() -> int:
           f"4 KiB operations over {region_kib} KiB, {DEPTH} in flight")
     print(f"{'test':<11}{'blkback':>12}{'backend':>12}{'file':>12}"
           f"{'/backend':>10}{'/file':>10}   unit")
+    figures: dict[str, float | None] = {}
+    ratios: dict[str, float | None] = {}
     for name in ("seq_write", "seq_read", "rand_write", "rand_read"):
         unit = "kib_per_s" if name.startswith("seq") else "iops"
         g = guest.get(name, {}).get(unit, float("nan"))
         b, f = backend_ref[name][unit], file_ref[name][unit]
         print(f"{name:<11}{g:>12.0f}{b:>12.0f}{f:>12.0f}{g / b:>10.4f}{g / f:>10.4f}   "
               f"{'KiB/s' if unit == 'kib_per_s' else 'IOPS'}")
+        figures[name] = g
+        ratios[f"{name}/backend"] = g / b if b else None
+        ratios[f"{name}/file"] = g / f if f else None
+    history.record("blkback", figures, ratios, unit="KiB/s (seq), IOPS (rand)")
     return 0
 
 

@@ -43,6 +43,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(BENCH))
 
+import history  # noqa: E402
 from hypercall import BenchError, build, run_c  # noqa: E402
 
 from pyxen.hv import event_channel  # noqa: E402
@@ -327,6 +328,12 @@ def main() -> int:
               f"{res['cpu_per_tick_us']:,.0f} us CPU per tick "
               f"({res['cpu_per_tick_us'] * 1000 / ref_sync:,.1f} exits); the guest's "
               f"runstate shows it running {res['running_pct']:.2f}% of the time")
+    history.record(
+        "events",
+        {"exit_ref_sync_ns": float(ref_sync),
+         **{label.strip(): float(med) for label, med, _p99 in rows},
+         "idle_cpu_pct": float(idle0["cpu_pct"]), "idle_100hz_cpu_pct": float(idle100["cpu_pct"])},
+        {f"{label.strip()}/exit": float(med) / ref_sync for label, med, _p99 in rows})
     return 0
 
 

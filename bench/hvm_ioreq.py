@@ -39,6 +39,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from private_daemon import private_daemon  # noqa: E402
 
 from pyxen.boot.errors import BootError  # noqa: E402
@@ -123,6 +124,10 @@ def main() -> int:
         print(f"{name:<9}{per[name]:>12.1f}{per[name] * 1e6 / hz:>11.3f}{ratio}   {where}")
     print("cycles and us: per access, the loop's own cost taken off; "
           "/hv: over the hypervisor row of the same kind")
+    history.record("hvm_ioreq", {f"{name} ns": c * 1e9 / hz for name, c in per.items()},
+                   {f"{name}/{REFERENCE[name]}": per[name] / per[REFERENCE[name]]
+                    for name in per if REFERENCE.get(name) in per
+                    and per[REFERENCE[name]] > 0})
     return 0
 
 

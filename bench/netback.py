@@ -40,6 +40,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from pyxen.services.netback.tap import Tap  # noqa: E402
 
 GUEST = ROOT / "guests" / "build" / "netbench.elf"
@@ -164,6 +165,14 @@ def inside(quick: bool) -> int:
         if lost:
             print(f"        host->guest: {lost} of {n} frames were dropped on the way "
                   "(the host sends faster than the guest takes them)")
+    history.record(  # the netns child inherits PYXEN_BENCH_RECORD
+        "netback",
+        {f"{what} {size}B pps": float(v) for size, _n, ref, g2g, h2g in rows
+         for what, v in (("tap->tap", ref), ("guest->guest", g2g["pps"]),
+                         ("host->guest", h2g["pps"]))},
+        {f"{what} {size}B/tap->tap": float(v) / ref for size, _n, ref, g2g, h2g in rows
+         for what, v in (("guest->guest", g2g["pps"]), ("host->guest", h2g["pps"]))},
+        unit="frames/s")
     return 0
 
 

@@ -59,6 +59,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from pyxen.hv.builder import BuildSpec, build_domain  # noqa: E402
 from pyxen.hv.domain import Domain  # noqa: E402
 from pyxen.hv.hypervisor import Hypervisor  # noqa: E402
@@ -613,6 +614,24 @@ def main() -> int:
     if costs:
         print()
         report_overhead(costs)
+    figures: dict[str, float | None] = {}
+    ratios: dict[str, float | None] = {}
+    for f in fair:
+        figures[f"fair {f.label} busy"] = f.busy
+        for i, share in enumerate(f.cpu):
+            figures[f"fair {f.label} cpu share {i}"] = share
+    for lat in lats:
+        figures[f"latency {lat.label} guest p99 ns"] = lat.guest_p99_ns
+    host = next((lat for lat in lats if lat.label == "host kernel"), None)
+    for lat in lats:
+        if host is not None and host.guest_p99_ns > 0:
+            ratios[f"latency {lat.label} p99/host"] = lat.guest_p99_ns / host.guest_p99_ns
+    for (name, n), o in costs.items():
+        ref = costs[("rr", n)]
+        figures[f"pick_next {name} {n}p median ns"] = o.median_ns
+        if o.decisions >= MIN_DECISIONS and ref.median_ns:
+            ratios[f"pick_next {name} {n}p/rr"] = o.median_ns / ref.median_ns
+    history.record("sched", figures, ratios, unit="mixed")
     return 0
 
 

@@ -37,6 +37,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from pyxen.abi.xen import ShutdownReason  # noqa: E402
 from pyxen.hv.builder import BuildSpec, build_domain  # noqa: E402
 from pyxen.hv.hypervisor import Hypervisor  # noqa: E402
@@ -123,11 +124,16 @@ def main() -> int:
     clock.calibrate()
     hz = clock.hz
 
+    figures: dict[str, float | None] = {}
+    ratios: dict[str, float | None] = {}
+
     def row(label: str, runs: list[dict[str, float]], phase: str) -> None:
         per = statistics.median(run[phase] for run in runs)
         ratio = statistics.median(run[phase] / ref["hole-write"]
                                   for run, ref in zip(runs, plain, strict=True))
         print(f"{label:<22}{per:>12.0f}{per * 1e6 / hz:>10.2f}{ratio:>8.2f}")
+        figures[f"{label} ns"] = per * 1e9 / hz
+        ratios[f"{label}/raw"] = ratio
 
     print(f"vmi_events: n={args.n} accesses per phase, {args.rounds} rounds, "
           f"TSC {hz / 1e9:.4f} GHz (measured over the run)")
@@ -139,6 +145,7 @@ def main() -> int:
     row("write, no vmi", plain, "watch-write")
     print("per access, the loop's own cost taken off; medians over the rounds; /raw: over "
           "the raw exit of the same round")
+    history.record("vmi_events", figures, ratios)
     return 0
 
 

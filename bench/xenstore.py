@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import history  # noqa: E402
 from pyxen.control.xenstore import XenstoreClient  # noqa: E402
 
 ECHO_SERVER = r"""
@@ -217,6 +218,9 @@ def main() -> int:
     for key, values in rates.items():
         med = statistics.median(values)
         print(f"{key:<14}{med:>11,.0f}{1e6 / med:>9.1f}{med / ref:>8.2f}")
+    meds = {key: statistics.median(values) for key, values in rates.items()}
+    history.record("xenstore", meds, {f"{k}/echo": v / ref for k, v in meds.items()},
+                   unit="requests/s")
     if args.state_nodes:
         state_rates(base, env, args.state_nodes, args.state_n, args.rounds)
     return 0

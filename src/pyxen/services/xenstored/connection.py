@@ -36,6 +36,9 @@ class Connection:
         self.transactions: dict[int, Transaction] = {}
         self._next_tx_id = 1
         self.output = OutputQueue()
+        #: the store's set of connections with output to send (set by
+        #: Xenstore.add_connection): the server flushes those, not every client
+        self.outbox: set[Connection] | None = None
         self._dropping_since = -1  # output.dropped_over_quota when dropping began
         #: set after a protocol violation: no more requests are read and no
         #: output is sent until the client reconnects (C ``ignore_connection``)
@@ -58,6 +61,8 @@ class Connection:
         if self.closed or self.ignored:
             return
         self.output.push_reply(data)
+        if self.outbox is not None:
+            self.outbox.add(self)
 
     def send_event(self, path: bytes, token: bytes) -> None:
         """Queue an ``XS_WATCH_EVENT`` (payload path\\0token\\0), unless the
@@ -71,6 +76,8 @@ class Connection:
         out = self.output
         over_quota = out.dropped_over_quota
         if out.push_event(data, payload, special=path.startswith(b"@")):
+            if self.outbox is not None:
+                self.outbox.add(self)
             if self._dropping_since >= 0:
                 log.warning("%s: read its events again; %d were dropped meanwhile",
                             self.label, out.dropped_over_quota - self._dropping_since)

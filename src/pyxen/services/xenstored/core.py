@@ -58,6 +58,8 @@ class Xenstore:
         self.quotas = quotas
         self.connect_domain = connect_domain
         self.connections: list[Connection] = []
+        #: connections that queued output since the server last flushed them
+        self.pending_output: set[Connection] = set()
         self.domains: dict[int, Domain] = {}
         self.special_perms: dict[str, Perms] = {INTRODUCE_DOMAIN: DEFAULT_PERMS,
                                                 RELEASE_DOMAIN: DEFAULT_PERMS}
@@ -70,6 +72,7 @@ class Xenstore:
     # -- connections ------------------------------------------------------
     def add_connection(self, conn: Connection) -> Connection:
         conn.output.event_quota = self.quotas.watch_events_per_connection
+        conn.outbox = self.pending_output
         self.connections.append(conn)
         return conn
 
@@ -77,6 +80,7 @@ class Xenstore:
         conn.closed = True
         conn.drop_state()
         conn.drop_output()
+        self.pending_output.discard(conn)
         if conn in self.connections:
             self.connections.remove(conn)
 

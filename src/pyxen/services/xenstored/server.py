@@ -259,9 +259,14 @@ class Server:
         self.xs.mark_clean()
 
     def _flush_all(self) -> None:
-        for conn in list(self.xs.connections):
+        # Only the connections that queued output: with a thousand guests,
+        # looking at every one on every step made each request O(guests).
+        pending = self.xs.pending_output
+        for conn in list(pending):
             if conn.output_pending:
                 conn.flush()
+            if not conn.output_pending or conn.closed:
+                pending.discard(conn)  # a full ring keeps it here: retried next step
         for conn in list(self._sockets.values()):
             if conn.closed:
                 self._drop_socket(conn)
