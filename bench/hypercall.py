@@ -82,7 +82,8 @@ def run_c(mode: str, n: int, warmup: int) -> dict[str, float]:
     if r.returncode != 0 or not m:
         raise BenchError(f"$ {' '.join(cmd)}\nexit status {r.returncode}\n{r.stdout}{r.stderr}")
     kv = _kv(m.group(0))
-    return {"ns": float(kv["ns_per_exit"]), "guest_ns": float(kv["guest_ns_per_iter"])}
+    return {"ns": float(kv["ns_per_exit"]), "guest_ns": float(kv["guest_ns_per_iter"]),
+            "user_ns": float(kv["user_ns_per_exit"])}
 
 
 def run_pyxen(n: int, tmp: Path, pure: bool = False) -> dict[str, float]:
@@ -114,6 +115,57 @@ def run_pyxen(n: int, tmp: Path, pure: bool = False) -> dict[str, float]:
     return {"ns": cyc * 1e6 / khz, "baseline_ns": base * 1e6 / khz, "tsc_khz": khz}
 
 
+# Run in a subprocess: bench.elf in a hypervisor of its own, the vCPU thread's
+# user-space CPU time (getrusage RUSAGE_THREAD) from its start to its end.
+_USER_CPU = r"""
+import io, resource, sys
+from pathlib import Path
+import pyxen.hv.vcpu as vcpu
+from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.hypervisor import Hypervisor
+elf, n, pure = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+if pure:
+    vcpu.RUN_ONCE = None  # what PYXEN_PURE_RUN_LOOP=1 does at import
+used = []
+loop = vcpu.VcpuRunner._loop
+def timed(self):
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_utime
+    try:
+        loop(self)
+    finally:
+        used.append(resource.getrusage(resource.RUSAGE_THREAD).ru_utime - before)
+vcpu.VcpuRunner._loop = timed
+vcpu.install_kick_handler()
+out = io.StringIO()
+hv = Hypervisor(out, io.StringIO())
+d = build_domain(hv, BuildSpec(name="bench", kernel=elf, cmdline=f"n={n}", memory_mib=32,
+                               maxmem_mib=32, vcpus=1, maxvcpus=1))
+d.start()
+d.wait(600)
+hv.close()
+if "RESULT bench: PASS" not in out.getvalue() or len(used) != 1:
+    sys.exit(out.getvalue())
+print(f"USER_NS {used[0] * 1e9:.0f}")
+"""
+
+
+def run_user_cpu(n: int, pure: bool) -> float:
+    """ns of the vCPU thread's user-space CPU per hypercall: two runs (n and 2n
+    calls) and their difference, so the thread's start-up and the guest's boot
+    hypercalls cancel out."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    totals = []
+    for calls in (n, 2 * n):
+        cmd = [sys.executable, "-c", _USER_CPU, str(BENCH_ELF), str(calls), "1" if pure else "0"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        m = re.search(r"USER_NS (\d+)", r.stdout)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"user-CPU run (n={calls}, pure={pure}) failed:\n{r.stdout}{r.stderr}")
+        totals.append(int(m.group(1)))
+    return (totals[1] - totals[0]) / n
+
+
 def _div(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
@@ -137,7 +189,8 @@ def main() -> int:
 
     samples: dict[str, list[float]] = {k: [] for k in
                                        ("bare", "syncregs", "getset", "noexit",
-                                        "syncregs_tsc", "pyxen", "pure", "baseline")}
+                                        "syncregs_tsc", "pyxen", "pure", "baseline",
+                                        "user_c", "user_pyxen", "user_pure")}
     failures: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="pyxen-bench-"))
     try:
@@ -153,6 +206,7 @@ def main() -> int:
                 samples[mode].append(res["ns"])
                 if mode == "syncregs":
                     samples["syncregs_tsc"].append(res["guest_ns"])
+                    samples["user_c"].append(res["user_ns"])
                 parts.append(f"C {mode} {res['ns']:,.0f}")
             for key, pure in (("pyxen", False), ("pure", True)):
                 try:
@@ -165,6 +219,10 @@ def main() -> int:
                 if not pure:
                     samples["baseline"].append(res["baseline_ns"])
                 parts.append(f"{key} {res['ns']:,.0f}")
+                try:
+                    samples[f"user_{key}"].append(run_user_cpu(args.n, pure))
+                except (BenchError, subprocess.TimeoutExpired) as e:
+                    failures.append(f"round {rnd}, {key} user CPU:\n{e}")
             print(f"round {rnd}/{args.rounds}: " + ", ".join(parts) + "  (ns/call)",
                   file=sys.stderr, flush=True)
     finally:
@@ -182,6 +240,10 @@ def main() -> int:
         ("C syncregs, guest TSC", "syncregs_tsc", "C syncregs timed by the guest's rdtsc, as pyxen is"),
         ("C noexit", "noexit", "control: same loop, stub `mov eax,17; ret` (no exit) in the C VM"),
         ("pyxen noexit", "baseline", "control: bench.elf's local-call loop under pyxen (guest TSC)"),
+        ("user CPU: C syncregs", "user_c", "user-space CPU per exit (getrusage, sampled per tick: "
+                                           "C's is often too small to be seen)"),
+        ("user CPU: pyxen", "user_pyxen", "the vCPU thread's, per hypercall (runs of n and 2n calls)"),
+        ("user CPU: pure loop", "user_pure", "the same with the pure-Python loop"),
     ]
 
     print()
@@ -234,6 +296,13 @@ def main() -> int:
         print(f"  exit part only ({key}): ({key} - pyxen noexit) / (C syncregs - C noexit) = "
               f"{px:,.0f} / {cx:,.0f} = {px / cx:.2f}{met if key == 'pyxen' else ''}")
         ratios[f"exit_part_{key}"] = px / cx
+    for key in ("pyxen", "pure"):
+        ratios[f"user_cpu_{key}/C"] = _div(med[f"user_{key}"], med["user_c"])
+    if med["user_pyxen"] is not None and med["user_pure"]:
+        ratios["user_cpu_pyxen/pure"] = med["user_pyxen"] / med["user_pure"]
+        print(f"  user-space CPU per exit (guest time excluded, so far less noisy): pyxen "
+              f"{med['user_pyxen']:,.0f} ns, pure loop {med['user_pure']:,.0f} ns: "
+              f"pyxen / pure {med['user_pyxen'] / med['user_pure']:.2f}")
 
     history.record("hypercall", med, ratios)
     if failures:

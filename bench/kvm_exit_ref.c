@@ -34,7 +34,9 @@
  *
  * Output (one line):
  *   KVMREF mode=<m> n=<N> warmup=<W> ns_per_exit=<x> guest_cycles_per_iter=<c>
- *          tsc_khz=<k> guest_ns_per_iter=<y> check=<hex>
+ *          tsc_khz=<k> guest_ns_per_iter=<y> user_ns_per_exit=<u> check=<hex>
+ * user_ns_per_exit is this process's user-space CPU time (getrusage) over the
+ * timed exits: the part of an exit spent outside KVM_RUN.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,6 +49,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -154,6 +157,15 @@ static double now_ns(void)
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
         die("clock_gettime");
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* This process's user-space CPU time: what handling the exits cost outside KVM_RUN. */
+static double user_ns(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        die("getrusage");
+    return (double)ru.ru_utime.tv_sec * 1e9 + (double)ru.ru_utime.tv_usec * 1e3;
 }
 
 static int xioctl(int fd, unsigned long req, void *arg, const char *name)
@@ -310,11 +322,13 @@ int main(int argc, char **argv)
 
     unsigned long exits = 0;
     uint64_t check = 0;
-    double t0 = 0, t1 = 0;
+    double t0 = 0, t1 = 0, u0 = 0, u1 = 0;
     if (mode == MODE_NOEXIT)
         warmup = 0;
-    if (warmup == 0)
+    if (warmup == 0) {
         t0 = now_ns();
+        u0 = user_ns();
+    }
 
     for (;;) {
         if (ioctl(vcpu, KVM_RUN, 0) < 0) {
@@ -325,6 +339,7 @@ int main(int argc, char **argv)
         if (run->exit_reason == KVM_EXIT_HLT) {
             if (mode == MODE_NOEXIT) {
                 t1 = now_ns();
+                u1 = user_ns();
                 exits = total;
             }
             break;
@@ -377,10 +392,13 @@ int main(int argc, char **argv)
         }
 
         exits++;
-        if (exits == warmup)
+        if (exits == warmup) {
             t0 = now_ns();
-        else if (exits == total)
+            u0 = user_ns();
+        } else if (exits == total) {
             t1 = now_ns();
+            u1 = user_ns();
+        }
     }
     if (exits != total)
         fail("guest halted after %lu exits, expected %lu", exits, total);
@@ -397,8 +415,8 @@ int main(int argc, char **argv)
     double guest_ns = tsc_khz > 0 ? cyc * 1e6 / (double)tsc_khz : -1;
 
     printf("KVMREF mode=%s n=%lu warmup=%lu ns_per_exit=%.1f guest_cycles_per_iter=%.0f "
-           "tsc_khz=%ld guest_ns_per_iter=%.1f check=%#lx\n",
+           "tsc_khz=%ld guest_ns_per_iter=%.1f user_ns_per_exit=%.1f check=%#lx\n",
            argv[1], n, warmup, (t1 - t0) / (double)n, cyc, tsc_khz, guest_ns,
-           (unsigned long)check);
+           (u1 - u0) / (double)n, (unsigned long)check);
     return 0;
 }
