@@ -94,3 +94,25 @@ def test_cpupool_cpu_add_and_remove_have_their_own_help() -> None:
              if line.strip().startswith("cpupool-cpu-")}
     assert lines == {"cpupool-cpu-add": "move free host CPUs into a cpupool",
                      "cpupool-cpu-remove": "take host CPUs out of a cpupool (they become free)"}
+
+
+def test_a_command_parses_with_only_its_own_parser_and_help_has_them_all() -> None:
+    """Start-up: ``pyxen CMD`` defines CMD's parser alone; ``-h`` before a command,
+    no command or a mistyped one get the whole parser (every choice listed)."""
+    from pyxen.toolstack import cli
+
+    args = cli._parser(["--run-dir", "/r", "mem-set", "d", "64"]).parse_args(
+        ["--run-dir", "/r", "mem-set", "d", "64"])
+    assert (args.command, args.domain, args.memory, args.run_dir) == ("mem-set", "d", "64", "/r")
+    assert cli._command_word(["-h", "create"]) is None
+    assert cli._command_word(["--log-dir", "create", "list"]) == "list"
+    only = cli._parser(["argo", "send", "1", "2", "hi"])
+    assert only.parse_args(["argo", "send", "1", "2", "hi"]).argo_command == "send"
+    for argv in (["no-such-command"], [], ["-h"]):
+        whole = cli._parser(argv)
+        choices = next(a for a in whole._actions if a.dest == "command").choices
+        assert choices is not None and {"create", "argo", "block-attach", "top"} <= set(choices)
+    r = subprocess.run([sys.executable, "-m", "pyxen", "no-such-command"], capture_output=True,
+                       text=True, env=_env(), timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'no-such-command'" in r.stderr
+    assert "'block-attach'" in r.stderr
