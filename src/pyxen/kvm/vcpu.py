@@ -16,7 +16,8 @@ KVM_RUN that also decodes and answers a hypercall exit, calling Python
 once with the hypercall's number and arguments.  It is None where the
 extension is not built or ``PYXEN_PURE_RUN_LOOP=1`` is set; the vCPU loop
 then uses ``run()`` and decodes every exit in Python (the same behaviour,
-about 4 µs slower per hypercall).
+with about 7 µs more user-space CPU per hypercall on the development
+machines: bench/hypercall.py).
 """
 
 from __future__ import annotations
