@@ -425,7 +425,7 @@ class DomainManager:
 
 
 TRIM_DELAY_NS = 1_000_000_000
-_libc: ctypes.CDLL | None = None
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
 
 
 def return_freed_memory() -> None:
@@ -437,12 +437,8 @@ def return_freed_memory() -> None:
     every domain created and destroyed.  Runs once after a burst of destroys
     (on the timer thread: one collection, tens of milliseconds at most)."""
     gc.collect()
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None)
-    trim = getattr(_libc, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def host_memory_mib() -> int:
