@@ -113,7 +113,11 @@ class FakeRunner:
     result: int = -XenErrno.ENOSYS
     domain: object = None
 
-    def hypercall_table(self, call: Any, nr: int, *args: int) -> int:
+    @property
+    def hypercalls(self) -> FakeRunner:
+        return self
+
+    def call(self, call: Any, nr: int, *args: int) -> int:
         self.calls.append((nr, call.compat, *args))
         return self.result
 

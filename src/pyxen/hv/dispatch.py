@@ -5,8 +5,9 @@ gets a ``Call`` (who is calling, in which mode, and access to the caller's
 linear address space) and the six argument registers, and returns the
 value for RAX.  Workers raise ``HypercallError`` for Xen errors; a guest
 fault while copying becomes -EFAULT.  Nothing a guest passes can make an
-exception leave ``HypercallTable.call``: anything unexpected is logged as a
-pyxen bug and crashes the calling domain only.
+exception leave ``HypercallTable.call`` or the per-vCPU ``HypercallTable.server``
+(the hot path's, one Python frame): anything unexpected is logged as a pyxen
+bug and crashes the calling domain only.
 
 Preemption (Xen's hypercall_preempt_check / hypercall_create_continuation):
 a worker looping over guest-sized input calls ``Call.preempted()`` between
@@ -88,6 +89,8 @@ class Call:
 
 
 Worker = Callable[[Call, int, int, int, int, int, int], int]
+# What the C run loop calls (pyxen.kvm.RUN_ONCE): number, compat, the six arguments.
+Server = Callable[[int, bool, int, int, int, int, int, int], int]
 
 
 class HypercallTable:
@@ -108,16 +111,46 @@ class HypercallTable:
             return -XenErrno.ENOSYS
         try:
             return worker(call, a1, a2, a3, a4, a5, a6)
-        except HypercallError as e:
-            return -e.errno
-        except GuestFault:
-            return -XenErrno.EFAULT
-        except Continuation as c:
-            return _restart(call, nr, c.args)
-        except Exception:  # a pyxen bug: contain it to the calling domain
-            call.domain.log(f"pyxen bug in hypercall {_name(nr)}:\n{traceback.format_exc()}")
-            call.domain.crash(f"internal error in hypercall {_name(nr)}")
-            return -XenErrno.EFAULT
+        except Exception as e:
+            return _failed(call, nr, e)
+
+    def server(self, vcpu: VcpuRunner) -> Server:
+        """``call`` for one vCPU's thread, in one Python frame: the hot path.
+
+        The vCPU's hypercalls run one at a time on its thread and no worker
+        keeps its ``Call``, so one ``Call`` per convention is reused, its view of
+        memory dropped at each hypercall (paging may have changed since)."""
+        workers = self._workers
+        calls = (Call(vcpu, False), Call(vcpu, True))
+
+        def serve(nr: int, compat: bool, a1: int, a2: int, a3: int, a4: int, a5: int,
+                  a6: int) -> int:
+            call = calls[compat]
+            call._guest = None
+            worker = workers[nr] if nr < NR_HYPERCALLS else None  # nr is unsigned
+            if worker is None:
+                _report_missing(call.domain, nr)
+                return -XenErrno.ENOSYS
+            try:
+                return worker(call, a1, a2, a3, a4, a5, a6)
+            except Exception as e:
+                return _failed(call, nr, e)
+
+        return serve
+
+
+def _failed(call: Call, nr: int, e: Exception) -> int:
+    """RAX for a worker that raised ``e``."""
+    if isinstance(e, HypercallError):
+        return -e.errno
+    if isinstance(e, GuestFault):
+        return -XenErrno.EFAULT
+    if isinstance(e, Continuation):
+        return _restart(call, nr, e.args)
+    # A pyxen bug: contain it to the calling domain.
+    call.domain.log(f"pyxen bug in hypercall {_name(nr)}:\n{traceback.format_exc()}")
+    call.domain.crash(f"internal error in hypercall {_name(nr)}")
+    return -XenErrno.EFAULT
 
 
 def _restart(call: Call, nr: int, args: tuple[int, ...]) -> int:

@@ -25,7 +25,7 @@ unpaused), rewrites a stale time area and injects what is pending.  With
 the pCPU dispatcher the thread also waits for a pCPU grant before entering.
 Each entry is one KVM_RUN: through ``RUN_ONCE`` (pyxen.kvm._runloop, C),
 which also answers a hypercall exit itself, calling Python once for the
-worker (``vcpu_exits.hypercall_server``), or, without the extension, with
+worker (``HypercallTable.server``), or, without the extension, with
 PYXEN_PURE_RUN_LOOP=1 or while VMI watches CR3 (``on_exit`` replaced),
 through ``Vcpu.run`` and ``on_exit``, which decode every exit in Python.
 Either way it is one exit per iteration, so the request word is read
@@ -55,7 +55,7 @@ from pyxen.hv.lapic_vcpu import VcpuApic
 from pyxen.hv.shared_info import VCPU_INFO_SIZE
 from pyxen.hv.timers import MAX_WAIT_S
 from pyxen.hv.vcpu_control import KICK_SIGNAL, Req, ThreadState, VcpuControl
-from pyxen.hv.vcpu_exits import handle_exit, hypercall_server, restart_hypercall
+from pyxen.hv.vcpu_exits import handle_exit, restart_hypercall
 from pyxen.hv.vcpu_inject import inject, upcall_deliverable, wakes_a_block
 from pyxen.hv.vcpu_time import VcpuTime
 from pyxen.kvm import Vcpu
@@ -93,7 +93,7 @@ class VcpuRunner:
         self._thread: threading.Thread | None = None
         self.poll_port: int | None = None  # -1: any port (multi-port poll)
         self.io_warned: set[int] = set()
-        self.hypercall_table: Callable[..., int] = hv.hypercalls.call
+        self.hypercalls = hv.hypercalls
         # vcpu_info: in shared_info for the first 32 vCPUs, else a dummy
         # until the guest registers one (VCPUOP_register_vcpu_info).
         self._dummy_info = (ctypes.c_char * VCPU_INFO_SIZE)()
@@ -205,7 +205,7 @@ class VcpuRunner:
         control = self.control
         kvm = self.kvm
         run_once = RUN_ONCE  # the C fast path for hypercalls, or None: all in Python
-        serve = hypercall_server(self)
+        serve = self.hypercalls.server(self)
         try:
             control.started()
             self.time.start_clock()

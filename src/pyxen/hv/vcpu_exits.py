@@ -30,7 +30,6 @@ that is not continued.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyxen.abi.console import XEN_HVM_DEBUGCONS_IOPORT
@@ -131,23 +130,10 @@ def hypercall(runner: VcpuRunner) -> None:
     if (cr0 & _CR0_PE and ss_dpl != 0) or rflags & _RFLAGS_VM:
         result = -XenErrno.EPERM
     else:
-        result = runner.hypercall_table(Call(runner, compat), nr, *args)
+        result = runner.hypercalls.call(Call(runner, compat), nr, *args)
     if compat:
         result &= _M32
     kvm.set_rax(result)
-
-
-def hypercall_server(runner: VcpuRunner) -> Callable[[int, bool, int, int, int, int, int, int],
-                                                       int]:
-    """``hypercall`` after the registers: what the C fast path (pyxen.kvm.RUN_ONCE) calls
-    with the number, the convention and the arguments it decoded itself (it also
-    refuses CPL > 0 and writes RAX)."""
-
-    def serve(nr: int, compat: bool, a1: int, a2: int, a3: int, a4: int, a5: int,
-              a6: int) -> int:
-        return runner.hypercall_table(Call(runner, compat), nr, a1, a2, a3, a4, a5, a6)
-
-    return serve
 
 
 def restart_hypercall(runner: VcpuRunner, nr: int, args: tuple[int, ...],
