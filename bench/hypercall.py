@@ -11,6 +11,8 @@ then for each round runs, one after the other:
     C getset     kvm_exit_ref getset    exit + KVM_GET_REGS + KVM_SET_REGS
     C noexit     kvm_exit_ref noexit    control: same loop, stub without OUT
     pyxen        python3 -m pyxen create -F bench.cfg  (guests/build/bench.elf)
+    pure         the same with PYXEN_PURE_RUN_LOOP=1
+    one-line     bench.elf in-process, xen_version answered by a one-line worker
 
 All four run the same guest loop (15 instructions and one port-I/O exit per
 iteration; see README.md) N times.  Only ratios measured in one run are
@@ -117,13 +119,17 @@ def run_pyxen(n: int, tmp: Path, pure: bool = False) -> dict[str, float]:
 
 # Run in a subprocess: bench.elf in a hypervisor of its own, the vCPU thread's
 # user-space CPU time (getrusage RUSAGE_THREAD) from its start to its end.
+# With "minimal", xen_version(XENVER_version) is answered by a one-line Python
+# worker: the C run loop plus one trivial Python call, the floor of the design.
 _USER_CPU = r"""
 import io, resource, sys
 from pathlib import Path
 import pyxen.hv.vcpu as vcpu
+from pyxen.abi.xen import Hypercall
 from pyxen.hv.builder import BuildSpec, build_domain
+from pyxen.hv.hypercalls.xen_version import do_xen_version
 from pyxen.hv.hypervisor import Hypervisor
-elf, n, pure = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+elf, n, pure, minimal = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 if pure:
     vcpu.RUN_ONCE = None  # what PYXEN_PURE_RUN_LOOP=1 does at import
 used = []
@@ -138,6 +144,10 @@ vcpu.VcpuRunner._loop = timed
 vcpu.install_kick_handler()
 out = io.StringIO()
 hv = Hypervisor(out, io.StringIO())
+if minimal:
+    version = do_xen_version(None, 0, 0)
+    hv.hypercalls.register(Hypercall.xen_version, lambda call, cmd, *args:
+                           version if cmd == 0 else do_xen_version(call, cmd, *args))
 d = build_domain(hv, BuildSpec(name="bench", kernel=elf, cmdline=f"n={n}", memory_mib=32,
                                maxmem_mib=32, vcpus=1, maxvcpus=1))
 d.start()
@@ -146,24 +156,31 @@ hv.close()
 if "RESULT bench: PASS" not in out.getvalue() or len(used) != 1:
     sys.exit(out.getvalue())
 print(f"USER_NS {used[0] * 1e9:.0f}")
+print(out.getvalue())
 """
 
 
-def run_user_cpu(n: int, pure: bool) -> float:
-    """ns of the vCPU thread's user-space CPU per hypercall: two runs (n and 2n
-    calls) and their difference, so the thread's start-up and the guest's boot
-    hypercalls cancel out."""
+def run_in_process(n: int, pure: bool, minimal: bool = False) -> tuple[float, float]:
+    """ns of the vCPU thread's user-space CPU per hypercall, and ns per hypercall
+    by the guest's TSC: two runs (n and 2n calls); the user CPU is their
+    difference, so the thread's start-up and the guest's boot hypercalls cancel
+    out; the guest's figure is the 2n run's."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     totals = []
+    guest_ns = 0.0
     for calls in (n, 2 * n):
-        cmd = [sys.executable, "-c", _USER_CPU, str(BENCH_ELF), str(calls), "1" if pure else "0"]
+        cmd = [sys.executable, "-c", _USER_CPU, str(BENCH_ELF), str(calls), "1" if pure else "0",
+               "1" if minimal else "0"]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         m = re.search(r"USER_NS (\d+)", r.stdout)
-        if r.returncode != 0 or not m:
-            raise BenchError(f"user-CPU run (n={calls}, pure={pure}) failed:\n{r.stdout}{r.stderr}")
+        b = _BENCH.search(r.stdout)
+        if r.returncode != 0 or not m or not b:
+            raise BenchError(f"in-process run (n={calls}, pure={pure}, minimal={minimal}) "
+                             f"failed:\n{r.stdout}{r.stderr}")
         totals.append(int(m.group(1)))
-    return (totals[1] - totals[0]) / n
+        guest_ns = int(b.group(1)) * 1e6 / int(b.group(3))
+    return (totals[1] - totals[0]) / n, guest_ns
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -189,8 +206,8 @@ def main() -> int:
 
     samples: dict[str, list[float]] = {k: [] for k in
                                        ("bare", "syncregs", "getset", "noexit",
-                                        "syncregs_tsc", "pyxen", "pure", "baseline",
-                                        "user_c", "user_pyxen", "user_pure")}
+                                        "syncregs_tsc", "pyxen", "pure", "minimal", "baseline",
+                                        "user_c", "user_pyxen", "user_pure", "user_minimal")}
     failures: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="pyxen-bench-"))
     try:
@@ -220,9 +237,16 @@ def main() -> int:
                     samples["baseline"].append(res["baseline_ns"])
                 parts.append(f"{key} {res['ns']:,.0f}")
                 try:
-                    samples[f"user_{key}"].append(run_user_cpu(args.n, pure))
+                    samples[f"user_{key}"].append(run_in_process(args.n, pure)[0])
                 except (BenchError, subprocess.TimeoutExpired) as e:
                     failures.append(f"round {rnd}, {key} user CPU:\n{e}")
+            try:
+                user_ns, guest_ns = run_in_process(args.n, pure=False, minimal=True)
+                samples["user_minimal"].append(user_ns)
+                samples["minimal"].append(guest_ns)
+                parts.append(f"minimal {guest_ns:,.0f}")
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                failures.append(f"round {rnd}, one-line worker:\n{e}")
             print(f"round {rnd}/{args.rounds}: " + ", ".join(parts) + "  (ns/call)",
                   file=sys.stderr, flush=True)
     finally:
@@ -237,6 +261,8 @@ def main() -> int:
         ("C getset", "getset", "exit + KVM_GET_REGS + KVM_SET_REGS per call"),
         ("pyxen", "pyxen", "pyxen create running guests/build/bench.elf (guest TSC)"),
         ("pyxen pure-Python loop", "pure", "the same with PYXEN_PURE_RUN_LOOP=1 (no C fast path)"),
+        ("pyxen one-line worker", "minimal", "C fast path + a one-line Python worker for "
+                                             "xen_version (in-process, guest TSC)"),
         ("C syncregs, guest TSC", "syncregs_tsc", "C syncregs timed by the guest's rdtsc, as pyxen is"),
         ("C noexit", "noexit", "control: same loop, stub `mov eax,17; ret` (no exit) in the C VM"),
         ("pyxen noexit", "baseline", "control: bench.elf's local-call loop under pyxen (guest TSC)"),
@@ -244,6 +270,7 @@ def main() -> int:
                                            "C's is often too small to be seen)"),
         ("user CPU: pyxen", "user_pyxen", "the vCPU thread's, per hypercall (runs of n and 2n calls)"),
         ("user CPU: pure loop", "user_pure", "the same with the pure-Python loop"),
+        ("user CPU: one-line", "user_minimal", "the same with the one-line worker"),
     ]
 
     print()
@@ -272,6 +299,7 @@ def main() -> int:
     ratios: dict[str, float | None] = {
         "pyxen/C_syncregs": _div(med["pyxen"], med["syncregs"]),
         "pure/C_syncregs": _div(med["pure"], med["syncregs"]),
+        "minimal/C_syncregs": _div(med["minimal"], med["syncregs"]),
         "pyxen/C_bare": _div(med["pyxen"], med["bare"]),
         "pyxen_noexit/C_noexit": _div(med["baseline"], med["noexit"]),
     }
@@ -279,12 +307,14 @@ def main() -> int:
     print(f"  pyxen / C syncregs     {ratio('pyxen', 'syncregs'):>6}"
           f"{goal('pyxen', 'syncregs', GOAL_NULL_HYPERCALL)}")
     print(f"  pyxen pure / C syncregs {ratio('pure', 'syncregs'):>5}")
+    print(f"  one-line worker / C syncregs {ratio('minimal', 'syncregs'):>5}  (the design's floor: "
+          "what the real worker path adds is pyxen minus this)")
     print(f"  pyxen / C bare         {ratio('pyxen', 'bare'):>6}")
     print(f"  C syncregs / C bare    {ratio('syncregs', 'bare'):>6}")
     print(f"  C getset / C bare      {ratio('getset', 'bare'):>6}")
     print(f"  pyxen / C syncregs (both timed by guest TSC) {ratio('pyxen', 'syncregs_tsc'):>6}")
     print(f"  pyxen noexit / C noexit (guest emulation speed, should be ~1) {ratio('baseline', 'noexit'):>6}")
-    for key in ("pyxen", "pure"):
+    for key in ("pyxen", "pure", "minimal"):
         if None in (med[key], med["baseline"], med["syncregs"], med["noexit"]):
             continue
         px = med[key] - med["baseline"]  # type: ignore[operator]
@@ -296,7 +326,7 @@ def main() -> int:
         print(f"  exit part only ({key}): ({key} - pyxen noexit) / (C syncregs - C noexit) = "
               f"{px:,.0f} / {cx:,.0f} = {px / cx:.2f}{met if key == 'pyxen' else ''}")
         ratios[f"exit_part_{key}"] = px / cx
-    for key in ("pyxen", "pure"):
+    for key in ("pyxen", "pure", "minimal"):
         ratios[f"user_cpu_{key}/C"] = _div(med[f"user_{key}"], med["user_c"])
     if med["user_pyxen"] is not None and med["user_pure"]:
         ratios["user_cpu_pyxen/pure"] = med["user_pyxen"] / med["user_pure"]
