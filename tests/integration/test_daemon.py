@@ -90,6 +90,69 @@ def test_errors_are_one_line_and_status_1(daemon: Daemon) -> None:
     assert r.returncode == 2
 
 
+@pytest.mark.kvm
+def test_the_daemon_checks_the_config_for_create(daemon: Daemon) -> None:
+    """``pyxen create`` sends the file's text to the daemon (check_config): relative
+    paths still start next to the file, then in the command's directory; xl's
+    warnings and one-line errors (status 2) are the same as a local check's."""
+    work, cfgs = daemon.base / "work", daemon.base / "cfgs"
+    work.mkdir()
+    cfgs.mkdir()
+    (work / "k.elf").write_bytes((GUEST_BUILD / "idle.elf").read_bytes())
+    cfg = cfgs / "rel.cfg"
+    cfg.write_text('name = "rel"\ntype = "pvh"\nkernel = "k.elf"\nmemory = 16\n'
+                   'extra = "secs=600"\nfrobnicate = 1\n')
+
+    def create(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pyxen", "create", *args],
+                              capture_output=True, text=True, env=daemon.env, cwd=work,
+                              timeout=120, check=False)
+
+    r = create(str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"Parsing config from {cfg}",
+                                     f"WARNING: {cfg}: unknown key 'frobnicate' ignored"]
+    assert "rel" in daemon.names()
+    daemon.ok("destroy", "rel")
+
+    r = create("../cfgs/rel.cfg", 'kernel="nothere.elf"')
+    assert r.returncode == 2 and r.stderr.count("\n") == 2, r.stderr
+    assert f"looked for {cfgs}/nothere.elf or {work}/nothere.elf)" in r.stderr
+    r = create("-q", str(cfgs / "missing.cfg"))
+    assert r.returncode == 2 and r.stderr == \
+        f"pyxen: {cfgs}/missing.cfg: cannot read configuration file: No such file or directory\n"
+    assert "rel" not in daemon.names()
+
+
+@pytest.mark.kvm
+def test_check_config_refuses_bad_arguments_and_builds_nothing(daemon: Daemon) -> None:
+    from pyxen.control.client import ControlClient
+    from pyxen.control.protocol import ControlError
+
+    base = {"text": 'name = "x"\n', "path": "/x.cfg", "cwd": "/", "overrides": []}
+    bad: list[dict[str, object]] = [
+        {"text": 7}, {"text": "x" * (256 * 1024 + 1)}, {"path": "x.cfg"}, {"cwd": "rel"},
+        {"cwd": "/a\0b"}, {"overrides": "memory=8"}, {"overrides": [1]},
+        {"overrides": ["x"] * 257},
+    ]
+    with ControlClient(daemon.socket) as client:
+        before = [d["domid"] for d in client.call("list")]
+        for change in bad:
+            with pytest.raises(ControlError) as refused:
+                client.call("check_config", **{**base, **change})
+            assert refused.value.code == "EINVAL", change
+        with pytest.raises(ControlError) as refused:
+            client.call("check_config", **{**base, "text": "memory = = 3\n"})
+        assert refused.value.code == "ECONFIG" and refused.value.message.startswith("/x.cfg:1: ")
+        kernel = str(GUEST_BUILD / "idle.elf")
+        text = f'name = "x"\ntype = "pvh"\nkernel = "{kernel}"\n'
+        checked = client.call("check_config", **{**base, "text": text,
+                                                 "overrides": ["memory=24"]})
+        assert checked["warnings"] == []
+        assert checked["config"]["kernel"] == kernel and checked["config"]["memory_mib"] == 24
+        assert [d["domid"] for d in client.call("list")] == before
+
+
 def _frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 

@@ -614,6 +614,20 @@ def test_relative_config_path(guest_dir: Path) -> None:
     assert dom.source == Path("../hello.cfg")
 
 
+def test_a_given_directory_stands_for_the_current_one(guest_dir: Path, tmp_path: Path) -> None:
+    """The daemon checks a client's config with the client's directory (config_ops)."""
+    client_cwd = tmp_path / "client"
+    client_cwd.mkdir()
+    (client_cwd / "bzImage").write_bytes(b"k")
+    cfg = parse_xl_cfg('name="g"\nkernel="bzImage"\ndisk=["disk.img,raw,xvda,rw"]\n',
+                       "hello.cfg")
+    dom = DomainConfig.from_xl(cfg, Path("../hello.cfg"), client_cwd)
+    assert dom.kernel == client_cwd / "bzImage"
+    assert dom.disks[0]["target"] == str(client_cwd / "disk.img")
+    assert domain_error('name="g"\nkernel="bzImage"', guest_dir).endswith(
+        f"(looked for {guest_dir}/bzImage or {guest_dir}/elsewhere/bzImage)")
+
+
 def test_numbers_may_be_quoted_and_strings_numeric(guest_dir: Path) -> None:
     dom = domain(
         'name = 42\nkernel = "vmlinuz"\nmemory = "0x40"\nmaxmem = 0100\nvcpus = " 2"', guest_dir

@@ -16,7 +16,6 @@ import mmap
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -173,9 +172,11 @@ class MappedPage:
             self.client.call(f"{self.kind}_unmap", domid=self.domid, handle=self.handle)
 
 
-@dataclass(eq=False)
 class CopyBuffer:
     """A grant_copy buffer: ``memory`` is this process's mapping of it."""
 
-    ident: int
-    memory: mmap.mmap
+    __slots__ = ("ident", "memory")
+
+    def __init__(self, ident: int, memory: mmap.mmap) -> None:
+        self.ident = ident
+        self.memory = memory

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
-from pyxen.abi.xen import ShutdownReason
 from pyxen.control.names import DOM0_NAME, name_problem
 from pyxen.control.netstats import read_counters
 from pyxen.control.paths import DEFAULT_RUN_DIR
 from pyxen.control.protocol import ControlError
+from pyxen.control.shutdown_actions import ACTIONS, action_setting
 from pyxen.control.vbd import Disk, disk_from_dict
 from pyxen.control.vif import Nic, nic_from_dict
 from pyxen.control.xenstore_sync import XenstoreSync
@@ -50,7 +50,6 @@ POOL0 = "Pool-0"
 ENDED_KEPT = 256
 MAX_DISKS = 64
 MAX_NICS = 64
-ACTIONS = ("destroy", "restart", "rename-restart", "preserve")
 SHUTDOWN_LETTERS = "-rscwS"  # xl list's letter per shutdown reason
 
 
@@ -73,13 +72,8 @@ class DomainRequest:
     nics: tuple[Nic, ...] = ()  # xl.cfg vif=: likewise
 
     def action_for(self, reason: int) -> str:
-        actions: dict[int, str] = {
-            ShutdownReason.poweroff: self.on_poweroff,
-            ShutdownReason.reboot: self.on_reboot,
-            ShutdownReason.crash: self.on_crash,
-            ShutdownReason.watchdog: self.on_watchdog,
-        }
-        return actions.get(reason, "destroy")
+        setting = action_setting(reason)
+        return str(getattr(self, setting)) if setting else "destroy"
 
 
 @dataclass

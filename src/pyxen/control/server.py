@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.abi.xen import DOMID_FIRST_RESERVED
-from pyxen.control import argo_ops, device_ops, grant_copy_ops, page_ops
+from pyxen.control import argo_ops, config_ops, device_ops, grant_copy_ops, page_ops
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.protocol import (
     MAX_MESSAGE,
@@ -528,7 +528,7 @@ OPS: dict[str, Handler] = {
     "grant_map": page_ops.grant_map, "grant_unmap": page_ops.grant_unmap,
     "sched_get": _sched_get, "sched_set": _sched_set, "trace": _trace, "vcpu_pin": _vcpu_pin,
     "cpupool": _cpupool,
-    **argo_ops.OPS, **grant_copy_ops.OPS, **device_ops.OPS,
+    **argo_ops.OPS, **grant_copy_ops.OPS, **device_ops.OPS, **config_ops.OPS,
 }
 
 # What a service connection may do: look domains up, read HVM params, serve

@@ -24,7 +24,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pyxen.control.paths import InstancePaths
-from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT
 
 if TYPE_CHECKING:
     from pyxen.hv.argo.config import ArgoConfig
@@ -80,16 +79,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     return p if wanted is None or p.pyxen_found else _define(None)  # type: ignore[attr-defined]
 
 
-def _define(wanted: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM")
-    p.add_argument("--run-dir", help="the hypervisor's run directory (default $PYXEN_RUN_DIR "
-                                     "or /run/pyxen)")
-    p.add_argument("--log-dir", help="the hypervisor's log directory (default $PYXEN_LOG_DIR "
-                                     "or /var/log/pyxen)")
-    only = _OnlyOne(p.add_subparsers(dest="command", required=True), wanted)
-    sub: argparse._SubParsersAction[argparse.ArgumentParser] = only  # type: ignore[assignment]
+def _hypervisor_options(h: argparse.ArgumentParser) -> None:
+    from pyxen.hv.console_limit import DEFAULT_LOGLVL, DEFAULT_RATELIMIT  # only for this command
 
-    h = sub.add_parser("hypervisor", help="run the hypervisor process")
     h.add_argument("--daemon", action="store_true", help="detach and run in the background")
     h.add_argument("--cpus", help="host CPUs to schedule vCPUs on, e.g. 0-1 (default: all)")
     h.add_argument("--sched", default=None,
@@ -111,6 +103,20 @@ def _define(wanted: str | None) -> argparse.ArgumentParser:
     h.add_argument("--dom0-mem", metavar="SPEC",
                    help="the control domain's size as Xen's dom0_mem= (also accepted as "
                         "dom0_mem=SPEC), e.g. 1G+10%%, -2G, min:1G,max:4G,10%%; no unit is KiB")
+
+
+def _define(wanted: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM")
+    p.add_argument("--run-dir", help="the hypervisor's run directory (default $PYXEN_RUN_DIR "
+                                     "or /run/pyxen)")
+    p.add_argument("--log-dir", help="the hypervisor's log directory (default $PYXEN_LOG_DIR "
+                                     "or /var/log/pyxen)")
+    only = _OnlyOne(p.add_subparsers(dest="command", required=True), wanted)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = only  # type: ignore[assignment]
+
+    h = sub.add_parser("hypervisor", help="run the hypervisor process")
+    if not isinstance(h, _Skipped):
+        _hypervisor_options(h)
 
     b = sub.add_parser("boot", help="boot a system of domains from a device tree (Xen's "
                                     "dom0less), in the foreground")

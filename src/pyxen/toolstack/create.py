@@ -37,16 +37,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
-from pyxen.toolstack.commands import CONSOLE_WAIT, config_request, open_console, relay_console
-from pyxen.toolstack.domain_config import DomainConfig
-from pyxen.toolstack.xlcfg import XlCfgError, apply_overrides, read_xl_cfg
+from pyxen.control.shutdown_actions import action_setting
+
+if TYPE_CHECKING:
+    from pyxen.toolstack.domain_config import DomainConfig
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -62,31 +65,43 @@ def exit_status(reason: int) -> int:
     return 16
 
 
-def load_config(path: Path, overrides: list[str]) -> DomainConfig:
-    cfg = apply_overrides(read_xl_cfg(path), overrides)
-    return DomainConfig.from_xl(cfg, path)
+def _check_here(path: Path, overrides: list[str]) -> DomainConfig | int:
+    """The config checked in this process (no daemon), with xl's messages; an exit
+    status if it is unusable."""
+    from pyxen.toolstack.config_check import check_xl_config  # the config code: load late
+    from pyxen.toolstack.xlcfg import XlCfgError
 
-
-def _read_config(path: Path, overrides: list[str], quiet: bool) -> DomainConfig | int:
-    """The validated config, with xl's messages; an exit status if it is unusable."""
-    err = sys.stderr
-    if not quiet:
-        print(f"Parsing config from {path}", file=err)
     try:
-        config = load_config(path, overrides)
+        config, warnings = check_xl_config(path, overrides)
     except XlCfgError as e:
-        print(f"pyxen: {e}", file=err)
+        print(f"pyxen: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    for warning in config.warnings:
-        print(f"WARNING: {warning}", file=err)
-    for key in config.unknown_keys:
-        print(f"WARNING: {path}: unknown key '{key}' ignored", file=err)
-    for key in config.ignored_keys:
-        print(f"WARNING: {path}: '{key}' is not supported by pyxen yet and is ignored", file=err)
-    if config.type == "pv":
-        print(f'pyxen: {path}: type "pv" is not supported yet: pyxen runs PVH and HVM '
-              'guests (set type = "pvh" or "hvm")', file=err)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    return config
+
+
+def _check_in_daemon(client: ControlClient, path: Path,
+                     overrides: list[str]) -> dict[str, Any] | int:
+    """The create operation's config object, checked by the daemon (control/config_ops.py),
+    with xl's messages; an exit status if it is unusable."""
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError:
+        result = _check_here(path, overrides)  # says why the file cannot be read
+        assert isinstance(result, int)
+        return result
+    try:
+        checked = client.call("check_config", text=text, path=os.path.abspath(path),
+                              cwd=os.getcwd(), overrides=overrides)
+    except ControlError as e:
+        if e.code != "ECONFIG":
+            raise
+        print(f"pyxen: {e.message}", file=sys.stderr)
         return EXIT_CONFIG
+    for line in checked["warnings"]:
+        print(line, file=sys.stderr)
+    config: dict[str, Any] = checked["config"]
     return config
 
 
@@ -100,34 +115,24 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
         print("pyxen create: no config file given (pyxen create FILE.cfg)", file=sys.stderr)
         return EXIT_CONFIG
     path = Path(cfg_path)
-    config = _read_config(path, overrides, args.quiet)
-    if isinstance(config, int):
-        return config
+    if not args.quiet:
+        print(f"Parsing config from {path}", file=sys.stderr)
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        if args.foreground and not args.paused and (config.disks or config.nics or config.hvm):
-            what = "an HVM guest needs" if config.hvm else "disk= and vif= need"
-            print(f"pyxen create: {path}: {what} xenstored and the backends, "
-                  "which run with the daemon: start pyxen hypervisor --daemon first",
-                  file=sys.stderr)
-            return EXIT_FAILED
-        if args.foreground and not args.paused:
-            from pyxen.toolstack.standalone import run_standalone  # the hypervisor: load late
-
-            return run_standalone(config, console=args.console)
-        print(f"pyxen: {e} (or use create -F to run this domain inside the command)",
-              file=sys.stderr)
-        return EXIT_FAILED
+        return _without_daemon(args, path, overrides, e)
     with client:
         try:
+            config = _check_in_daemon(client, path, overrides)
+            if isinstance(config, int):
+                return config
             # With -c the domain starts paused until the console is attached, as
             # libxl connects the console before unpausing: no early output is lost.
             # An HVM guest's console is its COM1, whose bytes live only in the device
             # model's socket until consoled takes them: it starts once consoled has
             # attached, so a guest that prints and powers off at once loses nothing.
-            hold = bool(config.hvm) and not args.paused and not args.console
-            result = client.call("create", config=config_request(config),
+            hold = bool(config["hvm"]) and not args.paused and not args.console
+            result = client.call("create", config=config,
                                  paused=args.paused or args.console or hold)
             domid = result["domid"]
             if hold:
@@ -139,7 +144,8 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
             if not args.foreground:
                 return 0
             reason = int(client.call("wait", domid=domid)["reason"])
-            if config.action_for(reason) == "preserve":
+            setting = action_setting(reason)
+            if setting and config[setting] == "preserve":
                 _keep_preserved(client, domid, reason)
             else:
                 _wait_destroyed(client, domid)
@@ -147,6 +153,27 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
             print(f"pyxen create: {e.message}", file=sys.stderr)
             return EXIT_FAILED
     return exit_status(reason)
+
+
+def _without_daemon(args: argparse.Namespace, path: Path, overrides: list[str],
+                    why: NoDaemon) -> int:
+    """No daemon: ``-F`` makes this process the hypervisor for the domain."""
+    config = _check_here(path, overrides)
+    if isinstance(config, int):
+        return config
+    if args.foreground and not args.paused and (config.disks or config.nics or config.hvm):
+        what = "an HVM guest needs" if config.hvm else "disk= and vif= need"
+        print(f"pyxen create: {path}: {what} xenstored and the backends, "
+              "which run with the daemon: start pyxen hypervisor --daemon first",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if args.foreground and not args.paused:
+        from pyxen.toolstack.standalone import run_standalone  # the hypervisor: load late
+
+        return run_standalone(config, console=args.console)
+    print(f"pyxen: {why} (or use create -F to run this domain inside the command)",
+          file=sys.stderr)
+    return EXIT_FAILED
 
 
 PRESERVED_POLL = 1.0  # seconds between checks that a preserved domain still exists
@@ -185,6 +212,8 @@ def _keep_preserved(client: ControlClient, domid: int, reason: int) -> None:
 
 
 def _unpause_once_console_attached(client: ControlClient, domid: int) -> None:
+    from pyxen.toolstack.commands import CONSOLE_WAIT, open_console
+
     try:
         open_console(client.path.parent / "console.sock", domid, wait=CONSOLE_WAIT).close()
     except ControlError as e:
@@ -195,6 +224,8 @@ def _unpause_once_console_attached(client: ControlClient, domid: int) -> None:
 
 def _console_then_unpause(client: ControlClient, domid: int, unpause: bool) -> int:
     """Attach to the new (paused) domain's console, unpause it, relay until detached."""
+    from pyxen.toolstack.commands import CONSOLE_WAIT, open_console, relay_console
+
     try:
         sock = open_console(client.path.parent / "console.sock", domid, wait=CONSOLE_WAIT)
     except ControlError as e:

@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 from pyxen.control.names import name_problem
+from pyxen.control.shutdown_actions import action_setting
 from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
@@ -201,24 +202,25 @@ class DomainConfig:
     def action_for(self, reason: int) -> str:
         """The on_* action for a shutdown reason (SHUTDOWN_poweroff 0, reboot 1,
         crash 3, watchdog 4; any other: destroy)."""
-        actions = {0: self.on_poweroff, 1: self.on_reboot, 3: self.on_crash,
-                   4: self.on_watchdog}
-        return actions.get(reason, "destroy")
+        setting = action_setting(reason)
+        return str(getattr(self, setting)) if setting else "destroy"
 
     @classmethod
-    def from_xl(cls, cfg: XlConfig, path: Path) -> DomainConfig:
+    def from_xl(cls, cfg: XlConfig, path: Path, cwd: Path | None = None) -> DomainConfig:
         """Validate ``cfg`` (parsed from the file at ``path``) into a DomainConfig.
 
         Relative ``kernel``/``ramdisk`` paths are looked up next to ``path``
-        first, then in the current directory.  Raises XlCfgError.
+        first, then in ``cwd`` (default: the current directory), as are
+        relative disk images.  Raises XlCfgError.
         """
-        return _Builder(cfg, path).build()
+        return _Builder(cfg, path, cwd or Path.cwd()).build()
 
 
 class _Builder:
-    def __init__(self, cfg: XlConfig, path: Path) -> None:
+    def __init__(self, cfg: XlConfig, path: Path, cwd: Path) -> None:
         self.cfg = cfg
         self.path = path
+        self.cwd = cwd
         self.warnings: list[str] = []
 
     def fail(self, key: str | None, problem: str) -> XlCfgError:
@@ -323,7 +325,7 @@ class _Builder:
             if not isinstance(item, str):
                 raise self.fail("disk", f"disk entry {i + 1} must be a string (a disk spec)")
             try:
-                disk = served_disk(parse_disk_spec(item))
+                disk = served_disk(parse_disk_spec(item), str(self.cwd))
             except DiskSpecError as e:
                 raise self.fail("disk", f"disk entry {i + 1}: {e}") from None
             if any(d["devid"] == disk["devid"] for d in out):
@@ -422,8 +424,8 @@ class _Builder:
         if given.is_absolute():
             candidates = [given]
         else:
-            here = Path(os.path.abspath(self.path)).parent
-            candidates = [here / given, Path.cwd() / given]
+            here = Path(os.path.abspath(self.cwd / self.path)).parent
+            candidates = [here / given, self.cwd / given]
         for candidate in candidates:
             if _is_file(candidate):
                 return candidate

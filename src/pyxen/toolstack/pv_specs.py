@@ -6,8 +6,9 @@ pyxen's backends can do with it, and says what to change when they cannot.
 Disks (``served_disk``):
 the format must be raw or qcow2, the backend domain 0, no hotplug script,
 no empty cdrom drive.  A relative target is made absolute from the current
-directory, as xl takes it; whether it exists is checked by ``create``
-(control/manager.py), where the image is needed.
+directory of the command (which the daemon is told when it checks a config
+for ``pyxen create``), as xl takes it; whether it exists is checked by
+``create`` (control/manager.py), where the image is needed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ DOM0_NAMES = ("0", "Domain-0")
 VIF_SCRIPTS = (None, "vif-bridge")  # what netback does itself
 
 
-def served_disk(spec: DiskSpec) -> dict[str, Any]:
-    """The control request's disk object for ``spec`` (DiskSpecError says what to fix)."""
+def served_disk(spec: DiskSpec, cwd: str | None = None) -> dict[str, Any]:
+    """The control request's disk object for ``spec`` (DiskSpecError says what to fix);
+    a relative target is taken from ``cwd`` (default: this process's directory)."""
     if spec.target is None:
         raise DiskSpecError(f"{spec.vdev}: an empty cdrom drive is not supported yet; "
                             "give it a target")
@@ -39,7 +41,7 @@ def served_disk(spec: DiskSpec) -> dict[str, Any]:
     if spec.format not in FORMATS:
         raise DiskSpecError(f"{spec.vdev}: format {spec.format} is not served (formats: "
                             f"{', '.join(FORMATS)}); convert it with qemu-img convert")
-    target = os.path.abspath(spec.target)
+    target = os.path.abspath(os.path.join(cwd or os.getcwd(), spec.target))
     return {"vdev": spec.vdev, "devid": spec.devid, "target": target, "format": spec.format,
             "read_only": spec.readonly, "cdrom": spec.is_cdrom, "discard": spec.discard}
 
