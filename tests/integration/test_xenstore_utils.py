@@ -246,3 +246,50 @@ def test_sigterm_exits_cleanly_and_removes_the_socket(xsd: Daemon) -> None:
     assert xsd.stop(signal.SIGTERM) == 0
     assert not os.path.exists(xsd.socket)
     assert "stopped" in Path(xsd.log).read_text()
+
+
+def test_which_introduced_answers_a_batch_like_one_request_each(xsd: Daemon) -> None:
+    """The daemon's reconcile asks about hundreds of domains at once (pipelined
+    IS_DOMAIN_INTRODUCED, in batches): the answers match one request each."""
+    from pyxen.control.xenstore import PIPELINE_DEPTH, XenstoreClient
+
+    client = XenstoreClient(Path(xsd.socket))
+    try:
+        introduced = {1, 2, 3, PIPELINE_DEPTH + 5, 2 * PIPELINE_DEPTH + 1}
+        for domid in introduced:
+            client.introduce(domid, 0x1000 + domid, 5)
+        asked = range(1, 3 * PIPELINE_DEPTH)
+        assert client.which_introduced(asked) == introduced
+        assert {d for d in asked if client.is_introduced(d)} == introduced
+        assert client.which_introduced([]) == set()
+        client.write("/still/in/step", "yes")  # the connection is in step afterwards
+        assert client.read("/still/in/step") == b"yes"
+    finally:
+        client.close()
+
+
+def test_a_write_batch_is_applied_in_order_and_reports_its_first_failure(xsd: Daemon) -> None:
+    from pyxen.control.xenstore import WriteBatch, XenstoreClient, XenstoreError
+
+    client = XenstoreClient(Path(xsd.socket))
+    try:
+        batch = WriteBatch()
+        batch.rm("/batch")  # missing: harmless, as XenstoreClient.rm
+        batch.mkdir("/batch")
+        batch.write("/batch/a", "1")
+        batch.set_perms("/batch/a", ["n5"])
+        batch.write("/batch/a", "2")  # in order: the last write wins
+        client.apply(batch)
+        assert client.read("/batch/a") == b"2"
+        assert "(n5)" in xsd.tool("xenstore-ls", "-p", "/batch").stdout
+
+        batch = WriteBatch()
+        batch.write("/batch/b", "x")
+        batch.write("/batch//bad", "y")  # EINVAL
+        batch.write("/batch/c", "z")  # still applied: the batch was sent whole
+        with pytest.raises(XenstoreError) as failed:
+            client.apply(batch)
+        assert failed.value.code == "EINVAL"
+        assert (client.read("/batch/b"), client.read("/batch/c")) == (b"x", b"z")
+    finally:
+        client.close()

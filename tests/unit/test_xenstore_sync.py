@@ -74,11 +74,15 @@ class _Client:
     def __init__(self, manager: _Manager, fail: dict[int, str]) -> None:
         self.manager, self.fail = manager, fail
         self.introduced: set[int] = set()
+        self.released: list[int] = []
         self.asked = 0  # IS_DOMAIN_INTRODUCED requests
 
     def is_introduced(self, domid: int) -> bool:
         self.asked += 1
         return domid in self.introduced
+
+    def which_introduced(self, domids: list[int]) -> set[int]:
+        return {domid for domid in domids if self.is_introduced(domid)}
 
     def introduce(self, domid: int, mfn: int, evtchn: int) -> None:
         how = self.fail.get(domid)
@@ -88,10 +92,14 @@ class _Client:
             raise XenstoreError("EINVAL", f"introduce {domid}")
         self.introduced.add(domid)
 
+    def release(self, domid: int) -> None:
+        self.released.append(domid)
+        self.introduced.discard(domid)
+
     def request(self, *args: Any) -> bytes:  # DIRECTORY /local/domain
         return b"\0".join(str(d).encode() for d in sorted(self.introduced))
 
-    def __getattr__(self, name: str) -> Any:  # write, mkdir, rm, set_perms, release, close
+    def __getattr__(self, name: str) -> Any:  # write, mkdir, rm, set_perms, close
         return lambda *args: None
 
 
@@ -143,11 +151,27 @@ def test_a_round_with_nothing_changed_asks_xenstored_nothing_per_domain(monkeypa
     assert client.asked == 5  # nothing moved
     manager.domains[6] = _Domain(6)
     manager.generation += 1
-    sync.reconcile()
-    assert client.introduced == {1, 2, 3, 4, 5, 6} and client.asked == 11
+    sync.reconcile()  # asks about the new domain only
+    assert client.introduced == {1, 2, 3, 4, 5, 6} and client.asked == 6
+    del manager.domains[2]
+    manager.generation += 1
+    sync.reconcile()  # releases the gone one, asking about it only
+    assert client.introduced == {1, 3, 4, 5, 6} and client.asked == 7
     client.introduced.discard(3)  # xenstored lost a domain (restarted without it)
     sync.reconcile()
-    assert 3 in client.introduced and client.asked == 17
+    assert 3 in client.introduced and client.asked == 12
     clock[0] += xs.FULL_CHECK_SECONDS
     sync.reconcile()
-    assert client.asked == 23  # the periodic full check
+    assert client.asked == 17  # the periodic full check
+
+
+def test_a_domain_id_that_comes_back_as_another_domain_is_introduced_again() -> None:
+    manager = _Manager([_Domain(1), _Domain(2)])
+    client = _Client(manager, {})
+    sync = _sync(manager, client)
+    sync.reconcile()
+    manager.domains[2] = _Domain(2)  # destroyed and created again between two rounds
+    manager.generation += 1
+    sync.reconcile()
+    assert client.released == [2] and client.introduced == {1, 2}
+    assert sync.introduced[2] is manager.domains[2]

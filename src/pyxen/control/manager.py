@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.control.names import DOM0_NAME, name_problem
-from pyxen.control.netstats import read_counters
+from pyxen.control.netstats import NetCounters, read_counters
 from pyxen.control.paths import DEFAULT_RUN_DIR
 from pyxen.control.protocol import ControlError
 from pyxen.control.shutdown_actions import ACTIONS, action_setting
@@ -357,8 +357,10 @@ class DomainManager:
                  "cpu_time_ns": time_ns[cpu], "cpu": cpu, "hard": None, "soft": None}
                 for cpu in range(ncpus)]
 
-    def info(self, domid: int) -> dict[str, Any]:
-        """xl's libxl_dominfo, as a dict."""
+    def info(self, domid: int, networks: dict[int, NetCounters] | None = None
+             ) -> dict[str, Any]:
+        """xl's libxl_dominfo, as a dict; ``networks``: ``read_counters()`` when the
+        caller lists many domains (read once, not once per domain)."""
         m = self.get(domid)
         d = m.domain
         online = [v for v in d.vcpus if v.online]
@@ -389,7 +391,8 @@ class DomainManager:
             "type": "pvh" if m.request.spec.hvm is None else "hvm",
             # The console is the emulated serial port (xl console's default for HVM).
             "serial": d.device_model is not None and d.device_model.spec.serial,
-            "networks": asdict(net) if (net := read_counters().get(d.domid)) else None,
+            "networks": asdict(net) if (net := (read_counters() if networks is None
+                                                 else networks).get(d.domid)) else None,
             # Instructions KVM could not emulate and pyxen carried out, by mnemonic
             # (a dict copy of a Counter is one C call: consistent under the GIL).
             "emulated": dict(d.emulation_counts),

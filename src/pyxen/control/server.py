@@ -60,6 +60,7 @@ from pyxen.abi.hvm import HVM_NR_PARAMS
 from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control import argo_ops, config_ops, device_ops, grant_copy_ops, page_ops
 from pyxen.control.manager import POOL0, DomainManager, request_from_dict
+from pyxen.control.netstats import read_counters
 from pyxen.control.protocol import (
     MAX_MESSAGE,
     PROTOCOL_VERSION,
@@ -199,9 +200,10 @@ def _list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
             return [_dom0_info(server)]
         return [server.manager.info(_guest(server, args))]
     infos = [_dom0_info(server)]
+    networks = read_counters()
     for domid in server.manager.domids():
         with contextlib.suppress(ControlError):  # destroyed while listing
-            infos.append(server.manager.info(domid))
+            infos.append(server.manager.info(domid, networks))
     return infos
 
 

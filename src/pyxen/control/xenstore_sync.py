@@ -14,12 +14,13 @@ succeeding: once a second (and right after each create and destroy) the
 set of domains xenstored knows is brought in line with the daemon's.  So a
 xenstored that starts late, restarts without its state, or was briefly
 unreachable catches up by itself.  A round costs one request while nothing
-moved: asking xenstored whether each domain is introduced is done for new
-domains, when the domain list changed (``DomainManager.generation``), when
-xenstored's /local/domain listing disagrees with what was introduced, after
-a failed round, and otherwise every ``FULL_CHECK_SECONDS`` (with hundreds of
-idle domains a per-second check of each cost the daemon and xenstored
-several percent of a core).  A domain that shuts down or is destroyed
+moved.  When the domain list changed (``DomainManager.generation``) a round
+asks xenstored only about the domains that are new or gone; it asks about
+every domain when xenstored's /local/domain listing disagrees with what was
+introduced, after a failed round, and otherwise every ``FULL_CHECK_SECONDS``
+(with hundreds of idle domains a per-second check of each cost the daemon
+and xenstored several percent of a core, and a check of each after every
+create or destroy made a burst of them quadratic).  A domain that shuts down or is destroyed
 while it is being introduced (a guest that powers off at once) is not an
 error: the next round releases what was written.
 
@@ -41,7 +42,7 @@ from pyxen.abi.hvm import HvmParam
 from pyxen.abi.xs_wire import XsdSockmsgType as T
 from pyxen.control import pv_devices, vbd, vif
 from pyxen.control.protocol import ControlError
-from pyxen.control.xenstore import XenstoreClient, XenstoreError
+from pyxen.control.xenstore import WriteBatch, XenstoreClient, XenstoreError
 
 if TYPE_CHECKING:
     from pyxen.control.manager import DomainManager
@@ -58,7 +59,9 @@ class XenstoreSync:
     def __init__(self, manager: DomainManager, socket_path: Path) -> None:
         self.manager = manager
         self.socket_path = socket_path
-        self.introduced: set[int] = set()
+        # The domains this loop introduced (each domain object: a domain id
+        # may come back as another domain between two rounds).
+        self.introduced: dict[int, Domain] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -101,40 +104,53 @@ class XenstoreSync:
             try:
                 generation = self.manager.generation
                 listed = self._listed(client)
-                full = (generation != self._checked_generation or listed != self.introduced
+                # A full round asks xenstored about every domain; a round after
+                # creates and destroys only about the domains that changed.
+                full = (listed != self.introduced.keys() or self._checked_generation is None
                         or time.monotonic() - self._checked_at >= FULL_CHECK_SECONDS)
-                if not full:
+                if not full and generation == self._checked_generation:
                     return
                 live = {}
                 for d in self.manager.domids():
                     with contextlib.suppress(ControlError):  # destroyed meanwhile
                         live[d] = self.manager.get(d).domain
                 self._checked_generation = None  # until this round has ended well
-                for domid, domain in live.items():
-                    if not domain.params[HvmParam.STORE_PFN]:
-                        continue  # no xenstore (a dom0less domain without xen,enhanced)
+                check = [domid for domid, domain in live.items()
+                         if domain.params[HvmParam.STORE_PFN]  # else no xenstore (dom0less)
+                         and (full or self.introduced.get(domid) is not domain)]
+                known = client.which_introduced(check)
+                for domid in check:
+                    domain, before = live[domid], self.introduced.get(domid)
+                    if before is not None and before is not domain:
+                        self._forget(client, domid)  # the id came back as another domain
+                        known.discard(domid)
                     if domain.shutdown_reason is None and not domain.dying \
-                            and not client.is_introduced(domid):
+                            and domid not in known:
                         try:
                             self._introduce(client, domain)
                         except (XenstoreError, ControlError):
                             if self._ended(domain):
                                 continue  # gone meanwhile: the next round tidies up
                             raise
-                    self.introduced.add(domid)
-                gone = (self.introduced | listed) - set(live)
+                    self.introduced[domid] = domain
+                gone = (self.introduced.keys() | listed) - live.keys()
                 for domid in sorted(gone):
-                    if client.is_introduced(domid):
-                        client.release(domid)
-                    client.rm(f"/local/domain/{domid}")
-                    pv_devices.remove_all(client, domid)
-                    self.introduced.discard(domid)
-                self._checked_at = time.monotonic()
+                    self._forget(client, domid)
+                if full:
+                    self._checked_at = time.monotonic()
                 self._checked_generation = generation
             except Exception as e:  # a bad round must not end the loop: log, retry later
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
             finally:
                 client.close()
+
+    def _forget(self, client: XenstoreClient, domid: int) -> None:
+        """Release a domain that is gone and remove its directory and devices."""
+        if client.is_introduced(domid):
+            client.release(domid)
+        client.rm(f"/local/domain/{domid}")
+        pv_devices.remove_all(client, domid)
+        self.introduced.pop(domid, None)
 
     def _ended(self, domain: Domain) -> bool:
         """True once ``domain`` has shut down or been destroyed.
@@ -167,9 +183,10 @@ class XenstoreSync:
         domid = domain.domid
         base = f"/local/domain/{domid}"
         read_only = ["n0", f"r{domid}"]
-        client.rm(base)
-        client.mkdir(base)
-        client.set_perms(base, read_only)
+        batch = WriteBatch()
+        batch.rm(base)
+        batch.mkdir(base)
+        batch.set_perms(base, read_only)
         params = domain.params
         entries = {
             "name": domain.name, "domid": str(domid), "vm": f"/vm/{domain.handle.hex()}",
@@ -184,14 +201,15 @@ class XenstoreSync:
         }
         entries.update(domain.hvm_xenstore)  # hvmloader/..., platform/... (HVM only)
         for key, value in entries.items():
-            client.write(f"{base}/{key}", value)
+            batch.write(f"{base}/{key}", value)
         for sub in GUEST_WRITABLE:
-            client.mkdir(f"{base}/{sub}")
-            client.set_perms(f"{base}/{sub}", [f"n{domid}"])
+            batch.mkdir(f"{base}/{sub}")
+            batch.set_perms(f"{base}/{sub}", [f"n{domid}"])
         for key in CONTROL_KEYS:
-            client.write(f"{base}/control/{key}", "")
-            client.set_perms(f"{base}/control/{key}", [f"n{domid}"])
-        client.write(f"/vm/{domain.handle.hex()}/name", domain.name)
+            batch.write(f"{base}/control/{key}", "")
+            batch.set_perms(f"{base}/control/{key}", [f"n{domid}"])
+        batch.write(f"/vm/{domain.handle.hex()}/name", domain.name)
+        client.apply(batch)  # ~45 requests: one round trip, not one each
         pv_devices.remove_all(client, domid)  # a domain id's earlier life
         request = self.manager.get(domid).request
         for disk in request.disks:

@@ -294,7 +294,7 @@ class _Boot:
         if sync is None or not wanted:
             return
         deadline = time.monotonic() + XENSTORE_WAIT_SECONDS
-        while not wanted <= sync.introduced and time.monotonic() < deadline:
+        while not wanted <= sync.introduced.keys() and time.monotonic() < deadline:
             sync.kick()
             time.sleep(0.02)
 
