@@ -15,7 +15,7 @@ test-deps:
 	@$(PYTHON) .ci/test-deps.py pyproject.toml || $(PIP_INSTALL) -e '.[test]'
 
 lint: test-deps
-	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m ruff check src tests bench
 	$(PYTHON) -m mypy --strict src/pyxen
 
 test: guests test-deps lint

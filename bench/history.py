@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark history: one JSON record per `make bench` run, to compare ratios across commits.
 
-    python3 bench/history.py start        create bench/history/<UTC time>-<commit>.json, print its path
+    python3 bench/history.py start        create bench/history/<UTC>-<commit>.json, print its path
     python3 bench/history.py show [FILE]  one run's ratios (default: the newest record)
     python3 bench/history.py table        every record's ratios, one column per run
 

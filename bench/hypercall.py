@@ -192,7 +192,8 @@ def fmt(x: float | None) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="hypercalls per run (default 20000)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--warmup", type=int, default=None,
@@ -257,27 +258,33 @@ def main() -> int:
 
     rows = [
         ("C bare", "bare", "exit to user space and straight back (KVM_RUN only)"),
-        ("C syncregs", "syncregs", "exit + read args/efer/cs.l from kvm_run sync regs, write rax (the target)"),
+        ("C syncregs", "syncregs",
+         "exit + read args/efer/cs.l from kvm_run sync regs, write rax (the target)"),
         ("C getset", "getset", "exit + KVM_GET_REGS + KVM_SET_REGS per call"),
         ("pyxen", "pyxen", "pyxen create running guests/build/bench.elf (guest TSC)"),
         ("pyxen pure-Python loop", "pure", "the same with PYXEN_PURE_RUN_LOOP=1 (no C fast path)"),
         ("pyxen one-line worker", "minimal", "C fast path + a one-line Python worker for "
                                              "xen_version (in-process, guest TSC)"),
-        ("C syncregs, guest TSC", "syncregs_tsc", "C syncregs timed by the guest's rdtsc, as pyxen is"),
+        ("C syncregs, guest TSC", "syncregs_tsc",
+         "C syncregs timed by the guest's rdtsc, as pyxen is"),
         ("C noexit", "noexit", "control: same loop, stub `mov eax,17; ret` (no exit) in the C VM"),
-        ("pyxen noexit", "baseline", "control: bench.elf's local-call loop under pyxen (guest TSC)"),
+        ("pyxen noexit", "baseline",
+         "control: bench.elf's local-call loop under pyxen (guest TSC)"),
         ("user CPU: C syncregs", "user_c", "user-space CPU per exit (getrusage, sampled per tick: "
                                            "C's is often too small to be seen)"),
-        ("user CPU: pyxen", "user_pyxen", "the vCPU thread's, per hypercall (runs of n and 2n calls)"),
+        ("user CPU: pyxen", "user_pyxen",
+         "the vCPU thread's, per hypercall (runs of n and 2n calls)"),
         ("user CPU: pure loop", "user_pure", "the same with the pure-Python loop"),
         ("user CPU: one-line", "user_minimal", "the same with the one-line worker"),
     ]
 
     print()
-    print(f"pyxen null-hypercall benchmark: xen_version(XENVER_version, NULL), n={args.n} calls per run, "
-          f"{args.rounds} interleaved round(s), C warm-up {warmup} exits")
-    print("ns per null hypercall (one guest loop iteration: 15 instructions incl. the stub, one port-I/O exit).")
-    print("Numbers are from this run on this machine only; compare ratios, not absolute times, across runs.")
+    print(f"pyxen null-hypercall benchmark: xen_version(XENVER_version, NULL), n={args.n} "
+          f"calls per run, {args.rounds} interleaved round(s), C warm-up {warmup} exits")
+    print("ns per null hypercall (one guest loop iteration: 15 instructions incl. the stub, "
+          "one port-I/O exit).")
+    print("Numbers are from this run on this machine only; compare ratios, not absolute times, "
+          "across runs.")
     print("C rows: host CLOCK_MONOTONIC over n exits after warm-up (C noexit: whole run). "
           "pyxen rows: guest rdtsc over all n calls, ns = cycles * 1e6 / tsc_khz.")
     print()
@@ -313,7 +320,8 @@ def main() -> int:
     print(f"  C syncregs / C bare    {ratio('syncregs', 'bare'):>6}")
     print(f"  C getset / C bare      {ratio('getset', 'bare'):>6}")
     print(f"  pyxen / C syncregs (both timed by guest TSC) {ratio('pyxen', 'syncregs_tsc'):>6}")
-    print(f"  pyxen noexit / C noexit (guest emulation speed, should be ~1) {ratio('baseline', 'noexit'):>6}")
+    print("  pyxen noexit / C noexit (guest emulation speed, should be ~1) "
+          f"{ratio('baseline', 'noexit'):>6}")
     for key in ("pyxen", "pure", "minimal"):
         if None in (med[key], med["baseline"], med["syncregs"], med["noexit"]):
             continue
@@ -322,7 +330,8 @@ def main() -> int:
         if cx <= 0:
             print(f"  exit part only ({key}): n/a (C syncregs <= C noexit)")
             continue
-        met = f"   goal <= {GOAL_EXIT_PART:.2f}: {'MET' if px / cx <= GOAL_EXIT_PART else 'NOT MET'}"
+        verdict = "MET" if px / cx <= GOAL_EXIT_PART else "NOT MET"
+        met = f"   goal <= {GOAL_EXIT_PART:.2f}: {verdict}"
         print(f"  exit part only ({key}): ({key} - pyxen noexit) / (C syncregs - C noexit) = "
               f"{px:,.0f} / {cx:,.0f} = {px / cx:.2f}{met if key == 'pyxen' else ''}")
         ratios[f"exit_part_{key}"] = px / cx

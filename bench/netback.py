@@ -41,6 +41,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import history  # noqa: E402
+
 from pyxen.services.netback.tap import Tap  # noqa: E402
 
 GUEST = ROOT / "guests" / "build" / "netbench.elf"

@@ -49,6 +49,7 @@ IDLE = ROOT / "guests" / "build" / "idle.elf"
 sys.path.insert(0, str(SRC))
 
 import history  # noqa: E402
+
 from pyxen.control.client import ControlClient  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -308,7 +309,8 @@ def main() -> int:
           f"threads {after['threads'] - base_sample['threads']:+.0f}, "
           f"fds {after['fds'] - base_sample['fds']:+.0f}, "
           f"anon RSS {(after['anon_kib'] - base_sample['anon_kib']) / 1024:+.1f} MiB "
-          f"(with services {(after['family_anon_kib'] - base_sample['family_anon_kib']) / 1024:+.1f}"
+          "(with services "
+          f"{(after['family_anon_kib'] - base_sample['family_anon_kib']) / 1024:+.1f}"
           f" MiB), fds with services {after['family_fds'] - base_sample['family_fds']:+.0f}")
     print(f"  a second round of {n} creates and destroys added: "
           f"threads {after2['threads'] - after['threads']:+.0f}, "

@@ -60,6 +60,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import history  # noqa: E402
+
 from pyxen.hv.builder import BuildSpec, build_domain  # noqa: E402
 from pyxen.hv.domain import Domain  # noqa: E402
 from pyxen.hv.hypervisor import Hypervisor  # noqa: E402

@@ -45,6 +45,7 @@ HELLO = ROOT / "guests" / "build" / "hello.elf"
 sys.path.insert(0, str(SRC))
 
 import history  # noqa: E402
+
 from pyxen.control.client import ControlClient  # noqa: E402
 from pyxen.control.paths import InstancePaths  # noqa: E402
 
@@ -157,8 +158,9 @@ def main() -> int:
         print(f"{key:<16}{med * 1000:>10.1f}{min(values) * 1000:>9.1f}{med / ref:>8.2f}")
     meds = {key: statistics.median(values) for key, values in samples.items()}
     floor = meds["python"]
-    print(f"pyxen's own part (minus the interpreter's start-up): -F {(meds['pyxen -F'] - floor) * 1000:.0f}"
-          f" ms, create {(meds['pyxen create'] - floor) * 1000:.0f} ms")
+    print("pyxen's own part (minus the interpreter's start-up): "
+          f"-F {(meds['pyxen -F'] - floor) * 1000:.0f} ms, "
+          f"create {(meds['pyxen create'] - floor) * 1000:.0f} ms")
     history.record("startup", {k: v * 1000 for k, v in meds.items()},
                    {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}, unit="ms")
     return 0

@@ -38,6 +38,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import history  # noqa: E402
+
 from pyxen.abi.xen import ShutdownReason  # noqa: E402
 from pyxen.hv.builder import BuildSpec, build_domain  # noqa: E402
 from pyxen.hv.hypervisor import Hypervisor  # noqa: E402

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import history  # noqa: E402
+
 from pyxen.control.xenstore import XenstoreClient  # noqa: E402
 
 ECHO_SERVER = r"""
