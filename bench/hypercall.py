@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import statistics
@@ -183,6 +184,32 @@ def run_in_process(n: int, pure: bool, minimal: bool = False) -> tuple[float, fl
     return (totals[1] - totals[0]) / n, guest_ns
 
 
+def paired(rounds: list[dict[str, float]], num: str, num0: str | None, den: str,
+           den0: str | None) -> list[float]:
+    """Per round: (num - num0) / (den - den0) (a missing key counts as 0), for the
+    rounds that have them all and a positive denominator."""
+    out = []
+    for r in rounds:
+        keys = [k for k in (num, num0, den, den0) if k is not None]
+        if not all(k in r for k in keys):
+            continue
+        top = r[num] - (r[num0] if num0 else 0.0)
+        bottom = r[den] - (r[den0] if den0 else 0.0)
+        if bottom > 0:
+            out.append(top / bottom)
+    return out
+
+
+def median_interval(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of ``values`` and a 95% percentile-bootstrap interval for it
+    (fixed seed: the same values give the same interval)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return (statistics.median(values), medians[int(0.025 * resamples)],
+            medians[int(0.975 * resamples) - 1])
+
+
 def _div(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
@@ -205,15 +232,14 @@ def main() -> int:
 
     build()
 
-    samples: dict[str, list[float]] = {k: [] for k in
-                                       ("bare", "syncregs", "getset", "noexit",
-                                        "syncregs_tsc", "pyxen", "pure", "minimal", "baseline",
-                                        "user_c", "user_pyxen", "user_pure", "user_minimal")}
+    per_round: list[dict[str, float]] = []  # each round's values, for paired ratios
     failures: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="pyxen-bench-"))
     try:
         for rnd in range(1, args.rounds + 1):
             parts = []
+            this: dict[str, float] = {}  # this round's values
+            per_round.append(this)
             for mode in C_MODES:
                 try:
                     res = run_c(mode, args.n, warmup)
@@ -221,10 +247,10 @@ def main() -> int:
                     failures.append(f"round {rnd}, C {mode}:\n{e}")
                     parts.append(f"C {mode} FAILED")
                     continue
-                samples[mode].append(res["ns"])
+                this[mode] = res["ns"]
                 if mode == "syncregs":
-                    samples["syncregs_tsc"].append(res["guest_ns"])
-                    samples["user_c"].append(res["user_ns"])
+                    this["syncregs_tsc"] = res["guest_ns"]
+                    this["user_c"] = res["user_ns"]
                 parts.append(f"C {mode} {res['ns']:,.0f}")
             for key, pure in (("pyxen", False), ("pure", True)):
                 try:
@@ -233,18 +259,18 @@ def main() -> int:
                     failures.append(f"round {rnd}, {key}:\n{e}")
                     parts.append(f"{key} FAILED")
                     continue
-                samples[key].append(res["ns"])
+                this[key] = res["ns"]
                 if not pure:
-                    samples["baseline"].append(res["baseline_ns"])
+                    this["baseline"] = res["baseline_ns"]
                 parts.append(f"{key} {res['ns']:,.0f}")
                 try:
-                    samples[f"user_{key}"].append(run_in_process(args.n, pure)[0])
+                    this[f"user_{key}"] = run_in_process(args.n, pure)[0]
                 except (BenchError, subprocess.TimeoutExpired) as e:
                     failures.append(f"round {rnd}, {key} user CPU:\n{e}")
             try:
                 user_ns, guest_ns = run_in_process(args.n, pure=False, minimal=True)
-                samples["user_minimal"].append(user_ns)
-                samples["minimal"].append(guest_ns)
+                this["user_minimal"] = user_ns
+                this["minimal"] = guest_ns
                 parts.append(f"minimal {guest_ns:,.0f}")
             except (BenchError, subprocess.TimeoutExpired) as e:
                 failures.append(f"round {rnd}, one-line worker:\n{e}")
@@ -252,6 +278,9 @@ def main() -> int:
                   file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    samples = {key: [r[key] for r in per_round if key in r] for key in
+               ("bare", "syncregs", "getset", "noexit", "syncregs_tsc", "pyxen", "pure",
+                "minimal", "baseline", "user_c", "user_pyxen", "user_pure", "user_minimal")}
 
     med = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
     mn = {k: (min(v) if v else None) for k, v in samples.items()}
@@ -342,6 +371,26 @@ def main() -> int:
         print(f"  user-space CPU per exit (guest time excluded, so far less noisy): pyxen "
               f"{med['user_pyxen']:,.0f} ns, pure loop {med['user_pure']:,.0f} ns: "
               f"pyxen / pure {med['user_pyxen'] / med['user_pure']:.2f}")
+
+    # Each round's C and pyxen runs are seconds apart, so a ratio per round
+    # cancels the machine's slower and faster spells that a ratio of medians
+    # (over runs minutes apart) keeps.
+    print("per-round ratios (median of the rounds [95% bootstrap interval], rounds):")
+    for label, key, num, num0, den, den0, limit in (
+            ("pyxen / C syncregs", "paired_pyxen/C_syncregs", "pyxen", None, "syncregs", None,
+             GOAL_NULL_HYPERCALL),
+            ("exit part, pyxen / C", "paired_exit_part_pyxen", "pyxen", "baseline", "syncregs",
+             "noexit", GOAL_EXIT_PART),
+            ("one-line worker / C syncregs", "paired_minimal/C_syncregs", "minimal", None,
+             "syncregs", None, None)):
+        values = paired(per_round, num, num0, den, den0)
+        if not values:
+            continue
+        mid, low, high = median_interval(values)
+        ratios[key] = mid
+        verdict = "" if limit is None else \
+            f"   goal <= {limit:.2f}: {'MET' if mid <= limit else 'NOT MET'}"
+        print(f"  {label:<30}{mid:6.2f} [{low:.2f}, {high:.2f}], {len(values)}{verdict}")
 
     history.record("hypercall", med, ratios)
     if failures:
