@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -74,6 +76,16 @@ def record(bench: str, figures: dict[str, float | None], ratios: dict[str, float
         "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
     }
     path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def median_interval(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of ``values`` and a 95% percentile-bootstrap interval for it
+    (fixed seed: the same values give the same interval)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return (statistics.median(values), medians[int(0.025 * resamples)],
+            medians[int(0.975 * resamples) - 1])
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shutil
 import statistics
@@ -198,16 +197,6 @@ def paired(rounds: list[dict[str, float]], num: str, num0: str | None, den: str,
         if bottom > 0:
             out.append(top / bottom)
     return out
-
-
-def median_interval(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
-    """The median of ``values`` and a 95% percentile-bootstrap interval for it
-    (fixed seed: the same values give the same interval)."""
-    rng = random.Random(0)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
-                     for _ in range(resamples))
-    return (statistics.median(values), medians[int(0.025 * resamples)],
-            medians[int(0.975 * resamples) - 1])
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -386,7 +375,7 @@ def main() -> int:
         values = paired(per_round, num, num0, den, den0)
         if not values:
             continue
-        mid, low, high = median_interval(values)
+        mid, low, high = history.median_interval(values)
         ratios[key] = mid
         verdict = "" if limit is None else \
             f"   goal <= {limit:.2f}: {'MET' if mid <= limit else 'NOT MET'}"

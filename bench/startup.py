@@ -161,8 +161,18 @@ def main() -> int:
     print("pyxen's own part (minus the interpreter's start-up): "
           f"-F {(meds['pyxen -F'] - floor) * 1000:.0f} ms, "
           f"create {(meds['pyxen create'] - floor) * 1000:.0f} ms")
-    history.record("startup", {k: v * 1000 for k, v in meds.items()},
-                   {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}, unit="ms")
+    ratios = {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}
+    # Per round (QEMU and pyxen started seconds apart): the median of the
+    # rounds' ratios and a 95% bootstrap interval.
+    print("per-round ratios to qemu (median [95% bootstrap interval]):")
+    for key, values in samples.items():
+        if key == "qemu":
+            continue
+        mid, low, high = history.median_interval(
+            [v / q for v, q in zip(values, samples["qemu"], strict=True)])
+        ratios[f"paired_{key}/qemu"] = mid
+        print(f"  {key:<14}{mid:6.2f} [{low:.2f}, {high:.2f}]")
+    history.record("startup", {k: v * 1000 for k, v in meds.items()}, ratios, unit="ms")
     return 0
 
 
