@@ -18,6 +18,9 @@ Each round runs, one after another, with guests/build/hello.elf:
     python        reference: `python -c "print(0)"` -> its byte, the interpreter's
                   own start-up (with this installation's site-packages), which
                   every pyxen command pays before any pyxen code runs
+    python -S     the same without the site module: the difference is what this
+                  installation's site-packages (.pth files) costs every Python
+                  process, pyxen's commands included
 
 The guest does the same early work in every case (PVH entry, long mode,
 CPUID); under pyxen it also installs the hypercall page and makes one
@@ -120,7 +123,7 @@ def main() -> int:
     cfg = base / "hello.cfg"
     cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
     samples: dict[str, list[float]] = {"qemu": [], "pyxen -F": [], "pyxen create": [],
-                                       "create op": [], "python": []}
+                                       "create op": [], "python": [], "python -S": []}
     standalone_env = _env(base / "none")
     daemon = Daemon(base / "daemon")
     try:
@@ -143,6 +146,8 @@ def main() -> int:
                 samples["create op"].append(daemon.guest_line_after(t0))
                 time.sleep(0.3)
                 samples["python"].append(first_byte([sys.executable, "-c", "print(0)"]))
+                samples["python -S"].append(first_byte([sys.executable, "-S", "-c",
+                                                        "print(0)"]))
                 print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {v[-1] * 1000:.0f} ms" for k, v in samples.items()), file=sys.stderr)
     finally:
@@ -160,7 +165,8 @@ def main() -> int:
     floor = meds["python"]
     print("pyxen's own part (minus the interpreter's start-up): "
           f"-F {(meds['pyxen -F'] - floor) * 1000:.0f} ms, "
-          f"create {(meds['pyxen create'] - floor) * 1000:.0f} ms")
+          f"create {(meds['pyxen create'] - floor) * 1000:.0f} ms; site-packages: "
+          f"{(floor - meds['python -S']) * 1000:.0f} ms of every Python process")
     ratios = {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}
     # Per round (QEMU and pyxen started seconds apart): the median of the
     # rounds' ratios and a 95% bootstrap interval.
