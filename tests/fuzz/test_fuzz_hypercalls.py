@@ -7,7 +7,7 @@ DOMID_SELF are among the values drawn).  Both are paused, so SCHEDOP_block
 and SCHEDOP_poll return at once instead of sleeping.  Each example is a
 fresh pair of domains and a short sequence
 of hypercalls made through the hypercall table exactly as a vCPU exit makes
-them (``HypercallTable.call`` with a ``Call`` of vCPU 0, native or compat):
+them (vCPU 0's ``serve_hypercall``, native or compat):
 
 * the hypercall number is mostly one pyxen implements, the sub-op mostly one
   of its sub-ops (from pyxen.abi's enums), every other argument a pointer
@@ -53,7 +53,6 @@ from pyxen.abi.xen import DOMID_SELF, Hypercall
 from pyxen.hv import event_channel
 from pyxen.hv.argo.config import ArgoConfig
 from pyxen.hv.builder import BuildSpec, build_domain
-from pyxen.hv.dispatch import Call
 from pyxen.hv.domain import Domain
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
@@ -196,7 +195,7 @@ def test_hypercalls(hv: tuple[Hypervisor, io.StringIO], scratch: list[int], seed
         for nr, *raw in sequence:
             count("hypercalls")
             args = [ids.get(a, a) for a in raw]
-            result = host.hypercalls.call(Call(d.vcpus[0], compat), nr, *args)
+            result = d.vcpus[0].serve_hypercall(nr, compat, *args)
             assert isinstance(result, int)
             assert result >= 0 or -result in ERRNOS, (nr, args, result)
             event(f"{_name(nr)} -> {'ok' if result >= 0 else XenErrno(-result).name}")

@@ -106,34 +106,24 @@ def _address(buf: mmap.mmap) -> int:
 
 @dataclass
 class FakeRunner:
-    """What vcpu_exits.hypercall touches of a VcpuRunner (and Call of it)."""
+    """What vcpu_exits.hypercall touches of a VcpuRunner."""
 
     kvm: Vcpu
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     result: int = -XenErrno.ENOSYS
-    domain: object = None
 
-    @property
-    def hypercalls(self) -> FakeRunner:
-        return self
-
-    def call(self, call: Any, nr: int, *args: int) -> int:
-        self.calls.append((nr, call.compat, *args))
+    def serve_hypercall(self, nr: int, compat: bool, *args: int) -> int:
+        self.calls.append((nr, compat, *args))
         return self.result
 
 
 def run_to_stop(vm: BareVm, runner: FakeRunner, fast: bool) -> ex.IoExit:
     """Run until the OUT to STOP_PORT, serving hypercalls by the path chosen."""
     kvm = vm.vcpu
-
-    def serve(nr: int, compat: bool, *args: int) -> int:
-        runner.calls.append((nr, compat, *args))
-        return runner.result
-
     for _ in range(10):
         if fast:
             assert RUN_ONCE is not None
-            if RUN_ONCE(kvm.fd, kvm.run_addr, HYPERCALL_PORT, serve):
+            if RUN_ONCE(kvm.fd, kvm.run_addr, HYPERCALL_PORT, runner.serve_hypercall):
                 continue
             exit_ = kvm.last_exit()
         else:

@@ -5,9 +5,9 @@ gets a ``Call`` (who is calling, in which mode, and access to the caller's
 linear address space) and the six argument registers, and returns the
 value for RAX.  Workers raise ``HypercallError`` for Xen errors; a guest
 fault while copying becomes -EFAULT.  Nothing a guest passes can make an
-exception leave ``HypercallTable.call`` or the per-vCPU ``HypercallTable.server``
-(the hot path's, one Python frame): anything unexpected is logged as a pyxen
-bug and crashes the calling domain only.
+exception leave the per-vCPU ``HypercallTable.server`` (one Python frame: the
+hot path): anything unexpected is logged as a pyxen bug and crashes the
+calling domain only.
 
 Preemption (Xen's hypercall_preempt_check / hypercall_create_continuation):
 a worker looping over guest-sized input calls ``Call.preempted()`` between
@@ -15,7 +15,7 @@ items (never before the first, so every invocation makes progress) and, when
 it is true, raises ``Continuation`` with the arguments that restart the
 hypercall where it stopped (the progress encoded as Xen encodes it: memory_op
 in cmd's start-extent bits, grant_table_op as an advanced uop and a smaller
-count).  ``HypercallTable.call`` has the vCPU rewrite the guest's registers
+count).  The server has the vCPU rewrite the guest's registers
 and rewind RIP (``vcpu_exits.restart_hypercall``), and returns the hypercall
 number, which is what RAX holds on the way back into the guest (as in Xen).
 ``preempted()`` is true when the vCPU has a request that must not wait for
@@ -103,19 +103,9 @@ class HypercallTable:
     def registered(self) -> list[int]:
         return [nr for nr, w in enumerate(self._workers) if w is not None]
 
-    def call(self, call: Call, nr: int, a1: int, a2: int, a3: int, a4: int, a5: int,
-             a6: int) -> int:
-        worker = self._workers[nr] if 0 <= nr < NR_HYPERCALLS else None
-        if worker is None:
-            _report_missing(call.domain, nr)
-            return -XenErrno.ENOSYS
-        try:
-            return worker(call, a1, a2, a3, a4, a5, a6)
-        except Exception as e:
-            return _failed(call, nr, e)
-
     def server(self, vcpu: VcpuRunner) -> Server:
-        """``call`` for one vCPU's thread, in one Python frame: the hot path.
+        """What runs ``vcpu``'s hypercalls, in one Python frame (the hot path):
+        the worker for ``nr`` with the caller's ``Call``, its exceptions made RAX.
 
         The vCPU's hypercalls run one at a time on its thread and no worker
         keeps its ``Call``, so one ``Call`` per convention is reused, its view of
@@ -127,7 +117,7 @@ class HypercallTable:
                   a6: int) -> int:
             call = calls[compat]
             call._guest = None
-            worker = workers[nr] if nr < NR_HYPERCALLS else None  # nr is unsigned
+            worker = workers[nr] if 0 <= nr < NR_HYPERCALLS else None
             if worker is None:
                 _report_missing(call.domain, nr)
                 return -XenErrno.ENOSYS

@@ -65,6 +65,7 @@ from pyxen.kvm.vcpu import RUN_ONCE
 from pyxen.memory import GuestAccess, PagingState
 
 if TYPE_CHECKING:
+    from pyxen.hv.dispatch import Server
     from pyxen.hv.domain import Domain
     from pyxen.hv.sched.dispatcher import Dispatcher
     from pyxen.hv.sched.interface import SchedVcpu
@@ -93,7 +94,8 @@ class VcpuRunner:
         self._thread: threading.Thread | None = None
         self.poll_port: int | None = None  # -1: any port (multi-port poll)
         self.io_warned: set[int] = set()
-        self.hypercalls = hv.hypercalls
+        # Every hypercall of this vCPU goes through it: the C run loop's and the pure loop's.
+        self.serve_hypercall: Server = hv.hypercalls.server(self)
         # vcpu_info: in shared_info for the first 32 vCPUs, else a dummy
         # until the guest registers one (VCPUOP_register_vcpu_info).
         self._dummy_info = (ctypes.c_char * VCPU_INFO_SIZE)()
@@ -205,7 +207,7 @@ class VcpuRunner:
         control = self.control
         kvm = self.kvm
         run_once = RUN_ONCE  # the C fast path for hypercalls, or None: all in Python
-        serve = self.hypercalls.server(self)
+        serve = self.serve_hypercall
         try:
             control.started()
             self.time.start_clock()

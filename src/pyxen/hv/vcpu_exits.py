@@ -37,7 +37,7 @@ from pyxen.abi.errno import XenErrno
 from pyxen.abi.ioreq import IoreqType
 from pyxen.hv import hypercall_page
 from pyxen.hv.cpuid import HYPERCALL_MSR
-from pyxen.hv.dispatch import Call, CannotContinue
+from pyxen.hv.dispatch import CannotContinue
 from pyxen.hv.ioreq import DeviceModelGone
 from pyxen.hv.vcpu_control import Req
 from pyxen.hv.vcpu_inject import wakes_a_block
@@ -130,7 +130,7 @@ def hypercall(runner: VcpuRunner) -> None:
     if (cr0 & _CR0_PE and ss_dpl != 0) or rflags & _RFLAGS_VM:
         result = -XenErrno.EPERM
     else:
-        result = runner.hypercalls.call(Call(runner, compat), nr, *args)
+        result = runner.serve_hypercall(nr, compat, *args)
     if compat:
         result &= _M32
     kvm.set_rax(result)
