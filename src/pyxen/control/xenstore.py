@@ -5,8 +5,8 @@ one ``xsd_sockmsg``, read one reply; an ``XS_ERROR`` reply raises
 ``XenstoreError`` with the errno name.  ``pipelined`` (and ``apply`` for a
 ``WriteBatch``, ``which_introduced``) sends many requests before reading
 their replies: xenstored still applies them in order, and a batch costs
-about one round trip instead of one each (what a domain's introduction and
-the reconcile's checks of hundreds of domains need).  Watch events (``watch``) may
+about one round trip instead of one each (a domain's introduction, the
+reconcile's checks of hundreds of domains).  Watch events (``watch``) may
 arrive between a request and its reply: they are queued in ``events``, in
 order, and ``next_event`` returns the oldest (reading the socket when none
 is queued), so a caller can wait for the socket to be readable *or* the
@@ -23,7 +23,7 @@ from pathlib import Path
 from pyxen.abi.xs_wire import XSD_SOCKMSG as _HEADER
 from pyxen.abi.xs_wire import XsdSockmsgType as T
 
-# Requests sent before their replies are read (which_introduced): a batch is
+# Requests sent before their replies are read (pipelined): a batch is
 # ~2.5 KiB, far below a Unix socket's buffer, so sending never waits on
 # xenstored reading while it waits on us reading its replies.
 PIPELINE_DEPTH = 128

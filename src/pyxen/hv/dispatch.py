@@ -89,7 +89,7 @@ class Call:
 
 
 Worker = Callable[[Call, int, int, int, int, int, int], int]
-# What the C run loop calls (pyxen.kvm.RUN_ONCE): number, compat, the six arguments.
+# A vCPU's hypercall entry (both run loops call it): number, compat, the six arguments.
 Server = Callable[[int, bool, int, int, int, int, int, int], int]
 
 
