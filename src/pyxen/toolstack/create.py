@@ -86,11 +86,12 @@ def _check_in_daemon(client: ControlClient, path: Path,
     """The create operation's config object, checked by the daemon (control/config_ops.py),
     with xl's messages; an exit status if it is unusable."""
     try:
-        text = path.read_bytes().decode("utf-8", "surrogateescape")
-    except OSError:
-        result = _check_here(path, overrides)  # says why the file cannot be read
-        assert isinstance(result, int)
-        return result
+        text = path.read_bytes().decode("utf-8", "surrogateescape")  # as read_xl_cfg reads
+    except OSError as e:
+        from pyxen.toolstack.xlcfg import unreadable
+
+        print(f"pyxen: {unreadable(path, e)}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         checked = client.call("check_config", text=text, path=os.path.abspath(path),
                               cwd=os.getcwd(), overrides=overrides)

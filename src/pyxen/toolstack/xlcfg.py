@@ -506,8 +506,13 @@ def read_xl_cfg(path: Path) -> XlConfig:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise XlCfgError(str(path), f"cannot read configuration file: {err.strerror}") from None
+        raise unreadable(path, err) from None
     return parse_xl_cfg(data.decode("utf-8", "surrogateescape"), str(path))
+
+
+def unreadable(path: Path, err: OSError) -> XlCfgError:
+    """The error for a configuration file that cannot be read."""
+    return XlCfgError(str(path), f"cannot read configuration file: {err.strerror}")
 
 
 def apply_overrides(cfg: XlConfig, overrides: Iterable[str]) -> XlConfig:
