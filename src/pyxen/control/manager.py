@@ -363,6 +363,7 @@ class DomainManager:
         caller lists many domains (read once, not once per domain)."""
         m = self.get(domid)
         d = m.domain
+        net = (read_counters() if networks is None else networks).get(domid)
         online = [v for v in d.vcpus if v.online]
         states = [v.time.runstate.state for v in online]
         shutdown = d.shutdown_reason is not None
@@ -391,8 +392,7 @@ class DomainManager:
             "type": "pvh" if m.request.spec.hvm is None else "hvm",
             # The console is the emulated serial port (xl console's default for HVM).
             "serial": d.device_model is not None and d.device_model.spec.serial,
-            "networks": asdict(net) if (net := (read_counters() if networks is None
-                                                 else networks).get(d.domid)) else None,
+            "networks": asdict(net) if net else None,
             # Instructions KVM could not emulate and pyxen carried out, by mnemonic
             # (a dict copy of a Counter is one C call: consistent under the GIL).
             "emulated": dict(d.emulation_counts),
