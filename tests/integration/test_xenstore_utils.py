@@ -293,3 +293,26 @@ def test_a_write_batch_is_applied_in_order_and_reports_its_first_failure(xsd: Da
         assert (client.read("/batch/b"), client.read("/batch/c")) == (b"x", b"z")
     finally:
         client.close()
+
+
+def test_a_child_list_longer_than_one_reply_is_read_in_parts(xsd: Daemon) -> None:
+    """/local/domain with ~1000 four-digit domain ids is E2BIG for DIRECTORY: the
+    client reads it with DIRECTORY_PART (the daemon's reconcile failed on it)."""
+    from pyxen.control.xenstore import WriteBatch, XenstoreClient, XenstoreError
+
+    names = [str(1000 + i) for i in range(1200)]
+    client = XenstoreClient(Path(xsd.socket))
+    try:
+        batch = WriteBatch()
+        for name in names:
+            batch.write(f"/big/{name}", "")
+        client.apply(batch)
+        with pytest.raises(XenstoreError) as whole:
+            client.request(1, b"/big\0", "/big")  # XS_DIRECTORY
+        assert whole.value.code == "E2BIG"
+        assert sorted(client.directory("/big")) == names
+        assert client.children("/nothere") == []
+        client.write("/small/a", "")
+        assert client.children("/small") == [b"a"]
+    finally:
+        client.close()

@@ -96,8 +96,8 @@ class _Client:
         self.released.append(domid)
         self.introduced.discard(domid)
 
-    def request(self, *args: Any) -> bytes:  # DIRECTORY /local/domain
-        return b"\0".join(str(d).encode() for d in sorted(self.introduced))
+    def children(self, path: str) -> list[bytes]:  # of /local/domain
+        return [str(d).encode() for d in sorted(self.introduced)]
 
     def __getattr__(self, name: str) -> Any:  # write, mkdir, rm, set_perms, close
         return lambda *args: None

@@ -27,6 +27,9 @@ from pyxen.abi.xs_wire import XsdSockmsgType as T
 # ~2.5 KiB, far below a Unix socket's buffer, so sending never waits on
 # xenstored reading while it waits on us reading its replies.
 PIPELINE_DEPTH = 128
+# Reads of a long child list (DIRECTORY_PART) started again because the node
+# changed between two parts, before giving up.
+DIRECTORY_PART_TRIES = 100
 
 
 # One request: type, payload, what an error names, an error code that is not
@@ -144,13 +147,40 @@ class XenstoreClient:
 
     def directory(self, path: str) -> list[str]:
         """The children of ``path`` ([] if it does not exist)."""
+        return [n.decode(errors="replace") for n in self.children(path)]
+
+    def children(self, path: str) -> list[bytes]:
+        """The children of ``path`` as xenstored names them ([] if it does not exist).
+
+        A list longer than one reply (XENSTORE_PAYLOAD_MAX: about 800 domain ids
+        of four digits under /local/domain) is E2BIG for DIRECTORY; it is then
+        read in parts (DIRECTORY_PART, as libxenstore does), again from the start
+        if the node changes between two parts."""
         try:
             names = self.request(T.DIRECTORY, path.encode() + b"\0", path)
         except XenstoreError as e:
             if e.code == "ENOENT":
                 return []
-            raise
-        return [n.decode(errors="replace") for n in names.split(b"\0") if n]
+            if e.code != "E2BIG":
+                raise
+            names = self._directory_in_parts(path)
+        return [n for n in names.split(b"\0") if n]
+
+    def _directory_in_parts(self, path: str) -> bytes:
+        for _ in range(DIRECTORY_PART_TRIES):
+            listing, generation, done = b"", None, False
+            while not done:
+                reply = self.request(T.DIRECTORY_PART,
+                                     f"{path}\0{len(listing)}\0".encode(), path)
+                gen, _, part = reply.partition(b"\0")
+                if generation not in (None, gen):
+                    break  # changed meanwhile: read it again
+                generation = gen
+                done = part.endswith(b"\0\0") or part in (b"", b"\0")
+                listing += part[:-1] if done and part else part
+            else:
+                return listing
+        raise XenstoreError("EAGAIN", f"{path} kept changing while it was read in parts")
 
     def watch(self, path: str, token: str) -> None:
         """Watch ``path`` and below; events go to ``events`` (one fires at once)."""

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyxen.abi.hvm import HvmParam
-from pyxen.abi.xs_wire import XsdSockmsgType as T
 from pyxen.control import pv_devices, vbd, vif
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import WriteBatch, XenstoreClient, XenstoreError
@@ -171,13 +170,8 @@ class XenstoreSync:
         """Domains with a directory in xenstored.  Not only ``introduced``:
         a domain destroyed while xenstored was down is in its state file,
         and the restarted xenstored still has its directory."""
-        try:
-            names = client.request(T.DIRECTORY, b"/local/domain\0", "/local/domain")
-        except XenstoreError as e:
-            if e.code == "ENOENT":
-                return set()
-            raise
-        return {int(n) for n in names.split(b"\0") if n.isdigit() and int(n) != 0}
+        names = client.children("/local/domain")
+        return {int(n) for n in names if n.isdigit() and int(n) != 0}
 
     def _introduce(self, client: XenstoreClient, domain: Domain) -> None:
         domid = domain.domid
