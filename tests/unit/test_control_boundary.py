@@ -154,6 +154,27 @@ def test_deeply_nested_json_gets_an_error_reply(server: ControlServer) -> None:
     assert not server.hv.console.lines
 
 
+def test_replies_may_be_larger_than_requests(server: ControlServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing of thousands of domains is over the 1 MiB request limit: replies
+    go up to MAX_REPLY, and a result beyond that is an E2BIG reply, not a closed
+    connection."""
+    import pyxen.control.server as server_module
+    from pyxen.control.protocol import MAX_MESSAGE
+
+    big = "x" * (2 * MAX_MESSAGE)
+    monkeypatch.setitem(server_module.OPS, "big", lambda srv, session, args: big)
+    with ControlClient(server.path) as client:
+        assert client.call("big") == big
+        monkeypatch.setattr(server_module, "MAX_REPLY", MAX_MESSAGE)
+        with pytest.raises(ControlError) as too_big:
+            client.call("big")
+        assert too_big.value.code == "E2BIG"
+        assert client.call("hello")["role"] == "toolstack"  # still connected
+        with pytest.raises(ProtocolError):  # a request is still at most MAX_MESSAGE
+            client.call("hello", pad=big)
+
+
 def test_decode_limits() -> None:
     with pytest.raises(RequestError):
         decode(b"[" * 100_000 + b"]" * 100_000)

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from pyxen.control.paths import InstancePaths
-from pyxen.control.protocol import PROTOCOL_VERSION, ControlError, receive, send
+from pyxen.control.protocol import MAX_REPLY, PROTOCOL_VERSION, ControlError, receive, send
 
 CONTROL_FD_ENV = "PYXEN_CONTROL_FD"
 
@@ -82,7 +82,7 @@ class ControlClient:
             send(self._sock, {"v": PROTOCOL_VERSION, "id": req_id, "op": op, "args": args},
                  send_fds)
             try:
-                reply, fds = receive(self._sock)
+                reply, fds = receive(self._sock, limit=MAX_REPLY)
             except EOFError:
                 raise ControlError("EPIPE", "the hypervisor closed the connection") from None
         if not reply.get("ok"):

@@ -7,8 +7,9 @@ or ``{"v": 1, "id": N, "ok": false, "error": {"code": ERRNO_NAME,
 "message": TEXT}}``.  File descriptors a reply hands out (a guest's memfd,
 an eventfd) travel with it as SCM_RIGHTS ancillary data.
 
-Validation: a frame longer than ``MAX_MESSAGE`` or that is not a JSON object
-ends the connection (the stream can no longer be trusted); a well-framed
+Validation: a request frame longer than ``MAX_MESSAGE`` (a reply: longer than
+``MAX_REPLY``, as a listing of thousands of domains is well over a MiB) or
+that is not a JSON object ends the connection (the stream can no longer be trusted); a well-framed
 request with a bad version, op or argument gets an error reply, and so does
 valid JSON that is not a usable request: nested deeper than ``MAX_DEPTH``
 (requests are a few levels deep; Python's decoder recurses once per level,
@@ -26,7 +27,8 @@ import struct
 from typing import Any
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 1 << 20  # a request (what a client sends)
+MAX_REPLY = 64 << 20  # a reply (what the daemon sends): ~2,300 domains' `list` is 1 MiB
 MAX_FDS = 16
 MAX_DEPTH = 32  # arrays and objects inside each other, the message itself being 1
 _LEN = struct.Struct(">I")
@@ -53,15 +55,16 @@ class ControlError(Exception):
         self.message = message
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any], limit: int = MAX_MESSAGE) -> bytes:
     data = json.dumps(message, separators=(",", ":")).encode()
-    if len(data) > MAX_MESSAGE:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    if len(data) > limit:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {limit}")
     return _LEN.pack(len(data)) + data
 
 
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = encode(message)
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None,
+         limit: int = MAX_MESSAGE) -> None:
+    data = encode(message, limit)
     if fds:
         sent = socket.send_fds(sock, [data], fds)
         if sent < len(data):
@@ -81,13 +84,13 @@ def _recv_exact(sock: socket.socket, size: int, fds: list[int]) -> bytes:
     return bytes(buf)
 
 
-def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+def receive(sock: socket.socket, limit: int = MAX_MESSAGE) -> tuple[dict[str, Any], list[int]]:
     """One message and the file descriptors that came with it; EOFError at the end."""
     fds: list[int] = []
     try:
         (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size, fds))
-        if size > MAX_MESSAGE:
-            raise ProtocolError(f"frame of {size} bytes exceeds {MAX_MESSAGE}")
+        if size > limit:
+            raise ProtocolError(f"frame of {size} bytes exceeds {limit}")
         return decode(_recv_exact(sock, size, fds)), fds
     except BaseException:
         for fd in fds:

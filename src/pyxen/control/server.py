@@ -63,6 +63,7 @@ from pyxen.control.manager import POOL0, DomainManager, request_from_dict
 from pyxen.control.netstats import read_counters
 from pyxen.control.protocol import (
     MAX_MESSAGE,
+    MAX_REPLY,
     PROTOCOL_VERSION,
     ControlError,
     ProtocolError,
@@ -644,7 +645,12 @@ class ControlServer:
                             for fd in fds:
                                 os.close(fd)
                     try:
-                        send(conn, reply, out_fds)
+                        try:
+                            send(conn, reply, out_fds, limit=MAX_REPLY)
+                        except ProtocolError as e:  # a result too large for one reply
+                            send(conn, {"v": PROTOCOL_VERSION, "id": reply.get("id"),
+                                        "ok": False, "error": {"code": "E2BIG",
+                                                               "message": str(e)}})
                     except OSError:
                         return  # the client left; the operation itself is complete
         finally:
