@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from fuzz.stats import count
 from pyxen.control.manager import DomainManager, request_from_dict
-from pyxen.control.protocol import MAX_MESSAGE, PROTOCOL_VERSION, ControlError
+from pyxen.control.protocol import MAX_MESSAGE, MAX_REPLY, PROTOCOL_VERSION, ControlError
 from pyxen.control.server import OPS, ControlServer
 from pyxen.hv.hypervisor import Hypervisor
 from pyxen.hv.vcpu import install_kick_handler
@@ -96,7 +96,7 @@ def _replies(sock: socket.socket) -> list[dict[str, Any]]:
     out = []
     while (head := _recv_exact(sock, 4)) is not None:
         (size,) = struct.unpack(">I", head)
-        assert size <= MAX_MESSAGE
+        assert size <= MAX_REPLY
         body = _recv_exact(sock, size)
         assert body is not None, "a reply cut short"
         reply = json.loads(body)
