@@ -32,11 +32,9 @@ from pyxen.control.protocol import ControlError
 from pyxen.control.shutdown_actions import ACTIONS, action_setting
 from pyxen.control.vbd import Disk, disk_from_dict
 from pyxen.control.vif import Nic, nic_from_dict
-from pyxen.control.xenstore_sync import XenstoreSync
 from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.hv.builder import BuildSpec, build_domain
-from pyxen.hv.dom0_mem import Dom0Sizing
 from pyxen.hv.domain import Domain
 from pyxen.hv.errors import BuildError
 from pyxen.hv.hypervisor import Hypervisor
@@ -44,6 +42,8 @@ from pyxen.hv.sched.interface import SchedParamError
 
 if TYPE_CHECKING:
     from pyxen.control.cpupools import CpuPools
+    from pyxen.control.xenstore_sync import XenstoreSync
+    from pyxen.hv.dom0_mem import Dom0Sizing
 
 POOL0 = "Pool-0"
 
