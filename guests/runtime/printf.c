@@ -14,8 +14,10 @@ static void put(struct out *o, char c)
     o->len++;
 }
 
-static void put_num(struct out *o, unsigned long v, unsigned int base, int neg, int width,
-                    char pad, int upper)
+/* v in base, after prefix ("-", "0x" or ""): padded to width with spaces before
+ * the prefix, or with zeros after it (as C's printf does). */
+static void put_num(struct out *o, unsigned long v, unsigned int base, const char *prefix,
+                    int width, char pad, int upper)
 {
     char tmp[24];
     int n = 0;
@@ -25,12 +27,14 @@ static void put_num(struct out *o, unsigned long v, unsigned int base, int neg, 
         tmp[n++] = digits[v % base];
         v /= base;
     } while (v);
-    if (neg && pad == '0')
-        put(o, '-');
-    for (int w = n + (neg ? 1 : 0); w < width; w++)
-        put(o, pad);
-    if (neg && pad != '0')
-        put(o, '-');
+    int len = n + (int)strlen(prefix);
+    if (pad != '0')
+        for (; len < width; len++)
+            put(o, ' ');
+    for (const char *p = prefix; *p; p++)
+        put(o, *p);
+    for (; len < width; len++)
+        put(o, '0');
     while (n)
         put(o, tmp[--n]);
 }
@@ -46,10 +50,14 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
         }
         fmt++;
         char pad = ' ';
-        int width = 0, lng = 0;
-        if (*fmt == '0') {
-            pad = '0';
-            fmt++;
+        int width = 0, lng = 0, alt = 0;
+        for (;; fmt++) {
+            if (*fmt == '0')
+                pad = '0';
+            else if (*fmt == '#')
+                alt = 1; /* %#x: "0x" before a non-zero value */
+            else
+                break;
         }
         while (*fmt >= '0' && *fmt <= '9')
             width = width * 10 + (*fmt++ - '0');
@@ -66,22 +74,24 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
         case 'i': {
             long v = lng ? va_arg(ap, long) : va_arg(ap, int);
             unsigned long u = v < 0 ? -(unsigned long)v : (unsigned long)v;
-            put_num(&o, u, 10, v < 0, width, pad, 0);
+            put_num(&o, u, 10, v < 0 ? "-" : "", width, pad, 0);
             break;
         }
         case 'u':
-            put_num(&o, lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned int), 10, 0,
+            put_num(&o, lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned int), 10, "",
                     width, pad, 0);
             break;
         case 'x':
-        case 'X':
-            put_num(&o, lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned int), 16, 0,
-                    width, pad, *fmt == 'X');
+        case 'X': {
+            unsigned long v = lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned int);
+            const char *prefix = alt && v ? (*fmt == 'X' ? "0X" : "0x") : "";
+            put_num(&o, v, 16, prefix, width, pad, *fmt == 'X');
             break;
+        }
         case 'p':
             put(&o, '0');
             put(&o, 'x');
-            put_num(&o, (unsigned long)va_arg(ap, void *), 16, 0, width, pad, 0);
+            put_num(&o, (unsigned long)va_arg(ap, void *), 16, "", width, pad, 0);
             break;
         case 'c':
             put(&o, (char)va_arg(ap, int));

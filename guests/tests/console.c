@@ -18,9 +18,31 @@ _Static_assert(sizeof(long_msg) - 1 == 300, "long_msg must be 300 bytes");
 
 static const char ctl_msg[] = "ctl:\x01\x02" "end\n";
 
+/* The runtime's printf, which every guest's messages go through. */
+static void expect_format(const char *got, const char *want)
+{
+    check(strcmp(got, want) == 0, "printf: \"%s\" (want \"%s\")", got, want);
+}
+
+static void test_format(void)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%#x %#x %#X", 0x1fu, 0u, 0xffu);
+    expect_format(buf, "0x1f 0 0XFF");
+    snprintf(buf, sizeof(buf), "%#08x|%#6x", 0xabu, 0xabu);
+    expect_format(buf, "0x0000ab|  0xab");
+    snprintf(buf, sizeof(buf), "%5d|%05d|%02x|%u", -42, -42, 7u, 0u);
+    expect_format(buf, "  -42|-0042|07|0");
+    snprintf(buf, sizeof(buf), "%016lx", 0xdeadbeefUL);
+    expect_format(buf, "00000000deadbeef");
+}
+
 void test_main(const struct hvm_start_info *si)
 {
     static char rbuf[64];
+
+    test_format();
 
     expect_eq(console_io(CONSOLEIO_write, 300, long_msg), 0, "write 300 bytes -> 0");
     expect_eq(console_io(CONSOLEIO_write, 0, long_msg), 0, "write count 0 -> 0");
