@@ -96,6 +96,11 @@ def _check_in_daemon(client: ControlClient, path: Path,
         checked = client.call("check_config", text=text, path=os.path.abspath(path),
                               cwd=os.getcwd(), overrides=overrides)
     except ControlError as e:
+        if e.code == "ENOSYS":  # a daemon started before check_config existed: check here
+            from pyxen.toolstack.commands import config_request
+
+            local = _check_here(path, overrides)
+            return local if isinstance(local, int) else config_request(local)
         if e.code != "ECONFIG":
             raise
         print(f"pyxen: {e.message}", file=sys.stderr)
