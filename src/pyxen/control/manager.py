@@ -26,12 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyxen.abi.vcpu import RunstateState
 from pyxen.control.names import DOM0_NAME, name_problem
-from pyxen.control.netstats import NetCounters, read_counters
 from pyxen.control.paths import DEFAULT_RUN_DIR
 from pyxen.control.protocol import ControlError
 from pyxen.control.shutdown_actions import ACTIONS, action_setting
-from pyxen.control.vbd import Disk, disk_from_dict
-from pyxen.control.vif import Nic, nic_from_dict
 from pyxen.cpulist import MAX_CPUS
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
 from pyxen.hv.builder import BuildSpec, build_domain
@@ -42,6 +39,9 @@ from pyxen.hv.sched.interface import SchedParamError
 
 if TYPE_CHECKING:
     from pyxen.control.cpupools import CpuPools
+    from pyxen.control.netstats import NetCounters
+    from pyxen.control.vbd import Disk
+    from pyxen.control.vif import Nic
     from pyxen.control.xenstore_sync import XenstoreSync
     from pyxen.hv.dom0_mem import Dom0Sizing
 
@@ -363,7 +363,11 @@ class DomainManager:
         caller lists many domains (read once, not once per domain)."""
         m = self.get(domid)
         d = m.domain
-        net = (read_counters() if networks is None else networks).get(domid)
+        if networks is None:
+            from pyxen.control.netstats import read_counters
+
+            networks = read_counters()
+        net = networks.get(domid)
         online = [v for v in d.vcpus if v.online]
         states = [v.time.runstate.state for v in online]
         shutdown = d.shutdown_reason is not None
@@ -538,14 +542,22 @@ def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> 
     if not isinstance(disks, list) or len(disks) > MAX_DISKS:
         raise ControlError("EINVAL", f"config field 'disks' must be a list of at most "
                                      f"{MAX_DISKS} disks")
-    parsed = tuple(disk_from_dict(d) for d in disks)
+    parsed: tuple[Disk, ...] = ()
+    if disks:  # the PV device modules load only for a domain that has devices
+        from pyxen.control.vbd import disk_from_dict
+
+        parsed = tuple(disk_from_dict(d) for d in disks)
     if len({d.devid for d in parsed}) != len(parsed):
         raise ControlError("EINVAL", "two disks have the same virtual device")
     nics = args.get("nics") or []
     if not isinstance(nics, list) or len(nics) > MAX_NICS:
         raise ControlError("EINVAL", f"config field 'nics' must be a list of at most "
                                      f"{MAX_NICS} network interfaces")
-    parsed_nics = tuple(nic_from_dict(n) for n in nics)
+    parsed_nics: tuple[Nic, ...] = ()
+    if nics:
+        from pyxen.control.vif import nic_from_dict
+
+        parsed_nics = tuple(nic_from_dict(n) for n in nics)
     if len({n.devid for n in parsed_nics}) != len(parsed_nics):
         raise ControlError("EINVAL", "two network interfaces have the same device number")
     return DomainRequest(spec, action("on_poweroff", "destroy"), action("on_reboot", "restart"),

@@ -83,10 +83,7 @@ from pyxen.control.names import name_problem
 from pyxen.control.shutdown_actions import action_setting
 from pyxen.cpulist import parse_cpu_list
 from pyxen.hv.argo.policy import DEFAULT_DOMU_LABEL, SECLABEL_RE
-from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
 from pyxen.toolstack.hvm_config import HVM_KEYS, HvmConfigError, hvm_request
-from pyxen.toolstack.pv_specs import served_disk, served_nic
-from pyxen.toolstack.vif_spec import VifSpecError, parse_vif_spec
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, XlNumber, c_long
 
 __all__ = [
@@ -317,6 +314,11 @@ class _Builder:
     def disks(self) -> tuple[dict[str, Any], ...]:
         if "disk" not in self.cfg:
             return ()
+        # The disk and vif grammars load only for a config that uses them
+        # (start-up: most small guests have neither).
+        from pyxen.toolstack.disk_spec import DiskSpecError, parse_disk_spec
+        from pyxen.toolstack.pv_specs import served_disk
+
         value = self.cfg["disk"]
         if not isinstance(value, list):
             raise self.fail("disk", "disk must be a list: disk = ['DISKSPEC', ...]")
@@ -337,6 +339,9 @@ class _Builder:
     def nics(self) -> tuple[dict[str, Any], ...]:
         if "vif" not in self.cfg:
             return ()
+        from pyxen.toolstack.pv_specs import served_nic
+        from pyxen.toolstack.vif_spec import VifSpecError, parse_vif_spec
+
         value = self.cfg["vif"]
         if not isinstance(value, list):
             raise self.fail("vif", "vif must be a list: vif = ['VIFSPEC', ...]")
