@@ -518,3 +518,39 @@ def test_random_calls_with_a_lagging_dispatcher_keep_the_invariants(seed: int) -
         for v in sched.runqueues[sched.runqueue_of_pcpu(p)].runq:
             assert p not in v.hard_affinity, f"pCPU {p} idle while {v.name} waits\n{sched.dump()}"
     sched.dump()
+
+
+def _assert_runqueues_sorted(sched: Credit2) -> None:
+    for rq in sched.runqueues:
+        credits = [credit(v) for v in rq.runq]
+        assert credits == sorted(credits, reverse=True), f"runqueue {rq.id}: {credits}"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_runqueues_stay_sorted_by_credit(seed: int) -> None:
+    """_runq_insert finds its place by binary search: that needs every runqueue sorted
+    by credit (highest first) through resets, caps, weight changes and migrations."""
+    pcpus, topology = two_sockets()
+    trace = Recorder()
+    sched = Credit2(pcpus, topology, trace, {"runqueue": ("cpu", "socket")[seed % 2]})
+
+    def params(rng: random.Random) -> dict[str, Any]:
+        return {"weight": rng.choice((1, 64, 256, 65535)), "cap": rng.choice((0, 10, 100))}
+
+    fuzz = Fuzz(sched, pcpus, 100 + seed, params)
+    for _ in range(3000):
+        fuzz.step()
+        _assert_runqueues_sorted(sched)
+    assert fuzz.decisions > 500
+    assert trace.kinds("credit_reset") and trace.kinds("park") and trace.kinds("migrate")
+
+
+def test_runq_insert_keeps_arrival_order_among_equal_credit() -> None:
+    """As Xen's walk does: a waiter goes after every waiter with as much credit."""
+    sched, sim, _ = one_pcpu()
+    vcpus = [sim.add(Never(), domid=d) for d in (1, 2, 3, 4)]
+    rq = sched.runqueues[0]
+    for v in vcpus:
+        sched.wake(v, 0)
+    assert [v.domid for v in rq.runq] == [1, 2, 3, 4]
+    _assert_runqueues_sorted(sched)

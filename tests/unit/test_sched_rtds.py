@@ -318,3 +318,23 @@ def test_random_call_sequences_keep_the_invariants() -> None:
             for v in fuzz.vcpus:
                 assert not (v.priv.queued and p in v.hard_affinity), \
                     f"seed {seed}: pCPU {p} idle while {v.name} waits\n{s.dump()}"
+
+
+def test_queues_stay_sorted_through_random_calls() -> None:
+    """The run and replenishment queues are kept in order by binary search: that needs
+    them sorted (by level then deadline, and by deadline) after every call."""
+    def params(rng: random.Random) -> dict[str, object]:
+        period = rng.choice((100, 1000, 10000))
+        return {"period": period, "budget": rng.randint(10, period),
+                "extratime": rng.randint(0, 1)}
+
+    for seed in range(3):
+        pcpus = [0, 1]
+        s = Rtds(pcpus, Topology.flat(pcpus))
+        fuzz = Fuzz(s, pcpus, 50 + seed, params)
+        for _ in range(2000):
+            fuzz.step()
+            keys = [r.key() for r in s._runq]
+            deadlines = [r.deadline for r in s._replq]
+            assert keys == sorted(keys) and deadlines == sorted(deadlines), s.dump()
+        assert fuzz.decisions > 200

@@ -44,7 +44,9 @@ caller serialises all calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +100,9 @@ class _Rvcpu:
 
     def key(self) -> tuple[int, int]:
         return (self.level, self.deadline)
+
+
+_deadline: Callable[[_Rvcpu], int] = operator.attrgetter("deadline")
 
 
 class Rtds(SchedulerBase, TickleQueue):
@@ -346,12 +351,13 @@ class Rtds(SchedulerBase, TickleQueue):
 
     # -- queues ----------------------------------------------------------------------------
 
+    # Both queues stay sorted (a key changes only while its vCPU is out of the
+    # queue), so a binary search finds the place a walk from the head would: after
+    # every entry with the same key.  Each replenishment re-queues its vCPU, which
+    # made the walks quadratic with hundreds of vCPUs.
+
     def _runq_insert(self, r: _Rvcpu) -> None:
-        key = r.key()
-        i = 0
-        while i < len(self._runq) and self._runq[i].key() <= key:
-            i += 1
-        self._runq.insert(i, r)
+        self._runq.insert(bisect.bisect_right(self._runq, r.key(), key=_Rvcpu.key), r)
         r.queued = True
 
     def _unqueue(self, r: _Rvcpu) -> None:
@@ -364,10 +370,7 @@ class Rtds(SchedulerBase, TickleQueue):
     def _replq_insert(self, r: _Rvcpu) -> None:
         if r.in_replq:
             return
-        i = 0
-        while i < len(self._replq) and self._replq[i].deadline <= r.deadline:
-            i += 1
-        self._replq.insert(i, r)
+        self._replq.insert(bisect.bisect_right(self._replq, r.deadline, key=_deadline), r)
         r.in_replq = True
 
     def _replq_remove(self, r: _Rvcpu) -> None:
