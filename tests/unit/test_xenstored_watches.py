@@ -139,3 +139,28 @@ def test_watch_ignores_tx_id_and_checks_arguments(c: Client) -> None:
     for bad in (b"/w\0", b"/w\0t\0x\0", b"/w//x\0t\0"):
         with pytest.raises(XsError, match="EINVAL"):
             c.request(T.WATCH, bad)
+
+
+def test_only_connections_with_watches_are_looked_at(c: Client) -> None:
+    """A change looks only at the store's index of watching connections: it follows
+    WATCH, UNWATCH of the last watch, RESET_WATCHES and the connection's end."""
+    idle = [Client(c.xs) for _ in range(50)]
+    assert list(c.xs.watching) == []
+    c.watch("/w", "a")
+    c.watch("/w", "b")
+    idle[3].watch("/w", "i")
+    assert list(c.xs.watching) == [c.conn, idle[3].conn]
+    c.unwatch("/w", "a")
+    assert c.conn in c.xs.watching  # one watch left
+    c.unwatch("/w", "b")
+    assert list(c.xs.watching) == [idle[3].conn]
+    c.watch("/w", "again")
+    assert idle[3].request(T.RESET_WATCHES, b"") == b"OK\0"
+    assert list(c.xs.watching) == [c.conn]
+    for client in (c, *idle):
+        client.poll_events()
+    c.write("/w", "1")
+    assert c.poll_events() == [("/w", "again")]
+    assert all(client.poll_events() == [] for client in idle)
+    c.xs.remove_connection(c.conn)
+    assert list(c.xs.watching) == []

@@ -39,6 +39,9 @@ class Connection:
         #: the store's set of connections with output to send (set by
         #: Xenstore.add_connection): the server flushes those, not every client
         self.outbox: set[Connection] | None = None
+        #: the store's index of connections that have watches (set by
+        #: Xenstore.add_connection): a change looks only at those
+        self.watching: dict[Connection, None] | None = None
         self._dropping_since = -1  # output.dropped_over_quota when dropping began
         #: set after a protocol violation: no more requests are read and no
         #: output is sent until the client reconnects (C ``ignore_connection``)
@@ -115,9 +118,22 @@ class Connection:
         """Forget transaction ``tx_id`` (its end, or the connection's)."""
         self.transactions.pop(tx_id).close()
 
+    # -- watches (changed only here, so that the store's index stays true) --
+    def add_watch(self, watch: Watch) -> None:
+        self.watches.append(watch)
+        if self.watching is not None:
+            self.watching[self] = None
+
+    def remove_watch(self, index: int) -> None:
+        del self.watches[index]
+        if not self.watches and self.watching is not None:
+            self.watching.pop(self, None)
+
     def drop_state(self) -> None:
         """Forget watches and transactions (RESET_WATCHES, reconnection)."""
         self.watches.clear()
+        if self.watching is not None:
+            self.watching.pop(self, None)
         for tx_id in list(self.transactions):
             self.end_transaction(tx_id)
 

@@ -60,6 +60,10 @@ class Xenstore:
         self.connections: list[Connection] = []
         #: connections that queued output since the server last flushed them
         self.pending_output: set[Connection] = set()
+        #: connections with at least one watch, in the order they got their first
+        #: (Connection keeps it: most guests never watch, and every change would
+        #: otherwise look at every connection)
+        self.watching: dict[Connection, None] = {}
         self.domains: dict[int, Domain] = {}
         self.special_perms: dict[str, Perms] = {INTRODUCE_DOMAIN: DEFAULT_PERMS,
                                                 RELEASE_DOMAIN: DEFAULT_PERMS}
@@ -73,6 +77,9 @@ class Xenstore:
     def add_connection(self, conn: Connection) -> Connection:
         conn.output.event_quota = self.quotas.watch_events_per_connection
         conn.outbox = self.pending_output
+        conn.watching = self.watching
+        if conn.watches:
+            self.watching[conn] = None
         self.connections.append(conn)
         return conn
 
@@ -131,7 +138,7 @@ class Xenstore:
         """Queue events for every watch a change of ``name`` reaches."""
         if not views:
             views = (self.tree.peek,)
-        for conn in self.connections:
+        for conn in tuple(self.watching):
             if conn.closed or conn.ignored:
                 continue
             for watch in conn.watches:

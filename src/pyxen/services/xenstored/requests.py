@@ -202,7 +202,7 @@ def do_watch(req: Request) -> bytes:
     if not conn.caller.privileged and len(conn.watches) > req.xs.quotas.watches_per_domain:
         raise XenstoreError("E2BIG", "watch quota")
     watch = Watch(name, token, relative_to)
-    conn.watches.append(watch)
+    conn.add_watch(watch)
     req.after.append((watch.event_path(name).encode("latin-1"), token))
     return OK
 
@@ -214,7 +214,7 @@ def do_unwatch(req: Request) -> bytes:
     name = canonicalize(decode(strings[0]), req.conn.home)
     for i, w in enumerate(req.conn.watches):
         if w.path == name and w.token == strings[1]:
-            del req.conn.watches[i]
+            req.conn.remove_watch(i)
             return OK
     raise XenstoreError("ENOENT", "no such watch")
 
