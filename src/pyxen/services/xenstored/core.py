@@ -67,8 +67,9 @@ class Xenstore:
         self.domains: dict[int, Domain] = {}
         self.special_perms: dict[str, Perms] = {INTRODUCE_DOMAIN: DEFAULT_PERMS,
                                                 RELEASE_DOMAIN: DEFAULT_PERMS}
-        #: set when the domain table changes (the tree has its own flag)
-        self.domains_dirty = False
+        #: the domids introduced, reset or released since the last save (the
+        #: tree keeps its own record of changed nodes)
+        self.domains_changed: set[int] = set()
         self.fds: FdRegistry | None = None
         dom0 = Connection(DOM0, "domain 0")
         self.domains[0] = Domain(0, 0, 0, dom0)
@@ -99,11 +100,11 @@ class Xenstore:
 
     @property
     def dirty(self) -> bool:
-        return self.tree.dirty or self.domains_dirty
+        return self.tree.dirty or bool(self.domains_changed)
 
     def mark_clean(self) -> None:
         self.tree.changed.clear()
-        self.domains_dirty = False
+        self.domains_changed.clear()
 
     # -- watches ----------------------------------------------------------
     def may_see(self, caller: Caller, path: str, views: Sequence[NodeView],
@@ -163,14 +164,14 @@ class Xenstore:
             elif domid != 0:
                 domain.channel = self._connect(domid, mfn, evtchn)
                 self._attach(domain)
-            self.domains_dirty = True
+            self.domains_changed.add(domid)
             return
         channel = self._connect(domid, mfn, evtchn)
         domain = Domain(domid, mfn, evtchn,
                         Connection(Caller(domid, domid == 0), f"domain {domid}"), channel)
         self._attach(domain)
         self.domains[domid] = domain
-        self.domains_dirty = True
+        self.domains_changed.add(domid)
         log.info("introduced domain %d (mfn %#x, event channel %d, %s)", domid, mfn, evtchn,
                  "ring attached" if domain.channel else "no ring")
         if not restoring and domid != 0:
@@ -214,7 +215,7 @@ class Xenstore:
                 domain.channel.close()
             except OSError as err:
                 log.warning("domain %d: closing its channel: %s", domid, err)
-        self.domains_dirty = True
+        self.domains_changed.add(domid)
         log.info("released domain %d", domid)
         self.fire_watches(RELEASE_DOMAIN)
 

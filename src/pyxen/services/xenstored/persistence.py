@@ -3,8 +3,8 @@
 Design: a snapshot plus an append-only journal.  ``FILE`` is a JSON
 snapshot; ``FILE.journal`` holds the changes since, one JSON line per save
 (the records of the paths rewritten or removed, the generation counter,
-the special permissions, which are small, and the domain table when it
-changed: a line without it keeps the one before).  A save after a change
+the special permissions, which are small, and the records of the domains
+introduced, reset or released since the line before).  A save after a change
 therefore writes O(records changed), not the whole store
 (which it did before: ~1 MB per change at 10,000 nodes).  When the journal
 has grown past the snapshot's size (and :data:`COMPACT_MIN` bytes), the
@@ -93,6 +93,15 @@ def _domains(xs: Xenstore) -> list[dict[str, int]]:
             for d in xs.domains.values() if d.domid != 0]
 
 
+def _domain_changes(xs: Xenstore) -> dict[str, dict[str, int] | None]:
+    """A journal line's domain records: domid -> its record, or None once released."""
+    out: dict[str, dict[str, int] | None] = {}
+    for domid in sorted(xs.domains_changed - {0}):
+        d = xs.domains.get(domid)
+        out[str(domid)] = None if d is None else {"mfn": d.mfn, "evtchn": d.evtchn}
+    return out
+
+
 def _special(xs: Xenstore) -> dict[str, list[str]]:
     return {k: _perm_strings(v) for k, v in xs.special_perms.items()}
 
@@ -143,8 +152,8 @@ class StateJournal:
                  "nodes": {p: (None if (n := tree.nodes.get(p)) is None else _record(n))
                            for p in sorted(tree.changed)},
                  "special_perms": _special(xs)}
-        if xs.domains_dirty:  # else the last batch's (or the snapshot's) list stands:
-            batch["domains"] = _domains(xs)  # hundreds of domains made every batch O(N)
+        if xs.domains_changed:  # only the domains that came, went or were reset:
+            batch["domain_changes"] = _domain_changes(xs)  # the whole table made it O(N)
         line = json.dumps(batch, separators=(",", ":")) + "\n"
         try:
             with open(self.journal_path, "a", encoding="ascii") as f:
@@ -192,7 +201,7 @@ def load(path: str) -> SavedState:
         nodes: dict[str, Node] = {}
         for p, rec in dict(raw["nodes"]).items():
             _apply(path, nodes, p, rec)
-        domains = _parse_domains(raw.get("domains", []))
+        domains = {d.domid: d for d in _parse_domains(raw.get("domains", []))}
         special = {str(k): _parse_perms(v, f"{path}: {k}")
                    for k, v in dict(raw.get("special_perms", {})).items()}
         for batch in _journal(path, int(raw.get("epoch", 0))):
@@ -200,14 +209,20 @@ def load(path: str) -> SavedState:
             counter = GenerationCounter(int(batch["generation"]))
             for p, rec in dict(batch["nodes"]).items():
                 _apply(where, nodes, p, rec)
-            if "domains" in batch:  # only in batches where the domains changed
-                domains = _parse_domains(batch["domains"])
+            if "domains" in batch:  # a whole table (journals of pyxen before 2026-12)
+                domains = {d.domid: d for d in _parse_domains(batch["domains"])}
+            for key, rec in dict(batch.get("domain_changes", {})).items():
+                if rec is None:
+                    domains.pop(int(key), None)
+                else:
+                    domains[int(key)] = SavedDomain(int(key), int(rec["mfn"]),
+                                                    int(rec["evtchn"]))
             special = {str(k): _parse_perms(v, f"{where}: {k}")
                        for k, v in dict(batch["special_perms"]).items()}
     except (KeyError, TypeError, ValueError) as err:
         raise StateError(f"{path}: malformed state: {err!r}") from err
     _check(path, nodes)
-    return SavedState(Tree(nodes, counter), domains, special)
+    return SavedState(Tree(nodes, counter), list(domains.values()), special)
 
 
 def _apply(where: str, nodes: dict[str, Node], p: str, rec: Any) -> None:
