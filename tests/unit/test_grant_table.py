@@ -16,6 +16,7 @@ import pytest
 
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.grant_table import (
+    GNTMAP_host_map,
     GTF_PAT,
     GnttabStatus,
     GTF_permit_access,
@@ -27,6 +28,7 @@ from pyxen.abi.grant_table import (
 )
 from pyxen.hv import atomic
 from pyxen.hv import grant_table as gt
+from pyxen.hv.domain import Domain
 from pyxen.hv.grant_table import GrantError, GrantTable, map_grant, unmap_grant
 from pyxen.memory import PAGE_SIZE, Gfn, GuestMemory, PageKind, SlotsExhausted
 
@@ -57,8 +59,14 @@ class FakeDomain:
         self.grants = GrantTable(self, MAX_FRAMES, STATUS_BASE, FRAME_BASE)  # type: ignore[arg-type]
         hv.domains[domid] = self
 
+    max_gfn = 1 << 20
+    insert_foreign = Domain.insert_foreign  # what guest_map calls on the mapper
+
     def log_once(self, key: str, message: str) -> None:
         self.logs.append(message)
+
+    def crash(self, why: str) -> None:
+        self.logs.append(f"crash: {why}")
 
     def unmap_heap_pages(self, heap_indices: list[int]) -> None:
         if self.slots_full:
@@ -421,12 +429,15 @@ def test_teardown_waits_for_copies_in_flight(hv: FakeHv) -> None:
 
 def test_teardown_unmaps_foreign_frames_from_mappers(hv: FakeHv) -> None:
     a, b = FakeDomain(hv, 1), FakeDomain(hv, 2)
+    c, d = FakeDomain(hv, 3), FakeDomain(hv, 4)
+    c.grant_v1(1, 4, 7)
+    assert gt.guest_map(d, c, 1, 0x200 << 12, GNTMAP_host_map) == (GnttabStatus.okay, 0)
     a.grant_v1(8, 2, 5)
-    acq = a.grants.acquire(8, 2, False, for_map=True)
-    b.memory.map_foreign(Gfn(0x100), acq.host_addr, acq.pool_page, readonly=False)
-    b.grants.maptrack[0] = gt.GuestMap(acq, 0x100, acq.host_addr, False)
-    a.grants.make_lasting(acq)
+    assert gt.guest_map(b, a, 8, 0x100 << 12, GNTMAP_host_map) == (GnttabStatus.okay, 0)
+    assert b.memory.lookup(Gfn(0x100)) == (5, PageKind.FOREIGN)
+    assert a.grants.guest_mappers == {2}  # teardown visits b, not every domain
     a.grants.teardown()
     assert b.memory.lookup(Gfn(0x100)) is None
     assert b.grants.maptrack == {}
     assert b.grants.alloc_handle() == 0  # the handle was freed
+    assert d.memory.lookup(Gfn(0x200)) == (7, PageKind.FOREIGN)  # another granter's page
