@@ -295,6 +295,8 @@ def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
     xs = daemon.xenstore
     _wait_for(lambda: xs("xenstore-read", f"/local/domain/{domid}/name").stdout.strip()
               == "memdom", "the domain's xenstore entries")
+    vm = xs("xenstore-read", f"/local/domain/{domid}/vm").stdout.strip()
+    assert xs("xenstore-read", f"{vm}/name").stdout.strip() == "memdom"
     daemon.ok("mem-set", "memdom", "12m")
     assert xs("xenstore-read", f"/local/domain/{domid}/memory/target").stdout.strip() == "12288"
     top = daemon.ok("top", "-b", "-i", "1")
@@ -302,6 +304,8 @@ def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
     daemon.ok("destroy", "memdom")
     _wait_for(lambda: xs("xenstore-exists", f"/local/domain/{domid}").returncode != 0,
               "the domain's xenstore directory to go")
+    # Its /vm/<uuid> goes too, as libxl removes it: one per domain ever created piled up.
+    _wait_for(lambda: xs("xenstore-exists", vm).returncode != 0, "the domain's /vm directory")
 
 
 @pytest.mark.kvm

@@ -16,8 +16,8 @@ import pytest
 
 from pyxen.abi.errno import XenErrno
 from pyxen.abi.grant_table import (
-    GNTMAP_host_map,
     GTF_PAT,
+    GNTMAP_host_map,
     GnttabStatus,
     GTF_permit_access,
     GTF_reading,

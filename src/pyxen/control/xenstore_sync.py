@@ -33,6 +33,7 @@ guest has not obeyed within its timeout.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ FULL_CHECK_SECONDS = 10.0
 GUEST_WRITABLE = ("control", "data", "device", "drivers", "feature", "attr", "error")
 CONTROL_KEYS = ("shutdown", "feature-poweroff", "feature-reboot", "feature-suspend", "sysrq")
 SHUTDOWN_WORDS = {0: "poweroff", 1: "reboot", 2: "suspend"}
+VM_PATH = re.compile(r"/vm/[0-9a-f]{32}")  # a domain's /vm directory, named by its handle
 
 
 class XenstoreSync:
@@ -144,10 +146,15 @@ class XenstoreSync:
                 client.close()
 
     def _forget(self, client: XenstoreClient, domid: int) -> None:
-        """Release a domain that is gone and remove its directory and devices."""
+        """Release a domain that is gone and remove its directories and devices:
+        /local/domain/<domid> and, as libxl does, the /vm/<uuid> it points to
+        (one per domain ever created would otherwise pile up under /vm)."""
         if client.is_introduced(domid):
             client.release(domid)
+        vm = client.read_text(f"/local/domain/{domid}/vm")
         client.rm(f"/local/domain/{domid}")
+        if vm is not None and VM_PATH.fullmatch(vm):  # as _introduce wrote it
+            client.rm(vm)
         pv_devices.remove_all(client, domid)
         self.introduced.pop(domid, None)
 
