@@ -24,11 +24,12 @@ from typing import Any
 
 import pytest
 
+from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control import page_ops
 from pyxen.control.client import CONTROL_FD_ENV, ControlClient
 from pyxen.control.protocol import ControlError, ProtocolError, RequestError, decode
 from pyxen.control.server import SERVICE_OPS, ControlServer
-from pyxen.control.session import Role, Session
+from pyxen.control.session import MAX_MAPPINGS, Role, Session, mapping_limit
 from pyxen.memory import PAGE_SIZE, Gfn, PageKind
 from pyxen.memory.physmap import GuestMemory
 
@@ -225,5 +226,29 @@ def test_a_service_may_foreign_map_only_the_ring_frames() -> None:
         with pytest.raises(ControlError) as e:
             page_ops.foreign_map(srv, service, {"domid": 3, "gfn": 9})  # type: ignore[arg-type]
         assert e.value.code == "EPERM"
+    finally:
+        memory.close()
+
+
+def test_a_service_may_map_a_page_of_every_domain() -> None:
+    """consoled and xenstored map every guest's ring through one connection each: past
+    1024 domains the toolstack's limit left consoles unattached and every xenstore
+    introduction failing with ENOSPC."""
+    memory = GuestMemory(16, 2)
+    try:
+        memory.map(Gfn(0), 4, 0, PageKind.RAM)
+        domain = _domain(memory)
+        domain.params[page_ops.SERVICE_FRAMES[0]] = 9  # its console ring: a hole here
+        srv = _ops_server(domain)
+        held = {h: None for h in range(MAX_MAPPINGS)}  # as if mapped already
+        toolstack = Session(mappings=dict(held))  # type: ignore[arg-type]
+        with pytest.raises(ControlError) as e:
+            page_ops.foreign_map(srv, toolstack, {"domid": 3, "gfn": 9})  # type: ignore[arg-type]
+        assert e.value.code == "ENOSPC" and f"{MAX_MAPPINGS} pages" in e.value.message
+        service = Session(Role.SERVICE, "xenstored", mappings=dict(held))  # type: ignore[arg-type]
+        with pytest.raises(ControlError) as past:
+            page_ops.foreign_map(srv, service, {"domid": 3, "gfn": 9})  # type: ignore[arg-type]
+        assert past.value.code == "EFAULT"  # past the limit, to the frame lookup
+        assert mapping_limit(Role.SERVICE) >= 2 * (DOMID_FIRST_RESERVED - 1)
     finally:
         memory.close()

@@ -118,10 +118,30 @@ def test_a_domain_gone_before_its_introduction_is_not_an_error() -> None:
     assert client.introduced == {2}  # the rest of the round went on
 
 
-def test_an_introduce_failure_of_a_live_domain_is_still_reported() -> None:
-    manager = _Manager([_Domain(3)])
-    _sync(manager, _Client(manager, {3: "refused"})).reconcile()
-    assert manager.hv.console.lines == ["xenstore: reconcile failed: introduce 3: EINVAL"]
+def test_an_introduce_failure_of_a_live_domain_is_reported_once_and_retried(
+        monkeypatch: Any) -> None:
+    """xenstored refusing one domain (it could not map the ring: past 1024 domains
+    that was every new one) must not keep the others out, nor fill the log."""
+    import pyxen.control.xenstore_sync as xs
+
+    clock = [1000.0]
+    monkeypatch.setattr(xs.time, "monotonic", lambda: clock[0])
+    manager = _Manager([_Domain(2), _Domain(3), _Domain(4)])
+    client = _Client(manager, {3: "refused"})
+    sync = _sync(manager, client)
+    sync.reconcile()
+    assert client.introduced == {2, 4}  # the rest of the round went on
+    assert manager.hv.console.lines == [
+        "xenstore: d3 is not in xenstore: introduce 3: EINVAL (trying again every 10 s)"]
+    for _ in range(5):
+        clock[0] += 1
+        manager.generation += 1  # other domains come and go
+        sync.reconcile()
+    assert len(manager.hv.console.lines) == 1 and client.introduced == {2, 4}
+    del client.fail[3]  # xenstored can take it now
+    clock[0] += xs.FULL_CHECK_SECONDS
+    sync.reconcile()
+    assert client.introduced == {2, 3, 4} and len(manager.hv.console.lines) == 1
 
 
 def test_a_domain_without_xenstore_is_not_introduced() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pyxen.abi.hvm import HvmParam
 from pyxen.abi.xen import DOMID_FIRST_RESERVED
 from pyxen.control.protocol import ControlError
-from pyxen.control.session import MAX_MAPPINGS, PageMapping, Role, Session, WithFds
+from pyxen.control.session import PageMapping, Role, Session, WithFds, mapping_limit
 from pyxen.hv.grant_table import GrantError, map_grant, unmap_grant
 from pyxen.hv.page_export import ExportError
 from pyxen.memory import Gfn, PageKind
@@ -55,8 +55,9 @@ def _readonly(args: dict[str, Any]) -> bool:
 
 
 def _room(session: Session) -> None:
-    if len(session.mappings) >= MAX_MAPPINGS:
-        raise ControlError("ENOSPC", f"this connection already has {MAX_MAPPINGS} pages mapped")
+    limit = mapping_limit(session.role)
+    if len(session.mappings) >= limit:
+        raise ControlError("ENOSPC", f"this connection already has {limit} pages mapped")
 
 
 def _mapped(session: Session, mapping: PageMapping, readonly: bool) -> WithFds:

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pyxen.abi.xen import DOMID_FIRST_RESERVED
+
 if TYPE_CHECKING:
     from pyxen.control.argo_ops import ArgoSession
     from pyxen.control.grant_copy_ops import CopyBuffers
@@ -23,8 +25,13 @@ if TYPE_CHECKING:
     from pyxen.hv.grant_table import GrantMapping
     from pyxen.hv.page_export import PageExport
 
-# Page mappings one connection may hold (xl's gntdev default is 1024 grants per open).
+# Page mappings one connection may hold: a toolstack client as many as xl's gntdev
+# default (1024 grants per open); a dom0 service one or two per domain it serves
+# (consoled and xenstored each map every guest's ring through one connection), so
+# as many as there can be domains, times two.  Each also costs the hypervisor a
+# file descriptor, so its RLIMIT_NOFILE is the limit in practice.
 MAX_MAPPINGS = 1024
+MAX_SERVICE_MAPPINGS = 2 * DOMID_FIRST_RESERVED
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -32,6 +39,11 @@ _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class Role(enum.Enum):
     TOOLSTACK = "toolstack"  # every operation
     SERVICE = "service"  # what a dom0 service needs (server.SERVICE_OPS)
+
+
+def mapping_limit(role: Role) -> int:
+    """How many pages a connection of ``role`` may have mapped at once."""
+    return MAX_SERVICE_MAPPINGS if role is Role.SERVICE else MAX_MAPPINGS
 
 
 class PeerCred(NamedTuple):

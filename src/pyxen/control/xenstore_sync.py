@@ -63,6 +63,10 @@ class XenstoreSync:
         # The domains this loop introduced (each domain object: a domain id
         # may come back as another domain between two rounds).
         self.introduced: dict[int, Domain] = {}
+        # Domains whose introduction failed (xenstored refused it), and when to try
+        # again: one domain's failure neither stops the round for the others nor
+        # is retried, and logged, every second.
+        self._failed: dict[int, tuple[Domain, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -107,8 +111,10 @@ class XenstoreSync:
                 listed = self._listed(client)
                 # A full round asks xenstored about every domain; a round after
                 # creates and destroys only about the domains that changed.
-                full = (listed != self.introduced.keys() or self._checked_generation is None
-                        or time.monotonic() - self._checked_at >= FULL_CHECK_SECONDS)
+                now = time.monotonic()
+                full = (listed - self._failed.keys() != self.introduced.keys()
+                        or self._checked_generation is None
+                        or now - self._checked_at >= FULL_CHECK_SECONDS)
                 if not full and generation == self._checked_generation:
                     return
                 live = {}
@@ -116,6 +122,8 @@ class XenstoreSync:
                     with contextlib.suppress(ControlError):  # destroyed meanwhile
                         live[d] = self.manager.get(d).domain
                 self._checked_generation = None  # until this round has ended well
+                for domid in self._failed.keys() - live.keys():
+                    del self._failed[domid]
                 check = [domid for domid, domain in live.items()
                          if domain.params[HvmParam.STORE_PFN]  # else no xenstore (dom0less)
                          and (full or self.introduced.get(domid) is not domain)]
@@ -127,23 +135,35 @@ class XenstoreSync:
                         known.discard(domid)
                     if domain.shutdown_reason is None and not domain.dying \
                             and domid not in known:
+                        failed = self._failed.get(domid)
+                        if failed is not None and failed[0] is domain and now < failed[1]:
+                            continue
                         try:
                             self._introduce(client, domain)
-                        except (XenstoreError, ControlError):
-                            if self._ended(domain):
-                                continue  # gone meanwhile: the next round tidies up
-                            raise
+                        except (XenstoreError, ControlError) as e:
+                            if not self._ended(domain):  # (else: the next round tidies up)
+                                self._introduce_failed(domain, failed, e, now)
+                            continue
+                    self._failed.pop(domid, None)
                     self.introduced[domid] = domain
                 gone = (self.introduced.keys() | listed) - live.keys()
                 for domid in sorted(gone):
                     self._forget(client, domid)
                 if full:
-                    self._checked_at = time.monotonic()
+                    self._checked_at = now
                 self._checked_generation = generation
             except Exception as e:  # a bad round must not end the loop: log, retry later
                 self.manager.hv.console.log(f"xenstore: reconcile failed: {e}")
             finally:
                 client.close()
+
+    def _introduce_failed(self, domain: Domain, before: tuple[Domain, float] | None,
+                          error: Exception, now: float) -> None:
+        if before is None or before[0] is not domain:
+            self.manager.hv.console.log(
+                f"xenstore: d{domain.domid} is not in xenstore: {error} "
+                f"(trying again every {FULL_CHECK_SECONDS:.0f} s)")
+        self._failed[domain.domid] = (domain, now + FULL_CHECK_SECONDS)
 
     def _forget(self, client: XenstoreClient, domid: int) -> None:
         """Release a domain that is gone and remove its directories and devices:
@@ -157,6 +177,7 @@ class XenstoreSync:
             client.rm(vm)
         pv_devices.remove_all(client, domid)
         self.introduced.pop(domid, None)
+        self._failed.pop(domid, None)
 
     def _ended(self, domain: Domain) -> bool:
         """True once ``domain`` has shut down or been destroyed.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import sys
 import threading
@@ -82,9 +83,29 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
               f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
         return 2
     options = HvOptions(console_policy, argo, xsm_policy, dom0)
+    raise_fd_limit()
     if daemon:
         return _daemonize(paths, pcpus, sched, options)
     return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, options)
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-file limit to the hard one, as Xen's daemons do.
+
+    Each domain holds ~9 descriptors here and a few in the services (which
+    inherit the limit): a common default soft limit of 1024 would stop a host
+    at about a hundred domains."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel's ceiling is nr_open
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            return
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def host_pcpus(cpus: str | None) -> list[int]:
