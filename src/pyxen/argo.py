@@ -49,7 +49,6 @@ import contextlib
 import errno
 import mmap
 import os
-import select
 import struct
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.hv.argo import ring as R
+from pyxen.readiness import readable
 from pyxen.shared_words import store_u32
 
 __all__ = ["ANY", "DEFAULT_RING_LEN", "MAX_MESSAGE", "ArgoRingFlags", "CorruptRing",
@@ -159,7 +159,7 @@ class Socket:
     def _wait(self, deadline: float | None) -> None:
         """Until the eventfd is signalled (then reset it), or TimeoutError."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([self._events], [], [], timeout)
+        ready = readable([self._events], timeout)
         if not ready:
             raise TimeoutError(errno.ETIMEDOUT, "timed out waiting for Argo")
         with contextlib.suppress(BlockingIOError):

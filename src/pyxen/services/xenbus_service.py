@@ -23,7 +23,6 @@ next blkback resumes every connected device.
 
 from __future__ import annotations
 
-import select
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ from pyxen.control.client import ControlClient
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.control.xenstore import XenstoreClient, XenstoreError
+from pyxen.readiness import readable
 from pyxen.services.xenbus_device import XenbusDevice
 
 RECONNECT = 0.5  # seconds between attempts to reach xenstored
@@ -81,7 +81,7 @@ class XenbusBackend:
 
     def _serve_once(self, xs: XenstoreClient) -> None:
         if not xs.events:
-            ready, _, _ = select.select([xs.sock], [], [], POLL)
+            ready = readable([xs.sock.fileno()], POLL)
             if not ready:
                 return
         xs.next_event()

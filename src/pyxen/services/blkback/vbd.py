@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 from dataclasses import dataclass
 from typing import Any
 
 from pyxen.abi.blkif import VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE
 from pyxen.control.client import MappedPage
+from pyxen.readiness import readable
 from pyxen.services.blkback.pages import GrantCopyPages
 from pyxen.services.blkback.requests import (
     MAX_INDIRECT_SEGMENTS,
@@ -211,7 +211,7 @@ class Vbd(XenbusDevice):
         try:
             while True:
                 self._drain(link)
-                ready, _, _ = select.select([link.eventfd, stop_fd], [], [])
+                ready = readable([link.eventfd, stop_fd])
                 if stop_fd in ready:
                     return
                 with contextlib.suppress(BlockingIOError):

@@ -48,7 +48,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import select
 import struct
 import time
 import zlib
@@ -59,6 +58,7 @@ from pyxen.abi.grant_table import GnttabStatus
 from pyxen.abi.netif import NetifRsp, NetRxFlags
 from pyxen.abi.xenbus import XenbusState as S
 from pyxen.control.client import CopyBuffer, MappedPage
+from pyxen.readiness import readable
 from pyxen.services.netback.packets import (
     PAGE_SIZE,
     FatalTx,
@@ -260,7 +260,7 @@ class Vif(XenbusDevice):
                 fds = [stop_fd, *eventfds]
                 if len(self.backlog) < BACKLOG:
                     fds.append(tap.fileno())
-                ready, _, _ = select.select(fds, [], [], wait)
+                ready = readable(fds, wait)
                 if stop_fd in ready:
                     return
                 for fd in eventfds:
