@@ -62,6 +62,9 @@ class _Manager:
     def domids(self) -> list[int]:
         return sorted(self.domains)
 
+    def live_domains(self) -> dict[int, _Domain]:
+        return dict(self.domains)
+
     def get(self, domid: int) -> _Managed:
         if domid not in self.domains:
             raise ControlError("ESRCH", f"domain {domid} does not exist")

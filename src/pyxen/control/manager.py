@@ -119,6 +119,11 @@ class DomainManager:
         with self._lock:
             return sorted(self._managed)
 
+    def live_domains(self) -> dict[int, Domain]:
+        """Every domain by id, as of one moment (one lock, not one per domain)."""
+        with self._lock:
+            return {domid: m.domain for domid, m in self._managed.items()}
+
     def find(self, name: str) -> int | None:
         if name == DOM0_NAME:
             return 0

@@ -32,7 +32,6 @@ guest has not obeyed within its timeout.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
@@ -117,16 +116,13 @@ class XenstoreSync:
                         or now - self._checked_at >= FULL_CHECK_SECONDS)
                 if not full and generation == self._checked_generation:
                     return
-                live = {}
-                for d in self.manager.domids():
-                    with contextlib.suppress(ControlError):  # destroyed meanwhile
-                        live[d] = self.manager.get(d).domain
+                live = self.manager.live_domains()
                 self._checked_generation = None  # until this round has ended well
                 for domid in self._failed.keys() - live.keys():
                     del self._failed[domid]
                 check = [domid for domid, domain in live.items()
-                         if domain.params[HvmParam.STORE_PFN]  # else no xenstore (dom0less)
-                         and (full or self.introduced.get(domid) is not domain)]
+                         if (full or self.introduced.get(domid) is not domain)
+                         and domain.params[HvmParam.STORE_PFN]]  # else no xenstore (dom0less)
                 known = client.which_introduced(check)
                 for domid in check:
                     domain, before = live[domid], self.introduced.get(domid)
