@@ -377,8 +377,7 @@ class DomainManager:
         states = [v.time.runstate.state for v in online]
         shutdown = d.shutdown_reason is not None
         now = self.hv.system_time_ns()
-        cpu_ns = sum(v.time.runstate.snapshot(now_ns=now).time[RunstateState.running]
-                     for v in d.vcpus)
+        cpu_ns = sum(v.time.runstate.time_in(RunstateState.running, now) for v in d.vcpus)
         return {
             "domid": d.domid,
             "name": d.name,

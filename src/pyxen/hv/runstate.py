@@ -30,6 +30,14 @@ class Runstate:
         self.entry_time = now_ns
         return True
 
+    def time_in(self, state: RunstateState, now_ns: int) -> int:
+        """Nanoseconds spent in ``state`` up to ``now_ns`` (what ``snapshot(now_ns=)``
+        reports for it, without building the guest's record)."""
+        total = self.time[state]
+        if self.state == state:
+            total += max(now_ns - self.entry_time, 0)
+        return total
+
     def snapshot(self, compat: bool = False, now_ns: int | None = None
                  ) -> vcpu_runstate_info | compat_vcpu_runstate_info:
         """The guest-visible record.
