@@ -24,6 +24,7 @@ and goes on from the ring indices where the old one stopped.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import socket
@@ -42,8 +43,13 @@ from pyxen.services.consoled.viewers import Viewer
 from pyxen.services.runner import run_service
 
 REFRESH_SECONDS = 0.5
+RETRY_SECONDS = 10.0  # a console that could not be attached is tried again this often
 MAX_PENDING_INPUT = 64 * 1024
 VIEWER_HELLO_MAX = 64
+
+
+class AttachError(Exception):
+    """A console that could not be attached this time (the message says why)."""
 
 
 @dataclass(eq=False)
@@ -62,7 +68,9 @@ class Consoled:
         self.client = client or ControlClient.connect(paths)
         self.sel = selectors.DefaultSelector()
         self.consoles: dict[int, GuestConsole] = {}
-        self.failed: set[int] = set()  # domains whose console could not be attached
+        # Domains whose console could not be attached, and when to try again
+        # (math.inf: never, the domain has no PV console).
+        self.failed: dict[int, float] = {}
         self.generation: int | None = None  # the domain list's, as of the last refresh
         self.socket_path = paths.run_dir / "console.sock"
         with contextlib.suppress(FileNotFoundError):
@@ -82,25 +90,44 @@ class Consoled:
     # -- domains --------------------------------------------------------------------
 
     def refresh(self) -> None:
+        now = time.monotonic()
         generation = self.client.call("generation")
-        if generation == self.generation:
+        retry_due = any(when <= now for when in self.failed.values())
+        if generation == self.generation and not retry_due:
             return  # no domain came or went
         live = {i["domid"]: i for i in self.client.call("list") if i["domid"] != 0}
         self.generation = generation
         for domid in list(self.consoles):
             if domid not in live or live[domid]["dying"]:
                 self.detach(domid)
-        self.failed &= set(live)
+        for domid in self.failed.keys() - live.keys():
+            del self.failed[domid]
         for domid, info in live.items():
-            if domid not in self.consoles and domid not in self.failed and not info["dying"]:
+            if (domid not in self.consoles and not info["dying"]
+                    and self.failed.get(domid, now) <= now):
                 self.attach(domid, str(info["name"]), serial=bool(info.get("serial")))
 
     def attach(self, domid: int, name: str, serial: bool = False) -> None:
-        source = self._serial(domid) if serial else self._ring(domid)
-        if source is None:
-            self.failed.add(domid)
+        """Serve ``domid``'s console.  One that fails (the hypervisor refused a mapping,
+        no descriptor was left ...) is tried again every RETRY_SECONDS, said once."""
+        try:
+            source = self._serial(domid) if serial else self._ring(domid)
+            if source is None:
+                self.failed[domid] = math.inf
+                return
+            try:
+                log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
+            except OSError as e:
+                source.close()
+                raise AttachError(f"its log: {e}") from None
+        except AttachError as e:
+            if domid not in self.failed:
+                print(f"consoled: cannot attach d{domid}'s {'serial ' if serial else ''}"
+                      f"console: {e} (trying again every {RETRY_SECONDS:.0f} s)",
+                      file=sys.stderr)
+            self.failed[domid] = time.monotonic() + RETRY_SECONDS
             return
-        log = open(self.paths.console_log(name), "ab", buffering=0)  # noqa: SIM115
+        self.failed.pop(domid, None)
         console = GuestConsole(domid, name, source, log)
         self.consoles[domid] = console
         self.sel.register(source.fileno(), selectors.EVENT_READ, console)
@@ -111,11 +138,11 @@ class Consoled:
         try:
             _result, fds = self.client.call_fds("serial_connect", domid=domid)
         except (ControlError, OSError) as e:
-            print(f"consoled: cannot attach d{domid}'s serial console: {e}", file=sys.stderr)
-            return None
+            raise AttachError(str(e)) from None
         return SerialSource(fds[0])
 
     def _ring(self, domid: int) -> RingSource | None:
+        """The domain's PV console ring; None if it has none."""
         try:
             pfn = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_PFN)["value"]
             port = self.client.call("param", domid=domid, index=HvmParam.CONSOLE_EVTCHN)["value"]
@@ -123,14 +150,12 @@ class Consoled:
                 return None
             mapping = self._map_ring(domid, pfn)
         except (ControlError, OSError, KeyError) as e:
-            print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
-            return None
+            raise AttachError(str(e)) from None
         try:
             bound, efds = self.client.call_fds("evtchn_bind", domid=domid, port=port)
         except (ControlError, OSError, KeyError) as e:
             mapping.unmap()
-            print(f"consoled: cannot attach d{domid}'s console: {e}", file=sys.stderr)
-            return None
+            raise AttachError(str(e)) from None
         return RingSource(self.client, mapping, bound["local_port"], efds[0])
 
     def _map_ring(self, domid: int, pfn: int) -> MappedPage:
