@@ -230,3 +230,17 @@ def test_a_journal_of_whole_domain_tables_still_loads(tmp_path: Path) -> None:
         json.dumps({"format": 1, "epoch": 3}) + "\n" + json.dumps(record) + "\n"
         + json.dumps(later) + "\n")
     assert sorted(build(str(state)).domains) == [0, 4, 6]
+
+
+@pytest.mark.parametrize("changes", ['"x"', '[1, 2]', '{"a": {"mfn": 1, "evtchn": 2}}',
+                                     '{"5": {"mfn": "x", "evtchn": 2}}', '{"5": 7}',
+                                     '{"5": {"evtchn": 2}}'])
+def test_a_malformed_domain_record_in_the_journal_is_refused(tmp_path: Path,
+                                                             changes: str) -> None:
+    state = tmp_path / "state"
+    save(str(state), Xenstore(), epoch=1)
+    state.with_name("state.journal").write_text(
+        '{"format": 1, "epoch": 1}\n{"generation": 1, "nodes": {}, "special_perms": {}, '
+        f'"domain_changes": {changes}}}\n')
+    with pytest.raises(StateError, match="malformed"):
+        load(str(state))
