@@ -295,6 +295,16 @@ def test_mem_set_top_and_xenstore_paths(daemon: Daemon) -> None:
     xs = daemon.xenstore
     _wait_for(lambda: xs("xenstore-read", f"/local/domain/{domid}/name").stdout.strip()
               == "memdom", "the domain's xenstore entries")
+    from pyxen.control.client import ControlClient
+    from pyxen.control.protocol import ControlError
+
+    with ControlClient(daemon.socket) as client:  # consoled's cheap listing
+        brief = client.call("list", brief=True)
+        assert brief[0] == {"domid": 0, "name": "Domain-0", "dying": False, "serial": False}
+        assert {"domid": int(domid), "name": "memdom", "dying": False,
+                "serial": False} in brief
+        with pytest.raises(ControlError, match="'brief' must be true or false"):
+            client.call("list", brief="yes")
     vm = xs("xenstore-read", f"/local/domain/{domid}/vm").stdout.strip()
     assert xs("xenstore-read", f"{vm}/name").stdout.strip() == "memdom"
     daemon.ok("mem-set", "memdom", "12m")

@@ -398,13 +398,18 @@ class DomainManager:
             "start_time": m.started,
             "kernel": str(_boot_image(m.request.spec)),
             "type": "pvh" if m.request.spec.hvm is None else "hvm",
-            # The console is the emulated serial port (xl console's default for HVM).
-            "serial": d.device_model is not None and d.device_model.spec.serial,
+            "serial": _serial_console(d),
             "networks": asdict(net) if net else None,
             # Instructions KVM could not emulate and pyxen carried out, by mnemonic
             # (a dict copy of a Counter is one C call: consistent under the GIL).
             "emulated": dict(d.emulation_counts),
         }
+
+    def brief(self) -> list[dict[str, Any]]:
+        """Every domain's id, name, dying flag and console kind, by id: what a service
+        watching the domain list needs, without the cost of ``info`` (~30 us a domain)."""
+        return [{"domid": domid, "name": d.name, "dying": d.dying, "serial": _serial_console(d)}
+                for domid, d in sorted(self.live_domains().items())]
 
     def emulated_total(self) -> int:
         """Instruction fallbacks of every domain this hypervisor has run (destroyed ones too)."""
@@ -466,6 +471,11 @@ def _boot_image(spec: BuildSpec) -> Path:
     image = hvm.kernel or hvm.firmware
     assert image is not None  # HvmSpec has one or the other
     return image
+
+
+def _serial_console(d: Domain) -> bool:
+    """The domain's console is its emulated serial port (xl console's default for HVM)."""
+    return d.device_model is not None and d.device_model.spec.serial
 
 
 def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> DomainRequest:

@@ -195,7 +195,16 @@ def _generation(server: ControlServer, session: Session, args: dict[str, Any]) -
 
 
 def _list(server: ControlServer, session: Session, args: dict[str, Any]) -> Any:
-    """xl's dominfo list: Domain-0 (this process) first, then every domain."""
+    """xl's dominfo list: Domain-0 (this process) first, then every domain.  With
+    ``brief``, only each domain's id, name, dying flag and console kind (consoled
+    asks after every change of the domain list: with 2000 domains a full list
+    took the daemon ~60 ms)."""
+    brief = args.get("brief", False)
+    if not isinstance(brief, bool):
+        raise ControlError("EINVAL", "'brief' must be true or false")
+    if brief:
+        dom0 = {"domid": 0, "name": "Domain-0", "dying": False, "serial": False}
+        return [dom0, *server.manager.brief()]
     if "domid" in args:
         if _domid(args) == 0:
             return [_dom0_info(server)]

@@ -2,7 +2,7 @@
 
 Design: one process, one thread, one selectors loop.  It talks to the
 hypervisor only through the control socket: ``generation`` every half second
-and, when it moved (a domain came or went), ``list`` to find domains,
+and, when it moved (a domain came or went), ``list`` (brief) to find domains,
 ``param`` for CONSOLE_PFN/CONSOLE_EVTCHN, ``grant_map`` of grant 0 (as
 xenconsoled; ``foreign_map`` of the frame if that fails) for the
 ring page (a file holding that page alone, mmapped here) and ``evtchn_bind`` for the
@@ -95,7 +95,7 @@ class Consoled:
         retry_due = any(when <= now for when in self.failed.values())
         if generation == self.generation and not retry_due:
             return  # no domain came or went
-        live = {i["domid"]: i for i in self.client.call("list") if i["domid"] != 0}
+        live = {i["domid"]: i for i in self.client.call("list", brief=True) if i["domid"] != 0}
         self.generation = generation
         for domid in list(self.consoles):
             if domid not in live or live[domid]["dying"]:
