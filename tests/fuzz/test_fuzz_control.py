@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import tempfile
@@ -62,6 +63,7 @@ class Daemon:
         for domid in self.manager.domids():
             self.manager.destroy(domid)
         self.hv.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

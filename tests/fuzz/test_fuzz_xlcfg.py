@@ -10,6 +10,8 @@ the values they were built from.  Each parsed file also goes through
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from pyxen.toolstack.domain_config import IMPLEMENTED_KEYS, DomainConfig
 from pyxen.toolstack.xlcfg import XlCfgError, XlConfig, apply_overrides, parse_xl_cfg
 
 _DIR = Path(tempfile.mkdtemp(prefix="pyxen-fuzz-xlcfg-"))
+atexit.register(shutil.rmtree, _DIR, True)
 (_DIR / "k.elf").write_bytes(b"\x7fELF")  # a kernel file a config may name
 CFG = _DIR / "fuzz.cfg"
 

@@ -14,6 +14,7 @@ import io
 import mmap
 import os
 import select
+import shutil
 import struct
 import tempfile
 import threading
@@ -66,6 +67,7 @@ class Daemon:
     def close(self) -> None:
         self.server.close()
         self.hv.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
         assert "pyxen bug" not in self.log.getvalue(), self.log.getvalue()
 
 
