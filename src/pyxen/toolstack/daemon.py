@@ -83,7 +83,6 @@ def run_hypervisor(paths: InstancePaths, daemon: bool, cpus: str | None = None,
               f"{', '.join(['host', *SCHEDULERS])})", file=sys.stderr)
         return 2
     options = HvOptions(console_policy, argo, xsm_policy, dom0)
-    raise_fd_limit()
     if daemon:
         return _daemonize(paths, pcpus, sched, options)
     return _serve(paths, sys.stdout, sys.stderr, pcpus, sched, options)
@@ -163,6 +162,7 @@ class ControlPlane:
         self.sched = sched
         self.pcpus = pcpus
         self.options = options
+        raise_fd_limit()  # before any service starts: they inherit it
         self.hv = Hypervisor(out, err, realtime_timers=True,
                              console_policy=options.console_policy, argo=options.argo,
                              xsm_policy=options.xsm_policy)  # KvmError: the caller's
