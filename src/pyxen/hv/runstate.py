@@ -52,5 +52,5 @@ class Runstate:
         for i, value in enumerate(self.time):
             info.time[i] = value
         if now_ns is not None:
-            info.time[self.state] += max(now_ns - self.entry_time, 0)
+            info.time[self.state] = self.time_in(self.state, now_ns)
         return info
