@@ -10,6 +10,10 @@ scratch run directory and measures, from /proc/<pid>:
    socket round trip, domain built and started) for a --memory MiB guest
    and for a --big MiB one, three of each, alternating; the ratio of the
    medians (goal: within 1.2x, i.e. creation does not touch guest memory);
+   in the same alternation QEMU microvm boots guests/build/hello.elf with
+   the two sizes (spawn -> first byte), so that the memory-dependent part
+   of creation (big minus small) can be set against a C VMM's on this host
+   (skipped without qemu-system-x86_64);
 2. --domains idle domains (guests/build/idle.elf, which arms one timer an
    hour ahead and halts): the time to create them all, then, once every
    vCPU is blocked and after SETTLE_SECONDS more (xenstored finishing
@@ -46,9 +50,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SRC = ROOT / "src"
 IDLE = ROOT / "guests" / "build" / "idle.elf"
+HELLO = ROOT / "guests" / "build" / "hello.elf"
 sys.path.insert(0, str(SRC))
 
 import history  # noqa: E402
+from reference import qemu_binary, qemu_microvm  # noqa: E402
 
 from pyxen.control.client import ControlClient  # noqa: E402
 
@@ -58,6 +64,7 @@ GOAL_IDLE_CPU = 0.05
 GOAL_ANON_PER_DOMAIN_MIB = 5.0
 GOAL_MEMORY_FLAT = 1.2
 SETTLE_SECONDS = 10.0
+MEMORY_ROUNDS = 5
 
 
 class Proc:
@@ -213,21 +220,36 @@ def main() -> int:
         base_sample = settle(info)
 
         # 1. creation time against memory size
+        qemu = qemu_binary()
         small: list[float] = []
         big: list[float] = []
-        for i in range(3):
-            for size, samples in ((args.memory, small), (args.big, big)):
+        qemu_small: list[float] = []
+        qemu_big: list[float] = []
+        for i in range(MEMORY_ROUNDS):
+            for size, samples, qemu_samples in ((args.memory, small, qemu_small),
+                                                (args.big, big, qemu_big)):
                 domid, took = daemon.create(f"size{size}-{i}", size)
                 samples.append(took)
                 daemon.destroy(domid)
                 daemon.wait_gone()
+                if qemu is not None:
+                    qemu_samples.append(qemu_microvm(qemu, HELLO, size))
         figures["create_small_ms"] = statistics.median(small) * 1000
         figures["create_big_ms"] = statistics.median(big) * 1000
         ratios["create_big/create_small"] = statistics.median(big) / statistics.median(small)
+        memory_part = f"pyxen {figures['create_big_ms'] - figures['create_small_ms']:+.1f} ms"
+        if qemu is not None:
+            figures["qemu_small_ms"] = statistics.median(qemu_small) * 1000
+            figures["qemu_big_ms"] = statistics.median(qemu_big) * 1000
+            ratios["qemu_big/qemu_small"] = (statistics.median(qemu_big)
+                                             / statistics.median(qemu_small))
+            q_small, q_big = figures["qemu_small_ms"], figures["qemu_big_ms"]
+            memory_part += (f", QEMU microvm {q_big - q_small:+.1f} ms ({q_small:.1f} -> "
+                            f"{q_big:.1f} ms, ratio {ratios['qemu_big/qemu_small']:.2f})")
         print(f"create, {args.memory} MiB: {figures['create_small_ms']:.1f} ms; {args.big} MiB: "
-              f"{figures['create_big_ms']:.1f} ms (medians of 3): ratio "
-              f"{ratios['create_big/create_small']:.2f} (goal <= {GOAL_MEMORY_FLAT})",
-              file=sys.stderr)
+              f"{figures['create_big_ms']:.1f} ms (medians of {MEMORY_ROUNDS}): ratio "
+              f"{ratios['create_big/create_small']:.2f} (goal <= {GOAL_MEMORY_FLAT}); "
+              f"cost of the larger memory: {memory_part}", file=sys.stderr)
         base_sample = settle(info)
 
         # 2. many idle domains
@@ -319,7 +341,8 @@ def main() -> int:
           f"(with services {(after2['family_anon_kib'] - after['family_anon_kib']) / 1024:+.1f}"
           " MiB)")
     print(f"  create time, {args.big} MiB / {args.memory} MiB: "
-          f"{ratios['create_big/create_small']:.2f} (goal <= {GOAL_MEMORY_FLAT})")
+          f"{ratios['create_big/create_small']:.2f} (goal <= {GOAL_MEMORY_FLAT}); "
+          f"cost of the larger memory: {memory_part}")
     history.record("scale", figures, ratios, unit="mixed")
     return 0 if n == args.domains else 1
 

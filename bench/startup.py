@@ -8,10 +8,10 @@ Each round runs, one after another, with guests/build/hello.elf:
     qemu          qemu-system-x86_64 -M microvm -accel kvm -kernel hello.elf
                   -debugcon stdio: spawn -> first byte on stdout (the guest's
                   first port-0xE9 line; with no Xen leaves it reports that at once)
-    pyxen -F      `python -m pyxen create -F hello.cfg` with no daemon: spawn ->
+    pyxen -F      `pyxen create -F hello.cfg` with no daemon: spawn ->
                   first byte of the guest's first console line on stdout
     pyxen create  a running `pyxen hypervisor` (started once): spawn of the
-                  `python -m pyxen create hello.cfg` client -> the guest's first
+                  `pyxen create hello.cfg` client -> the guest's first
                   line on the daemon's stdout
     create op     the same daemon, the create operation sent from this process
                   (no client start-up) -> the guest's first line
@@ -21,6 +21,15 @@ Each round runs, one after another, with guests/build/hello.elf:
     python -S     the same without the site module: the difference is what this
                   installation's site-packages (.pth files) costs every Python
                   process, pyxen's commands included
+    client floor  `python -S -c "import argparse, json, socket; print(0)"`: the
+                  least a Python client of the control socket starts in (its
+                  command line, the socket, the JSON messages), before any
+                  pyxen module
+    pyxen -F -S,  the two pyxen commands again with `python -S` and
+    pyxen create -S   site-packages on PYTHONPATH: what they take on an
+                  installation whose .pth files do nothing at start-up (the
+                  usual case; on the CI machines one imports certifi in every
+                  Python process)
 
 The guest does the same early work in every case (PVH entry, long mode,
 CPUID); under pyxen it also installs the hypercall page and makes one
@@ -36,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -48,9 +58,28 @@ HELLO = ROOT / "guests" / "build" / "hello.elf"
 sys.path.insert(0, str(SRC))
 
 import history  # noqa: E402
+from reference import first_byte, qemu_binary, qemu_microvm, without_pth_env  # noqa: E402
 
 from pyxen.control.client import ControlClient  # noqa: E402
 from pyxen.control.paths import InstancePaths  # noqa: E402
+
+
+def _pyxen_command() -> list[str]:
+    """How the commands are started: the installed `pyxen` script, which users run.
+
+    Run by this interpreter (as its #! line would), so that flags such as
+    -S can be given; the code it imports is this checkout's (src/ comes
+    first on PYTHONPATH). Without an installed script, `-m pyxen`, which
+    also imports runpy (a few ms more).
+    """
+    script = Path(sysconfig.get_path("scripts")) / "pyxen"
+    return [str(script)] if script.is_file() else ["-m", "pyxen"]
+
+
+PYXEN = _pyxen_command()
+# What any Python client of the control socket imports before its own code:
+# its command line, the socket and the JSON messages.
+CLIENT_STDLIB = "argparse, json, socket"
 
 
 def _env(run_dir: Path) -> dict[str, str]:
@@ -62,25 +91,12 @@ def _env(run_dir: Path) -> dict[str, str]:
     return env
 
 
-def first_byte(argv: list[str], env: dict[str, str] | None = None) -> float:
-    """Seconds from spawning argv to its first stdout byte; the process is then ended."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    byte = proc.stdout.read(1)
-    elapsed = time.monotonic() - t0
-    proc.kill()
-    proc.wait()
-    if not byte:
-        raise RuntimeError(f"{argv[0]} printed nothing")
-    return elapsed
-
-
 class Daemon:
     """A foreground `pyxen hypervisor` whose stdout lines are timestamped."""
 
     def __init__(self, base: Path) -> None:
         self.env = _env(base)
+        self.nopth_env = without_pth_env(self.env, SRC)
         self.paths = InstancePaths(base / "run", base / "log")
         self.proc = subprocess.Popen([sys.executable, "-m", "pyxen", "hypervisor"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -114,7 +130,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    qemu = shutil.which("qemu-system-x86_64")
+    qemu = qemu_binary()
     if qemu is None:
         print("qemu-system-x86_64 is needed (apt-get install qemu-system-x86)", file=sys.stderr)
         return 1
@@ -122,24 +138,28 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="pyxen-startup-"))
     cfg = base / "hello.cfg"
     cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
-    samples: dict[str, list[float]] = {"qemu": [], "pyxen -F": [], "pyxen create": [],
-                                       "create op": [], "python": [], "python -S": []}
+    samples: dict[str, list[float]] = {
+        "qemu": [], "pyxen -F": [], "pyxen create": [], "create op": [], "python": [],
+        "python -S": [], "client floor": [], "pyxen -F -S": [], "pyxen create -S": []}
     standalone_env = _env(base / "none")
+    standalone_nopth = without_pth_env(standalone_env, SRC)
     daemon = Daemon(base / "daemon")
     try:
         with ControlClient(daemon.paths.control_socket) as client:
             for rnd in range(args.rounds):
-                samples["qemu"].append(first_byte(
-                    [qemu, "-M", "microvm", "-accel", "kvm", "-m", "32", "-kernel", str(HELLO),
-                     "-debugcon", "stdio", "-display", "none", "-nodefaults", "-no-reboot"]))
-                samples["pyxen -F"].append(first_byte(
-                    [sys.executable, "-m", "pyxen", "create", "-F", "-q", str(cfg)],
-                    standalone_env))
-                t0 = time.monotonic()
-                subprocess.run([sys.executable, "-m", "pyxen", "create", "-q", str(cfg)],
-                               env=daemon.env, check=True, capture_output=True)
-                samples["pyxen create"].append(daemon.guest_line_after(t0))
-                time.sleep(0.3)  # let it power off and be destroyed
+                samples["qemu"].append(qemu_microvm(qemu, HELLO, 32))
+                for key, flags, env in (("pyxen -F", [], standalone_env),
+                                        ("pyxen -F -S", ["-S"], standalone_nopth)):
+                    samples[key].append(first_byte(
+                        [sys.executable, *flags, *PYXEN, "create", "-F", "-q", str(cfg)],
+                        env))
+                for key, flags, env in (("pyxen create", [], daemon.env),
+                                        ("pyxen create -S", ["-S"], daemon.nopth_env)):
+                    t0 = time.monotonic()
+                    subprocess.run([sys.executable, *flags, *PYXEN, "create", "-q",
+                                    str(cfg)], env=env, check=True, capture_output=True)
+                    samples[key].append(daemon.guest_line_after(t0))
+                    time.sleep(0.3)  # let it power off and be destroyed
                 t0 = time.monotonic()
                 client.call("create", config={"name": f"op{rnd}", "kernel": str(HELLO),
                                               "memory_mib": 32})
@@ -148,6 +168,8 @@ def main() -> int:
                 samples["python"].append(first_byte([sys.executable, "-c", "print(0)"]))
                 samples["python -S"].append(first_byte([sys.executable, "-S", "-c",
                                                         "print(0)"]))
+                samples["client floor"].append(first_byte(
+                    [sys.executable, "-S", "-c", f"import {CLIENT_STDLIB}; print(0)"]))
                 print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {v[-1] * 1000:.0f} ms" for k, v in samples.items()), file=sys.stderr)
     finally:
@@ -167,6 +189,8 @@ def main() -> int:
           f"-F {(meds['pyxen -F'] - floor) * 1000:.0f} ms, "
           f"create {(meds['pyxen create'] - floor) * 1000:.0f} ms; site-packages: "
           f"{(floor - meds['python -S']) * 1000:.0f} ms of every Python process")
+    print("-S rows: the same commands with no .pth file run at start-up (python -S, "
+          "site-packages on PYTHONPATH)")
     ratios = {f"{k}/qemu": v / ref for k, v in meds.items() if k != "qemu"}
     # Per round (QEMU and pyxen started seconds apart): the median of the
     # rounds' ratios and a 95% bootstrap interval.
