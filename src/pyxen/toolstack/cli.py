@@ -55,6 +55,34 @@ class _Skipped:
         return lambda *_args, **_kwargs: self
 
 
+def _terminal_columns() -> int:
+    """The width help is wrapped to: $COLUMNS, else stdout's terminal, else 80.
+
+    What argparse's formatter asks shutil.get_terminal_size for; asked here
+    because importing shutil (which imports bz2, lzma and zlib) costs every
+    command a few milliseconds, and argparse makes a formatter as soon as an
+    argument is added, whether or not help is printed.
+    """
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized by _terminal_columns (the same width, less
+    the two columns argparse leaves)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
 class _OnlyOne:
     """``add_subparsers()``'s result, passing through only the subcommand ``wanted``."""
 
@@ -68,6 +96,7 @@ class _OnlyOne:
         if self.wanted is not None and name != self.wanted:
             return _Skipped()  # type: ignore[return-value]
         self.found = True
+        kwargs.setdefault("formatter_class", _Formatter)
         return self.sub.add_parser(name, **kwargs)  # type: ignore[arg-type]
 
 
@@ -106,7 +135,8 @@ def _hypervisor_options(h: argparse.ArgumentParser) -> None:
 
 
 def _define(wanted: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM")
+    p = argparse.ArgumentParser(prog="pyxen", description="A Xen-compatible hypervisor on KVM",
+                                formatter_class=_Formatter)
     p.add_argument("--run-dir", help="the hypervisor's run directory (default $PYXEN_RUN_DIR "
                                      "or /run/pyxen)")
     p.add_argument("--log-dir", help="the hypervisor's log directory (default $PYXEN_LOG_DIR "

@@ -1,0 +1,49 @@
+"""What a short command imports, and the help width argparse used to get from shutil.
+
+The client commands start in the time of the interpreter plus their imports
+(docs/features/performance.md, bench/startup.py); these tests keep modules
+that cost every command milliseconds and that it does not need off its path.
+They run the interpreter with -S, so that no .pth file of this installation
+has imported the modules already.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(SRC), **env}, timeout=60)
+
+
+def test_the_create_client_does_not_import_shutil_or_dataclasses() -> None:
+    out = _run("import sys\n"
+               "from pyxen.toolstack.cli import _parser\n"
+               "import pyxen.toolstack.create\n"
+               "_parser(['create', '-q', 'x.cfg']).parse_args(['create', '-q', 'x.cfg'])\n"
+               "print(sorted(m for m in ('shutil', 'dataclasses') if m in sys.modules))\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_is_wrapped_to_columns() -> None:
+    out = _run("from pyxen.toolstack.cli import main; main(['create', '--help'])",
+               COLUMNS="50")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 50
+    assert any(len(line) > 40 for line in lines)  # wrapped to it, not far short of it
+
+
+def test_help_width_without_a_terminal_or_a_usable_columns_is_80() -> None:
+    for columns in ("", "abc", "-5", "0"):
+        out = _run("from pyxen.toolstack.cli import _terminal_columns as c; print(c())",
+                   COLUMNS=columns)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "80", columns  # stdout is a pipe here
