@@ -6,6 +6,7 @@ a process to its first byte on stdout; the process is then ended.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import site
@@ -50,3 +51,14 @@ def without_pth_env(env: dict[str, str], src: Path) -> dict[str, str]:
     out = dict(env)
     out["PYTHONPATH"] = os.pathsep.join([str(src), *site.getsitepackages()])
     return out
+
+
+def compile_package(src: Path) -> None:
+    """Bring the bytecode of src/pyxen up to date, as an install does.
+
+    With PYTHONDONTWRITEBYTECODE set (as on these machines) a module edited
+    since the last `pip install -e .` is compiled again by every process
+    that imports it, which start-up figures would otherwise include.
+    """
+    if not compileall.compile_dir(str(src / "pyxen"), quiet=1):
+        raise RuntimeError(f"{src / 'pyxen'} does not compile")

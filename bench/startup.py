@@ -58,7 +58,13 @@ HELLO = ROOT / "guests" / "build" / "hello.elf"
 sys.path.insert(0, str(SRC))
 
 import history  # noqa: E402
-from reference import first_byte, qemu_binary, qemu_microvm, without_pth_env  # noqa: E402
+from reference import (  # noqa: E402
+    compile_package,
+    first_byte,
+    qemu_binary,
+    qemu_microvm,
+    without_pth_env,
+)
 
 from pyxen.control.client import ControlClient  # noqa: E402
 from pyxen.control.paths import InstancePaths  # noqa: E402
@@ -135,6 +141,7 @@ def main() -> int:
         print("qemu-system-x86_64 is needed (apt-get install qemu-system-x86)", file=sys.stderr)
         return 1
     subprocess.run(["make", "-C", str(ROOT / "guests")], check=True, capture_output=True)
+    compile_package(SRC)
     base = Path(tempfile.mkdtemp(prefix="pyxen-startup-"))
     cfg = base / "hello.cfg"
     cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
