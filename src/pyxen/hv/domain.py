@@ -414,12 +414,13 @@ class Domain:
             vcpu.time.update_time(tsc, now, self.hv.tsc.hz)
 
     def update_time(self, tsc: int, now: int, hz: int) -> None:
-        """Calibration tick: refresh every vCPU's pvclock parameters."""
+        """Calibration tick: refresh the pvclock parameters of the vCPUs that may run
+        (the others when they run again: VcpuTime.calibrate)."""
         with self.time_lock:
             if self.dying:
                 return
             for vcpu in self.vcpus:
-                vcpu.time.update_time(tsc, now, hz)
+                vcpu.time.calibrate(tsc, now, hz)
 
     # -- pause -----------------------------------------------------------------
 
