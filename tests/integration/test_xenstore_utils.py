@@ -316,3 +316,41 @@ def test_a_child_list_longer_than_one_reply_is_read_in_parts(xsd: Daemon) -> Non
         assert client.children("/small") == [b"a"]
     finally:
         client.close()
+
+
+def test_directories_in_one_batch_match_one_request_each(xsd: Daemon) -> None:
+    """A destroy lists a domain's backend directories together (missing ones are
+    empty, a list too long for one reply is read in parts)."""
+    from pyxen.control.xenstore import WriteBatch, XenstoreClient
+
+    client = XenstoreClient(Path(xsd.socket))
+    try:
+        batch = WriteBatch()
+        for name in (str(1000 + i) for i in range(1200)):
+            batch.write(f"/dirs/big/{name}", "")
+        batch.write("/dirs/small/1", "")
+        batch.write("/dirs/small/2", "")
+        client.apply(batch)
+        paths = ["/dirs/small", "/dirs/none", "/dirs/big", "/dirs/small/1"]
+        assert client.directories(paths) == [client.directory(p) for p in paths]
+        assert client.directories(paths)[:2] == [["1", "2"], []]
+        assert client.directories([]) == []
+    finally:
+        client.close()
+
+
+def test_a_release_in_a_batch_is_harmless_for_an_unknown_domain(xsd: Daemon) -> None:
+    from pyxen.control.xenstore import WriteBatch, XenstoreClient
+
+    client = XenstoreClient(Path(xsd.socket))
+    try:
+        client.introduce(7, 0x1007, 5)
+        batch = WriteBatch()
+        batch.release(7)
+        batch.release(8)  # never introduced: ENOENT, not an error here
+        batch.write("/after/release", "1")
+        client.apply(batch)
+        assert client.which_introduced([7, 8]) == set()
+        assert client.read("/after/release") == b"1"
+    finally:
+        client.close()

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from pyxen.abi.hvm import HvmParam
+from pyxen.abi.xs_wire import XsdSockmsgType
 from pyxen.control.protocol import ControlError
-from pyxen.control.xenstore import XenstoreError
+from pyxen.control.xenstore import WriteBatch, XenstoreError
 from pyxen.control.xenstore_sync import XenstoreSync
 
 
@@ -99,6 +100,11 @@ class _Client:
         self.released.append(domid)
         self.introduced.discard(domid)
 
+    def apply(self, batch: WriteBatch) -> None:  # in order; only RELEASE matters here
+        for msg_type, payload, _what, _harmless in batch.messages:
+            if msg_type == XsdSockmsgType.RELEASE:
+                self.release(int(payload.rstrip(b"\0")))
+
     def children(self, path: str) -> list[bytes]:  # of /local/domain
         return [str(d).encode() for d in sorted(self.introduced)]
 
@@ -178,14 +184,15 @@ def test_a_round_with_nothing_changed_asks_xenstored_nothing_per_domain(monkeypa
     assert client.introduced == {1, 2, 3, 4, 5, 6} and client.asked == 6
     del manager.domains[2]
     manager.generation += 1
-    sync.reconcile()  # releases the gone one, asking about it only
-    assert client.introduced == {1, 3, 4, 5, 6} and client.asked == 7
+    sync.reconcile()  # releases the gone one (a RELEASE in its batch: no question)
+    assert client.introduced == {1, 3, 4, 5, 6} and client.asked == 6
+    assert client.released == [2]
     client.introduced.discard(3)  # xenstored lost a domain (restarted without it)
     sync.reconcile()
-    assert 3 in client.introduced and client.asked == 12
+    assert 3 in client.introduced and client.asked == 11
     clock[0] += xs.FULL_CHECK_SECONDS
     sync.reconcile()
-    assert client.asked == 17  # the periodic full check
+    assert client.asked == 16  # the periodic full check
 
 
 def test_a_domain_id_that_comes_back_as_another_domain_is_introduced_again() -> None:

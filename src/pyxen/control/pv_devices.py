@@ -30,7 +30,7 @@ from typing import Any
 
 from pyxen.abi.xenbus import XenbusState
 from pyxen.control.protocol import ControlError
-from pyxen.control.xenstore import XenstoreClient
+from pyxen.control.xenstore import WriteBatch, XenstoreClient
 
 KINDS = ("vbd", "vif")
 REMOVE_TIMEOUT = 10.0
@@ -126,11 +126,13 @@ def release_domain(xs: XenstoreClient, domid: int, timeout: float = REMOVE_TIMEO
     them (released their images and interfaces) the backend directories are
     deleted.  Returns the devices ("vbd/51712") not closed within ``timeout``
     (deleted all the same)."""
-    backends = []
+    roots = [f"/local/domain/0/backend/{kind}/{domid}" for kind in KINDS]
+    backends = [f"{root}/{d}" for root, names in zip(roots, xs.directories(roots), strict=True)
+                for d in names if d.isdigit()]
+    frontends = WriteBatch()
     for kind in KINDS:
-        root = f"/local/domain/0/backend/{kind}/{domid}"
-        backends += [f"{root}/{d}" for d in xs.directory(root) if d.isdigit()]
-        xs.rm(f"/local/domain/{domid}/device/{kind}")
+        frontends.rm(f"/local/domain/{domid}/device/{kind}")
+    xs.apply(frontends)
     for be in backends:
         if xs.read(f"{be}/state") is not None:
             xs.write(f"{be}/online", "0")
@@ -142,8 +144,15 @@ def release_domain(xs: XenstoreClient, domid: int, timeout: float = REMOVE_TIMEO
 def remove_all(xs: XenstoreClient, domid: int) -> None:
     """A domain's backend directories, at once (a domain id's earlier life, or a
     domain xenstored lost track of)."""
+    batch = WriteBatch()
+    remove_all_in(batch, domid)
+    xs.apply(batch)
+
+
+def remove_all_in(batch: WriteBatch, domid: int) -> None:
+    """``remove_all`` as part of a larger batch."""
     for kind in KINDS:
-        xs.rm(f"/local/domain/0/backend/{kind}/{domid}")
+        batch.rm(f"/local/domain/0/backend/{kind}/{domid}")
 
 
 def listing(xs: XenstoreClient, kind: str, domid: int, extra: tuple[str, ...] = ()

@@ -74,6 +74,10 @@ class WriteBatch:
     def set_perms(self, path: str, perms: list[str]) -> None:
         self.messages.append(_set_perms(path, perms))
 
+    def release(self, domid: int) -> None:
+        """RELEASE ``domid`` (not an error if xenstored does not know it: ENOENT)."""
+        self.messages.append((T.RELEASE, f"{domid}\0".encode(), f"release {domid}", "ENOENT"))
+
 
 class XenstoreError(Exception):
     def __init__(self, code: str, what: str) -> None:
@@ -181,6 +185,22 @@ class XenstoreClient:
             else:
                 return listing
         raise XenstoreError("EAGAIN", f"{path} kept changing while it was read in parts")
+
+    def directories(self, paths: Sequence[str]) -> list[list[str]]:
+        """``directory`` of each of ``paths``, the requests sent together."""
+        replies = self.pipelined([(T.DIRECTORY, p.encode() + b"\0", p) for p in paths])
+        out: list[list[str]] = []
+        for path, reply in zip(paths, replies, strict=True):
+            if isinstance(reply, XenstoreError):
+                if reply.code == "ENOENT":
+                    out.append([])
+                    continue
+                if reply.code != "E2BIG":
+                    raise reply
+                out.append(self.directory(path))  # too long for one reply: in parts
+                continue
+            out.append([n.decode(errors="replace") for n in reply.split(b"\0") if n])
+        return out
 
     def watch(self, path: str, token: str) -> None:
         """Watch ``path`` and below; events go to ``events`` (one fires at once)."""

@@ -165,13 +165,14 @@ class XenstoreSync:
         """Release a domain that is gone and remove its directories and devices:
         /local/domain/<domid> and, as libxl does, the /vm/<uuid> it points to
         (one per domain ever created would otherwise pile up under /vm)."""
-        if client.is_introduced(domid):
-            client.release(domid)
         vm = client.read_text(f"/local/domain/{domid}/vm")
-        client.rm(f"/local/domain/{domid}")
+        batch = WriteBatch()  # one round trip for the rest
+        batch.release(domid)
+        batch.rm(f"/local/domain/{domid}")
         if vm is not None and VM_PATH.fullmatch(vm):  # as _introduce wrote it
-            client.rm(vm)
-        pv_devices.remove_all(client, domid)
+            batch.rm(vm)
+        pv_devices.remove_all_in(batch, domid)
+        client.apply(batch)
         self.introduced.pop(domid, None)
         self._failed.pop(domid, None)
 
