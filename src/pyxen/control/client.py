@@ -16,12 +16,15 @@ import mmap
 import os
 import socket
 import threading
-from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import MAX_REPLY, PROTOCOL_VERSION, ControlError, receive, send
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import (control/paths.py)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+    from typing import Any
 
 CONTROL_FD_ENV = "PYXEN_CONTROL_FD"
 
@@ -38,14 +41,16 @@ def _take_inherited_fd() -> int | None:
 
 
 class ControlClient:
-    def __init__(self, path: Path, sock: socket.socket | None = None) -> None:
-        self.path = path  # control.sock (a service talks through ``sock`` instead)
+    def __init__(self, path: str | os.PathLike[str], sock: socket.socket | None = None
+                 ) -> None:
+        # control.sock (a service talks through ``sock`` instead)
+        self.path_name = os.fspath(path)
         if sock is not None:
             self._sock = sock
         else:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                self._sock.connect(str(path))
+                self._sock.connect(self.path_name)
             except OSError as e:
                 self._sock.close()
                 raise NoDaemon(f"no pyxen hypervisor is running at {path} ({e.strerror}); "
@@ -56,7 +61,7 @@ class ControlClient:
     @classmethod
     def connect(cls, paths: InstancePaths | None = None) -> ControlClient:
         """A connection to the hypervisor: the inherited one in a service, else control.sock."""
-        path = (paths or InstancePaths.resolve()).control_socket
+        path = (paths or InstancePaths.resolve()).control_socket_name
         fd = _take_inherited_fd()
         if fd is None:
             return cls(path)
@@ -65,6 +70,12 @@ class ControlClient:
         except OSError as e:
             raise NoDaemon(f"{CONTROL_FD_ENV}={fd} is not a connection: {e}") from None
         return cls(path, sock)
+
+    @property
+    def path(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.path_name)
 
     def call(self, op: str, **args: Any) -> Any:
         """Run one operation; its result, or ControlError with the errno name."""

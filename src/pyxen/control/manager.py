@@ -478,7 +478,8 @@ def _serial_console(d: Domain) -> bool:
     return d.device_model is not None and d.device_model.spec.serial
 
 
-def request_from_dict(args: dict[str, Any], run_dir: Path = DEFAULT_RUN_DIR) -> DomainRequest:
+def request_from_dict(args: dict[str, Any], run_dir: Path = Path(DEFAULT_RUN_DIR)
+                      ) -> DomainRequest:
     """Validate a create request's config object into a DomainRequest."""
     def text(key: str, default: str | None = None, limit: int = 4096) -> str:
         value = args.get(key, default)

@@ -10,29 +10,70 @@ way, so it talks to the instance its environment names.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import NamedTuple
 
-DEFAULT_RUN_DIR = Path("/run/pyxen")
-DEFAULT_LOG_DIR = Path("/var/log/pyxen")
+# Every command imports this module before it does anything, so it imports
+# neither pathlib nor typing (with what they import, ~5 ms each on the CI
+# machines, as much as a short command's own work): the directories are kept
+# as strings, and the Path properties import pathlib on first use.
+# (``TYPE_CHECKING = False`` is typing.TYPE_CHECKING without importing typing;
+# mypy treats it the same.)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_RUN_DIR = "/run/pyxen"
+DEFAULT_LOG_DIR = "/var/log/pyxen"
 
 
-class InstancePaths(NamedTuple):
-    """One instance's directories (a NamedTuple, not a dataclass: every command
-    imports this, and the dataclasses module alone costs a short command ~10 ms)."""
+def _path(name: str) -> Path:
+    from pathlib import Path
 
-    run_dir: Path
-    log_dir: Path
+    return Path(name)
+
+
+class InstancePaths:
+    """One instance's directories, absolute.  A plain class (not a NamedTuple or a
+    dataclass) for the import cost above."""
+
+    __slots__ = ("log_name", "run_name")
+
+    def __init__(self, run_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str]
+                 ) -> None:
+        self.run_name = os.path.abspath(run_dir)
+        self.log_name = os.path.abspath(log_dir)
 
     @classmethod
     def resolve(cls, run_dir: str | None = None, log_dir: str | None = None) -> InstancePaths:
-        run = run_dir or os.environ.get("PYXEN_RUN_DIR") or str(DEFAULT_RUN_DIR)
-        log = log_dir or os.environ.get("PYXEN_LOG_DIR") or str(DEFAULT_LOG_DIR)
-        return cls(Path(run).absolute(), Path(log).absolute())
+        run = run_dir or os.environ.get("PYXEN_RUN_DIR") or DEFAULT_RUN_DIR
+        log = log_dir or os.environ.get("PYXEN_LOG_DIR") or DEFAULT_LOG_DIR
+        return cls(run, log)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, InstancePaths)
+                and (self.run_name, self.log_name) == (other.run_name, other.log_name))
+
+    def __hash__(self) -> int:
+        return hash((self.run_name, self.log_name))
+
+    def __repr__(self) -> str:
+        return f"InstancePaths({self.run_name!r}, {self.log_name!r})"
+
+    @property
+    def run_dir(self) -> Path:
+        return _path(self.run_name)
+
+    @property
+    def log_dir(self) -> Path:
+        return _path(self.log_name)
+
+    @property
+    def control_socket_name(self) -> str:
+        """``control_socket`` as a string (what a client needs, without pathlib)."""
+        return os.path.join(self.run_name, "control.sock")
 
     @property
     def control_socket(self) -> Path:
-        return self.run_dir / "control.sock"
+        return _path(self.control_socket_name)
 
     @property
     def xenstored_socket(self) -> Path:

@@ -19,13 +19,14 @@ import argparse
 import os
 import select
 import sys
-from collections.abc import Callable
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 from pyxen.control.paths import InstancePaths
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import (control/paths.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
     from pyxen.hv.argo.config import ArgoConfig
     from pyxen.hv.argo.policy import FlaskPolicy
 

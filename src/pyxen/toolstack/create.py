@@ -40,15 +40,19 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pyxen.control.client import ControlClient, NoDaemon
 from pyxen.control.paths import InstancePaths
 from pyxen.control.protocol import ControlError
 from pyxen.control.shutdown_actions import action_setting
 
+# Through the daemon this command imports neither pathlib nor typing (see
+# control/paths.py); the standalone path imports the hypervisor anyway.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from pyxen.toolstack.domain_config import DomainConfig
 
 EXIT_CONFIG = 2
@@ -81,25 +85,30 @@ def _check_here(path: Path, overrides: list[str]) -> DomainConfig | int:
     return config
 
 
-def _check_in_daemon(client: ControlClient, path: Path,
+def _check_in_daemon(client: ControlClient, path: str,
                      overrides: list[str]) -> dict[str, Any] | int:
     """The create operation's config object, checked by the daemon (control/config_ops.py),
     with xl's messages; an exit status if it is unusable."""
     try:
-        text = path.read_bytes().decode("utf-8", "surrogateescape")  # as read_xl_cfg reads
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")  # as read_xl_cfg reads
     except OSError as e:
+        from pathlib import Path
+
         from pyxen.toolstack.xlcfg import unreadable
 
-        print(f"pyxen: {unreadable(path, e)}", file=sys.stderr)
+        print(f"pyxen: {unreadable(Path(path), e)}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         checked = client.call("check_config", text=text, path=os.path.abspath(path),
                               cwd=os.getcwd(), overrides=overrides)
     except ControlError as e:
         if e.code == "ENOSYS":  # a daemon started before check_config existed: check here
+            from pathlib import Path
+
             from pyxen.toolstack.commands import config_request
 
-            local = _check_here(path, overrides)
+            local = _check_here(Path(path), overrides)
             return local if isinstance(local, int) else config_request(local)
         if e.code != "ECONFIG":
             raise
@@ -120,16 +129,17 @@ def create_command(args: argparse.Namespace, paths: InstancePaths) -> int:
     if not cfg_path:
         print("pyxen create: no config file given (pyxen create FILE.cfg)", file=sys.stderr)
         return EXIT_CONFIG
-    path = Path(cfg_path)
     if not args.quiet:
-        print(f"Parsing config from {path}", file=sys.stderr)
+        print(f"Parsing config from {cfg_path}", file=sys.stderr)
     try:
         client = ControlClient.connect(paths)
     except NoDaemon as e:
-        return _without_daemon(args, path, overrides, e)
+        from pathlib import Path
+
+        return _without_daemon(args, Path(cfg_path), overrides, e)
     with client:
         try:
-            config = _check_in_daemon(client, path, overrides)
+            config = _check_in_daemon(client, cfg_path, overrides)
             if isinstance(config, int):
                 return config
             # With -c the domain starts paused until the console is attached, as
