@@ -25,15 +25,13 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 HEAVY = ("shutil", "dataclasses", "pathlib", "typing")  # ~3-10 ms each here
 
 
-def test_the_create_client_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
-    """`pyxen create` through a daemon, up to its first request: argparse, the
-    control client and its socket (a stand-in daemon answers check_config)."""
+def _heavy_imports(tmp_path: Path, argv: list[str], op: str) -> str:
+    """Run the command ``argv`` against a stand-in daemon; the heavy modules it had
+    imported when it sent ``op`` (the stand-in answers the requests before)."""
     out = _run("import os, socket, sys, threading\n"
                "from pyxen.control.protocol import receive, send\n"
                "from pyxen.toolstack.cli import main\n"
                f"d = {str(tmp_path)!r}\n"
-               "cfg = os.path.join(d, 'x.cfg')\n"
-               "open(cfg, 'w').write('name = \"x\"\\n')\n"
                "srv = socket.socket(socket.AF_UNIX)\n"
                "srv.bind(os.path.join(d, 'control.sock'))\n"
                "srv.listen()\n"
@@ -41,15 +39,25 @@ def test_the_create_client_imports_none_of_the_heavy_modules(tmp_path: Path) -> 
                "    conn = srv.accept()[0]\n"
                "    while True:\n"
                "        msg, _ = receive(conn)\n"
-               "        if msg.get('op') == 'check_config':\n"
-               "            print(sorted(m for m in HEAVY if m in sys.modules), flush=True)\n"
+               f"        if msg.get('op') == {op!r}:\n"
+               f"            print(sorted(m for m in {HEAVY!r} if m in sys.modules), flush=True)\n"
                "            os._exit(0)\n"
                "        send(conn, {'id': msg.get('id'), 'ok': True, 'result': {}})\n"
-               f"HEAVY = {HEAVY!r}\n"
                "threading.Thread(target=serve, daemon=True).start()\n"
-               "main(['--run-dir', d, 'create', '-q', cfg])\n")
+               f"main(['--run-dir', d, *{argv!r}])\n")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
+
+
+def test_the_create_client_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    """`pyxen create` through a daemon, up to its first request."""
+    cfg = tmp_path / "x.cfg"
+    cfg.write_text('name = "x"\n')
+    assert _heavy_imports(tmp_path, ["create", "-q", str(cfg)], "check_config") == "[]"
+
+
+def test_list_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    assert _heavy_imports(tmp_path, ["list"], "list") == "[]"
 
 
 def test_help_is_wrapped_to_columns() -> None:

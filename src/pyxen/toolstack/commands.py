@@ -17,13 +17,17 @@ import selectors
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
 from pyxen.control.client import ControlClient
 from pyxen.control.protocol import ControlError
 from pyxen.cpulist import parse_cpu_list
 from pyxen.toolstack.terminal import ConsoleTerminal, write_all
+
+# The client commands import neither pathlib nor typing (see control/paths.py).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 SHUTDOWN_LETTERS = "-rscwS"
 REASONS = {"poweroff": 0, "reboot": 1}
@@ -432,6 +436,8 @@ def cmd_trace(args: argparse.Namespace, client: ControlClient) -> int:
         return 1
     # This process opens the file, with its own permissions, and sends it: the
     # hypervisor (often root) writes no path a client names.
+    from pathlib import Path
+
     output = Path(args.output)
     existed = output.exists()
     try:
@@ -510,6 +516,8 @@ def cmd_cpupool_migrate(args: argparse.Namespace, client: ControlClient) -> int:
 
 def config_request(config: Any) -> dict[str, Any]:
     """The create operation's config object for a parsed DomainConfig."""
+    from pathlib import Path
+
     return {
         "name": config.name,
         "kernel": str(Path(config.kernel).absolute()) if config.kernel else None,

@@ -21,7 +21,10 @@ import os
 import selectors
 import sys
 import termios
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import (control/paths.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 DETACH = 0x1D  # Ctrl-]
 READ_AT_ONCE_MAX = 64 * 1024
