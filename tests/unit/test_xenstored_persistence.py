@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_xenstored_harness import Client
 
 from pyxen.abi.xs_wire import XsdSockmsgType as T
@@ -20,6 +22,7 @@ from pyxen.services.xenstored.persistence import (
     COMPACT_MIN,
     StateError,
     StateJournal,
+    _children_delta,
     load,
     save,
 )
@@ -244,3 +247,107 @@ def test_a_malformed_domain_record_in_the_journal_is_refused(tmp_path: Path,
         f'"domain_changes": {changes}}}\n')
     with pytest.raises(StateError, match="malformed"):
         load(str(state))
+
+
+def _journal_lines(state: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in Path(f"{state}.journal").read_text().splitlines()[1:]]
+
+
+def test_a_big_directory_is_journalled_as_child_deltas(tmp_path: Path) -> None:
+    """Creating or destroying a domain changes /local/domain's child list; with
+    thousands of domains its whole list in every line made each save O(domains)."""
+    state = str(tmp_path / "state")
+    journal = StateJournal(state)
+    c = Client(Xenstore())
+    for i in range(1, 200):
+        c.write(f"/local/domain/{i}/name", f"d{i}")
+    journal.save(c.xs)  # the snapshot
+    c.xs.mark_clean()
+    c.write("/local/domain/500/name", "new")  # appended
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    c.rm("/local/domain/7")  # removed from the middle
+    c.rm("/local/domain/150")
+    c.write("/local/domain/7/name", "again")  # and back, at the end
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    c.write("/local/domain", "a value")  # the node changes, its children do not
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    deltas = [line["nodes"]["/local/domain"] for line in _journal_lines(state)]  # type: ignore[index]
+    assert [d.get("children_delta") for d in deltas] == [
+        {"removed": [], "added": ["500"]},
+        {"removed": ["7", "150"], "added": ["7"]},
+        {"removed": [], "added": []}]
+    assert all("children" not in d for d in deltas)
+    assert max(len(line) for line in Path(f"{state}.journal").read_text().splitlines()) < 1000
+    restored = build(state)
+    assert restored.tree.nodes == c.xs.tree.nodes  # the order of the children included
+    assert restored.tree.nodes["/local/domain"].children[-2:] == ("500", "7")
+
+
+def test_a_small_directory_or_a_big_change_is_journalled_whole(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    journal = StateJournal(state)
+    c = Client(Xenstore())
+    for i in range(100):
+        c.write(f"/big/{i}", "")
+    c.write("/small/a", "")
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    c.write("/small/b", "")  # few children: no delta
+    for i in range(100, 300):  # more added than the list keeps: whole
+        c.write(f"/big/{i}", "")
+    journal.save(c.xs)
+    c.xs.mark_clean()
+    nodes = _journal_lines(state)[0]["nodes"]
+    assert nodes["/small"]["children"] == ["a", "b"]  # type: ignore[index]
+    assert len(nodes["/big"]["children"]) == 300  # type: ignore[index]
+    assert build(state).tree.nodes == c.xs.tree.nodes
+
+
+def _journal_with_node_record(state: Path, path: str, delta: object) -> None:
+    save(str(state), Xenstore(), epoch=1)
+    record = {"value": "", "perms": ["n0"], "generation": 0, "children_delta": delta}
+    line = {"generation": 1, "special_perms": {}, "nodes": {path: record}}
+    state.with_name("state.journal").write_text(
+        json.dumps({"format": 1, "epoch": 1}) + "\n" + json.dumps(line) + "\n")
+
+
+@pytest.mark.parametrize("delta", ["x", {"removed": []}, {"removed": [1], "added": []},
+                                   {"removed": [], "added": "ab"}])
+def test_a_malformed_child_delta_is_refused(tmp_path: Path, delta: object) -> None:
+    _journal_with_node_record(tmp_path / "state", "/", delta)
+    with pytest.raises(StateError, match="child delta"):
+        load(str(tmp_path / "state"))
+
+
+def test_a_child_delta_of_a_missing_node_or_to_a_missing_child_is_refused(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ghost = {"removed": [], "added": ["ghost"]}
+    _journal_with_node_record(state, "/nothere", ghost)
+    with pytest.raises(StateError, match="does not exist"):
+        load(str(state))
+    _journal_with_node_record(state, "/", ghost)
+    with pytest.raises(StateError, match="bad child"):
+        load(str(state))
+
+
+@given(st.lists(st.integers(0, 300), unique=True, max_size=150),
+       st.lists(st.integers(0, 300), unique=True, max_size=150),
+       st.lists(st.integers(0, 300), unique=True, max_size=20))
+def test_a_child_delta_always_gives_the_new_list(before_ids: list[int], kept_ids: list[int],
+                                                 added_ids: list[int]) -> None:
+    """Random lists and the usual changes (removals anywhere, names appended, some
+    removed and appended again): a delta, when there is one, rebuilds the list."""
+    before = tuple(str(i) for i in before_ids)
+    keep = {str(i) for i in kept_ids}
+    after = tuple(c for c in before if c in keep)
+    after += tuple(c for c in (str(i) for i in added_ids) if c not in after)
+    for new in (after, tuple(reversed(after))):  # also a reordering: None or right
+        delta = _children_delta(before, new)
+        if delta is None:
+            continue
+        gone = set(delta["removed"])
+        assert tuple(c for c in before if c not in gone) + tuple(delta["added"]) == new
