@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 
-from pyxen.control.paths import InstancePaths
+from pyxen.control.paths import InstancePaths, as_path
 from pyxen.control.protocol import MAX_REPLY, PROTOCOL_VERSION, ControlError, receive, send
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without typing's import (control/paths.py)
@@ -73,9 +73,7 @@ class ControlClient:
 
     @property
     def path(self) -> Path:
-        from pathlib import Path
-
-        return Path(self.path_name)
+        return as_path(self.path_name)
 
     def call(self, op: str, **args: Any) -> Any:
         """Run one operation; its result, or ControlError with the errno name."""

@@ -25,7 +25,8 @@ DEFAULT_RUN_DIR = "/run/pyxen"
 DEFAULT_LOG_DIR = "/var/log/pyxen"
 
 
-def _path(name: str) -> Path:
+def as_path(name: str) -> Path:
+    """``Path(name)``, importing pathlib only now."""
     from pathlib import Path
 
     return Path(name)
@@ -60,11 +61,11 @@ class InstancePaths:
 
     @property
     def run_dir(self) -> Path:
-        return _path(self.run_name)
+        return as_path(self.run_name)
 
     @property
     def log_dir(self) -> Path:
-        return _path(self.log_name)
+        return as_path(self.log_name)
 
     @property
     def control_socket_name(self) -> str:
@@ -73,7 +74,7 @@ class InstancePaths:
 
     @property
     def control_socket(self) -> Path:
-        return _path(self.control_socket_name)
+        return as_path(self.control_socket_name)
 
     @property
     def xenstored_socket(self) -> Path:
