@@ -60,9 +60,10 @@ FORMAT = 1
 #: rewrite, but there is no point rewriting it every few changes).
 COMPACT_MIN = 64 * 1024
 #: Compact once the journal is this many times the snapshot's size.  With 2000
-#: domains a compaction rewrites ~10 MB, and creating or destroying a domain
-#: journals ~80 KB (directory records list every child), so 1x made compaction a
-#: quarter of xenstored's time; 2x halves that, for a load that reads up to 3x.
+#: domains a compaction rewrites ~10 MB; when creating or destroying a domain
+#: journalled ~80 KB (whole child lists, before the deltas), 1x made compaction
+#: a quarter of xenstored's time.  2x halves the rewrites, for a load that
+#: reads up to 3x.
 COMPACT_RATIO = 2
 #: Nodes with at least this many children are journalled as child deltas.
 DELTA_MIN_CHILDREN = 64
