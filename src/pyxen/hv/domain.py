@@ -413,14 +413,11 @@ class Domain:
                 return
             vcpu.time.update_time(tsc, now, self.hv.tsc.hz)
 
-    def update_time(self, tsc: int, now: int, hz: int) -> None:
-        """Calibration tick: refresh the pvclock parameters of the vCPUs that may run
-        (the others when they run again: VcpuTime.calibrate)."""
+    def update_time(self, vcpu: VcpuRunner, tsc: int, now: int, hz: int) -> None:
+        """Calibration tick: refresh one awake vCPU's pvclock parameters."""
         with self.time_lock:
-            if self.dying:
-                return
-            for vcpu in self.vcpus:
-                vcpu.time.calibrate(tsc, now, hz)
+            if not self.dying:
+                vcpu.time.update_time(tsc, now, hz)
 
     # -- pause -----------------------------------------------------------------
 

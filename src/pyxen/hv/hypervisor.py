@@ -39,6 +39,7 @@ from pyxen.kvm import System
 
 if TYPE_CHECKING:  # the schedulers are imported only by a hypervisor that uses one
     from pyxen.hv.sched.dispatcher import Dispatcher
+    from pyxen.hv.vcpu import VcpuRunner
 
 FIRST_DOMU = 1
 
@@ -73,6 +74,11 @@ class Hypervisor:
         self.timers = TimerService(self.system_time_ns, on_error=self.console.log,
                                    realtime=realtime_timers)
         self.tsc = pvclock.TscClock(self.system_time_ns, nominal_tsc_hz(self.kvm))
+        # The vCPUs that may be running (their VcpuTime keeps the set) and the
+        # number of calibration ticks so far: a tick updates only these vCPUs'
+        # time; the others catch up when they wake (hv/vcpu_time.py).
+        self.awake_vcpus: set[VcpuRunner] = set()
+        self.clock_generation = 0
         self._calibration = self.timers.timer(self._calibrate)
         self._calibration.arm(self.system_time_ns() + pvclock.CALIBRATION_NS)
 
@@ -82,8 +88,9 @@ class Hypervisor:
 
     def _calibrate(self) -> None:
         tsc, now = self.tsc.calibrate()
-        for domain in list(self.domains.values()):
-            domain.update_time(tsc, now, self.tsc.hz)
+        self.clock_generation += 1
+        for runner in list(self.awake_vcpus):
+            runner.domain.update_time(runner, tsc, now, self.tsc.hz)
         self._calibration.arm(now + pvclock.CALIBRATION_NS)
 
     def allocate_domid(self) -> int:

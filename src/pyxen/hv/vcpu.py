@@ -236,6 +236,7 @@ class VcpuRunner:
             self.domain.log(f"vcpu {self.vcpu_id}: pyxen bug:\n{traceback.format_exc()}")
             self.domain.crash(f"internal error on vcpu {self.vcpu_id}")
         finally:
+            self.time.leave()
             if self.dispatcher is not None:
                 self.dispatcher.remove(self)
             control.finished()

@@ -9,14 +9,16 @@
   (VCPUOP_register_vcpu_time_memory_area) is at a guest virtual address,
   so it is marked stale with a TIME request and written by the vCPU's own
   thread at its next exit (no kick: the old parameters stay valid).
-  The calibration tick (``calibrate``, once a second) updates only vCPUs
-  that may be running; a blocked or offline one is marked ``time_stale``
-  and updated by its own thread when it changes back to running, before
-  it enters the guest again -- as Xen brings a vCPU's time up to date
-  when it is scheduled. So an idle host's tick costs O(running vCPUs):
-  updating every vCPU of 1000 idle domains took 1.5% of a core. (A tick
-  that reads the runstate just as the vCPU wakes may leave it one period
-  behind; the parameters stay valid, and the next tick updates it.)
+  The calibration tick (once a second) updates only the vCPUs that may be
+  running: ``hv.awake_vcpus``, which ``set_runstate`` keeps (a vCPU is in
+  it from its first entry until its thread ends, except while blocked or
+  offline). A vCPU that missed a tick (its ``generation`` is behind
+  ``hv.clock_generation``) is updated by its own thread when it changes
+  back to running, before it enters the guest again -- as Xen brings a
+  vCPU's time up to date when it is scheduled. So an idle host's tick
+  costs O(awake vCPUs): updating every vCPU of 1000 idle domains took 1.5%
+  of a core. (A vCPU that wakes while a tick runs may be updated twice, or
+  be one period behind until the next tick; the parameters stay valid.)
 - Timers: the single-shot timer (set_timer_op, VCPUOP_set_singleshot_timer)
   and the periodic one (VCPUOP_set_periodic_timer) send VIRQ_TIMER to this
   vCPU from the timer service's thread.
@@ -57,16 +59,25 @@ class VcpuTime:
         self.singleshot = hv.timers.timer(self._timer_fired)
         self.periodic = hv.timers.timer(self._periodic_fired)
         self.periodic_period = 0
-        # The calibration tick skipped this vCPU while it was blocked or offline.
-        self.time_stale = False
+        # hv.clock_generation when the parameters were last published.
+        self.generation = -1
 
     # -- runstate (own thread) ---------------------------------------------------------
 
     def set_runstate(self, state: RunstateState) -> None:
-        if self.runstate.change(state, self.runner.domain.hv.system_time_ns()):
-            if self.time_stale and state == RunstateState.running:
-                self.runner.domain.publish_time(self.runner)
+        hv = self.runner.domain.hv
+        if self.runstate.change(state, hv.system_time_ns()):
+            if state in (RunstateState.blocked, RunstateState.offline):
+                hv.awake_vcpus.discard(self.runner)
+            else:
+                hv.awake_vcpus.add(self.runner)
+                if state == RunstateState.running and self.generation != hv.clock_generation:
+                    self.runner.domain.publish_time(self.runner)  # it missed a tick
             self.write_runstate_area()
+
+    def leave(self) -> None:
+        """The vCPU's thread ends: no more calibration ticks for it."""
+        self.runner.domain.hv.awake_vcpus.discard(self.runner)
 
     def write_runstate_area(self) -> None:
         """Copy the runstate into the guest's registered area (own thread only)."""
@@ -84,6 +95,8 @@ class VcpuTime:
         offset = self.runner.kvm.tsc_offset()
         self.tsc_offset = offset if offset is not None else self._measure_tsc_offset()
         self.runner.domain.publish_time(self.runner)
+        if self.runstate.state not in (RunstateState.blocked, RunstateState.offline):
+            self.runner.domain.hv.awake_vcpus.add(self.runner)
 
     def _measure_tsc_offset(self) -> int:
         """Guest TSC minus host TSC from IA32_TSC reads, keeping the narrowest bracket."""
@@ -97,19 +110,11 @@ class VcpuTime:
         assert best is not None
         return best[1]
 
-    def calibrate(self, host_tsc: int, now_ns: int, hz: int) -> None:
-        """The calibration tick (the domain's time lock is held): update the
-        parameters, or only mark them stale while the vCPU cannot run."""
-        if self.runstate.state in (RunstateState.blocked, RunstateState.offline):
-            self.time_stale = True
-        else:
-            self.update_time(host_tsc, now_ns, hz)
-
     def update_time(self, host_tsc: int, now_ns: int, hz: int) -> None:
         """Publish new pvclock parameters (the domain's time lock is held)."""
         if self.tsc_offset is None:
             return
-        self.time_stale = False
+        self.generation = self.runner.domain.hv.clock_generation
         params = pvclock.next_params(self.params, host_tsc + self.tsc_offset, now_ns, hz)
         self.params = params
         write_time(self.runner.vcpu_info_view, TIME_OFFSET, params)
