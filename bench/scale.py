@@ -193,6 +193,11 @@ class Daemon:
         return [d for d in self.client.call("list") if d["domid"] != 0]
 
     def wait_all_blocked(self, n: int, timeout: float) -> float:
+        """Seconds until all ``n`` domains' vCPUs are blocked, asked with ``list``.
+
+        A full list costs the daemon ~37 us a domain (37 ms at 1000), so it is
+        asked at most every n ms (every 0.2 s below 200 domains): asking every
+        0.2 s at 1000 domains took a fifth of a core from the boot it measures."""
         t0 = time.monotonic()
         while True:
             doms = self.domains()
@@ -202,7 +207,7 @@ class Daemon:
                 running = [d["domid"] for d in doms if not d["blocked"]]
                 raise SystemExit(f"after {timeout:.0f} s {len(doms)} domains, not blocked: "
                                  f"{running[:10]}")
-            time.sleep(0.2)
+            time.sleep(max(0.2, n / 1000))
 
     def wait_gone(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
