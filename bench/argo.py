@@ -37,6 +37,7 @@ import ctypes
 import mmap
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -453,6 +454,7 @@ def main() -> int:
         return 1
     finally:
         d.close()
+        shutil.rmtree(base, ignore_errors=True)  # the daemon's run and log directories
     print()
     print("pyxen Argo benchmark (one run; MB/s = 10^6 bytes/s; ratio = Argo / memmove)")
     cols = ["memoryview", "memmove", "sendv path", "host->host", "guest->guest",

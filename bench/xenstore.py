@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -222,8 +223,11 @@ def main() -> int:
     meds = {key: statistics.median(values) for key, values in rates.items()}
     history.record("xenstore", meds, {f"{k}/echo": v / ref for k, v in meds.items()},
                    unit="requests/s")
-    if args.state_nodes:
-        state_rates(base, env, args.state_nodes, args.state_n, args.rounds)
+    try:
+        if args.state_nodes:
+            state_rates(base, env, args.state_nodes, args.state_n, args.rounds)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)  # sockets, state files, the log
     return 0
 
 
