@@ -25,6 +25,10 @@ Each round runs, one after another, with guests/build/hello.elf:
                   least a Python client of the control socket starts in (its
                   command line, the socket, the JSON messages), before any
                   pyxen module
+    -F floor      `python -S` importing the standard-library modules that
+                  `pyxen create -F` imports (found by importing its modules
+                  once before the rounds), none of pyxen's own: the least a
+                  standalone Python hypervisor built from them starts in
     pyxen -F -S,  the two pyxen commands again with `python -S` and
     pyxen create -S   site-packages on PYTHONPATH: what they take on an
                   installation whose .pth files do nothing at start-up (the
@@ -88,6 +92,22 @@ PYXEN = _pyxen_command()
 CLIENT_STDLIB = "argparse, json, socket"
 
 
+# The modules `pyxen create -F` loads before the guest runs.
+STANDALONE = ("pyxen.toolstack.cli", "pyxen.toolstack.create", "pyxen.toolstack.config_check",
+              "pyxen.toolstack.standalone")
+
+
+def _standalone_stdlib(env: dict[str, str]) -> list[str]:
+    """The modules other than pyxen's that importing STANDALONE loads (under -S)."""
+    probe = ("import sys\nbefore = set(sys.modules)\n"
+             f"for m in {STANDALONE!r}: __import__(m)\n"
+             "print(' '.join(sorted(m for m in set(sys.modules) - before\n"
+             "                      if m.split('.')[0] != 'pyxen')))")
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env=env, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.split()
+
+
 def _env(run_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
@@ -147,7 +167,9 @@ def main() -> int:
     cfg.write_text(f'name = "hello"\ntype = "pvh"\nkernel = "{HELLO}"\nmemory = 32\n')
     samples: dict[str, list[float]] = {
         "qemu": [], "pyxen -F": [], "pyxen create": [], "create op": [], "python": [],
-        "python -S": [], "client floor": [], "pyxen -F -S": [], "pyxen create -S": []}
+        "python -S": [], "client floor": [], "-F floor": [], "pyxen -F -S": [],
+        "pyxen create -S": []}
+    standalone_stdlib = _standalone_stdlib(without_pth_env(_env(base / "probe"), SRC))
     standalone_env = _env(base / "none")
     standalone_nopth = without_pth_env(standalone_env, SRC)
     daemon = Daemon(base / "daemon")
@@ -177,6 +199,10 @@ def main() -> int:
                                                         "print(0)"]))
                 samples["client floor"].append(first_byte(
                     [sys.executable, "-S", "-c", f"import {CLIENT_STDLIB}; print(0)"]))
+                samples["-F floor"].append(first_byte(
+                    [sys.executable, "-S", "-c", "import importlib\n"
+                     f"for m in {standalone_stdlib!r}: importlib.import_module(m)\n"
+                     "print(0)"]))
                 print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {v[-1] * 1000:.0f} ms" for k, v in samples.items()), file=sys.stderr)
     finally:
