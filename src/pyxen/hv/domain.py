@@ -407,14 +407,13 @@ class Domain:
             write_wallclock(self.shared_info_view, self.layout, self.hv.wallclock_base_ns)
 
     def publish_time(self, vcpu: VcpuRunner) -> None:
+        """New pvclock parameters for ``vcpu`` from a fresh TSC sample (its start,
+        or its wake-up after a missed calibration tick)."""
         tsc, now = self.hv.tsc.sample()
-        with self.time_lock:
-            if self.dying:
-                return
-            vcpu.time.update_time(tsc, now, self.hv.tsc.hz)
+        self.update_time(vcpu, tsc, now, self.hv.tsc.hz)
 
     def update_time(self, vcpu: VcpuRunner, tsc: int, now: int, hz: int) -> None:
-        """Calibration tick: refresh one awake vCPU's pvclock parameters."""
+        """Refresh one vCPU's pvclock parameters from the sample (tsc, now)."""
         with self.time_lock:
             if not self.dying:
                 vcpu.time.update_time(tsc, now, hz)
