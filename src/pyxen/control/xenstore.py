@@ -160,15 +160,23 @@ class XenstoreClient:
         of four digits under /local/domain) is E2BIG for DIRECTORY; it is then
         read in parts (DIRECTORY_PART, as libxenstore does), again from the start
         if the node changes between two parts."""
+        reply: bytes | XenstoreError
         try:
-            names = self.request(T.DIRECTORY, path.encode() + b"\0", path)
+            reply = self.request(T.DIRECTORY, path.encode() + b"\0", path)
         except XenstoreError as e:
-            if e.code == "ENOENT":
+            reply = e
+        return self._names(path, reply)
+
+    def _names(self, path: str, reply: bytes | XenstoreError) -> list[bytes]:
+        """The child names a DIRECTORY reply for ``path`` gives: none for ENOENT, and
+        for E2BIG the list read again in parts."""
+        if isinstance(reply, XenstoreError):
+            if reply.code == "ENOENT":
                 return []
-            if e.code != "E2BIG":
-                raise
-            names = self._directory_in_parts(path)
-        return [n for n in names.split(b"\0") if n]
+            if reply.code != "E2BIG":
+                raise reply
+            reply = self._directory_in_parts(path)
+        return [n for n in reply.split(b"\0") if n]
 
     def _directory_in_parts(self, path: str) -> bytes:
         for _ in range(DIRECTORY_PART_TRIES):
@@ -189,18 +197,8 @@ class XenstoreClient:
     def directories(self, paths: Sequence[str]) -> list[list[str]]:
         """``directory`` of each of ``paths``, the requests sent together."""
         replies = self.pipelined([(T.DIRECTORY, p.encode() + b"\0", p) for p in paths])
-        out: list[list[str]] = []
-        for path, reply in zip(paths, replies, strict=True):
-            if isinstance(reply, XenstoreError):
-                if reply.code == "ENOENT":
-                    out.append([])
-                    continue
-                if reply.code != "E2BIG":
-                    raise reply
-                out.append(self.directory(path))  # too long for one reply: in parts
-                continue
-            out.append([n.decode(errors="replace") for n in reply.split(b"\0") if n])
-        return out
+        return [[n.decode(errors="replace") for n in self._names(path, reply)]
+                for path, reply in zip(paths, replies, strict=True)]
 
     def watch(self, path: str, token: str) -> None:
         """Watch ``path`` and below; events go to ``events`` (one fires at once)."""
