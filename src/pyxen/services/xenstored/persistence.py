@@ -115,23 +115,18 @@ def _children_delta(before: tuple[str, ...], after: tuple[str, ...]
                     ) -> dict[str, list[str]] | None:
     """``after`` as ``before`` less some names plus some appended, or None if it is
     not that (or the delta would not be much smaller than the list)."""
-    if after[:len(before)] == before:  # appended only (or unchanged)
-        removed: list[str] = []
+    removed: list[str] = []
+    if after[:len(before)] == before:  # appended only (or unchanged): the usual case
         kept = len(before)
     else:
-        now = set(after)
-        removed = [c for c in before if c not in now]
-        kept = len(before) - len(removed)
-        gone = set(removed)
-        if after[:kept] != tuple(c for c in before if c not in gone):
-            # A name removed and added again (now at the end): match ``after``
-            # against ``before`` in order; what is left over went or came.
-            removed, kept = [], 0
-            for c in before:
-                if kept < len(after) and after[kept] == c:
-                    kept += 1
-                else:
-                    removed.append(c)
+        # Match ``after`` against ``before`` in order: the names of ``before`` left
+        # over went (a name removed and added again is at the end of ``after``).
+        kept = 0
+        for c in before:
+            if kept < len(after) and after[kept] == c:
+                kept += 1
+            else:
+                removed.append(c)
     added = list(after[kept:])
     if 2 * (len(removed) + len(added)) > len(after):
         return None
